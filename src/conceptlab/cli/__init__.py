@@ -1,0 +1,1 @@
+"""The `conceptlab` command: thin wrappers that parse flags, build a config and call the library."""

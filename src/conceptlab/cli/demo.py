@@ -1,0 +1,23 @@
+"""`conceptlab demo`: every capability on the shipped base model, with an HTML report."""
+
+from __future__ import annotations
+
+from conceptlab.cli.common import flag
+
+
+def add_parser(sub):
+    p = sub.add_parser("demo", help="run the demo and write demo-output/index.html")
+    flag(p, "--out", default="demo-output")
+    flag(p, "--model", default=None, help="default: the shipped sticker base model")
+    flag(p, "-n", "--num-images", dest="n", type=int, default=8, help="images per prompt")
+    flag(p, "--steps", type=int, default=30)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from conceptlab.demo import run_demo
+
+    path = run_demo(args.out, model=args.model, n=args.n, steps=args.steps)
+    print(f"demo report: {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: judges, metrics and reports."""

@@ -1,0 +1,177 @@
+"""Seeded, reproducible text-to-image generation with settings stored in every file."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from conceptlab import __version__
+from conceptlab.errors import InputError
+from conceptlab.generation.schedulers import SCHEDULERS, set_scheduler
+from conceptlab.imaging import make_grid, save_image
+from conceptlab.io import atomic_write_text
+
+FORMATS = ("png", "jpg")
+
+
+@dataclass
+class GenerationConfig:
+    """Settings of one generation run; stored in each image and in generations.jsonl."""
+
+    prompt: str
+    negative_prompt: str = ""
+    n: int = 4  # images; image i uses seed + i through its own generator
+    seed: int = 0
+    steps: int = 30
+    guidance: float = 7.5  # classifier-free guidance scale (Ho & Salimans 2022)
+    scheduler: str | None = None  # None: the pipeline's own
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    format: str = "png"
+    batch_size: int = 4  # images per pipeline call; does not change the pixels beyond float rounding
+    grid: bool = False
+
+
+@dataclass
+class Generated:
+    """One generated image with its index and seed."""
+
+    image: Image.Image
+    index: int
+    seed: int
+
+
+def check_config(cfg: GenerationConfig, pipe=None) -> None:
+    """Raises InputError for any bad setting, before anything is computed or written."""
+    if not cfg.prompt or not cfg.prompt.strip():
+        raise InputError("--prompt", cfg.prompt, "is empty", "Describe the image, e.g. --prompt 'a happy star'")
+    for name, value in (("-n", cfg.n), ("--steps", cfg.steps), ("--batch-size", cfg.batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise InputError(name, value, "must be a whole number >= 1", f"Pass {name} 1 or more")
+    if cfg.guidance < 0:
+        raise InputError("--guidance", cfg.guidance, "must be >= 0", "Use 0-1 for no guidance, 5-9 as usual")
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
+        raise InputError("--scheduler", cfg.scheduler, "unknown scheduler", f"Use one of {sorted(SCHEDULERS)}")
+    if cfg.format not in FORMATS:
+        raise InputError("--format", cfg.format, "unknown image format", f"Use one of {FORMATS}")
+    if pipe is not None:
+        factor = pipe.vae_scale_factor
+        for name, value in (("--width", cfg.width), ("--height", cfg.height)):
+            if value is not None and (value < factor or value % factor):
+                raise InputError(name, value, f"must be a positive multiple of the VAE's factor {factor}",
+                                 f"Use {max(factor, round(value / factor) * factor)}")
+
+
+def native_size(pipe) -> int:
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def generate(pipe, cfg: GenerationConfig, indices: list[int] | None = None, progress: bool = True) -> list[Generated]:
+    """Generates images `indices` (default all of range(n)) of `cfg`; image i always uses seed + i."""
+    check_config(cfg, pipe)
+    if cfg.scheduler:
+        set_scheduler(pipe, cfg.scheduler)
+    indices = list(range(cfg.n)) if indices is None else indices
+    size = native_size(pipe)
+    height, width = cfg.height or size, cfg.width or size
+    bar = tqdm(total=len(indices) * cfg.steps, desc="generate", unit="step", disable=not progress)
+    out = []
+    for start in range(0, len(indices), cfg.batch_size):
+        chunk = indices[start:start + cfg.batch_size]
+        # one generator per image: each image's noise depends on its own seed only
+        generators = [torch.Generator(pipe.device).manual_seed(cfg.seed + i) for i in chunk]
+        images = pipe(
+            [cfg.prompt] * len(chunk), negative_prompt=[cfg.negative_prompt] * len(chunk) if cfg.negative_prompt
+            else None, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, height=height, width=width,
+            generator=generators, callback_on_step_end=_advance(bar, len(chunk)),
+        ).images
+        out += [Generated(im, i, cfg.seed + i) for im, i in zip(images, chunk)]
+    bar.close()
+    return out
+
+
+def _advance(bar, k):
+    def callback(pipe, step, timestep, kwargs):
+        bar.update(k)
+        return kwargs
+
+    return callback
+
+
+def settings_record(cfg: GenerationConfig, model: str, item: Generated, file: str, size) -> dict:
+    """What goes into the image's metadata and its generations.jsonl row."""
+    d = asdict(cfg)
+    d.pop("n"), d.pop("grid"), d.pop("batch_size"), d.pop("format")
+    return {**d, "seed": item.seed, "index": item.index, "file": file, "width": size[0], "height": size[1],
+            "model": model, "conceptlab_version": __version__}
+
+
+def write_generations(items: list[Generated], cfg: GenerationConfig, out_dir: Path, model: str,
+                      part: str = "") -> list[dict]:
+    """Saves images named by index and seed, with settings embedded; returns their records."""
+    rows = []
+    for item in items:
+        name = f"{item.index:04d}-seed{item.seed}.{cfg.format}"
+        row = settings_record(cfg, model, item, name, item.image.size)
+        save_image(item.image, out_dir / name, row)
+        rows.append(row)
+    if part:
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out_dir / part)
+    return rows
+
+
+def check_output_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("--out", str(out_dir), "is a file", "Pass a folder path (it is created if missing)")
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise InputError("--out", str(out_dir), f"{probe} is not writable", "Choose a folder you can write to")
+
+
+def run_generation(pipe, cfg: GenerationConfig, out_dir: str | Path, model: str, progress: bool = True) -> list[dict]:
+    """Generates and saves all images, split across accelerate processes when launched with several.
+
+    Every process writes its own images; the main one merges generations.jsonl (sorted by index) and the
+    grid, so the files equal a single-process run's.
+    """
+    from accelerate import PartialState
+
+    out_dir = Path(out_dir)
+    check_config(cfg, pipe)
+    check_output_dir(out_dir)
+    state = PartialState()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe.to(state.device)
+    with state.split_between_processes(list(range(cfg.n))) as mine:
+        items = generate(pipe, cfg, list(mine), progress=progress and state.is_local_main_process)
+    write_generations(items, cfg, out_dir, model, part=f".generations.part{state.process_index}.jsonl")
+    state.wait_for_everyone()
+    rows = []
+    if state.is_main_process:
+        rows = _merge_parts(out_dir, state.num_processes)
+        if cfg.grid:
+            images = [Image.open(out_dir / r["file"]).convert("RGB") for r in rows]
+            make_grid(images, labels=[f"seed {r['seed']}" for r in rows]).save(out_dir / "grid.png")
+    state.wait_for_everyone()
+    return rows
+
+
+def _merge_parts(out_dir: Path, num_processes: int) -> list[dict]:
+    rows = []
+    for k in range(num_processes):
+        part = out_dir / f".generations.part{k}.jsonl"
+        rows += [json.loads(line) for line in part.read_text().splitlines() if line]
+        part.unlink()
+    rows.sort(key=lambda r: r["index"])
+    path = out_dir / "generations.jsonl"
+    old = path.read_text() if path.exists() else ""
+    atomic_write_text(old + "".join(json.dumps(r) + "\n" for r in rows), path)
+    return rows

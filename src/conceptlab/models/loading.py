@@ -1,0 +1,152 @@
+"""Loads any diffusers Stable Diffusion pipeline: a hub id, a diffusers folder, or a single-file checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from conceptlab.errors import InputError, ModelNotAvailableError
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+FAMILIES = ("sd1", "sd2", "sdxl")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def shipped_base_model() -> Path:
+    """The folder of the small base model that conceptlab ships (trained on the sticker world)."""
+    return Path(__file__).resolve().parent / "sticker_base"
+
+
+def default_model() -> str:
+    """The --model default: the shipped base model."""
+    return str(shipped_base_model())
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise InputError("dtype", dtype, "unknown dtype", f"Use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def load_pipeline(source: str | Path | None = None, device: str | None = None, dtype=None):
+    """Returns a diffusers pipeline from a hub id, a diffusers folder or a .safetensors/.ckpt file.
+
+    `source=None` loads the shipped base model. Hub ids resolve through the local Hugging Face cache;
+    HF_HUB_OFFLINE=1 is honoured. The progress bars of the pipeline's own loop are left to the caller.
+    """
+    source = str(source) if source is not None else default_model()
+    torch_dtype = resolve_dtype(dtype)
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        pipe = _from_folder(path, kwargs)
+    elif path.is_file():
+        pipe = _from_single_file(path, kwargs)
+    elif _is_hub_id(source):
+        pipe = _from_hub(source, kwargs)
+    else:
+        raise InputError("--model", source, "no such file or folder",
+                         "Pass a diffusers folder, a .safetensors/.ckpt file, or a hub id such as "
+                         "'stable-diffusion-v1-5/stable-diffusion-v1-5'")
+    if device is not None:
+        pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _is_hub_id(source: str) -> bool:
+    """'owner/name' or 'name', not something that looks like a local path."""
+    parts = source.split("/")
+    return (1 <= len(parts) <= 2 and all(p and not p.startswith((".", "~")) for p in parts)
+            and not source.endswith(SINGLE_FILE_SUFFIXES))
+
+
+def _from_folder(path: Path, kwargs: dict):
+    from diffusers import DiffusionPipeline
+
+    if not (path / "model_index.json").is_file():
+        raise InputError("--model", str(path), "is a folder without model_index.json",
+                         "Pass a diffusers pipeline folder (one written by save_pretrained)")
+    return DiffusionPipeline.from_pretrained(path, **_sd_kwargs(path / "model_index.json"), **kwargs)
+
+
+def _sd_kwargs(model_index: Path) -> dict:
+    """Skip the NSFW checker where the pipeline has one: it needs its own weights and blanks sticker art."""
+    index = json.loads(model_index.read_text())
+    if index.get("safety_checker") and index["safety_checker"][0] is not None:
+        return {"safety_checker": None, "requires_safety_checker": False}
+    return {}
+
+
+def _from_single_file(path: Path, kwargs: dict):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if path.suffix not in SINGLE_FILE_SUFFIXES:
+        raise InputError("--model", str(path), "is a file but not a checkpoint",
+                         f"Pass a {'/'.join(SINGLE_FILE_SUFFIXES)} file or a diffusers folder")
+    cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
+    try:
+        return cls.from_single_file(str(path), **kwargs)
+    except OSError as e:
+        raise ModelNotAvailableError(
+            f"--model={str(path)!r}: diffusers needs the model's config files to read a single-file checkpoint "
+            f"and could not get them ({e}). On a connected machine run the same command once so they are "
+            "cached, or convert the file to a diffusers folder and pass that."
+        ) from None
+
+
+def _is_sdxl_checkpoint(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith("conditioner.embedders.1") for k in f.keys())
+
+
+def _from_hub(repo_id: str, kwargs: dict):
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (or partially): try the network unless offline
+        if offline:
+            raise ModelNotAvailableError(_not_cached(repo_id, "HF_HUB_OFFLINE is set")) from None
+        try:
+            return DiffusionPipeline.from_pretrained(repo_id, **kwargs)
+        except OSError as e:
+            reason = f"the hub could not be reached: {str(e).splitlines()[0][:160]}"
+            raise ModelNotAvailableError(_not_cached(repo_id, reason)) from None
+    return _from_folder(Path(folder), kwargs)
+
+
+def _not_cached(repo_id: str, why: str) -> str:
+    return (
+        f"--model={repo_id!r} is not in the local Hugging Face cache and cannot be downloaded ({why}). "
+        f"On a connected machine run `huggingface-cli download {repo_id}` (or load it once with "
+        f"DiffusionPipeline.from_pretrained), then copy its folder here and pass the folder as --model, "
+        "or copy the cache to $HF_HOME."
+    )
+
+
+def pipeline_family(pipe) -> str:
+    """'sd1', 'sd2' or 'sdxl', from the pipeline's class and text encoder width."""
+    if hasattr(pipe, "text_encoder_2"):
+        return "sdxl"
+    width = pipe.text_encoder.config.hidden_size
+    return "sd2" if width == 1024 else "sd1"
+
+
+def require_sd(pipe, feature: str) -> None:
+    """Refuses pipelines a feature does not support yet, saying so plainly."""
+    if pipeline_family(pipe) == "sdxl":
+        raise InputError("--model", type(pipe).__name__, f"{feature} does not support SDXL yet",
+                         "Use a Stable Diffusion 1.x or 2.x model")

@@ -1,0 +1,54 @@
+"""Trains a CLIP-format byte-level BPE tokenizer offline, so tiny pipelines need no download."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+# CLIP's own pre-tokenization pattern, so words split exactly as CLIPTokenizer splits them.
+_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+# Everyday words a user may type even though the sticker world never says them.
+GENERAL_WORDS = (
+    "a an the of on in at by with and or photo picture image drawing painting sketch sticker art style "
+    "van gogh watercolor cartoon realistic portrait dog cat bird car tree house flower sun moon sky water "
+    "red green blue yellow black white big small cute funny eating holding wearing sitting standing "
+    "man woman person child toy robot dragon castle city street forest mountain snow sand ocean lake "
+    "happy sad angry love smile cry face eyes mouth hat glasses burger cake pizza apple banana broccoli"
+).split()
+
+
+def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1024, model_max_length: int = 77) -> CLIPTokenizer:
+    """Returns a CLIPTokenizer whose BPE merges are learned from `texts`.
+
+    Byte-level: every string tokenizes, unknown words into smaller pieces. model_max_length must be 77 (or
+    the text encoder's max positions) or pipelines overflow the position embeddings.
+    """
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[BOS, EOS], end_of_word_suffix="</w>",
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([*texts, " ".join(GENERAL_WORDS)], trainer=trainer)
+    vocab = tok.get_vocab()
+    for ch in pre_tokenizers.ByteLevel.alphabet():  # a word may end in any byte: keep 'x</w>' known too
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges = _merges_of(tok)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def _merges_of(tok: Tokenizer) -> list[tuple[str, str]]:
+    import json
+
+    model = json.loads(tok.to_str())["model"]
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]

@@ -1,0 +1,315 @@
+"""Trains the shipped base model from scratch on the sticker world: data, VAE, then UNet + text encoder.
+
+Stages run in order and each one resumes from its last checkpoint: `render` (a fixed image set), `vae`
+(an autoencoder, 64x64x3 -> 16x16x4), `latents` (the image set encoded once), `unet` (UNet and CLIP text
+encoder trained jointly on cached latents, with EMA, caption dropout and min-SNR weighting), `export` (a
+StableDiffusionPipeline folder with the EMA weights, a loss curve and a model card).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from conceptlab.io import atomic_save_torch, load_torch_checkpoint
+from conceptlab.models.tiny import SHAPES, build_text_encoder, build_unet, build_vae, sticker_tokenizer
+from conceptlab.world import StickerSpec, render, sample_spec
+from conceptlab.world.attributes import caption
+
+
+@dataclass
+class HeldOut:
+    """What the base model never sees, so personalization has something real to learn."""
+
+    faceless_only: tuple[str, ...] = ("broccoli",)  # these objects appear only with emotion "none"
+    styles: tuple[str, ...] = ("pixel art",)
+    named_individuals: bool = True  # the named monsters (DreamBooth subjects) never appear
+    # attribute pairs never shown together; the model is scored on them as unseen combinations
+    combinations: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
+        (("object", "apple"), ("colour", "blue")),
+        (("object", "star"), ("background", "beach")),
+        (("object", "cloud"), ("emotion", "angry")),
+        (("object", "fish"), ("style", "sketch")),
+    )
+
+    def allows(self, spec: StickerSpec) -> bool:
+        labels = spec.labels()
+        return not any(all(labels[k] == v for k, v in combo) for combo in self.combinations)
+
+
+@dataclass
+class BaseModelConfig:
+    """Settings of `conceptlab train base`; saved beside the model it produces."""
+
+    shape: str = "base"
+    images: int = 30000  # the fixed training set, rendered once
+    seed: int = 0
+    held_out: HeldOut = field(default_factory=HeldOut)
+    # VAE: plain reconstruction + image-gradient loss (keeps faces' strokes sharp) + a tiny KL
+    vae_steps: int = 2000
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    vae_edge_weight: float = 0.5
+    # UNet + text encoder
+    unet_steps: int = 4500
+    unet_batch: int = 32
+    unet_lr: float = 4e-4
+    unet_warmup: int = 300
+    caption_dropout: float = 0.1  # empty prompt, for classifier-free guidance (Ho & Salimans 2022)
+    attribute_dropout: float = 0.15  # each optional attribute left out of a caption
+    min_snr_gamma: float = 5.0  # Hang et al. 2023, arXiv 2303.09556
+    ema_decay: float = 0.999
+    bf16: bool = True
+    checkpoint_every: int = 250
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BaseModelConfig:
+        from conceptlab.config import dataclass_from_dict
+
+        return dataclass_from_dict(cls, d)
+
+
+# ------------------------------------------------------------------ stage: render
+def training_specs(cfg: BaseModelConfig) -> list[StickerSpec]:
+    """The base model's training set: random stickers with the held-out parts removed."""
+    exclude = {"style": set(cfg.held_out.styles)}
+    specs, seed = [], cfg.seed * 10_000_000
+    while len(specs) < cfg.images:
+        spec = sample_spec(seed, exclude=exclude, individual_rate=0.0)
+        seed += 1
+        if spec.object in cfg.held_out.faceless_only:
+            spec = replace(spec, emotion="none")
+        if cfg.held_out.allows(spec):
+            specs.append(spec)
+    return specs
+
+
+def _render_one(spec: StickerSpec) -> np.ndarray:
+    return np.asarray(render(spec, 64).image, dtype=np.uint8)
+
+
+def stage_render(cfg: BaseModelConfig, work: Path) -> np.ndarray:
+    path = work / "images.npy"
+    if path.exists():
+        return np.load(path)
+    import multiprocessing as mp
+
+    specs = training_specs(cfg)
+    with mp.get_context("spawn").Pool(2) as pool:
+        arrays = list(tqdm(pool.imap(_render_one, specs, chunksize=64), total=len(specs), desc="render"))
+    images = np.stack(arrays)  # (N, 64, 64, 3) uint8
+    np.save(work / "images.tmp.npy", images)
+    (work / "images.tmp.npy").rename(path)
+    return images
+
+
+def _to_tensor(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, H, W) in [-1, 1]
+
+
+# ------------------------------------------------------------------ stage: vae
+def _edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(x), dx(y)) + F.l1_loss(dy(x), dy(y))
+
+
+def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torch.nn.Module:
+    shape = SHAPES[cfg.shape]
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(shape)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ckpt = work / "vae.ckpt"
+    step = 0
+    if ckpt.exists():
+        state = load_torch_checkpoint(ckpt)
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        step = state["step"]
+    rng = np.random.default_rng(cfg.seed + step)
+    bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae")
+    while step < cfg.vae_steps:
+        lr = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _to_tensor(images[rng.integers(0, len(images), cfg.vae_batch)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+        rec = rec.float()
+        loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        loss = loss_rec + cfg.vae_edge_weight * _edge_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            psnr = -10 * math.log10(F.mse_loss(rec.detach() / 2, x / 2).item() + 1e-12)
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
+            log({"stage": "vae", "step": step, "loss": loss.item(), "psnr": psnr})
+        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
+            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+    bar.close()
+    return vae.eval()
+
+
+# ------------------------------------------------------------------ stage: latents
+@torch.no_grad()
+def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> tuple[torch.Tensor, float]:
+    path = work / "latents.pt"
+    if path.exists():
+        state = load_torch_checkpoint(path)
+        return state["moments"], state["scaling_factor"]
+    moments = []
+    for i in tqdm(range(0, len(images), 256), desc="encode"):
+        moments.append(vae.encode(_to_tensor(images[i:i + 256])).latent_dist.parameters)  # (B, 2*C, h, w)
+    moments = torch.cat(moments)
+    mean = moments[:, : moments.shape[1] // 2]
+    scaling_factor = float(1.0 / mean.std())
+    atomic_save_torch({"moments": moments, "scaling_factor": scaling_factor}, path)
+    return moments, scaling_factor
+
+
+# ------------------------------------------------------------------ stage: unet
+def min_snr_weights(snr: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights min(SNR, gamma) / SNR for epsilon prediction (Hang et al. 2023)."""
+    return torch.clamp(snr, max=gamma) / snr
+
+
+class _Captioner:
+    def __init__(self, specs, tokenizer, cfg: BaseModelConfig):
+        self.specs, self.tok, self.cfg = specs, tokenizer, cfg
+
+    def __call__(self, idx: np.ndarray, rng: random.Random) -> torch.Tensor:
+        texts = []
+        for i in idx:
+            if rng.random() < self.cfg.caption_dropout:
+                texts.append("")
+            else:
+                texts.append(caption(self.specs[i], rng=rng, drop=self.cfg.attribute_dropout))
+        return self.tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
+def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling: float, log):
+    from diffusers import DDPMScheduler
+
+    from conceptlab.models.tiny import sd_scheduler_config
+
+    shape, tok = SHAPES[cfg.shape], sticker_tokenizer()
+    torch.manual_seed(cfg.seed)
+    te, unet = build_text_encoder(shape, len(tok)), build_unet(shape, shape.text_hidden)
+    params = list(unet.parameters()) + list(te.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    sched = DDPMScheduler(**{k: v for k, v in sd_scheduler_config().items() if k != "set_alpha_to_one"})
+    alphas = sched.alphas_cumprod  # (1000,)
+    ckpt, step = work / "unet.ckpt", 0
+    if ckpt.exists():
+        st = load_torch_checkpoint(ckpt)
+        unet.load_state_dict(st["unet"]), te.load_state_dict(st["te"]), opt.load_state_dict(st["opt"])
+        for e, v in zip(ema, st["ema"]):
+            e.copy_(v)
+        step = st["step"]
+    captioner = _Captioner(training_specs(cfg), tok, cfg)
+    rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
+    gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
+    bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet")
+    while step < cfg.unet_steps:
+        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.unet_warmup)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng_np.integers(0, len(moments), cfg.unet_batch)
+        mean, logvar = moments[idx].chunk(2, dim=1)  # (B, 4, 16, 16) each
+        latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=gen)) * scaling
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, 1000, (len(idx),), generator=gen)
+        noisy = sched.add_noise(latents, noise, t)
+        ids = captioner(idx, rng_py)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            cond = te(ids)[0]  # (B, 77, hidden)
+            pred = unet(noisy, t, cond).sample
+        snr = alphas[t] / (1 - alphas[t])
+        per_sample = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(snr, cfg.min_snr_gamma)).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; last checkpoint kept at {ckpt}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log({"stage": "unet", "step": step, "loss": loss.item(), "lr": lr})
+        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+            atomic_save_torch({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
+                               "ema": ema, "step": step}, ckpt)
+    bar.close()
+
+
+# ------------------------------------------------------------------ stage: export
+def export_pipeline(cfg: BaseModelConfig, work: Path, out: Path, vae, scaling: float):
+    """Writes a StableDiffusionPipeline folder with the EMA weights of the latest UNet checkpoint."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from conceptlab.models.tiny import sd_scheduler_config
+
+    shape, tok = SHAPES[cfg.shape], sticker_tokenizer()
+    te, unet = build_text_encoder(shape, len(tok)), build_unet(shape, shape.text_hidden)
+    st = load_torch_checkpoint(work / "unet.ckpt")
+    params = list(unet.parameters()) + list(te.parameters())
+    with torch.no_grad():
+        for p, e in zip(params, st["ema"]):
+            p.copy_(e)
+    vae.register_to_config(scaling_factor=scaling)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
+        scheduler=DDIMScheduler(**sd_scheduler_config()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    # float32: a plain from_pretrained keeps the saved dtype, and float16 does not run on a CPU
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "conceptlab_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return st["step"]
+
+
+def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, stages=None) -> None:
+    """Runs the stages in order; each resumes where it stopped. Logs go to work/log.jsonl."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log_file = (work / "log.jsonl").open("a")
+
+    def log(row):
+        log_file.write(json.dumps({**row, "time": time.time()}) + "\n")
+        log_file.flush()
+
+    stages = stages or ("render", "vae", "latents", "unet", "export")
+    images = stage_render(cfg, work)
+    vae = stage_vae(cfg, work, images, log) if "vae" in stages or "latents" in stages or "export" in stages else None
+    moments, scaling = stage_latents(cfg, work, images, vae)
+    if "unet" in stages:
+        stage_unet(cfg, work, moments, scaling, log)
+    if "export" in stages and out is not None:
+        export_pipeline(cfg, work, out, vae, scaling)

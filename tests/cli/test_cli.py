@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conceptlab.cli.main import main
+
+
+def test_generate_end_to_end(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "a happy star", "-n", "2", "--seed", "4",
+                 "--steps", "2", "--out", str(out), "--format", "jpg", "--grid"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000-seed4.jpg", "0001-seed5.jpg", "generations.jsonl",
+                                                     "grid.png"]
+    assert "wrote 2 images" in capsys.readouterr().out
+
+
+def test_underscore_and_dash_flags_are_the_same(tiny_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, flag in ((a, "--negative-prompt"), (b, "--negative_prompt")):
+        assert main(["generate", "--model", str(tiny_dir), "--prompt", "a star", flag, "sad", "-n", "1",
+                     "--steps", "2", "--out", str(out)]) == 0
+    rows = [json.loads((d / "generations.jsonl").read_text()) for d in (a, b)]
+    assert rows[0]["negative_prompt"] == rows[1]["negative_prompt"] == "sad"
+
+
+def test_bad_flag_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys):
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "a star", "-n", "0", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "-n=0" in err and "Pass -n 1 or more" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_world_export(tmp_path):
+    assert main(["world", "export", "--n", "3", "--out", str(tmp_path), "--only", "object=broccoli",
+                 "--size", "48"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert [r["object"] for r in rows] == ["broccoli"] * 3
+    assert Image.open(tmp_path / rows[0]["file_name"]).size == (48, 48)
+
+
+def test_demo_writes_a_report_whose_images_exist(tiny_dir, tmp_path):
+    import re
+
+    assert main(["demo", "--out", str(tmp_path), "-n", "2", "--steps", "2", "--model", str(tiny_dir)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    images = re.findall(r'src="([^"]+)"', page)
+    assert len(images) >= 7 and all((tmp_path / src).is_file() for src in images)
+    assert "a sticker of a happy yellow emoji" in page
+
+
+def test_accelerate_two_processes_write_the_same_files(tiny_dir, tmp_path):
+    """`accelerate launch --num_processes 2` splits the images but writes what one process writes."""
+    args = ["generate", "--model", str(tiny_dir), "--prompt", "a happy star", "-n", "5", "--seed", "1",
+            "--steps", "2", "--grid"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main([*args, "--out", str(single)]) == 0
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "conceptlab.cli.main", *args, "--out", str(multi)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = sorted(p.name for p in single.iterdir())
+    assert names == sorted(p.name for p in multi.iterdir())
+    strip = lambda p: [{k: v for k, v in json.loads(x).items()} for x in Path(p).read_text().splitlines()]  # noqa
+    assert strip(single / "generations.jsonl") == strip(multi / "generations.jsonl")
+    for name in names:
+        if name.endswith(".png") and name != "grid.png":
+            a = np.asarray(Image.open(single / name), dtype=np.int16)
+            b = np.asarray(Image.open(multi / name), dtype=np.int16)
+            assert np.abs(a - b).max() <= 1, name

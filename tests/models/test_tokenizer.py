@@ -1,0 +1,32 @@
+from transformers import CLIPTokenizer
+
+from conceptlab.models.tiny import sticker_tokenizer
+from conceptlab.models.tokenizer import train_clip_tokenizer
+
+
+def test_unknown_words_tokenize_without_unk():
+    tok = train_clip_tokenizer(["a happy star", "a sad apple"])
+    ids = tok("zyxwvq ünïcödé 日本 van gogh").input_ids
+    assert tok.unk_token_id not in ids[1:-1]
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == "zyxwvqünïcödé日本vangogh"
+
+
+def test_round_trip_through_from_pretrained(tmp_path):
+    tok = sticker_tokenizer()
+    tok.save_pretrained(tmp_path)
+    loaded = CLIPTokenizer.from_pretrained(tmp_path)
+    text = "a sticker of an angry blue cat wearing sunglasses on a beach"
+    assert loaded(text).input_ids == tok(text).input_ids
+    assert loaded.model_max_length == 77
+
+
+def test_sticker_words_are_single_tokens():
+    tok = sticker_tokenizer()
+    for word in ("broccoli", "happy", "sunglasses", "beach", "painting", "monster"):
+        assert len(tok.tokenize(word)) == 1, word
+
+
+def test_pads_to_77_like_clip():
+    tok = sticker_tokenizer()
+    ids = tok("a star", padding="max_length", max_length=tok.model_max_length).input_ids
+    assert len(ids) == 77 and ids[0] == tok.bos_token_id

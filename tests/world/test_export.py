@@ -1,0 +1,48 @@
+import json
+
+import pytest
+from PIL import Image
+
+from conceptlab.errors import InputError
+from conceptlab.world import ATTRIBUTES
+from conceptlab.world.export import export_images, read_metadata
+
+
+def test_export_writes_imagefolder_metadata(tmp_path):
+    path = export_images(tmp_path, 6, seed=10, size=32, only={"emotion": {"happy"}})
+    rows = read_metadata(tmp_path)
+    assert path.name == "metadata.jsonl" and len(rows) == 6
+    for row in rows:
+        assert set(ATTRIBUTES) <= set(row) and row["emotion"] == "happy"
+        assert all(isinstance(row[k], str) for k in ATTRIBUTES)
+        assert row["text"] and Image.open(tmp_path / row["file_name"]).size == (32, 32)
+
+
+def test_export_is_reproducible(tmp_path):
+    export_images(tmp_path / "a", 3, seed=4)
+    export_images(tmp_path / "b", 3, seed=4)
+    a, b = (tmp_path / "a" / "metadata.jsonl").read_text(), (tmp_path / "b" / "metadata.jsonl").read_text()
+    assert a == b
+    assert (tmp_path / "a" / "000004.png").read_bytes() == (tmp_path / "b" / "000004.png").read_bytes()
+
+
+@pytest.mark.parametrize("kwargs,flag", [({"n": 0}, "--n"), ({"n": 2, "size": 4}, "--size"),
+                                          ({"n": 2, "fmt": "gif"}, "--format")])
+def test_export_bad_input(tmp_path, kwargs, flag):
+    with pytest.raises(InputError, match=flag):
+        export_images(tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_contradicting_filters(tmp_path):
+    with pytest.raises(InputError, match="--only/--exclude"):
+        export_images(tmp_path, 2, only={"emotion": {"happy"}}, exclude={"emotion": {"happy"}})
+
+
+def test_export_to_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        export_images(f, 2)
+    assert json.dumps  # the file is untouched
+    assert f.read_text() == "x"
