@@ -78,20 +78,30 @@ def generate(pipe, cfg: GenerationConfig, indices: list[int] | None = None, prog
     if cfg.scheduler:
         set_scheduler(pipe, cfg.scheduler)
     indices = list(range(cfg.n)) if indices is None else indices
+    images = generate_batch(
+        pipe, [cfg.prompt] * len(indices), [cfg.seed + i for i in indices], negative_prompt=cfg.negative_prompt,
+        steps=cfg.steps, guidance=cfg.guidance, width=cfg.width, height=cfg.height, batch_size=cfg.batch_size,
+        progress=progress,
+    )
+    return [Generated(im, i, cfg.seed + i) for im, i in zip(images, indices)]
+
+
+def generate_batch(pipe, prompts: list[str], seeds: list[int], negative_prompt: str = "", steps: int = 30,
+                   guidance: float = 7.5, width: int | None = None, height: int | None = None, batch_size: int = 8,
+                   progress: bool = True, **call_kwargs) -> list[Image.Image]:
+    """One image per (prompt, seed), each from its own generator, `batch_size` per pipeline call."""
     size = native_size(pipe)
-    height, width = cfg.height or size, cfg.width or size
-    bar = tqdm(total=len(indices) * cfg.steps, desc="generate", unit="step", disable=not progress)
+    height, width = height or size, width or size
+    bar = tqdm(total=len(prompts) * steps, desc="generate", unit="step", disable=not progress)
     out = []
-    for start in range(0, len(indices), cfg.batch_size):
-        chunk = indices[start:start + cfg.batch_size]
-        # one generator per image: each image's noise depends on its own seed only
-        generators = [torch.Generator(pipe.device).manual_seed(cfg.seed + i) for i in chunk]
-        images = pipe(
-            [cfg.prompt] * len(chunk), negative_prompt=[cfg.negative_prompt] * len(chunk) if cfg.negative_prompt
-            else None, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, height=height, width=width,
-            generator=generators, callback_on_step_end=_advance(bar, len(chunk)),
+    for start in range(0, len(prompts), batch_size):
+        chunk, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
+        generators = [torch.Generator(pipe.device).manual_seed(s) for s in chunk_seeds]
+        out += pipe(
+            chunk, negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+            num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+            generator=generators, callback_on_step_end=_advance(bar, len(chunk)), **call_kwargs,
         ).images
-        out += [Generated(im, i, cfg.seed + i) for im, i in zip(images, chunk)]
     bar.close()
     return out
 

@@ -21,29 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from conceptlab.io import atomic_save_torch, load_torch_checkpoint
+from conceptlab.models.base import HeldOut
 from conceptlab.models.tiny import SHAPES, build_text_encoder, build_unet, build_vae, sticker_tokenizer
 from conceptlab.world import StickerSpec, render, sample_spec
 from conceptlab.world.attributes import caption
-
-
-@dataclass
-class HeldOut:
-    """What the base model never sees, so personalization has something real to learn."""
-
-    faceless_only: tuple[str, ...] = ("broccoli",)  # these objects appear only with emotion "none"
-    styles: tuple[str, ...] = ("pixel art",)
-    named_individuals: bool = True  # the named monsters (DreamBooth subjects) never appear
-    # attribute pairs never shown together; the model is scored on them as unseen combinations
-    combinations: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
-        (("object", "apple"), ("colour", "blue")),
-        (("object", "star"), ("background", "beach")),
-        (("object", "cloud"), ("emotion", "angry")),
-        (("object", "fish"), ("style", "sketch")),
-    )
-
-    def allows(self, spec: StickerSpec) -> bool:
-        labels = spec.labels()
-        return not any(all(labels[k] == v for k, v in combo) for combo in self.combinations)
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""Labelled image folders: metadata.jsonl (imagefolder convention) or one subfolder per class."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from conceptlab.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass
+class LabelledImages:
+    """Readable images with their labels; `skipped` lists files that could not be read."""
+
+    paths: list[Path]
+    labels: list[str]
+    skipped: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Opens any image as 8-bit RGB (RGBA on white, grayscale, CMYK, 16-bit all converted)."""
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            im = im.point(lambda v: v / 256).convert("L")
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(white, im)
+        return im.convert("RGB")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
+def read_labelled_folder(folder: str | Path, label: str | None, argument: str = "--data", min_images: int = 2) -> LabelledImages:
+    """Reads `folder` labelled by column `label` of metadata.jsonl, or by class subfolder names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(argument, str(folder), "is not a folder", "Pass a folder of images")
+    meta = folder / "metadata.jsonl"
+    if meta.is_file():
+        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        if label is None or not rows or label not in rows[0]:
+            cols = sorted(k for k in (rows[0] if rows else {}) if k not in ("file_name", "text"))
+            raise InputError("--label", label, f"is not a column of {meta}", f"Use one of {cols}")
+        pairs = [(folder / r["file_name"], str(r[label])) for r in rows]
+    else:
+        pairs = [(p, d.name) for d in sorted(folder.iterdir()) if d.is_dir()
+                 for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not pairs:
+        raise InputError(argument, str(folder), "holds no labelled images",
+                         "Add metadata.jsonl (file_name + label columns) or one subfolder of images per class")
+    good, skipped = [], []
+    for path, lab in pairs:
+        (good if path.is_file() and _readable(path) else skipped).append((path, lab))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable images: {[str(p) for p, _ in skipped[:5]]}", stacklevel=2)
+    if len(good) < min_images:
+        raise InputError(argument, str(folder), f"only {len(good)} readable images remain", "Add more images")
+    return LabelledImages([p for p, _ in good], [lab for _, lab in good], [str(p) for p, _ in skipped])
+
+
+def list_images(folder: str | Path, argument: str = "--images") -> tuple[list[Path], list[str]]:
+    """Readable image files of a folder (not recursive), and the unreadable ones skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(argument, str(folder), "is not a folder", "Pass a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    good = [p for p in files if _readable(p)]
+    bad = [str(p) for p in files if p not in good]
+    if not good:
+        raise InputError(argument, str(folder), "holds no readable images", "Point it at a folder of .png/.jpg files")
+    return good, bad

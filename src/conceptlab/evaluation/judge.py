@@ -1,0 +1,204 @@
+"""The sticker-world judge: a small multi-head CNN that reads every attribute of a 64x64 image.
+
+Trained on unlimited rendered stickers with blur, noise and mild colour jitter, so that it also reads the
+softer pictures a diffusion model draws. Heads and label strings are the world's metadata columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from conceptlab.world.attributes import ATTRIBUTES
+
+JUDGE_SIZE = 64
+
+
+def shipped_judge() -> Path:
+    return Path(__file__).resolve().parent / "judge_weights"
+
+
+@dataclass
+class JudgeConfig:
+    """Architecture and training settings of the judge; saved in its safetensors metadata."""
+
+    widths: tuple[int, ...] = (32, 64, 128, 192)
+    heads: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ATTRIBUTES.items()})
+    images: int = 24000
+    steps: int = 3000
+    batch: int = 96
+    lr: float = 2e-3
+    seed: int = 1
+    individual_rate: float = 0.35  # monsters drawn as named individuals, so that head sees them often
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class JudgeNet(nn.Module):
+    """Conv trunk (64 -> 4 px) with one linear head per attribute."""
+
+    def __init__(self, cfg: JudgeConfig):
+        super().__init__()
+        layers, cin = [], 3
+        for w in cfg.widths:
+            layers += [_block(cin, w), nn.MaxPool2d(2)]
+            cin = w
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleDict({k: nn.Linear(cin * 2, len(v)) for k, v in cfg.heads.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.trunk(x)  # (B, C, 4, 4)
+        h = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)  # (B, 2C)
+        return {k: head(h) for k, head in self.heads.items()}
+
+
+def to_batch(images: list[Image.Image]) -> torch.Tensor:
+    """PIL images -> (B, 3, 64, 64) in [-1, 1], resized as needed."""
+    arrays = [np.asarray(im.convert("RGB").resize((JUDGE_SIZE, JUDGE_SIZE), Image.Resampling.BICUBIC)
+                         if im.size != (JUDGE_SIZE, JUDGE_SIZE) else im.convert("RGB")) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class Judge:
+    """Predicts sticker-world labels: `predict(images) -> {head: [label, ...]}`."""
+
+    def __init__(self, net: JudgeNet, cfg: JudgeConfig):
+        self.net, self.cfg = net.eval(), cfg
+
+    @torch.no_grad()
+    def probabilities(self, images: list[Image.Image], batch: int = 256) -> dict[str, torch.Tensor]:
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in self.cfg.heads}
+        for i in range(0, len(images), batch):
+            logits = self.net(to_batch(images[i:i + batch]))
+            for k, v in logits.items():
+                out[k].append(v.softmax(-1))
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def predict(self, images: list[Image.Image]) -> dict[str, list[str]]:
+        if not images:
+            return {k: [] for k in self.cfg.heads}
+        probs = self.probabilities(images)
+        return {k: [self.cfg.heads[k][i] for i in p.argmax(-1).tolist()] for k, p in probs.items()}
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"config": json.dumps(asdict(self.cfg)), **{k: str(v) for k, v in (extra or {}).items()}}
+        tmp = folder / ".judge.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp), metadata=meta)
+        tmp.replace(folder / "judge.safetensors")
+        return folder / "judge.safetensors"
+
+
+def load_judge(path: str | Path | None = None) -> Judge:
+    """The shipped judge, or one saved at `path` (a folder or a .safetensors file)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from conceptlab.config import dataclass_from_dict
+
+    path = Path(path) if path else shipped_judge()
+    file = path / "judge.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        from conceptlab.errors import InputError
+
+        raise InputError("judge", str(path), "no judge.safetensors there", "Train one with `conceptlab judge train`")
+    with safe_open(str(file), framework="pt") as f:
+        cfg = dataclass_from_dict(JudgeConfig, json.loads(f.metadata()["config"]))
+    net = JudgeNet(cfg)
+    net.load_state_dict(load_file(str(file)))
+    return Judge(net, cfg)
+
+
+# ---------------------------------------------------------------- training
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur, noise, mild colour jitter and small shifts: the softness of generated images."""
+    b = x.shape[0]
+    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    # random Gaussian blur, sigma in [0, 1.3], for 70% of images
+    sigma = u(b) * 1.3 * (u(b) < 0.7)
+    k = torch.arange(-3, 4).float()
+    kern = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
+    kern = kern / kern.sum(1, keepdim=True)  # (B, 7)
+    xp = F.pad(x, (3, 3, 3, 3), mode="replicate")
+    xb = xp.reshape(1, b * 3, *xp.shape[2:])
+    kh = kern.repeat_interleave(3, 0)[:, None, None, :]  # (3B, 1, 1, 7)
+    kv = kern.repeat_interleave(3, 0)[:, None, :, None]
+    xb = F.conv2d(F.conv2d(xb, kh, groups=b * 3), kv, groups=b * 3)
+    x = xb.reshape_as(x)
+    # brightness / contrast / a little per-channel gain (hue stays: colour is a label)
+    x = (x - x.mean((1, 2, 3), keepdim=True)) * (0.8 + 0.4 * u(b, 1, 1, 1)) + x.mean((1, 2, 3), keepdim=True)
+    x = x + 0.16 * (u(b, 1, 1, 1) - 0.5) + 0.08 * (u(b, 3, 1, 1) - 0.5)
+    x = x + torch.randn(x.shape, generator=gen) * (0.06 * u(b, 1, 1, 1))
+    shifts = (torch.randint(-3, 4, (2,), generator=gen)).tolist()
+    x = torch.roll(x, shifts=shifts, dims=(2, 3))
+    return x.clamp(-1, 1)
+
+
+def render_dataset(cfg: JudgeConfig, offset: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Renders cfg.images stickers (all attributes, held-out ones included) and their label indices."""
+    from conceptlab.world import render, sample_spec
+
+    images, labels = [], {k: [] for k in cfg.heads}
+    for i in tqdm(range(cfg.images), desc="judge data"):
+        r = render(sample_spec(cfg.seed * 1_000_003 + offset + i, individual_rate=cfg.individual_rate), JUDGE_SIZE)
+        images.append(np.asarray(r.image))
+        for k in cfg.heads:
+            labels[k].append(cfg.heads[k].index(r.labels[k]))
+    return np.stack(images), {k: np.array(v) for k, v in labels.items()}
+
+
+def train_judge(cfg: JudgeConfig, images: np.ndarray, labels: dict[str, np.ndarray], log=print) -> Judge:
+    torch.manual_seed(cfg.seed)
+    net = JudgeNet(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, 64, 64) uint8
+    y_all = {k: torch.from_numpy(v) for k, v in labels.items()}
+    bar = tqdm(range(cfg.steps), desc="judge")
+    net.train()
+    for step in bar:
+        lr = cfg.lr * min(1, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, len(images), cfg.batch))
+        x = augment(x_all[idx].float() / 127.5 - 1, gen)
+        out = net(x)
+        loss = sum(F.cross_entropy(out[k], y_all[k][idx], label_smoothing=0.05) for k in cfg.heads)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return Judge(net.eval(), cfg)
+
+
+def judge_accuracy(judge: Judge, images: np.ndarray, labels: dict[str, np.ndarray],
+                   soften: bool = False) -> dict[str, float]:
+    """Per-head accuracy on rendered images (optionally with the training augmentation applied)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    if soften:
+        x = augment(x, torch.Generator().manual_seed(123))
+    preds: dict[str, list] = {k: [] for k in judge.cfg.heads}
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            for k, v in judge.net(x[i:i + 256]).items():
+                preds[k].append(v.argmax(-1))
+    return {k: float((torch.cat(preds[k]).numpy() == labels[k]).mean()) for k in judge.cfg.heads}
