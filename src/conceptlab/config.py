@@ -23,6 +23,11 @@ def dataclass_from_dict(cls, data: dict, where: str = "config"):
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = dataclass_from_dict(hint, value, f"{where}.{key}")
+        elif isinstance(value, list) and typing.get_origin(hint) is list and typing.get_args(hint) \
+                and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            item = typing.get_args(hint)[0]
+            value = [dataclass_from_dict(item, v, f"{where}.{key}[{i}]") if isinstance(v, dict) else v
+                     for i, v in enumerate(value)]
         elif isinstance(value, list):
             value = _tuples(value) if typing.get_origin(hint) is tuple else value
         kwargs[key] = value
@@ -47,3 +52,16 @@ def load_config_file(path: str | Path) -> dict:
         return json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         raise InputError("--config", str(path), f"cannot be parsed ({e})", "Fix the file's syntax") from None
+
+
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """`base` updated with the overrides that are not None (nested dicts merged key by key)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            out[key] = merge_overrides(out.get(key, {}) or {}, value)
+        else:
+            out[key] = value
+    return out

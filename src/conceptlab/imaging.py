@@ -10,6 +10,20 @@ from pathlib import Path
 from PIL import Image, ImageDraw, PngImagePlugin
 
 METADATA_KEY = "conceptlab"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Opens any image as 8-bit RGB (RGBA on white, grayscale, CMYK, 16-bit all converted)."""
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            im = im.point(lambda v: v / 256).convert("L")
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(white, im)
+        return im.convert("RGB")
 
 
 def save_image(image: Image.Image, path: str | Path, settings: dict | None = None) -> Path:

@@ -69,8 +69,8 @@ def run_eval(args) -> int:
 
     from conceptlab.evaluation.classifier import Classifier, expected_labels, recognizability
     from conceptlab.evaluation.datasets import list_images
-    from conceptlab.evaluation.plots import plot_confusion
     from conceptlab.io import atomic_write_json
+    from conceptlab.plots import plot_confusion
 
     clf = Classifier(args.classifier)
     paths, skipped = list_images(args.images)

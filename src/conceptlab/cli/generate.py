@@ -8,6 +8,7 @@ from conceptlab.cli.common import add_model_flags, flag, model_label
 def add_parser(sub):
     p = sub.add_parser("generate", help="generate images from a prompt with reproducible seeds")
     add_model_flags(p)
+    flag(p, "--concepts", nargs="*", default=[], help="embedding files or `train ti` output folders to load")
     flag(p, "--prompt", required=True)
     flag(p, "--negative-prompt", default="")
     flag(p, "-n", "--num-images", dest="n", type=int, default=4, help="number of images (default 4)")
@@ -39,6 +40,11 @@ def run(args) -> int:
     check_config(cfg)  # fail on bad flags before loading a model
     check_output_dir(Path(args.out))
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    if args.concepts:
+        from conceptlab.concepts.tokens import load_concept_paths
+
+        loaded = load_concept_paths(pipe, args.concepts)
+        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded))
     rows = run_generation(pipe, cfg, args.out, model=model_label(args.model))
     if rows:
         print(f"wrote {len(rows)} images to {args.out} (seeds {rows[0]['seed']}..{rows[-1]['seed']}); "

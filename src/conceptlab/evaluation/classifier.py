@@ -188,8 +188,8 @@ def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Pat
 
 
 def save_classifier(model, pre: Preprocess, cfg: ClassifierConfig, out: Path, result: dict, history: list) -> None:
-    from conceptlab.evaluation.plots import plot_confusion, plot_curves
     from conceptlab.io import atomic_write_json
+    from conceptlab.plots import plot_confusion, plot_curves
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -10,8 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from conceptlab.errors import InputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+from conceptlab.imaging import IMAGE_SUFFIXES, open_rgb  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -25,19 +24,6 @@ class LabelledImages:
     @property
     def classes(self) -> list[str]:
         return sorted(set(self.labels))
-
-
-def open_rgb(path: Path) -> Image.Image:
-    """Opens any image as 8-bit RGB (RGBA on white, grayscale, CMYK, 16-bit all converted)."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            im = im.point(lambda v: v / 256).convert("L")
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(white, im)
-        return im.convert("RGB")
 
 
 def _readable(path: Path) -> bool:

@@ -31,21 +31,23 @@ def shipped_judge() -> Path:
 class JudgeConfig:
     """Architecture and training settings of the judge; saved in its safetensors metadata."""
 
-    widths: tuple[int, ...] = (32, 64, 128, 192)
+    widths: tuple[int, ...] = (24, 48, 96, 160)
+    convs: tuple[int, ...] = (1, 2, 2, 2)  # convolutions per stage (one at full resolution keeps it cheap)
     heads: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ATTRIBUTES.items()})
     images: int = 24000
-    steps: int = 3000
-    batch: int = 96
+    steps: int = 2500
+    batch: int = 64
     lr: float = 2e-3
     seed: int = 1
     individual_rate: float = 0.35  # monsters drawn as named individuals, so that head sees them often
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )
+def _block(cin: int, cout: int, convs: int) -> nn.Sequential:
+    layers = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class JudgeNet(nn.Module):
@@ -54,8 +56,8 @@ class JudgeNet(nn.Module):
     def __init__(self, cfg: JudgeConfig):
         super().__init__()
         layers, cin = [], 3
-        for w in cfg.widths:
-            layers += [_block(cin, w), nn.MaxPool2d(2)]
+        for w, n in zip(cfg.widths, cfg.convs):
+            layers += [_block(cin, w, n), nn.MaxPool2d(2)]
             cin = w
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.ModuleDict({k: nn.Linear(cin * 2, len(v)) for k, v in cfg.heads.items()})

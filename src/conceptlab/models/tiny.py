@@ -7,6 +7,7 @@ back with `from_pretrained` like any hub model.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import asdict, dataclass, replace
 
@@ -118,7 +119,7 @@ def build_pipeline(shape: str | PipelineShape = "tiny", seed: int = 0, **overrid
             raise InputError("shape", shape, "unknown pipeline shape", f"Use one of {sorted(SHAPES)}")
         shape = SHAPES[shape]
     s = replace(shape, **overrides)
-    tokenizer = sticker_tokenizer()
+    tokenizer = copy.deepcopy(sticker_tokenizer())  # pipelines add tokens; the cached one stays pristine
     torch.manual_seed(seed)
     text_encoder = build_text_encoder(s, len(tokenizer))
     unet = build_unet(s, s.text_hidden)

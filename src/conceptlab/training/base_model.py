@@ -36,13 +36,13 @@ class BaseModelConfig:
     seed: int = 0
     held_out: HeldOut = field(default_factory=HeldOut)
     # VAE: plain reconstruction + image-gradient loss (keeps faces' strokes sharp) + a tiny KL
-    vae_steps: int = 2000
+    vae_steps: int = 1200
     vae_batch: int = 16
     vae_lr: float = 1e-3
-    vae_kl_weight: float = 1e-6
+    vae_kl_weight: float = 1e-6  # on the latent means only: keeps their scale in check
     vae_edge_weight: float = 0.5
     # UNet + text encoder
-    unet_steps: int = 4500
+    unet_steps: int = 3500
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_warmup: int = 300
@@ -125,10 +125,11 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
         x = _to_tensor(images[rng.integers(0, len(images), cfg.vae_batch)])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
+            # decode the posterior mean: the encoder is made deterministic after training (see below)
+            rec = vae.decode(post.mode()).sample
         rec = rec.float()
         loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        loss = loss_rec + cfg.vae_edge_weight * _edge_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
+        loss = loss_rec + cfg.vae_edge_weight * _edge_loss(rec, x) + cfg.vae_kl_weight * post.mean.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -142,7 +143,20 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
     bar.close()
+    make_encoder_deterministic(vae)
     return vae.eval()
+
+
+@torch.no_grad()
+def make_encoder_deterministic(vae, logvar: float = -20.0) -> None:
+    """Sets the posterior's log-variance to a constant, so latent_dist.sample() is the mean to ~1e-4.
+
+    The VAE is trained on its posterior mean (sampling with a barely-regularised variance slows training
+    a lot); fixing the variance keeps every consumer that samples (diffusers' scripts do) exact.
+    """
+    c = vae.config.latent_channels
+    vae.quant_conv.weight[c:] = 0
+    vae.quant_conv.bias[c:] = logvar
 
 
 # ------------------------------------------------------------------ stage: latents

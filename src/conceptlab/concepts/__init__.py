@@ -1,0 +1,1 @@
+"""Learned concepts: placeholder tokens, embedding files in every common format, mixing."""

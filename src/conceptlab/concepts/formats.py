@@ -1,0 +1,167 @@
+"""Learned-embedding files: diffusers, A1111 (.pt and .safetensors), kohya, and NumPy; read by content.
+
+Every file holds only the learned vectors (K, D) and metadata; pickle-based files are read with
+`torch.load(weights_only=True)`, so a file that tries to run code is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conceptlab.errors import InputError
+from conceptlab.io import atomic_save_torch, atomic_write_bytes
+
+FORMATS = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy")
+_SUFFIX = {"diffusers": ".safetensors", "a1111-pt": ".pt", "a1111-safetensors": ".safetensors",
+           "kohya": ".safetensors", "numpy": ".npy"}
+
+
+@dataclass
+class Embedding:
+    """Learned vectors of one placeholder token, (K, D), with the metadata saved beside them."""
+
+    token: str
+    vectors: torch.Tensor  # (K, D)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.vectors.ndim == 1:
+            self.vectors = self.vectors[None]
+        self.vectors = self.vectors.detach().float().cpu().contiguous()
+
+    @property
+    def num_vectors(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+def _str_meta(meta: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def _safetensors_bytes(tensors: dict, meta: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=_str_meta(meta))
+
+
+def save_embedding(emb: Embedding, path: str | Path, fmt: str) -> Path:
+    """Writes `emb` in format `fmt` to `path` atomically."""
+    path = Path(path)
+    meta = {"token": emb.token, "vectors": emb.num_vectors, **emb.meta}
+    if fmt == "diffusers":  # {token: (K, D)}: what pipe.load_textual_inversion reads
+        return atomic_write_bytes(_safetensors_bytes({emb.token: emb.vectors}, meta), path)
+    if fmt in ("a1111-safetensors", "kohya"):  # one key, emb_params; A1111 reads kohya's files too
+        return atomic_write_bytes(_safetensors_bytes({"emb_params": emb.vectors}, {**meta, "format": fmt}), path)
+    if fmt == "a1111-pt":  # A1111's textual_inversion .pt layout, plain tensors and strings only
+        data = {"string_to_token": {"*": 265}, "string_to_param": {"*": emb.vectors}, "name": emb.token,
+                "step": int(emb.meta.get("steps", 0)), "conceptlab_meta": json.dumps(meta)}
+        return atomic_save_torch(data, path)
+    if fmt == "numpy":  # the first seed project's format, but only the learned vectors
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, emb.vectors.numpy(), allow_pickle=False)
+        atomic_write_bytes(buf.getvalue(), path)
+        atomic_write_bytes(json.dumps(meta, indent=2).encode(), path.with_suffix(".json"))
+        return path
+    raise InputError("--format", fmt, "unknown embedding format", f"Use one of {FORMATS}")
+
+
+def save_all_formats(emb: Embedding, folder: str | Path, stem: str | None = None) -> dict[str, Path]:
+    """Writes every format into `folder`; the diffusers file is learned_embeds.safetensors."""
+    folder = Path(folder)
+    stem = stem or _safe_name(emb.token)
+    names = {"diffusers": "learned_embeds.safetensors", "a1111-pt": f"{stem}.a1111.pt",
+             "a1111-safetensors": f"{stem}.a1111.safetensors", "kohya": f"{stem}.kohya.safetensors",
+             "numpy": f"{stem}.npy"}
+    return {fmt: save_embedding(emb, folder / name, fmt) for fmt, name in names.items()}
+
+
+def _safe_name(token: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in token).strip("_") or "concept"
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of an embedding file, from its bytes (the extension is not trusted)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:6] == b"\x93NUMPY":
+        return "numpy"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive, or a legacy pickle
+        return "a1111-pt"
+    if len(head) == 8:
+        n = int.from_bytes(head, "little")
+        if 0 < n < 100_000_000:
+            with open(path, "rb") as f:
+                f.seek(8)
+                header = f.read(n)
+            try:
+                keys = set(json.loads(header)) - {"__metadata__"}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                keys = None
+            if keys is not None:
+                return "kohya" if keys == {"emb_params"} or {"clip_l", "clip_g"} & keys else "diffusers"
+    raise InputError("embedding", str(path), "is not an embedding file conceptlab can read",
+                     f"Use one of the formats {FORMATS}")
+
+
+def load_embedding(path: str | Path, token: str | None = None) -> Embedding:
+    """Reads an embedding file of any supported format into an Embedding (token from the file if not given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("embedding", str(path), "no such file", "Pass the path of a saved embedding")
+    fmt = detect_format(path)
+    if fmt == "numpy":
+        vectors = torch.from_numpy(np.load(path, allow_pickle=False))
+        side = path.with_suffix(".json")
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+        return Embedding(token or meta.get("token") or path.stem, vectors, meta)
+    if fmt == "a1111-pt":
+        data = _safe_torch_load(path)
+        if not isinstance(data, dict) or "string_to_param" not in data:
+            raise InputError("embedding", str(path), "is a torch file without string_to_param", "Pass an A1111 embedding")
+        meta = json.loads(data.get("conceptlab_meta", "{}"))
+        return Embedding(token or data.get("name") or path.stem, data["string_to_param"]["*"], meta)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw_meta = f.metadata() or {}
+        keys = list(f.keys())
+        tensors = {k: f.get_tensor(k) for k in keys}
+    meta = {k: _maybe_json(v) for k, v in raw_meta.items()}
+    if "clip_g" in tensors:
+        raise InputError("embedding", str(path), "is an SDXL embedding (clip_l + clip_g)",
+                         "SDXL is not supported for textual inversion yet; use an SD 1.x/2.x embedding")
+    if fmt == "kohya":
+        return Embedding(token or meta.get("token") or path.stem, tensors["emb_params"], meta)
+    if len(tensors) != 1:
+        raise InputError("embedding", str(path), f"holds {len(tensors)} tensors", "A diffusers embedding holds exactly one")
+    (name, vectors), = tensors.items()
+    return Embedding(token or name, vectors, meta)
+
+
+def _maybe_json(v: str):
+    try:
+        return json.loads(v)
+    except (json.JSONDecodeError, TypeError):
+        return v
+
+
+def _safe_torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, zipfile.BadZipFile) as e:
+        raise InputError("embedding", str(path), "was refused: it holds more than plain tensors (possibly code)",
+                         f"Only load files you trust; convert it to .safetensors elsewhere ({str(e).splitlines()[0][:120]})") from None

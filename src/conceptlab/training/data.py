@@ -1,0 +1,84 @@
+"""Concept images for personalization: loading, checks, and latents cached once through the VAE."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from conceptlab.errors import InputError
+from conceptlab.imaging import IMAGE_SUFFIXES, open_rgb
+
+
+def load_concept_images(folder: str | Path, argument: str) -> list[Image.Image]:
+    """RGB images of a concept folder; unreadable files are listed and skipped, none left is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(argument, str(folder), "is not a folder", "Pass a folder with 3-12 pictures of the concept")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name not in ("metadata.jsonl", "generations.jsonl", "manifest.json"))
+    images, bad = [], []
+    for p in files:
+        try:
+            images.append(open_rgb(p))
+        except Exception:  # noqa: BLE001 - any unreadable file is skipped and reported
+            bad.append(p.name)
+    if bad:
+        warnings.warn(f"{argument}: skipped {len(bad)} files that are not readable images: {bad[:8]}", stacklevel=2)
+    if not images:
+        raise InputError(argument, str(folder), "holds no readable images",
+                         f"Add pictures ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
+    return images
+
+
+def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True, name: str = "") -> Image.Image:
+    """Resized so the short side is `resolution` (upscaled with a warning if smaller), then cropped square."""
+    w, h = image.size
+    if min(w, h) < resolution:
+        warnings.warn(f"image {name} is {w}x{h}, smaller than the resolution {resolution}; upscaling it", stacklevel=2)
+    scale = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
+                         Image.Resampling.BICUBIC)
+    w, h = image.size
+    left = (w - resolution) // 2 if center_crop else 0
+    top = (h - resolution) // 2 if center_crop else 0
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def to_pixels(images: list[Image.Image]) -> torch.Tensor:
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1
+    return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
+
+
+@dataclass
+class CachedLatents:
+    """The VAE posterior of every image (and its mirror image when flips are on), computed once.
+
+    Sampling from the stored mean and log-variance each step gives the same distribution as encoding
+    every step, which is what diffusers' example scripts do at the price of a VAE forward per step.
+    """
+
+    mean: torch.Tensor  # (N, C, h, w)
+    logvar: torch.Tensor  # (N, C, h, w)
+    scaling_factor: float
+
+    @classmethod
+    @torch.no_grad()
+    def encode(cls, vae, images: list[Image.Image], flip: bool) -> CachedLatents:
+        pixels = to_pixels(images)
+        if flip:
+            pixels = torch.cat([pixels, pixels.flip(-1)])
+        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        return cls(dist.mean.float().cpu(), dist.logvar.float().cpu(), vae.config.scaling_factor)
+
+    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        mean, logvar = self.mean[idx], self.logvar[idx]
+        noise = torch.randn(mean.shape, generator=generator)
+        return (mean + torch.exp(0.5 * logvar) * noise) * self.scaling_factor  # (B, C, h, w)
+
+    def __len__(self) -> int:
+        return len(self.mean)

@@ -1,0 +1,199 @@
+"""Textual inversion (Gal et al. 2022, arXiv 2208.01618): learns only new word vectors, several concepts jointly.
+
+What it trains: one TokenSplice holding the vectors of every concept's placeholder tokens.
+Its loss: the denoising loss on the concept's images, captioned by templates that contain the token.
+Images go through the VAE once (CachedLatents); the UNet, VAE and text encoder stay frozen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from conceptlab.concepts.formats import Embedding, load_embedding, save_all_formats
+from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
+from conceptlab.errors import InputError
+from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
+from conceptlab.training.diffusion import denoising_loss, training_scheduler
+from conceptlab.training.loop import TrainConfig
+
+OBJECT_TEMPLATES = (
+    "a picture of a {}", "a sticker of a {}", "a {}", "a drawing of the {}", "a close-up picture of a {}",
+    "a rendition of a {}", "a small {}", "a nice {}", "the {}", "an image of the {}", "a cute {}",
+    "a clean picture of a {}", "a {} on its own", "one {}",
+)
+STYLE_TEMPLATES = (
+    "a picture in the style of {}", "a sticker in the style of {}", "art in {} style", "a {} style picture",
+    "a drawing in the style of {}", "an image in {} style", "a small picture in the style of {}",
+    "a cute picture, {} style",
+)
+
+
+@dataclass
+class ConceptConfig:
+    """One concept: its placeholder token, its image folder and how it starts."""
+
+    token: str
+    folder: str
+    init: str | None = None  # a word, or a saved embedding file to continue from
+    vectors: int = 1
+    template: str = "object"  # "object", "style", or a text file with one template per line, each with {}
+
+
+@dataclass
+class TextualInversionConfig:
+    """`conceptlab train ti` settings; stored in every embedding file's metadata."""
+
+    model: str | None = None
+    concepts: list[ConceptConfig] = field(default_factory=list)
+    resolution: int | None = None  # None: the model's native size
+    center_crop: bool = True
+    flip: bool = True
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, batch_size=4, lr=5e-3))
+
+
+def parse_concept(text: str) -> ConceptConfig:
+    """'<tok>=DIR,init=WORD,vectors=K,template=object' -> ConceptConfig."""
+    head, *opts = text.split(",")
+    token, sep, folder = head.partition("=")
+    if not sep or not token or not folder:
+        raise InputError("--concept", text, "expected TOKEN=DIR[,init=WORD][,vectors=K][,template=...]",
+                         "e.g. --concept '<broccoli>=data/broccoli,init=broccoli'")
+    kw: dict = {}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if key not in ("init", "vectors", "template") or not sep:
+            raise InputError("--concept", text, f"unknown option {opt!r}", "Options are init=, vectors=, template=")
+        kw[key] = int(value) if key == "vectors" and value.lstrip("-").isdigit() else value
+    if "vectors" in kw and not isinstance(kw["vectors"], int):
+        raise InputError("--concept", text, "vectors must be a whole number", "e.g. vectors=2")
+    return ConceptConfig(token=token, folder=folder, **kw)
+
+
+def load_templates(template: str, argument: str) -> tuple[str, ...]:
+    if template == "object":
+        return OBJECT_TEMPLATES
+    if template == "style":
+        return STYLE_TEMPLATES
+    path = Path(template)
+    if not path.is_file():
+        raise InputError(argument, template, "is neither 'object', 'style' nor a file", "Pass template=object|style|FILE")
+    lines = tuple(x.strip() for x in path.read_text().splitlines() if x.strip())
+    bad = [x for x in lines if "{}" not in x]
+    if not lines or bad:
+        raise InputError(argument, template, f"has templates without '{{}}' ({bad[:1] or 'empty file'})",
+                         "Write one template per line with {} where the token goes")
+    return lines
+
+
+def check_concepts(concepts: list[ConceptConfig]) -> None:
+    if not concepts:
+        raise InputError("--concept", None, "no concept given", "Add --concept '<token>=DIR'")
+    seen = set()
+    for c in concepts:
+        if c.token in seen:
+            raise InputError("--concept", c.token, "is used by two concepts", "Give every concept its own token")
+        seen.add(c.token)
+        if c.vectors < 1:
+            raise InputError("--concept", f"{c.token},vectors={c.vectors}", "vectors must be >= 1", "Use vectors=1 or more")
+
+
+class TextualInversion:
+    """The textual-inversion training method for Trainer (see training/loop.py)."""
+
+    def __init__(self, pipe, cfg: TextualInversionConfig):
+        from conceptlab.models.loading import require_sd
+
+        require_sd(pipe, "textual inversion")
+        check_concepts(cfg.concepts)
+        self.pipe, self.cfg = pipe, cfg
+        self.templates = [load_templates(c.template, f"--concept {c.token} template") for c in cfg.concepts]
+        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.latents = []
+        for c in cfg.concepts:  # load and check every folder before touching the model
+            images = [prepare_image(im, res, cfg.center_crop, f"of {c.token}")
+                      for im in load_concept_images(c.folder, f"--concept {c.token}")]
+            self.latents.append(images)
+        tok, te = pipe.tokenizer, pipe.text_encoder
+        for module in (pipe.unet, pipe.vae, te):
+            module.requires_grad_(False)
+        self.latents = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in self.latents]
+        ids, inits, self.placeholders = [], [], []
+        for c in cfg.concepts:
+            init = load_embedding(c.init) if c.init and Path(c.init).is_file() else c.init
+            vectors = init.num_vectors if isinstance(init, Embedding) and c.vectors == 1 else c.vectors
+            ph = PlaceholderToken(c.token, vectors)
+            inits.append(init_vectors(tok, te, init, vectors))
+            ids += add_placeholder(tok, te, ph, f"--concept {c.token}")
+            self.placeholders.append(ph)
+        self.splice = TokenSplice(te.get_input_embeddings(), ids, torch.cat(inits))
+        self.scheduler = training_scheduler(pipe)
+
+    # ---------------------------------------------------------------- what the loop calls
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.splice.vectors]
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """Latents and captions, balanced across concepts: item i is concept (offset + i) mod n."""
+        n = len(self.placeholders)
+        offset = int(torch.randint(0, n, (1,), generator=generator))
+        latents, texts = [], []
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        rng = random.Random(seed)
+        for i in range(batch_size):
+            c = (offset + i) % n
+            idx = torch.randint(0, len(self.latents[c]), (1,), generator=generator)
+            latents.append(self.latents[c].sample(idx, generator))
+            text = rng.choice(self.templates[c]).format(self.placeholders[c].token)
+            texts.append(self.pipe.maybe_convert_prompt(text, self.pipe.tokenizer))
+        return torch.cat(latents), texts
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        tok = self.pipe.tokenizer
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        return self.pipe.text_encoder(ids.to(self.pipe.device))[0]  # (B, 77, D)
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        latents, texts = self.batch(batch_size, generator)
+        return denoising_loss(self.pipe.unet, self.scheduler, latents, self.encode(texts), generator)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {"vectors": self.splice.vectors.detach().clone()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.splice.vectors.copy_(state["vectors"])
+
+    def embeddings(self, steps: int | None = None, loss: float | None = None) -> list[Embedding]:
+        out, start = [], 0
+        for c, ph in zip(self.cfg.concepts, self.placeholders):
+            vectors = self.splice.vectors[start:start + ph.num_vectors]
+            start += ph.num_vectors
+            meta = {"base_model": self.cfg.model or "", "token": ph.token, "vectors": ph.num_vectors,
+                    "init": str(c.init or ""), "steps": steps, "final_loss": loss, "conceptlab_version": _version()}
+            out.append(Embedding(ph.token, vectors, meta))
+        return out
+
+    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        self.splice.write_into_embedding()
+        for emb in self.embeddings(step, loss):
+            save_all_formats(emb, Path(out) / _folder_name(emb.token))
+
+    @torch.no_grad()
+    def preview(self, prompts: list[str], seed: int, steps: int) -> list:
+        generators = [torch.Generator().manual_seed(seed) for _ in prompts]
+        return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
+
+
+def _folder_name(token: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in token).strip("_") or "concept"
+
+
+def _version() -> str:
+    from conceptlab import __version__
+
+    return __version__
