@@ -7,6 +7,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from conceptlab.world.export import export_images  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
@@ -20,3 +22,12 @@ def tiny_dir(tmp_path_factory, tiny_pipe):
     path = tmp_path_factory.mktemp("tiny-pipeline")
     tiny_pipe.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def concept_dirs(tmp_path_factory):
+    """Two small concept folders: faced broccoli stickers and happy emoji (the seed's two concepts)."""
+    root = tmp_path_factory.mktemp("concepts")
+    export_images(root / "broccoli", 4, seed=0, size=32, only={"object": {"broccoli"}, "emotion": {"happy"}})
+    export_images(root / "emoji", 3, seed=10, size=32, only={"object": {"emoji"}, "emotion": {"happy"}})
+    return root

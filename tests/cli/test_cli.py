@@ -59,11 +59,12 @@ def test_accelerate_two_processes_write_the_same_files(tiny_dir, tmp_path):
             "--steps", "2", "--grid"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main([*args, "--out", str(single)]) == 0
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "conceptlab.cli.main", *args, "--out", str(multi)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "splitting 5 images across 2 processes" in done.stdout
     names = sorted(p.name for p in single.iterdir())
     assert names == sorted(p.name for p in multi.iterdir())
     strip = lambda p: [{k: v for k, v in json.loads(x).items()} for x in Path(p).read_text().splitlines()]  # noqa

@@ -163,5 +163,6 @@ def _safe_torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0][:120]
         raise InputError("embedding", str(path), "was refused: it holds more than plain tensors (possibly code)",
-                         f"Only load files you trust; convert it to .safetensors elsewhere ({str(e).splitlines()[0][:120]})") from None
+                         f"Only load files you trust; convert it to .safetensors elsewhere ({reason})") from None

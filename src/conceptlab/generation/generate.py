@@ -157,8 +157,10 @@ def run_generation(pipe, cfg: GenerationConfig, out_dir: str | Path, model: str,
     out_dir = Path(out_dir)
     check_config(cfg, pipe)
     check_output_dir(out_dir)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: several CPU processes use gloo
     out_dir.mkdir(parents=True, exist_ok=True)
+    if state.num_processes > 1 and state.is_main_process:
+        print(f"splitting {cfg.n} images across {state.num_processes} processes")
     pipe.to(state.device)
     with state.split_between_processes(list(range(cfg.n))) as mine:
         items = generate(pipe, cfg, list(mine), progress=progress and state.is_local_main_process)
