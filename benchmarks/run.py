@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("bench_generation",)
+BENCHMARKS = ("bench_generation", "bench_textual_inversion")
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""Maintainer tool: score an exported base model with the judge, time it, and write the shipped folder.
+
+    python scripts/ship_base_model.py runs/base-model   # reads runs/base-model/export, writes the package copy
+
+Writes the model card (README.md), loss.png and scores.json beside the weights, then copies the folder to
+src/conceptlab/models/sticker_base/, where load_pipeline() finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from conceptlab.evaluation.judge import load_judge
+from conceptlab.evaluation.prompts import evaluate_prompts, standard_prompts, write_prompt_report
+from conceptlab.models.base import HeldOut
+from conceptlab.models.loading import shipped_base_model
+from conceptlab.plots import plot_loss
+
+
+def timings(folder: Path) -> dict:
+    from diffusers import StableDiffusionPipeline
+
+    t0 = time.perf_counter()
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    load = time.perf_counter() - t0
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(i) for i in range(8)]
+    pipe(["a sticker of a happy yellow emoji"] * 8, num_inference_steps=30, generator=gens)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        gens = [torch.Generator().manual_seed(i) for i in range(8)]
+        t0 = time.perf_counter()
+        pipe(["a sticker of a happy yellow emoji"] * 8, num_inference_steps=30, generator=gens)
+        best = min(best, time.perf_counter() - t0)
+    return {"load_seconds": round(load, 3), "batch8_30steps_seconds": round(best, 3)}
+
+
+def training_minutes(work: Path) -> dict:
+    rows = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines() if x.strip()]
+    out = {}
+    for stage in ("vae", "unet"):
+        times = [r["time"] for r in rows if r["stage"] == stage]
+        out[stage] = {"steps": max(r["step"] for r in rows if r["stage"] == stage) if times else 0}
+    return out
+
+
+def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
+    held = HeldOut()
+    acc = scores.accuracy
+    rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
+                     for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
+                     + " |" for g in ("seen", "unseen combination", "all"))
+    combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
+    return f"""---
+library_name: diffusers
+pipeline_tag: text-to-image
+tags: [stable-diffusion, conceptlab, sticker-world]
+---
+# conceptlab sticker base model
+
+A small Stable Diffusion pipeline (AutoencoderKL, UNet2DConditionModel with cross-attention, CLIPTextModel,
+CLIP-format BPE tokenizer, DDIM scheduler) trained from scratch on CPU on conceptlab's procedural sticker
+world. It loads with nothing but diffusers:
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("path/to/sticker_base")
+image = pipe("a sticker of a happy green apple on a beach", num_inference_steps=30).images[0]
+```
+
+Images are 64x64; latents 16x16x4 (VAE factor 4); epsilon prediction with SD's scaled-linear schedule.
+
+## Training
+- Data: {cfg['images']} rendered stickers (seed {cfg['seed']}), captions drawn fresh every step with each optional
+  attribute left out with probability {cfg['attribute_dropout']} and the whole caption dropped with probability
+  {cfg['caption_dropout']} (for classifier-free guidance).
+- VAE: {steps['vae']['steps']} steps, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
+  encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.
+- UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
+  (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), bf16 autocast, EMA
+  {cfg['ema_decay']}; these weights are the EMA weights. 2 CPU cores. `conceptlab train base` reproduces it.
+
+## Held out of the training data
+- `broccoli` appears only without a face (emotion "none"): faces on broccoli are for textual inversion to learn.
+- The named monsters (tuki, bnh, moxo) never appear: they are DreamBooth subjects.
+- The style `pixel art` never appears.
+- These attribute pairs never appear together: {combos}.
+
+## Scores
+The sticker-world judge on {scores.counts['all']} generations (one per prompt, fixed seeds, 30 DDIM steps, guidance
+7.5): prompts the model could have seen, and prompts of the held-out pairs.
+
+| prompts | images | object | colour | emotion | background | style | accessory | held item | flowers |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Speed on 2 CPU cores: loads in {speed['load_seconds']} s; a batch of 8 images at 30 steps takes
+{speed['batch8_30steps_seconds']} s.
+"""
+
+
+def main(work: str) -> None:
+    work = Path(work)
+    export = work / "export"
+    cfg = json.loads((export / "conceptlab_config.json").read_text())
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(export)
+    pipe.set_progress_bar_config(disable=True)
+    scores = evaluate_prompts(pipe, standard_prompts(300, 100), load_judge(), steps=30)
+    write_prompt_report(scores, work / "eval", "Base model: prompt accuracy")
+    speed = timings(export)
+    rows = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines() if x.strip()]
+    unet = [r for r in rows if r["stage"] == "unet"]
+    plot_loss([r["step"] for r in unet], [r["loss"] for r in unet], export / "loss.png", "UNet + text encoder loss")
+    (export / "scores.json").write_text(json.dumps({"accuracy": scores.accuracy, "counts": scores.counts, **speed},
+                                                   indent=2))
+    (export / "README.md").write_text(card(cfg, scores, speed, training_minutes(work)))
+    target = shipped_base_model()
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(export, target)
+    print(json.dumps({"accuracy": scores.accuracy, **speed}, indent=2))
+    print(f"shipped to {target}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
