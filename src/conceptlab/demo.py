@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from conceptlab.evaluation.report import Report
 from conceptlab.generation.generate import GenerationConfig, run_generation
 from conceptlab.imaging import make_grid
@@ -49,7 +51,67 @@ def generation_section(report: Report, out: Path, pipe, label: str, n: int, step
         report.image(folder / "grid.png", f"{prompt!r} ({time.perf_counter() - t0:.1f} s)")
 
 
-def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int = 8, steps: int = 30) -> Path:
+def base_model_section(report: Report, label: str) -> None:
+    import json
+
+    scores = shipped_base_model() / "scores.json"
+    if label != default_model() or not scores.is_file():
+        return
+    data = json.loads(scores.read_text())
+    report.heading("Base model scores (from its model card)")
+    rows = [{"prompts": g, "images": data["counts"][g], **{k: round(v, 3) for k, v in acc.items()}}
+            for g, acc in data["accuracy"].items()]
+    report.table(rows)
+    report.text(f"Loads in {data['load_seconds']} s; 8 images at 30 steps in {data['batch8_30steps_seconds']} s.")
+
+
+def textual_inversion_section(report: Report, out: Path, model: str | None, label: str, ti_steps: int,
+                              steps: int) -> None:
+    """The first seed project's two-concept workflow: broccoli with a face + happy emoji, trained jointly."""
+    from conceptlab.concepts.sweep import render_sweep
+    from conceptlab.training.loop import TrainConfig, Trainer
+    from conceptlab.training.textual_inversion import ConceptConfig, TextualInversion, TextualInversionConfig
+    from conceptlab.world.export import export_images
+
+    report.heading("Textual inversion: <broccoli> + <happy-emoji>, trained jointly")
+    data = out / "ti-data"
+    export_images(data / "broccoli", 8, seed=500, only={"object": {"broccoli"}, "emotion": {"happy", "sad", "angry",
+                  "in love"}, "style": {"sticker"}, "background": {"plain"}, "accessory": {"none"},
+                  "held_item": {"none"}, "flowers": {"none"}, "colour": {"green"}})
+    export_images(data / "emoji", 4, seed=600, only={"object": {"emoji"}, "emotion": {"happy"}, "style": {"sticker"},
+                  "background": {"plain"}, "accessory": {"none"}, "held_item": {"none"}, "flowers": {"none"}})
+    pipe, _ = _model_for_demo(model)
+    cfg = TextualInversionConfig(
+        model=label, concepts=[ConceptConfig("<broccoli>", str(data / "broccoli"), init="broccoli"),
+                               ConceptConfig("<happy-emoji>", str(data / "emoji"), init="emoji")],
+        train=TrainConfig(steps=ti_steps, batch_size=4, lr=5e-3, preview_every=max(1, ti_steps // 2),
+                          preview_prompts=["a sticker of a <broccoli>", "a sticker of a <happy-emoji>"]),
+    )
+    ti_out = out / "ti"
+    result = Trainer(TextualInversion(pipe, cfg), cfg.train, ti_out).train()
+    report.text(f"{ti_steps} steps in {result.seconds:.0f} s, final loss {result.losses[-1]:.4f}. "
+                f"Files in every format under {ti_out.name}/broccoli and {ti_out.name}/happy-emoji.")
+    report.image(data / "broccoli" / "000500.png", "one of the 8 training images of <broccoli>", width=128)
+    report.image(ti_out / "loss.png", "training loss", width=420)
+    prompts = [f"a sticker of a {e} <broccoli>" for e in ("happy", "sad", "angry")] + ["a sticker of a <broccoli> in love",
+               "a sticker of a <broccoli> with a <happy-emoji> face"]
+    images = []
+    for p in prompts:
+        gens = [torch.Generator().manual_seed(i) for i in range(4)]
+        images += pipe([p] * 4, num_inference_steps=steps, generator=gens).images
+    grid = out / "ti-prompts.png"
+    make_grid(images, cols=4, scale=2).save(grid)
+    report.image(grid, "rows: " + " | ".join(prompts) + " (seeds 0-3)")
+    from conceptlab.concepts.formats import load_embedding
+
+    embs = [load_embedding(ti_out / name / "learned_embeds.safetensors") for name in ("broccoli", "happy-emoji")]
+    sweep = render_sweep(_model_for_demo(model)[0], embs, [0, 0.25, 0.5, 0.75, 1], "lerp", "a sticker of a {}", 0,
+                         steps, out)
+    report.image(sweep, "mixing <broccoli> into <happy-emoji>: 0%, 25%, 50%, 75%, 100% emoji (two seeds)")
+
+
+def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int = 8, steps: int = 30,
+             ti_steps: int = 200) -> Path:
     """Runs the demo into `out` and returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,4 +119,7 @@ def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int =
     report = Report("conceptlab demo", out)
     world_section(report, out)
     generation_section(report, out, pipe, label, n, steps)
+    base_model_section(report, label)
+    if ti_steps:
+        textual_inversion_section(report, out, model, label, ti_steps, steps)
     return report.write()

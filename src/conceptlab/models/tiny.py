@@ -42,10 +42,10 @@ class PipelineShape:
 SHAPES: dict[str, PipelineShape] = {
     # seconds-fast on a CPU, for tests
     "tiny": PipelineShape(),
-    # the shipped base model (see models/base.py): 64 px images, 16x16x4 latents
+    # the shipped base model (see models/base.py): 64 px images, 16x16x8 latents (4 channels lost faces)
     "base": PipelineShape(
         unet_channels=(64, 128, 128), unet_layers_per_block=1, unet_heads=4, unet_norm_groups=32,
-        vae_channels=(32, 64, 128), vae_layers_per_block=1, vae_norm_groups=16,
+        vae_channels=(32, 64, 128), vae_layers_per_block=1, vae_norm_groups=16, latent_channels=8,
         text_hidden=128, text_layers=3, text_heads=4, text_intermediate=512, image_size=64,
     ),
     # Stable Diffusion 1.5's real layer sizes with random weights, for speed and memory at real scale
@@ -135,3 +135,31 @@ def build_pipeline(shape: str | PipelineShape = "tiny", seed: int = 0, **overrid
 
 def shape_dict(shape: PipelineShape) -> dict:
     return asdict(shape)
+
+
+def build_sdxl_pipeline(seed: int = 0):
+    """A tiny StableDiffusionXLPipeline (two text encoders, text-time conditioning), for loading tests."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = copy.deepcopy(sticker_tokenizer())
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=64,
+        projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=8,
+    )
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                projection_dim=32)
+    pipe = StableDiffusionXLPipeline(
+        vae=build_vae(PipelineShape()), text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text)), tokenizer=tokenizer,
+        tokenizer_2=copy.deepcopy(tokenizer), unet=unet,
+        scheduler=EulerDiscreteScheduler(**{k: v for k, v in sd_scheduler_config().items()
+                                            if k not in ("clip_sample", "set_alpha_to_one")}),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

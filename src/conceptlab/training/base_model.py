@@ -37,6 +37,7 @@ class BaseModelConfig:
     held_out: HeldOut = field(default_factory=HeldOut)
     # VAE: plain reconstruction + image-gradient loss (keeps faces' strokes sharp) + a tiny KL
     vae_steps: int = 1200
+    vae_init: str | None = None  # a vae.ckpt whose weights start this VAE where shapes overlap (warm start)
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6  # on the latent means only: keeps their scale in check
@@ -116,6 +117,8 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
         state = load_torch_checkpoint(ckpt)
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         step = state["step"]
+    elif cfg.vae_init:
+        warm_start(vae, load_torch_checkpoint(cfg.vae_init)["model"])
     rng = np.random.default_rng(cfg.seed + step)
     bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae")
     while step < cfg.vae_steps:
@@ -145,6 +148,19 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     bar.close()
     make_encoder_deterministic(vae)
     return vae.eval()
+
+
+@torch.no_grad()
+def warm_start(model: torch.nn.Module, state: dict) -> None:
+    """Copies `state` into `model`, tensor by tensor, over the overlapping slice where shapes differ."""
+    own = model.state_dict()
+    for name, value in state.items():
+        if name in own:
+            target = own[name]
+            if target.ndim != value.ndim:
+                continue
+            region = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, value.shape))
+            target[region] = value[region]
 
 
 @torch.no_grad()
@@ -226,7 +242,7 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng_np.integers(0, len(moments), cfg.unet_batch)
-        mean, logvar = moments[idx].chunk(2, dim=1)  # (B, 4, 16, 16) each
+        mean, logvar = moments[idx].chunk(2, dim=1)  # (B, C, 16, 16) each
         latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=gen)) * scaling
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, 1000, (len(idx),), generator=gen)
