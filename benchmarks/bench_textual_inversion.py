@@ -52,7 +52,7 @@ class ReferenceTI:
         import random
 
         rng, latents, texts = random.Random(seed), [], []
-        for i in range(batch):
+        for _ in range(batch):
             idx = torch.randint(0, len(self.pixels), (1,), generator=gen)
             dist = vae.encode(self.pixels[idx]).latent_dist
             latents.append(dist.sample(generator=gen) * vae.config.scaling_factor)
