@@ -49,6 +49,22 @@ def add_parser(sub):
     flag(t, "--no-flip", dest="flip", action="store_const", const=False)
     add_train_flags(t)
     t.set_defaults(run=run_ti)
+    d = tsub.add_parser("dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior preservation")
+    add_model_flags(d)
+    flag(d, "--subject", action="append", default=None, help="ID=DIR,class=WORD[,template=...]; repeat for several")
+    flag(d, "--lora", action="store_const", const=True)
+    flag(d, "--rank", type=int)
+    flag(d, "--train-text-encoder", action="store_const", const=True)
+    flag(d, "--prior-preservation", action="store_const", const=True)
+    flag(d, "--class-images", type=int)
+    flag(d, "--prior-weight", type=float)
+    flag(d, "--class-dir", help="default: OUT/class-images/<class word>")
+    flag(d, "--resolution", type=int)
+    flag(d, "--offset-noise", type=float)
+    flag(d, "--min-snr-gamma", type=float)
+    flag(d, "--no-flip", dest="flip", action="store_const", const=False)
+    add_train_flags(d)
+    d.set_defaults(run=run_dreambooth)
     return p
 
 
@@ -101,4 +117,54 @@ def run_ti(args) -> int:
     tokens = ", ".join(c.token for c in cfg.concepts)
     print(f"learned {tokens} in {result.steps} steps (final loss {result.losses[-1]:.4f}); files in {args.out}/<token>/; "
           f"use them with: conceptlab generate --concepts {args.out} --prompt 'a {cfg.concepts[0].token} ...'")
+    return 0
+
+
+def dreambooth_config(args):
+    from dataclasses import asdict
+
+    from conceptlab.config import dataclass_from_dict, load_config_file, merge_overrides
+    from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
+
+    base = asdict(DreamBoothConfig())
+    if args.config:
+        base = merge_overrides(base, load_config_file(args.config))
+    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
+             "resolution", "offset_noise", "min_snr_gamma", "flip")
+    merged = merge_overrides(base, {"model": args.model, **{n: getattr(args, n) for n in names},
+                                    "train": train_overrides(args)})
+    if args.subject:
+        merged["subjects"] = [asdict(parse_subject(s)) for s in args.subject]
+    return dataclass_from_dict(DreamBoothConfig, merged)
+
+
+def run_dreambooth(args) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from conceptlab.models.loading import load_pipeline
+    from conceptlab.training.class_images import prepare_class_images
+    from conceptlab.training.data import CachedLatents, prepare_image
+    from conceptlab.training.dreambooth import DreamBooth, check_subjects, class_prompt
+    from conceptlab.training.loop import Trainer
+
+    cfg = dreambooth_config(args)
+    check_subjects(cfg)
+    cfg.train.check()
+    pipe = load_pipeline(cfg.model, device=args.device, dtype=args.dtype)
+    classes = {}
+    if cfg.prior_preservation:
+        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        for s in cfg.subjects:
+            if s.class_word in classes:
+                continue
+            folder = Path(cfg.class_dir) if cfg.class_dir else Path(args.out) / "class-images" / s.class_word
+            images = prepare_class_images(pipe, class_prompt(s), cfg.class_images, folder, cfg.model or "sticker_base")
+            classes[s.class_word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
+    method = DreamBooth(pipe, cfg, classes)
+    result = Trainer(method, cfg.train, args.out, config_record=asdict(cfg)).train(resume=args.resume)
+    if result.stopped == "interrupted":
+        return 130
+    what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
+    print(f"trained {', '.join(s.identifier for s in cfg.subjects)} for {result.steps} steps; {what}")
     return 0

@@ -1,0 +1,129 @@
+"""LoRA files: diffusers format and kohya/A1111 format, conversion between them, merging into a pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from conceptlab.errors import InputError
+from conceptlab.io import atomic_write_bytes
+
+DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"
+KOHYA_NAME = "lora.kohya.safetensors"
+
+
+def _rewrite_with_metadata(path: Path, meta: dict) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(path), framework="pt") as f:
+        old = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    merged = {**old, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}}
+    atomic_write_bytes(save(tensors, metadata=merged), path)
+
+
+def peft_state_dicts(pipe) -> dict[str, dict[str, torch.Tensor]]:
+    """The LoRA weights of the UNet (and text encoder, if it has adapters) in peft's key format."""
+    from peft.utils import get_peft_model_state_dict
+
+    out = {"unet": get_peft_model_state_dict(pipe.unet)}
+    if getattr(pipe.text_encoder, "peft_config", None):
+        out["text_encoder"] = get_peft_model_state_dict(pipe.text_encoder)
+    return out
+
+
+def save_lora(pipe, folder: str | Path, meta: dict) -> dict[str, Path]:
+    """Writes the pipeline's LoRA adapters as diffusers' file and a kohya/A1111 file, both with `meta`."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    peft = peft_state_dicts(pipe)
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=convert_state_dict_to_diffusers(peft["unet"]),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(peft["text_encoder"]) if "text_encoder" in peft else None,
+        safe_serialization=True,
+    )
+    diffusers_file = folder / DIFFUSERS_NAME
+    _rewrite_with_metadata(diffusers_file, {"conceptlab": meta})
+    # diffusers' converter wants module-prefixed peft keys; it names SD 1.x's text encoder like SDXL's first
+    # one (lora_te1_), which kohya and A1111 call lora_te_ for SD 1.x/2.x
+    prefixed = {f"{prefix}.{k}": v for prefix, sd in peft.items() for k, v in sd.items()}
+    kohya = {k.replace("lora_te1_", "lora_te_", 1): v for k, v in convert_state_dict_to_kohya(prefixed).items()}
+    from safetensors.torch import save
+
+    kohya_file = folder / KOHYA_NAME
+    atomic_write_bytes(save({k: v.contiguous() for k, v in kohya.items()},
+                            metadata={"conceptlab": json.dumps(meta), "ss_network_dim": str(meta.get("rank")),
+                                      "ss_network_module": "networks.lora"}), kohya_file)
+    return {"diffusers": diffusers_file, "kohya": kohya_file}
+
+
+def lora_format(path: str | Path) -> str:
+    """'kohya' (lora_unet_*/lora_te_* keys) or 'diffusers' (unet.* / text_encoder.* keys)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys):
+        return "kohya"
+    if any(k.startswith(("unet.", "text_encoder.")) for k in keys):
+        return "diffusers"
+    raise InputError("lora", str(path), "is not a LoRA file conceptlab can read", "Pass a diffusers or kohya LoRA")
+
+
+def check_lora_fits(pipe, path: str | Path) -> None:
+    """Refuses a LoRA made for another architecture, naming the first mismatching layer."""
+    from diffusers import StableDiffusionPipeline
+
+    state, _ = StableDiffusionPipeline.lora_state_dict(str(path))
+    modules = dict(pipe.unet.named_modules())
+    for key, value in state.items():
+        if not key.startswith("unet.") or "lora" not in key or not key.endswith("weight"):
+            continue
+        name = key[len("unet."):].split(".lora")[0]
+        target = modules.get(name)
+        if target is None or not hasattr(target, "in_features"):
+            raise InputError("lora", str(path), f"targets layer {name!r}, which this UNet does not have",
+                             "Use a LoRA trained for this model's architecture")
+        down = "lora_A" in key or "lora.down" in key
+        size, expected = (value.shape[1], target.in_features) if down else (value.shape[0], target.out_features)
+        if size != expected:
+            raise InputError("lora", str(path), f"layer {name!r} has size {size}, this UNet's has {expected}",
+                             "Use a LoRA trained for this model's architecture (e.g. SD 1.x vs SD 2.x)")
+
+
+def load_lora(pipe, path: str | Path, adapter_name: str = "default") -> None:
+    check_lora_fits(pipe, path)
+    pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+
+
+def convert_lora(path: str | Path, to: str, out: str | Path, pipe) -> Path:
+    """Writes the LoRA at `path` in format `to` ('diffusers' or 'kohya'), via a pipeline of its architecture."""
+    if to not in ("diffusers", "kohya"):
+        raise InputError("--to", to, "unknown LoRA format", "Use diffusers or kohya")
+    load_lora(pipe, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("conceptlab", "{}"))
+    written = save_lora(pipe, Path(out).parent / (Path(out).stem + ".tmpdir"), meta)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    written[to].replace(out)
+    import shutil
+
+    shutil.rmtree(Path(out).parent / (Path(out).stem + ".tmpdir"), ignore_errors=True)
+    return Path(out)
+
+
+def merge_lora(pipe, path: str | Path, out: str | Path, scale: float = 1.0) -> Path:
+    """Fuses the LoRA into the weights and saves a plain pipeline folder."""
+    load_lora(pipe, path)
+    pipe.fuse_lora(lora_scale=scale)
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(out, safe_serialization=True)
+    return Path(out)

@@ -1,0 +1,225 @@
+"""DreamBooth (Ruiz et al. 2023, arXiv 2208.12242): fine-tune on a subject with a rare identifier, several
+subjects at once, with prior preservation; full fine-tune or LoRA (Hu et al. 2021, arXiv 2106.09685) via peft.
+
+What it trains: the UNet (all weights, or LoRA adapters on its attention), and the text encoder when asked.
+Its loss: the denoising loss on instance images + prior_weight x the same on class images, paired per batch.
+Images go through the VAE once; prompts go through the text encoder once unless the text encoder trains.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from conceptlab.errors import InputError
+from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
+from conceptlab.training.diffusion import denoising_loss, training_scheduler
+from conceptlab.training.loop import TrainConfig
+
+COMMON_WORDS = {"a", "the", "dog", "cat", "man", "woman", "photo", "sticker", "monster", "happy", "red", "blue"}
+LORA_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass
+class SubjectConfig:
+    """One subject: its identifier ('tuki'), its image folder and its class word ('monster')."""
+
+    identifier: str
+    folder: str
+    class_word: str
+    template: str = "a {identifier} {class_word}"
+
+
+@dataclass
+class DreamBoothConfig:
+    """`conceptlab train dreambooth` settings; stored in the files it writes."""
+
+    model: str | None = None
+    subjects: list[SubjectConfig] = field(default_factory=list)
+    lora: bool = False
+    rank: int = 4
+    train_text_encoder: bool = False
+    prior_preservation: bool = False
+    class_images: int = 50
+    prior_weight: float = 1.0
+    class_dir: str | None = None  # default: OUT/class-images/<class word>
+    resolution: int | None = None
+    center_crop: bool = True
+    flip: bool = True
+    offset_noise: float = 0.0  # 0.05-0.1 lets the model learn very dark or light images
+    min_snr_gamma: float | None = None  # e.g. 5.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=1, lr=1e-4))
+
+
+def parse_subject(text: str) -> SubjectConfig:
+    """'tuki=DIR,class=monster[,template=...]' -> SubjectConfig."""
+    head, *opts = text.split(",")
+    ident, sep, folder = head.partition("=")
+    kw = dict(o.partition("=")[::2] for o in opts)
+    unknown = set(kw) - {"class", "template"}
+    if not sep or not ident or not folder or unknown:
+        raise InputError("--subject", text, "expected ID=DIR,class=WORD[,template=...]",
+                         "e.g. --subject 'tuki=data/tuki,class=monster'")
+    if not kw.get("class"):
+        raise InputError("--subject", text, "has no class word", "Add class=WORD, e.g. class=monster")
+    return SubjectConfig(ident, folder, kw["class"], kw.get("template", "a {identifier} {class_word}"))
+
+
+def check_subjects(cfg: DreamBoothConfig) -> None:
+    if not cfg.subjects:
+        raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
+    if cfg.lora and cfg.rank < 1:
+        raise InputError("--rank", cfg.rank, "must be >= 1", "Use --rank 4 (or 8, 16)")
+    seen = set()
+    for s in cfg.subjects:
+        if s.identifier in seen:
+            raise InputError("--subject", s.identifier, "is used by two subjects", "Give every subject its own identifier")
+        seen.add(s.identifier)
+        if s.identifier.lower() in COMMON_WORDS:
+            warnings.warn(f"identifier {s.identifier!r} is a common word: the model already means something by it. "
+                          "A rare token such as 'sks', 'tuki' or 'bnh' works better", stacklevel=2)
+        if "{identifier}" not in s.template:
+            raise InputError("--subject", s.template, "template lacks {identifier}",
+                             "e.g. template='a {identifier} {class_word}'")
+
+
+def instance_prompt(s: SubjectConfig) -> str:
+    return s.template.format(identifier=s.identifier, class_word=s.class_word)
+
+
+def class_prompt(s: SubjectConfig) -> str:
+    return f"a {s.class_word}"
+
+
+class DreamBooth:
+    """The DreamBooth training method for Trainer; LoRA when cfg.lora."""
+
+    def __init__(self, pipe, cfg: DreamBoothConfig, class_latents: dict[str, CachedLatents] | None = None):
+        from conceptlab.models.loading import require_sd
+
+        require_sd(pipe, "DreamBooth")
+        check_subjects(cfg)
+        self.pipe, self.cfg = pipe, cfg
+        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        images = [[prepare_image(im, res, cfg.center_crop, f"of {s.identifier}")
+                   for im in load_concept_images(s.folder, f"--subject {s.identifier}")] for s in cfg.subjects]
+        for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+            module.requires_grad_(False)
+        self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
+        self.classes = class_latents or {}
+        if cfg.prior_preservation and any(s.class_word not in self.classes for s in cfg.subjects):
+            raise InputError("--prior-preservation", True, "class images were not prepared",
+                             "Call prepare_class_images first (the CLI does)")
+        self._setup_trainable()
+        self.scheduler = training_scheduler(pipe)
+        self._cond_cache: dict[str, torch.Tensor] = {}
+
+    def _setup_trainable(self) -> None:
+        from peft import LoraConfig
+
+        unet, te = self.pipe.unet, self.pipe.text_encoder
+        if self.cfg.lora:
+            unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
+                                        target_modules=LORA_UNET_TARGETS))
+            if self.cfg.train_text_encoder:
+                te.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
+                                          target_modules=LORA_TEXT_TARGETS))
+        else:
+            unet.requires_grad_(True)
+            if self.cfg.train_text_encoder:
+                te.requires_grad_(True)
+        if self.cfg.train.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+
+    # ---------------------------------------------------------------- what the loop calls
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in (self.pipe.unet, self.pipe.text_encoder) for p in m.parameters() if p.requires_grad]
+
+    def _named_trainable(self) -> dict[str, torch.nn.Parameter]:
+        out = {}
+        for prefix, module in (("unet", self.pipe.unet), ("text_encoder", self.pipe.text_encoder)):
+            out.update({f"{prefix}.{n}": p for n, p in module.named_parameters() if p.requires_grad})
+        return out
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Text encoder hidden states (B, 77, D); cached per prompt while the text encoder is frozen."""
+        if self.cfg.train_text_encoder:
+            return self._encode(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cond_cache]
+        if missing:
+            with torch.no_grad():
+                for t, c in zip(missing, self._encode(missing)):
+                    self._cond_cache[t] = c
+        return torch.stack([self._cond_cache[t] for t in texts])
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        tok = self.pipe.tokenizer
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        return self.pipe.text_encoder(ids)[0]
+
+    def batch(self, batch_size: int, generator: torch.Generator):
+        """Instance latents and prompts, balanced across subjects; the paired class examples when enabled."""
+        n = len(self.cfg.subjects)
+        offset = int(torch.randint(0, n, (1,), generator=generator))
+        inst, inst_txt, cls, cls_txt = [], [], [], []
+        for i in range(batch_size):
+            s = (offset + i) % n
+            subject = self.cfg.subjects[s]
+            idx = torch.randint(0, len(self.instance[s]), (1,), generator=generator)
+            inst.append(self.instance[s].sample(idx, generator))
+            inst_txt.append(instance_prompt(subject))
+            if self.cfg.prior_preservation:
+                pool = self.classes[subject.class_word]
+                cidx = torch.randint(0, len(pool), (1,), generator=generator)
+                cls.append(pool.sample(cidx, generator))
+                cls_txt.append(class_prompt(subject))
+        return torch.cat(inst), inst_txt, (torch.cat(cls) if cls else None), cls_txt
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        inst, inst_txt, cls, cls_txt = self.batch(batch_size, generator)
+        latents = inst if cls is None else torch.cat([inst, cls])
+        per_sample = denoising_loss(self.pipe.unet, self.scheduler, latents, self.encode(inst_txt + cls_txt), generator,
+                                    self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none")
+        loss = per_sample[:batch_size].mean()
+        if cls is not None:
+            loss = loss + self.cfg.prior_weight * per_sample[batch_size:].mean()
+        return loss
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach().clone() for k, p in self._named_trainable().items()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = self._named_trainable()
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+
+    def metadata(self, steps: int | None, loss: float | None) -> dict:
+        from conceptlab import __version__
+
+        return {"base_model": self.cfg.model or "", "subjects": [s.identifier for s in self.cfg.subjects],
+                "classes": [s.class_word for s in self.cfg.subjects], "rank": self.cfg.rank if self.cfg.lora else None,
+                "lora": self.cfg.lora, "steps": steps, "final_loss": loss, "conceptlab_version": __version__}
+
+    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        from conceptlab.concepts.lora import save_lora
+
+        meta = self.metadata(step, loss)
+        if self.cfg.lora:
+            save_lora(self.pipe, Path(out) / "lora", meta)
+        else:
+            folder = Path(out) / "pipeline"
+            self.pipe.save_pretrained(folder, safe_serialization=True)
+            from conceptlab.io import atomic_write_json
+
+            atomic_write_json(meta, folder / "conceptlab_dreambooth.json")
+
+    @torch.no_grad()
+    def preview(self, prompts: list[str], seed: int, steps: int) -> list:
+        generators = [torch.Generator().manual_seed(seed) for _ in prompts]
+        return self.pipe(prompts, num_inference_steps=steps, generator=generators).images

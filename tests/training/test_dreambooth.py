@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conceptlab.concepts.lora import DIFFUSERS_NAME, KOHYA_NAME, load_lora, lora_format
+from conceptlab.errors import InputError
+from conceptlab.models.tiny import build_pipeline
+from conceptlab.training.class_images import prepare_class_images
+from conceptlab.training.data import CachedLatents
+from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, parse_subject
+from conceptlab.training.loop import TrainConfig, Trainer
+
+
+def _np(pipe, prompt="a tuki monster", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return pipe(prompt, num_inference_steps=2, generator=g, output_type="np").images
+
+
+def _cfg(concept_dirs, steps=3, **kw):
+    return DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster"),
+                                      SubjectConfig("bnh", str(concept_dirs / "emoji"), "monster")],
+                            train=TrainConfig(steps=steps, batch_size=2, lr=1e-2), **kw)
+
+
+@pytest.fixture(scope="module")
+def class_latents(tmp_path_factory):
+    pipe = build_pipeline("tiny")
+    images = prepare_class_images(pipe, "a monster", 3, tmp_path_factory.mktemp("cls"), "tiny", steps=2)
+    return {"monster": CachedLatents.encode(pipe.vae, images, flip=False)}
+
+
+def test_lora_files_load_in_diffusers_and_match_ours(concept_dirs, class_latents, tmp_path):
+    pipe = build_pipeline("tiny")
+    cfg = _cfg(concept_dirs, lora=True, rank=2, prior_preservation=True)
+    Trainer(DreamBooth(pipe, cfg, class_latents), cfg.train, tmp_path).train()
+    ours = _np(pipe)
+    fresh = build_pipeline("tiny")
+    assert not np.allclose(_np(fresh), ours)  # the LoRA changed something
+    fresh.load_lora_weights(str(tmp_path / "lora" / DIFFUSERS_NAME))
+    assert np.allclose(_np(fresh), ours, atol=1e-5)
+    kohya = build_pipeline("tiny")
+    kohya.load_lora_weights(str(tmp_path / "lora" / KOHYA_NAME))  # kohya keys converted back by diffusers
+    assert np.allclose(_np(kohya), ours, atol=1e-5)
+    assert lora_format(tmp_path / "lora" / KOHYA_NAME) == "kohya"
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lora" / DIFFUSERS_NAME), framework="pt") as f:
+        meta = f.metadata()
+    assert '"subjects": ["tuki", "bnh"]' in meta["conceptlab"] and '"rank": 2' in meta["conceptlab"]
+
+
+def test_full_finetune_saves_a_pipeline_that_diffusers_loads(concept_dirs, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = build_pipeline("tiny")
+    vae_before = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    cfg = _cfg(concept_dirs, steps=2)
+    Trainer(DreamBooth(pipe, cfg), cfg.train, tmp_path).train()
+    loaded = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline")
+    loaded.set_progress_bar_config(disable=True)
+    assert np.allclose(_np(loaded), _np(pipe), atol=1e-6)
+    assert all(torch.equal(v, loaded.vae.state_dict()[k]) for k, v in vae_before.items())
+
+
+def test_lora_resume_is_exact(concept_dirs, tmp_path):
+    def run(steps, out, resume=False):
+        pipe = build_pipeline("tiny")
+        cfg = _cfg(concept_dirs, steps=steps, lora=True, rank=2)
+        method = DreamBooth(pipe, cfg)
+        Trainer(method, cfg.train, out).train(resume=resume)
+        return method.trainable_state()
+
+    straight = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    resumed = run(4, tmp_path / "b", resume=True)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_batches_balance_subjects_and_pair_class_examples(concept_dirs, class_latents):
+    method = DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, prior_preservation=True), class_latents)
+    inst, texts, cls, cls_texts = method.batch(4, torch.Generator().manual_seed(0))
+    assert sorted(texts) == ["a bnh monster", "a bnh monster", "a tuki monster", "a tuki monster"]
+    assert cls.shape == inst.shape and cls_texts == ["a monster"] * 4
+
+
+def test_class_images_manifest_reuse_mismatch_and_blank_rejection(tmp_path):
+    pipe = build_pipeline("tiny")
+    calls = []
+    real_call = pipe.__class__.__call__
+
+    def flaky(self, prompts, **kw):
+        out = real_call(self, prompts, **kw)
+        if not calls:  # the first image of the first batch comes back black
+            out.images[0] = Image.new("RGB", out.images[0].size)
+        calls.append(len(prompts))
+        return out
+
+    pipe.__class__ = type("Flaky", (pipe.__class__,), {"__call__": flaky})
+    images = prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2)
+    assert len(images) == 3 and not any(np.asarray(im).std() < 3 for im in images)
+    n_calls = len(calls)
+    again = prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2)
+    assert len(calls) == n_calls and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+    with pytest.raises(InputError, match="other settings"):
+        prepare_class_images(pipe, "a cat", 3, tmp_path, "tiny", steps=2)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    Image.new("RGB", (8, 8)).save(loose / "x.png")
+    with pytest.raises(InputError, match="without a manifest"):
+        prepare_class_images(pipe, "a monster", 1, loose, "tiny", steps=2)
+
+
+def test_lora_for_another_architecture_is_refused(concept_dirs, tmp_path):
+    pipe = build_pipeline("tiny")
+    cfg = _cfg(concept_dirs, steps=1, lora=True, rank=2)
+    Trainer(DreamBooth(pipe, cfg), cfg.train, tmp_path).train()
+    other = build_pipeline("tiny", unet_channels=(32, 48))
+    with pytest.raises(InputError, match="has size"):
+        load_lora(other, tmp_path / "lora" / DIFFUSERS_NAME)
+
+
+def test_bad_subjects(concept_dirs):
+    with pytest.raises(InputError, match="no class word"):
+        parse_subject(f"tuki={concept_dirs / 'broccoli'}")
+    with pytest.raises(InputError, match="--rank"):
+        DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, lora=True, rank=0))
+    with pytest.warns(UserWarning, match="common word"):
+        DreamBooth(build_pipeline("tiny"), DreamBoothConfig(
+            subjects=[SubjectConfig("dog", str(concept_dirs / "broccoli"), "monster")]))
+    with pytest.raises(InputError, match="class images were not prepared"):
+        DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, prior_preservation=True))
