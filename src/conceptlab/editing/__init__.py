@@ -1,0 +1,1 @@
+"""Prompt-to-Prompt editing: attention processors, controllers, token alignment, inversion."""

@@ -1,0 +1,181 @@
+"""Prompt-to-Prompt controllers (Hertz et al. 2022, arXiv 2208.01626) behind one small interface.
+
+A controller sees attention probabilities `(B, heads, pixels, tokens)` of a layer, whether it is cross- or
+self-attention and where it sits in the UNet ("down", "mid", "up"), and returns them, edited or not.
+`wants()` tells the processor whether to compute attention explicitly for that layer at this step; every
+other layer keeps the fused kernel. `step_end(latents)` runs after each denoising step.
+Batch layout with classifier-free guidance: [uncond_0..uncond_{n-1}, cond_0..cond_{n-1}], prompt 0 = source.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class AttentionController:
+    """Base class: counts steps, edits nothing."""
+
+    def __init__(self, num_steps: int):
+        self.num_steps, self.step = num_steps, 0
+
+    def wants(self, is_cross: bool, place: str, pixels: int) -> bool:
+        return False
+
+    def __call__(self, probs: torch.Tensor, is_cross: bool, place: str) -> torch.Tensor:
+        return probs
+
+    def step_end(self, latents: torch.Tensor) -> torch.Tensor:
+        self.step += 1
+        return latents
+
+
+class AttentionStore(AttentionController):
+    """Sums the conditional cross-attention maps of every step, per map size: `maps[pixels]` (n, pixels, T)."""
+
+    def __init__(self, num_steps: int, n_prompts: int, guidance: bool = True):
+        super().__init__(num_steps)
+        self.n, self.guidance = n_prompts, guidance
+        self.maps: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, int] = {}
+
+    def wants(self, is_cross, place, pixels) -> bool:
+        return is_cross
+
+    def __call__(self, probs, is_cross, place):
+        if is_cross:
+            cond = probs[self.n:] if self.guidance else probs  # (n, heads, pixels, T)
+            pixels = cond.shape[2]
+            self.maps[pixels] = self.maps.get(pixels, 0) + cond.mean(1).detach().float()
+            self.counts[pixels] = self.counts.get(pixels, 0) + 1
+        return probs
+
+    def averaged(self, pixels: int) -> torch.Tensor:
+        """(n, pixels, T): the mean map over layers and steps at that size."""
+        return self.maps[pixels] / self.counts[pixels]
+
+
+def _schedule(value, n_tokens: int, num_steps: int, default_positions=None) -> torch.Tensor:
+    """(num_steps, T) 0/1 table: may token t be replaced at step s; `value` a fraction or {positions: fraction}."""
+    table = torch.zeros(num_steps, n_tokens)
+    if isinstance(value, dict):
+        base = value.get("default_", 1.0)
+        table[: int(base * num_steps)] = 1
+        for positions, frac in value.items():
+            if positions == "default_":
+                continue
+            table[:, list(positions)] = 0
+            table[: int(frac * num_steps), list(positions)] = 1
+    else:
+        table[: int(value * num_steps)] = 1
+    return table
+
+
+class AttentionEdit(AttentionController):
+    """Replace or refine the targets' attention with the source's; optional re-weighting and local blend.
+
+    mode "replace": target_cross = source_cross @ mapper (words swapped one for one).
+    mode "refine":  target_cross[t] = source_cross[mapper[t]] where aligned (alphas), else the target's own.
+    `reweight` (n-1, T) multiplies the targets' cross-attention (a scale per token; negative allowed).
+    Self-attention of the targets is the source's for the first `self_steps` of the steps.
+    """
+
+    def __init__(self, num_steps: int, n_prompts: int, mode: str, mapper: torch.Tensor, alphas: torch.Tensor | None,
+                 cross_steps=0.8, self_steps: float = 0.4, reweight: torch.Tensor | None = None,
+                 local_blend: LocalBlend | None = None, self_max_pixels: int | None = None, guidance: bool = True):
+        super().__init__(num_steps)
+        self.n, self.mode, self.guidance = n_prompts, mode, guidance
+        self.mapper, self.alphas = mapper, alphas  # replace: (n-1, T, T); refine: (n-1, T) and (n-1, T)
+        self.cross = _schedule(cross_steps, mapper.shape[-1], num_steps)  # (steps, T)
+        self.self_until = int(self_steps * num_steps)
+        self.reweight, self.blend = reweight, local_blend
+        self.self_max_pixels = self_max_pixels
+
+    def wants(self, is_cross, place, pixels) -> bool:
+        if is_cross:
+            in_window = bool(self.cross[min(self.step, self.num_steps - 1)].any()) or self.reweight is not None
+            return in_window or (self.blend is not None and self.blend.wants(pixels))
+        return self.step < self.self_until and (self.self_max_pixels is None or pixels <= self.self_max_pixels)
+
+    def __call__(self, probs, is_cross, place):
+        cond = probs[self.n:] if self.guidance else probs  # (n, heads, P, T)
+        src, tgt = cond[:1], cond[1:]
+        if is_cross:
+            if self.blend is not None:
+                self.blend.collect(cond)
+            alpha = self.cross[min(self.step, self.num_steps - 1)].to(probs.dtype)  # (T,)
+            if alpha.any():
+                if self.mode == "replace":
+                    new = torch.einsum("hpw,bwt->bhpt", src[0], self.mapper.to(probs.dtype))
+                else:
+                    new = src[0][None, :, :, :].expand_as(tgt).gather(-1, self._refine_index(tgt))
+                    a = self.alphas.to(probs.dtype)[:, None, None, :]  # (n-1, 1, 1, T)
+                    new = new * a + tgt * (1 - a)
+                tgt = new * alpha + tgt * (1 - alpha)
+            if self.reweight is not None:
+                tgt = tgt * self.reweight.to(probs.dtype)[:, None, None, :]
+        elif self.step < self.self_until:
+            tgt = src.expand_as(tgt)
+        edited = torch.cat([src, tgt])
+        return torch.cat([probs[: self.n], edited]) if self.guidance else edited
+
+    def _refine_index(self, tgt: torch.Tensor) -> torch.Tensor:
+        idx = self.mapper.long()[:, None, None, :]  # (n-1, 1, 1, T)
+        return idx.expand(tgt.shape[0], tgt.shape[1], tgt.shape[2], tgt.shape[3])
+
+    def step_end(self, latents):
+        if self.blend is not None:
+            latents = self.blend.apply(latents, self.step, self.num_steps)
+        return super().step_end(latents)
+
+
+class LocalBlend:
+    """Keeps the source outside a mask built from chosen words' cross-attention maps.
+
+    `words` gives, per prompt, a (T,) 0/1 vector of token positions; maps from layers with at most
+    `max_pixels` pixels are averaged, resized to the latent size, dilated, normalised and thresholded.
+    """
+
+    def __init__(self, words: torch.Tensor, latent_hw: tuple[int, int], threshold: float = 0.3,
+                 start: float = 0.2, max_pixels: int | None = None):
+        self.words, self.hw, self.threshold, self.start = words, latent_hw, threshold, start
+        self.max_pixels = max_pixels or max(1, (latent_hw[0] * latent_hw[1]) // 4)
+        self._maps: list[torch.Tensor] = []
+        self.last_mask: torch.Tensor | None = None
+
+    def wants(self, pixels: int) -> bool:
+        return pixels <= self.max_pixels
+
+    def collect(self, cond: torch.Tensor) -> None:
+        pixels = cond.shape[2]
+        if pixels > self.max_pixels:
+            return
+        h, w = _grid(pixels, self.hw)
+        per_word = (cond.mean(1) * self.words.to(cond.dtype)[:, None, :]).sum(-1)  # (n, P)
+        self._maps.append(F.interpolate(per_word.reshape(-1, 1, h, w).float(), size=self.hw, mode="bilinear"))
+
+    def mask(self) -> torch.Tensor:
+        """(n, 1, h, w) boolean: the union of the source's and each prompt's word regions."""
+        m = torch.stack(self._maps).mean(0)  # (n, 1, h, w)
+        m = F.max_pool2d(m, 3, stride=1, padding=1)
+        m = m / m.flatten(1).amax(1).clamp(min=1e-8)[:, None, None, None]
+        m = m > self.threshold
+        return m[:1] | m
+
+    def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+        if not self._maps:
+            return latents
+        mask = self.mask().to(latents.dtype)
+        self.last_mask, self._maps = mask, []
+        if step < int(self.start * num_steps):
+            return latents
+        return latents[:1] + mask * (latents - latents[:1])
+
+
+def _grid(pixels: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) of a map with `pixels` entries for a latent of aspect ratio latent_hw."""
+    h, w = latent_hw
+    scale = math.sqrt(h * w / pixels)
+    return max(1, round(h / scale)), max(1, round(w / scale))

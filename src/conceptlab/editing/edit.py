@@ -1,0 +1,171 @@
+"""edit(): Prompt-to-Prompt on any SD 1.x/2.x pipeline - word swap, refinement, re-weighting, local blend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from conceptlab.editing.alignment import refine_alignment, replace_mapper, swapped_words, token_positions
+from conceptlab.editing.controllers import AttentionEdit, AttentionStore, LocalBlend
+from conceptlab.editing.processor import controlled
+from conceptlab.errors import InputError
+
+MODES = ("auto", "replace", "refine")
+
+
+@dataclass
+class EditConfig:
+    """Settings of one edit; returned with its images."""
+
+    source: str
+    targets: list[str]
+    mode: str = "auto"  # auto: replace for one-for-one swaps, refine otherwise
+    cross_steps: float | dict = 0.8  # fraction of steps whose cross-attention comes from the source
+    self_steps: float = 0.4  # fraction of steps whose self-attention comes from the source
+    reweight: dict[str, float] = field(default_factory=dict)  # word -> scale (applied to every target)
+    blend: list[str] = field(default_factory=list)  # words whose region may change (local blend)
+    blend_threshold: float = 0.3
+    seed: int = 0
+    steps: int = 30
+    guidance: float = 7.5
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class EditResult:
+    images: list  # source first, then one per target
+    config: EditConfig
+    mode: str
+    mask: torch.Tensor | None = None
+
+    def settings(self) -> dict:
+        return {**asdict(self.config), "mode_used": self.mode}
+
+
+def check_edit(cfg: EditConfig) -> None:
+    if cfg.mode not in MODES:
+        raise InputError("--mode", cfg.mode, "unknown edit mode", f"Use one of {MODES}")
+    if not cfg.targets:
+        raise InputError("--to", None, "no target prompt", "Give at least one --to prompt")
+    for name in ("self_steps", "blend_threshold"):
+        v = getattr(cfg, name)
+        if not 0 <= v <= 1:
+            raise InputError(f"--{name.replace('_', '-')}", v, "must be within [0, 1]", "Use a fraction such as 0.4")
+    fracs = cfg.cross_steps.values() if isinstance(cfg.cross_steps, dict) else [cfg.cross_steps]
+    if any(not 0 <= f <= 1 for f in fracs):
+        raise InputError("--cross-steps", cfg.cross_steps, "must be within [0, 1]", "Use a fraction such as 0.8")
+
+
+def choose_mode(cfg: EditConfig) -> str:
+    """'replace' when every target swaps words one for one with the source, else 'refine'."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "replace" if all(swapped_words(cfg.source, t) is not None for t in cfg.targets) else "refine"
+
+
+def _cross_schedule(cfg: EditConfig, tokenizer):
+    if not isinstance(cfg.cross_steps, dict):
+        return cfg.cross_steps
+    out = {"default_": cfg.cross_steps.get("default_", 1.0)}
+    for word, frac in cfg.cross_steps.items():
+        if word != "default_":
+            out[tuple(token_positions(tokenizer, cfg.targets[0], word, "--cross-steps"))] = frac
+    return out
+
+
+def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple[AttentionEdit, str]:
+    tok, n = pipe.tokenizer, 1 + len(cfg.targets)
+    mode = choose_mode(cfg)
+    if mode == "replace":
+        mapper = torch.stack([replace_mapper(tok, cfg.source, t) for t in cfg.targets])  # (n-1, T, T)
+        alphas = None
+    else:
+        pairs = [refine_alignment(tok, cfg.source, t) for t in cfg.targets]
+        mapper, alphas = torch.stack([m for m, _ in pairs]), torch.stack([a for _, a in pairs])
+    reweight = None
+    if cfg.reweight:
+        reweight = torch.ones(n - 1, 77)
+        for k, t in enumerate(cfg.targets):
+            for word, scale in cfg.reweight.items():
+                reweight[k, token_positions(tok, t, word)] = scale
+    blend = None
+    if cfg.blend:
+        words = torch.zeros(n, 77)
+        for k, prompt in enumerate([cfg.source, *cfg.targets]):
+            for word in cfg.blend:
+                for w in word.split():
+                    try:
+                        words[k, token_positions(tok, prompt, w, "--blend")] = 1
+                    except InputError:
+                        if not any(w.lower() in p.lower().split() for p in [cfg.source, *cfg.targets]):
+                            raise
+        blend = LocalBlend(words, latent_hw, cfg.blend_threshold)
+    controller = AttentionEdit(cfg.steps, n, mode, mapper, alphas, _cross_schedule(cfg, tok), cfg.self_steps,
+                               reweight, blend, self_max_pixels=None, guidance=cfg.guidance > 1)
+    return controller, mode
+
+
+def shared_latents(pipe, n: int, seed: int, height: int, width: int) -> torch.Tensor:
+    """One noise tensor for every prompt: the edits start from the source's exact starting point."""
+    c = pipe.unet.config.in_channels
+    f = pipe.vae_scale_factor
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((1, c, height // f, width // f), generator=g, dtype=pipe.unet.dtype)
+    return noise.expand(n, -1, -1, -1).clone()
+
+
+def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | None = None, **settings) -> EditResult:
+    """Generates `source` and its edits `targets` from the same noise (or `latents`, e.g. from an inversion);
+    returns all images and the settings."""
+    from conceptlab.models.loading import require_sd
+
+    require_sd(pipe, "Prompt-to-Prompt editing")
+    cfg = EditConfig(source=source, targets=[targets] if isinstance(targets, str) else list(targets), **settings)
+    check_edit(cfg)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    height, width = cfg.height or size, cfg.width or size
+    n = 1 + len(cfg.targets)
+    if latents is None:
+        latents = shared_latents(pipe, n, cfg.seed, height, width)
+    controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
+    with controlled(pipe.unet, controller):
+        images = pipe([cfg.source, *cfg.targets], negative_prompt=[cfg.negative_prompt] * n if cfg.negative_prompt else None,
+                      num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, height=height, width=width,
+                      latents=latents, callback_on_step_end=_step_end(controller)).images
+    mask = controller.blend.last_mask if controller.blend is not None else None
+    return EditResult(images, cfg, mode, mask)
+
+
+def _step_end(controller):
+    def callback(pipe, step, timestep, kwargs):
+        kwargs["latents"] = controller.step_end(kwargs["latents"])
+        return kwargs
+
+    return callback
+
+
+def attention_maps(pipe, prompt: str, seed: int = 0, steps: int = 30, guidance: float = 7.5):
+    """The generated image and its per-token cross-attention maps averaged over steps and layers.
+
+    Returns (image, tokens, maps) with maps (T_prompt, h, w) at the largest map size of the UNet.
+    """
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    store = AttentionStore(steps, 1, guidance=guidance > 1)
+    latents = shared_latents(pipe, 1, seed, size, size)
+    with controlled(pipe.unet, store):
+        image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, latents=latents,
+                     callback_on_step_end=_step_end(store)).images[0]
+    ids = pipe.tokenizer(prompt).input_ids
+    tokens = pipe.tokenizer.convert_ids_to_tokens(ids)[1:-1]
+    h = w = pipe.unet.config.sample_size
+    combined = 0
+    for pixels in store.maps:
+        m = store.averaged(pixels)[0]  # (P, T)
+        side = int(round(pixels ** 0.5))
+        grid = m.T.reshape(-1, 1, side, side)
+        combined = combined + torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear")[:, 0]
+    maps = combined[1:1 + len(tokens)] / len(store.maps)
+    return image, [t.replace("</w>", "") for t in tokens], maps

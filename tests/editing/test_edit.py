@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from conceptlab.editing.alignment import refine_alignment, replace_mapper, token_positions, word_token_spans
+from conceptlab.editing.controllers import AttentionController
+from conceptlab.editing.edit import EditConfig, attention_maps, choose_mode, edit
+from conceptlab.editing.processor import controlled
+from conceptlab.errors import InputError
+from conceptlab.models.tiny import build_pipeline
+
+
+class Everything(AttentionController):
+    """Asks for explicit attention everywhere and changes nothing."""
+
+    def wants(self, is_cross, place, pixels):
+        return True
+
+
+def _np(pipe, prompts, latents):
+    return pipe(prompts, num_inference_steps=3, latents=latents, output_type="np").images
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_pipeline("tiny")
+
+
+def test_explicit_attention_equals_diffusers_fused_path(pipe):
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    prompts = ["a happy star", "a sad apple"]
+    reference = _np(pipe, prompts, latents)
+    before = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    with controlled(pipe.unet, Everything(3)):
+        ours = _np(pipe, prompts, latents)
+    assert np.allclose(ours, reference, atol=1e-5)
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before  # restored
+
+
+def test_identity_edit_reproduces_the_source(pipe):
+    r = edit(pipe, "a happy green star", "a happy green star", cross_steps=1.0, self_steps=1.0, steps=4, seed=3)
+    a, b = (np.asarray(im, dtype=np.int16) for im in r.images)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_without_windows_the_edit_is_plain_generation_and_with_them_it_is_not(pipe):
+    from conceptlab.editing.edit import shared_latents
+
+    off = edit(pipe, "a happy green star", "a happy green apple", cross_steps=0.0, self_steps=0.0, steps=4, seed=3)
+    plain = pipe(["a happy green star", "a happy green apple"], num_inference_steps=4,
+                 latents=shared_latents(pipe, 2, 3, 32, 32)).images
+    for a, b in zip(off.images, plain):
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
+    on = edit(pipe, "a happy green star", "a happy green apple", cross_steps=1.0, self_steps=1.0, steps=4, seed=3)
+    assert on.mode == "replace"
+    assert np.abs(np.asarray(on.images[1], dtype=np.int16) - np.asarray(off.images[1], dtype=np.int16)).max() > 1
+
+
+def test_auto_mode_and_refine_with_blend_and_reweight(pipe):
+    assert choose_mode(EditConfig("a star", ["a red star"])) == "refine"
+    assert choose_mode(EditConfig("a red star", ["a blue star"])) == "replace"
+    r = edit(pipe, "a happy star", ["a happy star on a beach"], steps=4, blend=["star"], reweight={"beach": 2.0})
+    assert r.mode == "refine" and len(r.images) == 2 and r.mask is not None and r.mask.shape[-2:] == (16, 16)
+
+
+def test_replace_mapper_handles_words_of_different_token_counts(pipe):
+    tok = pipe.tokenizer
+    src, tgt = "a qzx star", "a cat star"
+    m = replace_mapper(tok, src, tgt)
+    s_spans, t_spans = word_token_spans(tok, src), word_token_spans(tok, tgt)
+    assert len(s_spans[1][1]) > 1 and len(t_spans[1][1]) == 1
+    assert torch.allclose(m.sum(1)[: s_spans[-1][1][-1] + 1], torch.ones(s_spans[-1][1][-1] + 1))
+    assert m[s_spans[2][1][0], t_spans[2][1][0]] == 1  # "star" maps onto "star"
+
+
+def test_refine_alignment_maps_kept_words_and_flags_new_ones(pipe):
+    tok = pipe.tokenizer
+    mapper, alphas = refine_alignment(tok, "a happy star", "a happy red star")
+    assert mapper[1] == 1 and mapper[2] == 2 and alphas[3] == 0 and mapper[4] == 3 and alphas[4] == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"reweight": {"banana": 2.0}}, "not a word of the prompt"),
+    ({"mode": "replace", "targets": "a happy star on a beach"}, "one-for-one"),
+    ({"cross_steps": 1.5}, "within"), ({"self_steps": -0.1}, "within"), ({"mode": "magic"}, "unknown edit mode"),
+])
+def test_bad_edits(pipe, kwargs, match):
+    targets = kwargs.pop("targets", "a happy apple")
+    with pytest.raises(InputError, match=match):
+        edit(pipe, "a happy star", targets, steps=2, **kwargs)
+
+
+def test_attention_maps(pipe):
+    image, tokens, maps = attention_maps(pipe, "a happy star", steps=3)
+    assert tokens == ["a", "happy", "star"] and maps.shape == (3, 16, 16) and torch.isfinite(maps).all()
+    with pytest.raises(InputError, match="its words"):
+        token_positions(pipe.tokenizer, "a happy star", "moon")
