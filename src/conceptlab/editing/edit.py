@@ -117,31 +117,49 @@ def shared_latents(pipe, n: int, seed: int, height: int, width: int) -> torch.Te
     return noise.expand(n, -1, -1, -1).clone()
 
 
-def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | None = None, **settings) -> EditResult:
-    """Generates `source` and its edits `targets` from the same noise (or `latents`, e.g. from an inversion);
-    returns all images and the settings."""
+def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | None = None, inversion=None,
+         **settings) -> EditResult:
+    """Generates `source` and its edits `targets` from the same noise; returns all images and the settings.
+
+    With `inversion` (editing.inversion.invert of a real image under `source`), every prompt starts from the
+    image's inverted noise and uses its per-step unconditional embeddings, with its steps and guidance.
+    """
     from conceptlab.models.loading import require_sd
 
     require_sd(pipe, "Prompt-to-Prompt editing")
+    if inversion is not None:
+        settings["steps"] = inversion.steps
+        if inversion.uncond is not None:
+            settings["guidance"] = inversion.guidance
     cfg = EditConfig(source=source, targets=[targets] if isinstance(targets, str) else list(targets), **settings)
     check_edit(cfg)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = cfg.height or size, cfg.width or size
     n = 1 + len(cfg.targets)
+    extra = {"negative_prompt": [cfg.negative_prompt] * n} if cfg.negative_prompt else {}
+    if inversion is not None:
+        latents = inversion.latent.expand(n, -1, -1, -1).clone()
+        if inversion.uncond is not None:
+            extra = {"negative_prompt_embeds": inversion.uncond[0].expand(n, -1, -1)}
     if latents is None:
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
     with controlled(pipe.unet, controller):
-        images = pipe([cfg.source, *cfg.targets], negative_prompt=[cfg.negative_prompt] * n if cfg.negative_prompt else None,
-                      num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, height=height, width=width,
-                      latents=latents, callback_on_step_end=_step_end(controller)).images
+        images = pipe([cfg.source, *cfg.targets], num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
+                      height=height, width=width, latents=latents, callback_on_step_end=_step_end(controller, inversion, n),
+                      callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images
     mask = controller.blend.last_mask if controller.blend is not None else None
     return EditResult(images, cfg, mode, mask)
 
 
-def _step_end(controller):
+def _step_end(controller, inversion=None, n: int = 1):
+    """After each step: the controller's step (local blend), then the inversion's next null-text embedding."""
+
     def callback(pipe, step, timestep, kwargs):
         kwargs["latents"] = controller.step_end(kwargs["latents"])
+        if inversion is not None and inversion.uncond is not None and step + 1 < len(inversion.uncond):
+            cond = kwargs["prompt_embeds"][n:]
+            kwargs["prompt_embeds"] = torch.cat([inversion.uncond[step + 1].expand(n, -1, -1), cond])
         return kwargs
 
     return callback

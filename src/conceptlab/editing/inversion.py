@@ -1,0 +1,184 @@
+"""Real images into the sampler's noise: DDIM inversion, null-text inversion (Mokady et al. 2022,
+arXiv 2211.09794) and negative-prompt inversion (Miyake et al. 2023, arXiv 2305.16807).
+
+All three start from DDIM inversion with the source prompt. Null-text inversion then optimises the
+unconditional embedding of every step so that guided sampling retraces the inversion; negative-prompt
+inversion instead uses the prompt's own embedding as the unconditional one, with no optimisation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from conceptlab.errors import InputError
+
+METHODS = ("ddim", "null-text", "negative-prompt")
+
+
+@dataclass
+class Inversion:
+    """What an edit needs to start from a real image."""
+
+    latent: torch.Tensor  # (1, C, h, w): the noise that reproduces the image
+    prompt: str
+    method: str
+    steps: int
+    guidance: float
+    uncond: list[torch.Tensor] | None  # per step (1, 77, D), for null-text / negative-prompt
+    seconds: float
+    image: Image.Image  # the input, resized to the model's size
+
+
+def _embed(pipe, prompt: str) -> torch.Tensor:
+    tok = pipe.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return pipe.text_encoder(ids.input_ids.to(pipe.device))[0]  # (1, 77, D)
+
+
+def prepare_image(pipe, image: Image.Image) -> tuple[Image.Image, bool]:
+    """The image at the model's native size; whether it had to be resized."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    image = image.convert("RGB")
+    if image.size == (size, size):
+        return image, False
+    return image.resize((size, size), Image.Resampling.BICUBIC), True
+
+
+@torch.no_grad()
+def encode_image(pipe, image: Image.Image) -> torch.Tensor:
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    return pipe.vae.encode(x.to(pipe.device, pipe.vae.dtype)).latent_dist.mean * pipe.vae.config.scaling_factor
+
+
+def _eps(pipe, latent, t, cond) -> torch.Tensor:
+    return pipe.unet(latent, t, encoder_hidden_states=cond).sample
+
+
+def _to_eps(scheduler, model_out, latent, t):
+    """The noise prediction, whatever the model predicts (epsilon or v)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        a = scheduler.alphas_cumprod[t]
+        return a.sqrt() * model_out + (1 - a).sqrt() * latent
+    return model_out
+
+
+def _ddim_step(scheduler, eps, latent, t_from, t_to):
+    """Deterministic DDIM move of `latent` from timestep t_from to t_to (either direction) (Song et al. 2021)."""
+    a_from = scheduler.alphas_cumprod[t_from] if t_from >= 0 else scheduler.final_alpha_cumprod
+    a_to = scheduler.alphas_cumprod[t_to] if t_to >= 0 else scheduler.final_alpha_cumprod
+    x0 = (latent - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+
+
+@torch.no_grad()
+def ddim_invert(pipe, latent0: torch.Tensor, cond: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The DDIM trajectory z_0 ... z_T of the image (no guidance), one latent per timestep."""
+    sched = pipe.scheduler
+    sched.set_timesteps(steps)
+    timesteps = sched.timesteps.flip(0)  # ascending
+    traj, z = [latent0], latent0
+    prev = -1
+    for t in timesteps:
+        eps = _to_eps(sched, _eps(pipe, z, t, cond), z, t)
+        z = _ddim_step(sched, eps, z, prev, int(t))
+        traj.append(z)
+        prev = int(t)
+    return traj
+
+
+def _guided_step(pipe, z, t, t_next, cond, uncond, guidance):
+    sched = pipe.scheduler
+    out = _eps(pipe, torch.cat([z, z]), t, torch.cat([uncond, cond]))
+    eu, ec = out.chunk(2)
+    eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
+    return _ddim_step(sched, eps, z, int(t), t_next)
+
+
+def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, inner_steps: int = 10,
+                       lr: float = 1e-2, tolerance: float = 1e-5) -> list[torch.Tensor]:
+    """Per-step unconditional embeddings that make guided DDIM sampling retrace `traj` (Mokady et al. 2022)."""
+    sched = pipe.scheduler
+    timesteps = [int(t) for t in sched.timesteps]  # descending
+    z, uncond, out = traj[-1], uncond0.clone(), []
+    for i, t in enumerate(tqdm(timesteps, desc="null-text inversion")):
+        t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        target = traj[len(traj) - 2 - i]
+        uncond = uncond.detach().requires_grad_(True)
+        opt = torch.optim.Adam([uncond], lr=lr * (1 - i / (10 * len(timesteps))))
+        with torch.no_grad():
+            ec = _eps(pipe, z, t, cond)
+        for _ in range(inner_steps):
+            eu = _eps(pipe, z, t, uncond)
+            eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
+            loss = F.mse_loss(_ddim_step(sched, eps, z, t, t_next), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if loss.item() < tolerance + i * 2e-5:
+                break
+        uncond = uncond.detach()
+        out.append(uncond)
+        with torch.no_grad():
+            z = _guided_step(pipe, z, t, t_next, cond, uncond, guidance)
+    return out
+
+
+def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", steps: int = 30, guidance: float = 7.5,
+           inner_steps: int = 10) -> Inversion:
+    """Inverts `image` under `prompt` with `method`; the sampler is set to DDIM with `steps` steps."""
+    from diffusers import DDIMScheduler
+
+    from conceptlab.models.loading import require_sd
+
+    require_sd(pipe, "inversion")
+    if method not in METHODS:
+        raise InputError("--method", method, "unknown inversion method", f"Use one of {METHODS}")
+    if not prompt.strip():
+        raise InputError("--prompt", prompt, "is empty", "Describe the image: inversion is conditioned on it")
+    image, resized = prepare_image(pipe, image)
+    if resized:
+        print(f"image resized to {image.size[0]}x{image.size[1]}, the model's size")
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    t0 = time.perf_counter()
+    cond = _embed(pipe, prompt)
+    traj = ddim_invert(pipe, encode_image(pipe, image), cond, steps)
+    uncond = None
+    if method == "null-text":
+        uncond = null_text_optimise(pipe, traj, cond, _embed(pipe, ""), steps, guidance, inner_steps)
+    elif method == "negative-prompt":
+        uncond = [cond] * steps
+    return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image)
+
+
+@torch.no_grad()
+def reconstruct(pipe, inv: Inversion, output_type: str = "pil"):
+    """Samples back from the inversion with its per-step unconditional embeddings (DDIM, same steps).
+
+    output_type="latent" gives the final latent (1, C, h, w), to compare with encode_image()."""
+    guidance = 1.0 if inv.method == "ddim" else inv.guidance
+    images = pipe(inv.prompt, num_inference_steps=inv.steps, guidance_scale=guidance, latents=inv.latent,
+                  output_type=output_type, **uncond_kwargs(pipe, inv, 1)).images
+    return images if output_type == "latent" else images[0]
+
+
+def uncond_kwargs(pipe, inv: Inversion, n_prompts: int) -> dict:
+    """Pipeline arguments that swap in the inversion's unconditional embedding at every step."""
+    if inv.uncond is None:
+        return {}
+
+    def callback(p, step, timestep, kwargs):
+        if step + 1 < len(inv.uncond):
+            cond = kwargs["prompt_embeds"][n_prompts:]
+            kwargs["prompt_embeds"] = torch.cat([inv.uncond[step + 1].expand(n_prompts, -1, -1), cond])
+        return kwargs
+
+    return {"negative_prompt_embeds": inv.uncond[0].expand(n_prompts, -1, -1),
+            "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents", "prompt_embeds"]}
