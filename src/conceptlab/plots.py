@@ -66,3 +66,23 @@ def plot_loss(steps: list[int], losses: list[float], path: str | Path, title: st
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_attention(image, tokens: list[str], maps, path: str | Path) -> Path:
+    """The image and one heat map per token, side by side."""
+    import numpy as np
+
+    n = len(tokens) + 1
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.9), dpi=100)
+    axes[0].imshow(image)
+    axes[0].set_title("image", fontsize=8)
+    for ax, tok, m in zip(axes[1:], tokens, maps):
+        ax.imshow(np.asarray(image.convert("L").resize((m.shape[1], m.shape[0]))), cmap="gray", alpha=0.5)
+        ax.imshow(m.numpy(), cmap="jet", alpha=0.6)
+        ax.set_title(tok, fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

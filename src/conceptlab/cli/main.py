@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from conceptlab import __version__
-from conceptlab.cli import classify, concepts, demo, evaluate, generate, lora, report, train, world
+from conceptlab.cli import classify, concepts, demo, edit, evaluate, generate, lora, report, train, world
 
-COMMANDS = (generate, world, train, concepts, lora, classify, evaluate, report, demo)
+COMMANDS = (generate, world, train, concepts, lora, edit, classify, evaluate, report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

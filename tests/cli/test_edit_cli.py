@@ -1,0 +1,31 @@
+import json
+
+from PIL import Image
+
+from conceptlab.cli.main import main
+
+
+def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star with many flowers", "--to",
+                 "a happy apple with many flowers", "--steps", "2", "--out", str(out)]) == 0
+    assert "mode: replace (words swapped one for one)" in capsys.readouterr().out
+    rows = json.loads((out / "edits.json").read_text())
+    assert rows[0]["files"] == ["seed0-source.png", "seed0-edit1.png"] and (out / "grid.png").is_file()
+    strip = tmp_path / "s"
+    assert main(["edit", "--model", str(tiny_dir), "--prompt", "a star with many flowers", "--to",
+                 "a star with many flowers", "--reweight", "flowers=-2,0,2", "--steps", "2", "--out", str(strip)]) == 0
+    assert Image.open(strip / "grid.png").size[0] > Image.open(out / "grid.png").size[0]
+    assert main(["edit", "--model", str(tiny_dir), "--prompt", "a star", "--to", "a red star", "--reweight", "moon=2",
+                 "--steps", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "Use one of its words" in capsys.readouterr().err
+    assert main(["attention", "--model", str(tiny_dir), "--prompt", "a happy star", "--steps", "2", "--out",
+                 str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "attention.png").is_file()
+    src = tmp_path / "src.png"
+    Image.open(out / "seed0-source.png").save(src)
+    assert main(["invert", str(src), "--model", str(tiny_dir), "--prompt", "a happy star", "--method",
+                 "negative-prompt", "--steps", "2", "--out", str(tmp_path / "i")]) == 0
+    assert "psnr_db" in json.loads((tmp_path / "i" / "inversion.json").read_text())
+    assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a sad star", "--from-image",
+                 str(src), "--inversion", "negative-prompt", "--steps", "2", "--out", str(tmp_path / "r")]) == 0
