@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("bench_generation", "bench_textual_inversion")
+BENCHMARKS = ("bench_generation", "bench_textual_inversion", "bench_dreambooth", "bench_editing")
 
 
 def main() -> None:

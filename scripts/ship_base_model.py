@@ -108,6 +108,11 @@ Speed on 2 CPU cores: loads in {speed['load_seconds']} s; a batch of 8 images at
 def main(work: str) -> None:
     work = Path(work)
     export = work / "export"
+    if "--export" in sys.argv:  # export the latest checkpoints first (a run stopped before its last step)
+        from conceptlab.training.base_model import BaseModelConfig, export_from_checkpoints
+
+        cfg_obj = BaseModelConfig.from_dict(json.loads((work / "config.json").read_text()))
+        print(f"exported UNet step {export_from_checkpoints(cfg_obj, work, export)}")
     cfg = json.loads((export / "conceptlab_config.json").read_text())
     from diffusers import StableDiffusionPipeline
 

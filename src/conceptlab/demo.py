@@ -110,6 +110,51 @@ def textual_inversion_section(report: Report, out: Path, model: str | None, labe
     report.image(sweep, "mixing <broccoli> into <happy-emoji>: 0%, 25%, 50%, 75%, 100% emoji (two seeds)")
 
 
+def editing_section(report: Report, out: Path, model: str | None, steps: int) -> None:
+    """Prompt-to-Prompt on the base model: word swap, style, re-weighting, and a real (rendered) image."""
+    from conceptlab.editing.edit import edit
+    from conceptlab.editing.inversion import invert, reconstruct
+    from conceptlab.evaluation.metrics import psnr
+    from conceptlab.world import StickerSpec, render
+
+    pipe, _ = _model_for_demo(model)
+    report.heading("Prompt-to-Prompt editing")
+    rows = []
+    cases = [("word swap", "a sticker of a happy red star on a beach", ["a sticker of a happy red apple on a beach"], {}),
+             ("held item", "a sticker of a happy blue cat holding a burger", ["a sticker of a happy blue cat holding a cake"],
+              {}),
+             ("style", "a sticker of a sad green fish in the desert", ["a painting of a sad green fish in the desert"], {}),
+             ("background", "a sticker of an angry yellow emoji on a beach", ["a sticker of an angry yellow emoji in a jungle"],
+              {})]
+    for name, source, targets, extra in cases:
+        images = []
+        for seed in range(3):
+            images += edit(pipe, source, targets, seed=seed, steps=steps, **extra).images
+        path = out / f"edit-{name.replace(' ', '-')}.png"
+        make_grid(images, cols=2, scale=2).save(path)
+        report.image(path, f"{name}: {source!r} -> {targets[0]!r} (pairs: source, edit; seeds 0-2)", width=260)
+        rows.append({"edit": name, "source": source, "target": targets[0]})
+    strip = []
+    for seed in range(2):
+        for w in (-2, -1, 0, 1, 2):
+            r = edit(pipe, "a sticker of a happy pink cloud with many flowers",
+                     "a sticker of a happy pink cloud with many flowers", reweight={"flowers": float(w)}, seed=seed,
+                     steps=steps)
+            strip.append(r.images[1])
+    path = out / "edit-reweight.png"
+    make_grid(strip, cols=5, labels=[f"flowers x{w}" for w in (-2, -1, 0, 1, 2)] * 2, scale=2).save(path)
+    report.image(path, "re-weighting 'flowers' from -2 to 2 (two seeds)", width=520)
+    real = render(StickerSpec(object="emoji", emotion="happy", colour="yellow", seed=5))
+    inv = invert(pipe, real.image, "a sticker of a happy yellow emoji", "negative-prompt", steps)
+    rec = reconstruct(pipe, inv)
+    edited = edit(pipe, "a sticker of a happy yellow emoji", ["a sticker of a sad yellow emoji",
+                                                              "a painting of a happy yellow emoji"], inversion=inv)
+    path = out / "edit-real.png"
+    make_grid([real.image, rec, *edited.images[1:]], cols=4, scale=2).save(path)
+    report.image(path, f"a real (rendered) image, its negative-prompt inversion ({psnr(real.image, rec):.1f} dB), "
+                       "edited to sad and to a painting", width=520)
+
+
 def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int = 8, steps: int = 30,
              ti_steps: int = 200) -> Path:
     """Runs the demo into `out` and returns the report's path."""
@@ -122,4 +167,5 @@ def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int =
     base_model_section(report, label)
     if ti_steps:
         textual_inversion_section(report, out, model, label, ti_steps, steps)
+    editing_section(report, out, model, steps)
     return report.write()

@@ -306,6 +306,15 @@ def export_pipeline(cfg: BaseModelConfig, work: Path, out: Path, vae, scaling: f
     return st["step"]
 
 
+def export_from_checkpoints(cfg: BaseModelConfig, work: Path, out: Path) -> int:
+    """Exports the latest checkpoints of a run (e.g. one stopped early); returns the UNet step exported."""
+    vae = build_vae(SHAPES[cfg.shape])
+    vae.load_state_dict(load_torch_checkpoint(work / "vae.ckpt")["model"])
+    make_encoder_deterministic(vae)
+    scaling = load_torch_checkpoint(work / "latents.pt")["scaling_factor"]
+    return export_pipeline(cfg, work, out, vae.eval(), scaling)
+
+
 def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, stages=None) -> None:
     """Runs the stages in order; each resumes where it stopped. Logs go to work/log.jsonl."""
     work.mkdir(parents=True, exist_ok=True)

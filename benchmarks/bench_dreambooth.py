@@ -1,0 +1,102 @@
+"""DreamBooth steps/s, full fine-tune and LoRA: conceptlab vs a loop built the way diffusers'
+examples/dreambooth/train_dreambooth.py works (VAE and text encoder run at every step), and vs the floor
+(UNet forward+backward and the optimizer step on cached latents and text embeddings). Peak memory of each.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import Result
+from conceptlab.models.tiny import build_pipeline
+from conceptlab.training.data import load_concept_images, prepare_image, to_pixels
+from conceptlab.training.diffusion import denoising_loss
+from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, instance_prompt
+from conceptlab.world.export import export_images
+
+CASES = {"tiny": ("tiny", 32, 2, 10), "sd15-shaped @256px": ("sd15", 256, 1, 3)}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _method(shape, size, folder, lora):
+    pipe = build_pipeline(shape, image_size=size)
+    cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(folder), "monster")], lora=lora, rank=4, resolution=size)
+    method = DreamBooth(pipe, cfg)
+    return method, torch.optim.AdamW(method.parameters(), lr=1e-5)
+
+
+def _ours(method, opt, batch, gen):
+    method.loss(batch, gen).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _reference(method, opt, pixels, batch, gen):
+    """As the example script: encode the images and the prompt at every step."""
+    pipe = method.pipe
+    idx = torch.randint(0, len(pixels), (batch,), generator=gen)
+    with torch.no_grad():
+        latents = pipe.vae.encode(pixels[idx]).latent_dist.sample(generator=gen) * pipe.vae.config.scaling_factor
+        ids = pipe.tokenizer([instance_prompt(method.cfg.subjects[0])] * batch, padding="max_length",
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        cond = pipe.text_encoder(ids)[0]
+    denoising_loss(pipe.unet, method.scheduler, latents, cond, gen).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _floor(method, opt, batch, gen, cond):
+    latents = method.instance[0].sample(torch.zeros(batch, dtype=torch.long), gen)
+    denoising_loss(method.pipe.unet, method.scheduler, latents, cond, gen).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _case(name, shape, size, batch, steps, folder) -> list[Result]:
+    results = []
+    for lora in (False, True):
+        method, opt = _method(shape, size, folder, lora)
+        pixels = to_pixels([prepare_image(im, size) for im in load_concept_images(folder, "bench")])
+        with torch.no_grad():
+            cond = method.encode([instance_prompt(method.cfg.subjects[0])] * batch)
+        gen = torch.Generator().manual_seed(0)
+        fns = {"ours": lambda: _ours(method, opt, batch, gen),
+               "reference": lambda: _reference(method, opt, pixels, batch, gen),
+               "floor": lambda: _floor(method, opt, batch, gen, cond)}
+        times = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()
+        for _ in range(steps):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        kind = "LoRA" if lora else "full"
+        target = "ratio <= 0.77 (>= 1.3x)" if lora else "ratio <= 0.83 (>= 1.2x)"
+        print(f"  dreambooth {kind} {name}: peak RSS so far {_peak_mb():.0f} MB")
+        results += [Result(f"dreambooth {kind} {name}: s/step vs reference", med["ours"], med["reference"], "s/step",
+                           target),
+                    Result(f"dreambooth {kind} {name}: s/step vs floor", med["ours"], med["floor"], "s/step",
+                           "ratio <= 1.1")]
+        del method, opt
+    return results
+
+
+def run(quick: bool = False) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "subject"
+        export_images(folder, 4, seed=0, size=64, only={"object": {"monster"}, "individual": {"tuki"}})
+        out = []
+        for name, (shape, size, batch, steps) in CASES.items():
+            out += _case(name, shape, size, batch, 2 if quick else steps, folder)
+        return out
