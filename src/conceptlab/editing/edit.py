@@ -103,8 +103,11 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
                         if not any(w.lower() in p.lower().split() for p in [cfg.source, *cfg.targets]):
                             raise
         blend = LocalBlend(words, latent_hw, cfg.blend_threshold)
+    # self-attention is replaced in maps of at most 16x16 at SD's 64x64 latents (as Hertz et al.), and in
+    # every map of small latents; larger maps keep the fused kernel
+    self_max = max(256, latent_hw[0] * latent_hw[1] // 16)
     controller = AttentionEdit(cfg.steps, n, mode, mapper, alphas, _cross_schedule(cfg, tok), cfg.self_steps,
-                               reweight, blend, self_max_pixels=None, guidance=cfg.guidance > 1)
+                               reweight, blend, self_max_pixels=self_max, guidance=cfg.guidance > 1)
     return controller, mode
 
 
