@@ -81,14 +81,15 @@ def save_embedding(emb: Embedding, path: str | Path, fmt: str) -> Path:
 def save_all_formats(emb: Embedding, folder: str | Path, stem: str | None = None) -> dict[str, Path]:
     """Writes every format into `folder`; the diffusers file is learned_embeds.safetensors."""
     folder = Path(folder)
-    stem = stem or _safe_name(emb.token)
+    stem = stem or safe_name(emb.token)
     names = {"diffusers": "learned_embeds.safetensors", "a1111-pt": f"{stem}.a1111.pt",
              "a1111-safetensors": f"{stem}.a1111.safetensors", "kohya": f"{stem}.kohya.safetensors",
              "numpy": f"{stem}.npy"}
     return {fmt: save_embedding(emb, folder / name, fmt) for fmt, name in names.items()}
 
 
-def _safe_name(token: str) -> str:
+def safe_name(token: str) -> str:
+    """A file-system-safe name for a token: '<happy-emoji>' -> 'happy-emoji'."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in token).strip("_") or "concept"
 
 

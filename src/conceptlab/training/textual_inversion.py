@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from conceptlab.concepts.formats import Embedding, load_embedding, save_all_formats
+from conceptlab.concepts.formats import Embedding, load_embedding, safe_name, save_all_formats
 from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
 from conceptlab.errors import InputError
 from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
@@ -181,16 +181,12 @@ class TextualInversion:
     def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
         self.splice.write_into_embedding()
         for emb in self.embeddings(step, loss):
-            save_all_formats(emb, Path(out) / _folder_name(emb.token))
+            save_all_formats(emb, Path(out) / safe_name(emb.token))
 
     @torch.no_grad()
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:
         generators = [torch.Generator().manual_seed(seed) for _ in prompts]
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
-
-
-def _folder_name(token: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in token).strip("_") or "concept"
 
 
 def _version() -> str:
