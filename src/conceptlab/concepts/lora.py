@@ -78,19 +78,24 @@ def lora_format(path: str | Path) -> str:
 
 def check_lora_fits(pipe, path: str | Path) -> None:
     """Refuses a LoRA made for another architecture, naming the first mismatching layer."""
+    import re
+
     from diffusers import StableDiffusionPipeline
 
     state, _ = StableDiffusionPipeline.lora_state_dict(str(path))
     modules = dict(pipe.unet.named_modules())
+    # peft "x.to_k.lora_A.weight", diffusers "x.to_k.lora.down.weight", processor "x.processor.to_k_lora.down.weight"
+    pattern = re.compile(r"^(.*?)(\.lora_A|\.lora_B|\.lora\.down|\.lora\.up|_lora\.down|_lora\.up)\.weight$")
     for key, value in state.items():
-        if not key.startswith("unet.") or "lora" not in key or not key.endswith("weight"):
+        match = pattern.match(key[len("unet."):].replace(".processor.", ".")) if key.startswith("unet.") else None
+        if match is None:
             continue
-        name = key[len("unet."):].split(".lora")[0]
+        name = match.group(1) + (".0" if match.group(1).endswith("to_out") else "")
         target = modules.get(name)
         if target is None or not hasattr(target, "in_features"):
             raise InputError("lora", str(path), f"targets layer {name!r}, which this UNet does not have",
                              "Use a LoRA trained for this model's architecture")
-        down = "lora_A" in key or "lora.down" in key
+        down = match.group(2) in (".lora_A", ".lora.down", "_lora.down")
         size, expected = (value.shape[1], target.in_features) if down else (value.shape[0], target.out_features)
         if size != expected:
             raise InputError("lora", str(path), f"layer {name!r} has size {size}, this UNet's has {expected}",

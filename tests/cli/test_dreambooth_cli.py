@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from conceptlab.cli.main import main
+
+
+def test_train_dreambooth_lora_then_convert_and_merge(tiny_dir, concept_dirs, tmp_path, capsys):
+    out = tmp_path / "db"
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", f"tuki={concept_dirs / 'broccoli'},class=monster",
+                 "--subject", f"bnh={concept_dirs / 'emoji'},class=monster", "--lora", "--rank", "2",
+                 "--prior-preservation", "--class-images", "2", "--steps", "2", "--batch-size", "1", "--out", str(out)]) == 0
+    manifest = json.loads((out / "class-images" / "monster" / "manifest.json").read_text())
+    assert manifest["prompt"] == "a monster" and manifest["count"] == 2
+    lora = out / "lora" / "pytorch_lora_weights.safetensors"
+    assert main(["lora", "convert", str(lora), "--to", "kohya", "--model", str(tiny_dir), "--out",
+                 str(tmp_path / "k.safetensors")]) == 0
+    assert main(["lora", "merge", str(tmp_path / "k.safetensors"), "--model", str(tiny_dir), "--out",
+                 str(tmp_path / "merged")]) == 0
+    merged = StableDiffusionPipeline.from_pretrained(tmp_path / "merged")
+    with_lora = StableDiffusionPipeline.from_pretrained(tiny_dir)
+    with_lora.load_lora_weights(str(lora))
+    for p in (merged, with_lora):
+        p.set_progress_bar_config(disable=True)
+    run = lambda p: p("a tuki monster", num_inference_steps=2, generator=torch.Generator().manual_seed(0),  # noqa: E731
+                      output_type="np").images
+    assert np.allclose(run(merged), run(with_lora), atol=1e-4)
+
+
+def test_dreambooth_bad_subject_exit_code(tiny_dir, tmp_path, capsys):
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=somewhere", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "class=WORD" in capsys.readouterr().err
