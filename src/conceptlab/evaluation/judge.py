@@ -35,7 +35,7 @@ class JudgeConfig:
     convs: tuple[int, ...] = (1, 2, 2, 2)  # convolutions per stage (one at full resolution keeps it cheap)
     heads: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ATTRIBUTES.items()})
     images: int = 24000
-    steps: int = 2500
+    steps: int = 1500
     batch: int = 64
     lr: float = 2e-3
     seed: int = 1
