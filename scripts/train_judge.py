@@ -21,7 +21,6 @@ from conceptlab.evaluation.judge import JudgeConfig, judge_accuracy, render_data
 
 
 def main(out: str, steps: int, copy: bool) -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = JudgeConfig(steps=steps)
