@@ -150,8 +150,8 @@ def editing_section(report: Report, out: Path, model: str | None, steps: int) ->
     edited = edit(pipe, "a sticker of a happy yellow emoji", ["a sticker of a sad yellow emoji",
                                                               "a painting of a happy yellow emoji"], inversion=inv)
     path = out / "edit-real.png"
-    make_grid([real.image, rec, *edited.images[1:]], cols=4, scale=2).save(path)
-    report.image(path, f"a real (rendered) image, its negative-prompt inversion ({psnr(real.image, rec):.1f} dB), "
+    make_grid([inv.image, rec, *edited.images[1:]], cols=4, scale=2).save(path)
+    report.image(path, f"a real (rendered) image, its negative-prompt inversion ({psnr(inv.image, rec):.1f} dB), "
                        "edited to sad and to a painting", width=520)
 
 
