@@ -100,7 +100,8 @@ def generate_batch(pipe, prompts: list[str], seeds: list[int], negative_prompt: 
         out += pipe(
             chunk, negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
             num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-            generator=generators, callback_on_step_end=_advance(bar, len(chunk)), **call_kwargs,
+            generator=generators, **({"callback_on_step_end": _advance(bar, len(chunk))} if progress else {}),
+            **call_kwargs,
         ).images
     bar.close()
     return out
