@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from conceptlab.evaluation.judge import JudgeConfig, judge_accuracy, render_dataset, shipped_judge, train_judge
 
