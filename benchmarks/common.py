@@ -25,18 +25,6 @@ class Result:
                 f"ratio {self.ratio:6.3f}  (target {self.target})")
 
 
-def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
-    """The fastest of `repeats` timed calls after `warmup` untimed ones, in seconds."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def interleaved_best(fn_a, fn_b, repeats: int = 3) -> tuple[float, float]:
     """Best times of two functions measured alternately, so machine load hits both alike."""
     fn_a(), fn_b()

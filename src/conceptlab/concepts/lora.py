@@ -116,12 +116,13 @@ def convert_lora(path: str | Path, to: str, out: str | Path, pipe) -> Path:
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("conceptlab", "{}"))
-    written = save_lora(pipe, Path(out).parent / (Path(out).stem + ".tmpdir"), meta)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    written[to].replace(out)
     import shutil
+    import tempfile
 
-    shutil.rmtree(Path(out).parent / (Path(out).stem + ".tmpdir"), ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = save_lora(pipe, tmp, meta)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(written[to]), out)
     return Path(out)
 
 

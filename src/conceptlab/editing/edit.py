@@ -160,9 +160,10 @@ def _step_end(controller, inversion=None, n: int = 1):
 
     def callback(pipe, step, timestep, kwargs):
         kwargs["latents"] = controller.step_end(kwargs["latents"])
-        if inversion is not None and inversion.uncond is not None and step + 1 < len(inversion.uncond):
-            cond = kwargs["prompt_embeds"][n:]
-            kwargs["prompt_embeds"] = torch.cat([inversion.uncond[step + 1].expand(n, -1, -1), cond])
+        if inversion is not None:
+            from conceptlab.editing.inversion import swap_uncond
+
+            swap_uncond(kwargs, inversion, step, n)
         return kwargs
 
     return callback

@@ -169,16 +169,18 @@ def reconstruct(pipe, inv: Inversion, output_type: str = "pil"):
     return images if output_type == "latent" else images[0]
 
 
+def swap_uncond(kwargs: dict, inv: Inversion, step: int, n_prompts: int) -> dict:
+    """In a step callback: puts the inversion's unconditional embedding of the next step into prompt_embeds."""
+    if inv.uncond is not None and step + 1 < len(inv.uncond):
+        cond = kwargs["prompt_embeds"][n_prompts:]
+        kwargs["prompt_embeds"] = torch.cat([inv.uncond[step + 1].expand(n_prompts, -1, -1), cond])
+    return kwargs
+
+
 def uncond_kwargs(pipe, inv: Inversion, n_prompts: int) -> dict:
     """Pipeline arguments that swap in the inversion's unconditional embedding at every step."""
     if inv.uncond is None:
         return {}
-
-    def callback(p, step, timestep, kwargs):
-        if step + 1 < len(inv.uncond):
-            cond = kwargs["prompt_embeds"][n_prompts:]
-            kwargs["prompt_embeds"] = torch.cat([inv.uncond[step + 1].expand(n_prompts, -1, -1), cond])
-        return kwargs
-
     return {"negative_prompt_embeds": inv.uncond[0].expand(n_prompts, -1, -1),
-            "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents", "prompt_embeds"]}
+            "callback_on_step_end": lambda p, step, t, kwargs: swap_uncond(kwargs, inv, step, n_prompts),
+            "callback_on_step_end_tensor_inputs": ["latents", "prompt_embeds"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -131,10 +131,6 @@ def build_pipeline(shape: str | PipelineShape = "tiny", seed: int = 0, **overrid
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def shape_dict(shape: PipelineShape) -> dict:
-    return asdict(shape)
 
 
 def build_sdxl_pipeline(seed: int = 0):

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from conceptlab.io import atomic_save_torch, load_torch_checkpoint
 from conceptlab.models.base import HeldOut
 from conceptlab.models.tiny import SHAPES, build_text_encoder, build_unet, build_vae, sticker_tokenizer
+from conceptlab.training.data import CachedLatents
+from conceptlab.training.diffusion import denoising_loss
 from conceptlab.world import StickerSpec, render, sample_spec
 from conceptlab.world.attributes import caption
 
@@ -193,11 +195,6 @@ def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> 
 
 
 # ------------------------------------------------------------------ stage: unet
-def min_snr_weights(snr: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample loss weights min(SNR, gamma) / SNR for epsilon prediction (Hang et al. 2023)."""
-    return torch.clamp(snr, max=gamma) / snr
-
-
 class _Captioner:
     def __init__(self, specs, tokenizer, cfg: BaseModelConfig):
         self.specs, self.tok, self.cfg = specs, tokenizer, cfg
@@ -224,7 +221,8 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     sched = DDPMScheduler(**{k: v for k, v in sd_scheduler_config().items() if k != "set_alpha_to_one"})
-    alphas = sched.alphas_cumprod  # (1000,)
+    mean, logvar = moments.chunk(2, dim=1)  # (N, C, 16, 16) each
+    cached = CachedLatents(mean, logvar, scaling)
     ckpt, step = work / "unet.ckpt", 0
     if ckpt.exists():
         st = load_torch_checkpoint(ckpt)
@@ -241,19 +239,11 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = rng_np.integers(0, len(moments), cfg.unet_batch)
-        mean, logvar = moments[idx].chunk(2, dim=1)  # (B, C, 16, 16) each
-        latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=gen)) * scaling
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, 1000, (len(idx),), generator=gen)
-        noisy = sched.add_noise(latents, noise, t)
-        ids = captioner(idx, rng_py)
+        idx = torch.from_numpy(rng_np.integers(0, len(moments), cfg.unet_batch))
+        latents = cached.sample(idx, gen)  # (B, C, 16, 16)
+        ids = captioner(idx.numpy(), rng_py)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            cond = te(ids)[0]  # (B, 77, hidden)
-            pred = unet(noisy, t, cond).sample
-        snr = alphas[t] / (1 - alphas[t])
-        per_sample = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(snr, cfg.min_snr_gamma)).mean()
+            loss = denoising_loss(unet, sched, latents, te(ids)[0], gen, min_snr_gamma=cfg.min_snr_gamma)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; last checkpoint kept at {ckpt}")
         opt.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ head of the sticker-world judge, so the names here are the single source of trut
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 OBJECTS = ("apple", "broccoli", "star", "emoji", "cat", "monster", "fish", "cloud")
 EMOTIONS = ("happy", "sad", "angry", "in love", "neutral", "none")  # "none": drawn without a face
@@ -82,10 +82,6 @@ class StickerSpec:
     def labels(self) -> dict[str, str]:
         """The label columns, as strings named like ATTRIBUTES."""
         return {name: str(getattr(self, name)) for name in ATTRIBUTES}
-
-
-def spec_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(StickerSpec))
 
 
 def _named_looks() -> set[Monster]:
@@ -238,8 +234,3 @@ def parse_filters(pairs: list[str] | None, argument: str) -> dict[str, set[str]]
             out.setdefault(name, set()).add(value)
     return out
 
-
-def spec_to_json(spec: StickerSpec) -> dict:
-    d = asdict(spec)
-    d["monster"] = asdict(spec.monster)
-    return d
