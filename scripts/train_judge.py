@@ -1,6 +1,6 @@
 """Maintainer tool: train the sticker-world judge and measure it on fresh renders.
 
-    python scripts/train_judge.py OUT [--steps 1500] [--copy]   # --copy installs it as the shipped judge
+    python scripts/train_judge.py OUT [--steps 1500] [--images 24000] [--copy]   # --copy: install as shipped
 
 Renders JudgeConfig.images stickers (every attribute, held-out ones included), trains with blur/noise/
 colour-jitter augmentation, then reports per-head accuracy on 3,000 renders from unseen seeds, plain and
@@ -19,14 +19,14 @@ import numpy as np
 from conceptlab.evaluation.judge import JudgeConfig, judge_accuracy, render_dataset, shipped_judge, train_judge
 
 
-def main(out: str, steps: int, copy: bool) -> None:
+def main(out: str, steps: int, images: int, copy: bool) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = JudgeConfig(steps=steps)
+    cfg = JudgeConfig(steps=steps, images=images)
     cache = out / "data.npz"
     if cache.is_file():
         d = np.load(cache)
-        images, labels = d["imgs"], {k: d[k] for k in cfg.heads}
+        images, labels = d["imgs"][:cfg.images], {k: d[k][:cfg.images] for k in cfg.heads}
     else:
         images, labels = render_dataset(cfg)
         np.savez(cache, imgs=images, **labels)
@@ -47,4 +47,5 @@ def main(out: str, steps: int, copy: bool) -> None:
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    main(argv[0], int(argv[argv.index("--steps") + 1]) if "--steps" in argv else 1500, "--copy" in argv)
+    opt = lambda name, default: int(argv[argv.index(name) + 1]) if name in argv else default  # noqa: E731
+    main(argv[0], opt("--steps", 1500), opt("--images", 24000), "--copy" in argv)

@@ -110,6 +110,52 @@ def textual_inversion_section(report: Report, out: Path, model: str | None, labe
     report.image(sweep, "mixing <broccoli> into <happy-emoji>: 0%, 25%, 50%, 75%, 100% emoji (two seeds)")
 
 
+def dreambooth_section(report: Report, out: Path, model: str | None, db_steps: int, steps: int) -> None:
+    """DreamBooth-LoRA on two named monsters the base model never saw, with prior preservation; judged."""
+    from conceptlab.evaluation.judge import load_judge
+    from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, train_dreambooth
+    from conceptlab.training.loop import TrainConfig
+    from conceptlab.world.export import export_images
+
+    report.heading("DreamBooth (LoRA) with prior preservation")
+    pipe, label = _model_for_demo(model)
+    data, subjects = out / "dreambooth-data", ("tuki", "bnh")
+    only = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
+            "flowers": {"none"}}
+    for k, ident in enumerate(subjects):
+        export_images(data / ident, 10, seed=5000 + 100 * k, only={**only, "individual": {ident}}, individual_rate=1.0)
+    cfg = DreamBoothConfig(model=label, subjects=[SubjectConfig(i, str(data / i), "monster") for i in subjects],
+                           lora=True, rank=16, prior_preservation=True, class_images=24,
+                           train=TrainConfig(steps=db_steps, batch_size=4, lr=1e-3))
+    judge = load_judge()
+    before = pipe(["a monster"] * 8, num_inference_steps=steps,
+                  generator=[torch.Generator().manual_seed(i) for i in range(8)]).images
+    pipe, result = train_dreambooth(cfg, out / "dreambooth", pipe=pipe)
+    report.text(f"LoRA rank 16 on the UNet's attention, {db_steps} steps in {result.seconds:.0f} s, 10 renders per "
+                f"subject, 24 class images of 'a monster'. Files: dreambooth/lora (diffusers and kohya formats).")
+    report.image(data / "tuki" / "005000.png", "one training image of tuki", width=128)
+    scenes = ("on a white background", "at the beach", "in the jungle", "in the desert")
+    cases = [(i, f"a sticker of a {e} {i} monster {sc}") for i in subjects
+             for e, sc in zip(("happy", "sad", "angry", "happy"), scenes)]
+    prompts, images = [p for _, p in cases], []
+    for p in prompts:
+        images += pipe([p] * 2, num_inference_steps=steps,
+                       generator=[torch.Generator().manual_seed(s) for s in range(2)]).images
+    pred = judge.predict(images)
+    ok = [pred["individual"][k] == cases[k // 2][0] for k in range(len(images))]
+    grid = out / "dreambooth.png"
+    make_grid(images, cols=4, scale=2).save(grid)
+    report.image(grid, "pairs of seeds for: " + " | ".join(prompts))
+    after = pipe(["a monster"] * 8, num_inference_steps=steps,
+                 generator=[torch.Generator().manual_seed(i) for i in range(8)]).images
+    path = out / "dreambooth-class.png"
+    make_grid(before + after, cols=8, scale=2).save(path)
+    as_subject = sum(p in subjects for p in judge.predict(after)["individual"])
+    report.image(path, "'a monster' before (top) and after (bottom) training: prior preservation keeps the class")
+    report.table([{"judged identity right": f"{sum(ok)}/{len(ok)}",
+                   "'a monster' judged as a subject after training": f"{as_subject}/8"}])
+
+
 def editing_section(report: Report, out: Path, model: str | None, steps: int) -> None:
     """Prompt-to-Prompt on the base model: word swap, style, re-weighting, and a real (rendered) image."""
     from conceptlab.editing.edit import edit
@@ -156,7 +202,7 @@ def editing_section(report: Report, out: Path, model: str | None, steps: int) ->
 
 
 def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int = 8, steps: int = 30,
-             ti_steps: int = 200) -> Path:
+             ti_steps: int = 200, db_steps: int = 300) -> Path:
     """Runs the demo into `out` and returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,5 +213,7 @@ def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int =
     base_model_section(report, label)
     if ti_steps:
         textual_inversion_section(report, out, model, label, ti_steps, steps)
+    if db_steps:
+        dreambooth_section(report, out, model, db_steps, steps)
     editing_section(report, out, model, steps)
     return report.write()

@@ -46,12 +46,14 @@ def test_world_export(tmp_path):
 def test_demo_writes_a_report_whose_images_exist(tiny_dir, tmp_path):
     import re
 
-    assert main(["demo", "--out", str(tmp_path), "-n", "2", "--steps", "2", "--ti-steps", "2", "--model", str(tiny_dir)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "-n", "2", "--steps", "2", "--ti-steps", "2", "--db-steps", "2",
+                 "--model", str(tiny_dir)]) == 0
     page = (tmp_path / "index.html").read_text()
     images = re.findall(r'src="([^"]+)"', page)
     assert len(images) >= 7 and all((tmp_path / src).is_file() for src in images)
     assert "a sticker of a happy yellow emoji" in page and "Textual inversion" in page
     assert (tmp_path / "ti" / "broccoli" / "learned_embeds.safetensors").is_file()
+    assert "DreamBooth" in page and (tmp_path / "dreambooth" / "lora").is_dir()
 
 
 def test_accelerate_two_processes_write_the_same_files(tiny_dir, tmp_path):

@@ -30,3 +30,31 @@ def test_pads_to_77_like_clip():
     tok = sticker_tokenizer()
     ids = tok("a star", padding="max_length", max_length=tok.model_max_length).input_ids
     assert len(ids) == 77 and ids[0] == tok.bos_token_id
+
+
+def _vocab_in_subprocess(hash_seed: str, code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_sticker_tokenizer_gives_the_same_ids_in_every_process():
+    """The v0 base model met other ids at inference than in training: the tokenizer was trained afresh in
+    each process, and BPE training numbers tokens in hash order. Two processes must agree."""
+    code = ("import json; from conceptlab.models.tiny import sticker_tokenizer; "
+            "print(json.dumps(sticker_tokenizer().get_vocab(), sort_keys=True))")
+    assert _vocab_in_subprocess("1", code) == _vocab_in_subprocess("2", code)
+
+
+def test_shipped_pipelines_use_the_fixed_sticker_tokenizer():
+    from conceptlab.models.loading import shipped_base_model
+
+    folder = shipped_base_model() / "tokenizer"
+    if not folder.is_dir():
+        import pytest
+
+        pytest.skip("no shipped base model in this checkout")
+    assert CLIPTokenizer.from_pretrained(folder).get_vocab() == sticker_tokenizer().get_vocab()

@@ -12,6 +12,7 @@ def add_parser(sub):
     flag(p, "-n", "--num-images", dest="n", type=int, default=8, help="images per prompt")
     flag(p, "--steps", type=int, default=30)
     flag(p, "--ti-steps", type=int, default=200, help="textual-inversion steps of the demo (0 skips it)")
+    flag(p, "--db-steps", type=int, default=300, help="DreamBooth-LoRA steps of the demo (0 skips it)")
     p.set_defaults(run=run)
     return p
 
@@ -19,6 +20,7 @@ def add_parser(sub):
 def run(args) -> int:
     from conceptlab.demo import run_demo
 
-    path = run_demo(args.out, model=args.model, n=args.n, steps=args.steps, ti_steps=args.ti_steps)
+    path = run_demo(args.out, model=args.model, n=args.n, steps=args.steps, ti_steps=args.ti_steps,
+                    db_steps=args.db_steps)
     print(f"demo report: {path}")
     return 0

@@ -139,30 +139,12 @@ def dreambooth_config(args):
 
 
 def run_dreambooth(args) -> int:
-    from dataclasses import asdict
     from pathlib import Path
 
-    from conceptlab.models.loading import load_pipeline
-    from conceptlab.training.class_images import prepare_class_images
-    from conceptlab.training.data import CachedLatents, prepare_image
-    from conceptlab.training.dreambooth import DreamBooth, check_subjects, class_prompt
-    from conceptlab.training.loop import Trainer
+    from conceptlab.training.dreambooth import train_dreambooth
 
     cfg = dreambooth_config(args)
-    check_subjects(cfg)
-    cfg.train.check()
-    pipe = load_pipeline(cfg.model, device=args.device, dtype=args.dtype)
-    classes = {}
-    if cfg.prior_preservation:
-        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        for s in cfg.subjects:
-            if s.class_word in classes:
-                continue
-            folder = Path(cfg.class_dir) if cfg.class_dir else Path(args.out) / "class-images" / s.class_word
-            images = prepare_class_images(pipe, class_prompt(s), cfg.class_images, folder, cfg.model or "sticker_base")
-            classes[s.class_word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
-    method = DreamBooth(pipe, cfg, classes)
-    result = Trainer(method, cfg.train, args.out, config_record=asdict(cfg)).train(resume=args.resume)
+    _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype)
     if result.stopped == "interrupted":
         return 130
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")

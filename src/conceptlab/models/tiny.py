@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -58,20 +59,24 @@ SHAPES: dict[str, PipelineShape] = {
 }
 
 
-@functools.lru_cache(maxsize=4)
-def sticker_tokenizer(n_captions: int = 4000):
-    """A CLIP-format tokenizer trained on sticker-world captions (deterministic, ~0.1 s)."""
-    from conceptlab.models.tokenizer import train_clip_tokenizer
-    from conceptlab.world import caption, sample_spec
-
-    texts = [caption(sample_spec(i, individual_rate=0.3), drop=0.2) for i in range(n_captions)]
-    return train_clip_tokenizer(texts)
+STICKER_TOKENIZER = Path(__file__).parent / "sticker_tokenizer"
 
 
-def sd_scheduler_config(prediction_type: str = "epsilon") -> dict:
-    """The noise schedule of Stable Diffusion 1.x/2.x."""
+@functools.lru_cache(maxsize=1)
+def sticker_tokenizer():
+    """The CLIP-format tokenizer of the sticker world: a fixed file, so every process agrees on the ids.
+
+    `scripts/make_sticker_tokenizer.py` made it with `train_clip_tokenizer` on sticker-world captions.
+    """
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(STICKER_TOKENIZER)
+
+
+def sd_scheduler_config(prediction_type: str = "epsilon", beta_end: float = 0.012) -> dict:
+    """The noise schedule of Stable Diffusion 1.x/2.x (`beta_end` raised: less signal left at t=T)."""
     return dict(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=beta_end, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
     )
 

@@ -22,7 +22,7 @@ GENERAL_WORDS = (
 
 
 def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1024, model_max_length: int = 77) -> CLIPTokenizer:
-    """Returns a CLIPTokenizer whose BPE merges are learned from `texts`.
+    """Returns a CLIPTokenizer whose BPE merges are learned from `texts` (ids vary between processes).
 
     Byte-level: every string tokenizes, unknown words into smaller pieces. model_max_length must be 77 (or
     the text encoder's max positions) or pipelines overflow the position embeddings.
@@ -37,11 +37,13 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1024, model_max
     ])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[BOS, EOS], end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet()), show_progress=False,
     )
     tok.train_from_iterator([*texts, " ".join(GENERAL_WORDS)], trainer=trainer)
     vocab = tok.get_vocab()
-    for ch in pre_tokenizers.ByteLevel.alphabet():  # a word may end in any byte: keep 'x</w>' known too
+    # a word may end in any byte: keep 'x</w>' known too. The ids BPE training assigns differ from process
+    # to process (hash order), so a trained tokenizer must travel with its model (save_pretrained does).
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(ch + "</w>", len(vocab))
     merges = _merges_of(tok)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)

@@ -49,6 +49,12 @@ class BaseModelConfig:
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_warmup: int = 300
+    unet_init: str | None = None  # a unet.ckpt whose UNet and text encoder start this run (warm start)
+    # SD's beta_end=0.012 leaves sqrt(alpha_bar_T)=0.068 of the image at t=T; on a 16x16 latent an object's
+    # colour survives that noise, so the v0 model learned to take colour from the seed instead of the
+    # prompt. 0.02 leaves 0.015 (terminal SNR 2.3e-4), and offset noise hides the per-channel mean too.
+    noise_beta_end: float = 0.02
+    offset_noise: float = 0.05
     caption_dropout: float = 0.1  # empty prompt, for classifier-free guidance (Ho & Salimans 2022)
     attribute_dropout: float = 0.15  # each optional attribute left out of a caption
     min_snr_gamma: float = 5.0  # Hang et al. 2023, arXiv 2303.09556
@@ -220,7 +226,8 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
     params = list(unet.parameters()) + list(te.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    sched = DDPMScheduler(**{k: v for k, v in sd_scheduler_config().items() if k != "set_alpha_to_one"})
+    sched_cfg = sd_scheduler_config(beta_end=cfg.noise_beta_end)
+    sched = DDPMScheduler(**{k: v for k, v in sched_cfg.items() if k != "set_alpha_to_one"})
     mean, logvar = moments.chunk(2, dim=1)  # (N, C, 16, 16) each
     cached = CachedLatents(mean, logvar, scaling)
     ckpt, step = work / "unet.ckpt", 0
@@ -230,6 +237,11 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         for e, v in zip(ema, st["ema"]):
             e.copy_(v)
         step = st["step"]
+    elif cfg.unet_init:
+        st = load_torch_checkpoint(cfg.unet_init)
+        warm_start(unet, st["unet"]), warm_start(te, st["te"])
+        for e, p in zip(ema, params):
+            e.copy_(p.detach())
     captioner = _Captioner(training_specs(cfg), tok, cfg)
     rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
@@ -243,7 +255,8 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         latents = cached.sample(idx, gen)  # (B, C, 16, 16)
         ids = captioner(idx.numpy(), rng_py)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = denoising_loss(unet, sched, latents, te(ids)[0], gen, min_snr_gamma=cfg.min_snr_gamma)
+            loss = denoising_loss(unet, sched, latents, te(ids)[0], gen, offset_noise=cfg.offset_noise,
+                                  min_snr_gamma=cfg.min_snr_gamma)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; last checkpoint kept at {ckpt}")
         opt.zero_grad(set_to_none=True)
@@ -281,7 +294,7 @@ def export_pipeline(cfg: BaseModelConfig, work: Path, out: Path, vae, scaling: f
     vae.register_to_config(scaling_factor=scaling)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
-        scheduler=DDIMScheduler(**sd_scheduler_config()), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler(**sd_scheduler_config(beta_end=cfg.noise_beta_end)), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     tmp = out.with_name(out.name + ".tmp")

@@ -223,3 +223,31 @@ class DreamBooth:
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:
         generators = [torch.Generator().manual_seed(seed) for _ in prompts]
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
+
+
+def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None):
+    """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
+
+    Returns (pipe, TrainResult); the pipeline holds the trained weights (LoRA adapters attached).
+    """
+    from dataclasses import asdict
+
+    from conceptlab.models.loading import load_pipeline
+    from conceptlab.training.class_images import prepare_class_images
+    from conceptlab.training.loop import Trainer
+
+    check_subjects(cfg)
+    cfg.train.check()
+    pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
+    classes: dict[str, CachedLatents] = {}
+    if cfg.prior_preservation:
+        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        for s in cfg.subjects:
+            if s.class_word in classes:
+                continue
+            folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / s.class_word
+            images = prepare_class_images(pipe, class_prompt(s), cfg.class_images, folder, cfg.model or "sticker_base")
+            classes[s.class_word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
+    method = DreamBooth(pipe, cfg, classes)
+    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume)
+    return pipe, result

@@ -252,6 +252,8 @@ def _draw_sunglasses(d, spec, fx, fy, s):
     r = s * (.15 if n != 3 else .12)
     for ex, ey in eyes:
         d.rounded_rectangle([ex - r, ey - r * .75, ex + r, ey + r * .75], int(r * .4), fill=(15, 15, 20))
+        if spec.emotion == "in love":  # the lenses hide the heart eyes: hearts on the lenses keep it readable
+            _heart(d, ex, ey, r * .8, (230, 30, 70))
     xs = [x for x, _ in eyes]
     d.line([(min(xs) - r, eyes[0][1] - r * .5), (max(xs) + r, eyes[-1][1] - r * .5)], fill=(15, 15, 20), width=5)
 
