@@ -56,6 +56,8 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
+    warm = (f" (this run started from the UNet and text encoder of `{cfg['unet_init']}`, the v0 model's 3,500 steps)"
+            if cfg.get("unet_init") else "")
     combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
     return f"""---
 library_name: diffusers
@@ -74,7 +76,10 @@ pipe = StableDiffusionPipeline.from_pretrained("path/to/sticker_base")
 image = pipe("a sticker of a happy green apple on a beach", num_inference_steps=30).images[0]
 ```
 
-Images are 64x64; latents 16x16x4 (VAE factor 4); epsilon prediction with SD's scaled-linear schedule.
+Images are 64x64; latents 16x16x8 (VAE factor 4); epsilon prediction with SD's scaled-linear schedule,
+except `beta_end` = {cfg['noise_beta_end']} (SD: 0.012). With SD's value, sqrt(alpha_bar) = 0.068 of the image survives at
+t = T, enough on a 16x16 latent for an object's colour to show through: v0 learned to take colour from the
+starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta_end']} leaves 0.015.
 
 ## Training
 - Data: {cfg['images']} rendered stickers (seed {cfg['seed']}), captions drawn fresh every step with each optional
@@ -84,7 +89,10 @@ Images are 64x64; latents 16x16x4 (VAE factor 4); epsilon prediction with SD's s
   encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.
 - UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
   (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), bf16 autocast, EMA
-  {cfg['ema_decay']}; these weights are the EMA weights. 2 CPU cores. `conceptlab train base` reproduces it.
+  {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.
+  `conceptlab train base --config configs/base_model.json` reproduces it{warm}.
+- Tokenizer: the fixed file conceptlab ships (`models/sticker_tokenizer`). v0 was trained with a tokenizer
+  rebuilt in each process, whose ids differed between training and inference.
 
 ## Held out of the training data
 - `broccoli` appears only without a face (emotion "none"): faces on broccoli are for textual inversion to learn.
