@@ -84,19 +84,21 @@ def training_specs(cfg: BaseModelConfig) -> list[StickerSpec]:
     return specs
 
 
-def _render_one(spec: StickerSpec) -> np.ndarray:
-    return np.asarray(render(spec, 64).image, dtype=np.uint8)
+def _render_one(spec: StickerSpec, size: int = 64) -> np.ndarray:
+    return np.asarray(render(spec, size).image, dtype=np.uint8)
 
 
 def stage_render(cfg: BaseModelConfig, work: Path) -> np.ndarray:
     path = work / "images.npy"
     if path.exists():
         return np.load(path)
+    import functools
     import multiprocessing as mp
 
     specs = training_specs(cfg)
+    one = functools.partial(_render_one, size=SHAPES[cfg.shape].image_size)
     with mp.get_context("spawn").Pool(2) as pool:
-        arrays = list(tqdm(pool.imap(_render_one, specs, chunksize=64), total=len(specs), desc="render"))
+        arrays = list(tqdm(pool.imap(one, specs, chunksize=64), total=len(specs), desc="render"))
     images = np.stack(arrays)  # (N, 64, 64, 3) uint8
     np.save(work / "images.tmp.npy", images)
     (work / "images.tmp.npy").rename(path)
@@ -120,7 +122,7 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     vae = build_vae(shape)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     ckpt = work / "vae.ckpt"
-    step = 0
+    step, state = 0, {}
     if ckpt.exists():
         state = load_torch_checkpoint(ckpt)
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
@@ -128,6 +130,8 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     elif cfg.vae_init:
         warm_start(vae, load_torch_checkpoint(cfg.vae_init)["model"])
     rng = np.random.default_rng(cfg.seed + step)
+    if "rng" in state:
+        rng.bit_generator.state = state["rng"]
     bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae")
     while step < cfg.vae_steps:
         lr = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
@@ -152,7 +156,8 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
             log({"stage": "vae", "step": step, "loss": loss.item(), "psnr": psnr})
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                               "rng": rng.bit_generator.state}, ckpt)
     bar.close()
     make_encoder_deterministic(vae)
     return vae.eval()
@@ -201,6 +206,11 @@ def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> 
 
 
 # ------------------------------------------------------------------ stage: unet
+def _as_tuple(state):
+    """random.Random state back from a checkpoint (lists where the pickle had tuples)."""
+    return tuple(tuple(x) if isinstance(x, list) else x for x in state)
+
+
 class _Captioner:
     def __init__(self, specs, tokenizer, cfg: BaseModelConfig):
         self.specs, self.tok, self.cfg = specs, tokenizer, cfg
@@ -215,7 +225,8 @@ class _Captioner:
         return self.tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
-def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling: float, log):
+def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling: float, log, stop_at: int | None = None):
+    """Trains to cfg.unet_steps (or pauses at `stop_at`, checkpointed); resumes exactly from the checkpoint."""
     from diffusers import DDPMScheduler
 
     from conceptlab.models.tiny import sd_scheduler_config
@@ -245,8 +256,12 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
     captioner = _Captioner(training_specs(cfg), tok, cfg)
     rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
+    if step and "rng" in st:  # exact resume: the streams continue where they stopped
+        rng_np.bit_generator.state, _ = st["rng"]["np"], rng_py.setstate(_as_tuple(st["rng"]["py"]))
+        gen.set_state(st["rng"]["torch"])
     bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet")
-    while step < cfg.unet_steps:
+    end = min(cfg.unet_steps, stop_at or cfg.unet_steps)
+    while step < end:
         lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.unet_warmup)
         lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
         for g in opt.param_groups:
@@ -271,9 +286,10 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log({"stage": "unet", "step": step, "loss": loss.item(), "lr": lr})
-        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+        if step % cfg.checkpoint_every == 0 or step == end:
+            rng = {"np": rng_np.bit_generator.state, "py": rng_py.getstate(), "torch": gen.get_state()}
             atomic_save_torch({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
-                               "ema": ema, "step": step}, ckpt)
+                               "ema": ema, "step": step, "rng": rng}, ckpt)
     bar.close()
 
 
@@ -318,8 +334,12 @@ def export_from_checkpoints(cfg: BaseModelConfig, work: Path, out: Path) -> int:
     return export_pipeline(cfg, work, out, vae.eval(), scaling)
 
 
-def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, stages=None) -> None:
-    """Runs the stages in order; each resumes where it stopped. Logs go to work/log.jsonl."""
+def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, stages=None,
+                     stop_at: int | None = None) -> None:
+    """Runs the stages in order; each resumes where it stopped. Logs go to work/log.jsonl.
+
+    `stop_at` pauses the UNet stage at that step (checkpointed); a later call continues exactly.
+    """
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log_file = (work / "log.jsonl").open("a")
@@ -333,6 +353,8 @@ def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, 
     vae = stage_vae(cfg, work, images, log) if "vae" in stages or "latents" in stages or "export" in stages else None
     moments, scaling = stage_latents(cfg, work, images, vae)
     if "unet" in stages:
-        stage_unet(cfg, work, moments, scaling, log)
+        stage_unet(cfg, work, moments, scaling, log, stop_at)
+        if stop_at is not None and stop_at < cfg.unet_steps:
+            return
     if "export" in stages and out is not None:
         export_pipeline(cfg, work, out, vae, scaling)
