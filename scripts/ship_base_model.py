@@ -47,6 +47,10 @@ def training_minutes(work: Path) -> dict:
     for stage in ("vae", "unet"):
         times = [r["time"] for r in rows if r["stage"] == stage]
         out[stage] = {"steps": max(r["step"] for r in rows if r["stage"] == stage) if times else 0}
+    if not out["vae"]["steps"] and (work / "vae.ckpt").exists():  # a VAE reused from an earlier run
+        from conceptlab.io import load_torch_checkpoint
+
+        out["vae"]["steps"] = load_torch_checkpoint(work / "vae.ckpt")["step"]
     return out
 
 
