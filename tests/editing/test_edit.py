@@ -37,6 +37,25 @@ def test_explicit_attention_equals_diffusers_fused_path(pipe):
     assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before  # restored
 
 
+def test_unconditional_rows_take_the_fused_path_and_the_controller_sees_the_conditional_ones(pipe):
+    class CondOnly(Everything):
+        uncond_rows = 2  # 2 prompts under classifier-free guidance: rows 0-1 unconditional
+
+        def __call__(self, probs, is_cross, place):
+            self.batches.add(probs.shape[0])
+            return probs
+
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    prompts = ["a happy star", "a sad apple"]
+    reference = _np(pipe, prompts, latents)
+    ctrl = CondOnly(3)
+    ctrl.batches = set()
+    with controlled(pipe.unet, ctrl):
+        ours = _np(pipe, prompts, latents)
+    assert ctrl.batches == {2}
+    assert np.allclose(ours, reference, atol=1e-5)
+
+
 def test_identity_edit_reproduces_the_source(pipe):
     r = edit(pipe, "a happy green star", "a happy green star", cross_steps=1.0, self_steps=1.0, steps=4, seed=3)
     a, b = (np.asarray(im, dtype=np.int16) for im in r.images)

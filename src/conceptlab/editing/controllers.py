@@ -5,6 +5,8 @@ self-attention and where it sits in the UNet ("down", "mid", "up"), and returns 
 `wants()` tells the processor whether to compute attention explicitly for that layer at this step; every
 other layer keeps the fused kernel. `step_end(latents)` runs after each denoising step.
 Batch layout with classifier-free guidance: [uncond_0..uncond_{n-1}, cond_0..cond_{n-1}], prompt 0 = source.
+The unconditional rows (`uncond_rows` of them) are never edited, so the processor runs them through the fused
+kernel and hands the controller the conditional rows only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch.nn.functional as F
 
 class AttentionController:
     """Base class: counts steps, edits nothing."""
+
+    uncond_rows = 0  # leading batch rows the controller never sees (classifier-free guidance's uncond half)
 
     def __init__(self, num_steps: int):
         self.num_steps, self.step = num_steps, 0
@@ -38,6 +42,7 @@ class AttentionStore(AttentionController):
     def __init__(self, num_steps: int, n_prompts: int, guidance: bool = True):
         super().__init__(num_steps)
         self.n, self.guidance = n_prompts, guidance
+        self.uncond_rows = n_prompts if guidance else 0
         self.maps: dict[int, torch.Tensor] = {}
         self.counts: dict[int, int] = {}
 
@@ -46,7 +51,7 @@ class AttentionStore(AttentionController):
 
     def __call__(self, probs, is_cross, place):
         if is_cross:
-            cond = probs[self.n:] if self.guidance else probs  # (n, heads, pixels, T)
+            cond = probs  # (n, heads, pixels, T): the conditional rows
             pixels = cond.shape[2]
             self.maps[pixels] = self.maps.get(pixels, 0) + cond.mean(1).detach().float()
             self.counts[pixels] = self.counts.get(pixels, 0) + 1
@@ -87,6 +92,7 @@ class AttentionEdit(AttentionController):
                  local_blend: LocalBlend | None = None, self_max_pixels: int | None = None, guidance: bool = True):
         super().__init__(num_steps)
         self.n, self.mode, self.guidance = n_prompts, mode, guidance
+        self.uncond_rows = n_prompts if guidance else 0
         self.mapper, self.alphas = mapper, alphas  # replace: (n-1, T, T); refine: (n-1, T) and (n-1, T)
         self.cross = _schedule(cross_steps, mapper.shape[-1], num_steps)  # (steps, T)
         self.self_until = int(self_steps * num_steps)
@@ -100,7 +106,7 @@ class AttentionEdit(AttentionController):
         return self.step < self.self_until and (self.self_max_pixels is None or pixels <= self.self_max_pixels)
 
     def __call__(self, probs, is_cross, place):
-        cond = probs[self.n:] if self.guidance else probs  # (n, heads, P, T)
+        cond = probs  # (n, heads, P, T): the conditional rows
         src, tgt = cond[:1], cond[1:]
         if is_cross:
             if self.blend is not None:
@@ -118,8 +124,7 @@ class AttentionEdit(AttentionController):
                 tgt = tgt * self.reweight.to(probs.dtype)[:, None, None, :]
         elif self.step < self.self_until:
             tgt = src.expand_as(tgt)
-        edited = torch.cat([src, tgt])
-        return torch.cat([probs[: self.n], edited]) if self.guidance else edited
+        return torch.cat([src, tgt])
 
     def _refine_index(self, tgt: torch.Tensor) -> torch.Tensor:
         idx = self.mapper.long()[:, None, None, :]  # (n-1, 1, 1, T)

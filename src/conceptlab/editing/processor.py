@@ -29,6 +29,19 @@ class ControlledAttnProcessor:
         pixels = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[2] * hidden_states.shape[3]
         if not self.controller.wants(is_cross, self.place, pixels):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
+        k = self.controller.uncond_rows
+        if k and attention_mask is None and hidden_states.shape[0] > k:
+            # the unconditional rows are never edited: fused kernel for them, explicit attention for the rest
+            uncond = self.original(attn, hidden_states[:k], None if not is_cross else encoder_hidden_states[:k],
+                                   None, None if temb is None else temb[:k], *args, **kw)
+            cond = self._explicit(attn, hidden_states[k:], None if not is_cross else encoder_hidden_states[k:],
+                                  None, None if temb is None else temb[k:])
+            return torch.cat([uncond, cond])
+        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip=k)
+
+    def _explicit(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip: int = 0):
+        """Explicit attention; the controller edits the probabilities of every row after the first `skip`."""
+        is_cross = encoder_hidden_states is not None
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -48,7 +61,9 @@ class ControlledAttnProcessor:
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, HW, T)
         bh, p, t = probs.shape
-        probs = self.controller(probs.view(bh // attn.heads, attn.heads, p, t), is_cross, self.place)
+        probs = probs.view(bh // attn.heads, attn.heads, p, t)  # (B, heads, HW, T)
+        edited = self.controller(probs[skip:], is_cross, self.place)
+        probs = torch.cat([probs[:skip], edited]) if skip else edited
         out = attn.batch_to_head_dim(torch.bmm(probs.reshape(bh, p, t), value))  # (B, HW, C)
         out = attn.to_out[1](attn.to_out[0](out))
         if ndim == 4:
