@@ -77,7 +77,7 @@ def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
             "distribution": {h: dict(c.most_common()) for h, c in dist.items()}, "images": n}
 
 
-def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None):
+def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool):
     cfg = DreamBoothConfig(
         model=model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in SUBJECTS], lora=lora, rank=16,
         prior_preservation=prior, class_images=100, class_dir=str(out / "class-images"),
@@ -93,19 +93,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
+    ap.add_argument("--train-text-encoder", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the untrained model's scores")
+    ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
     args = ap.parse_args()
-    out, judge, report = args.out, load_judge(), {"steps": args.steps, "lora": args.lora}
+    out, judge = args.out, load_judge()
+    report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
         export_images(data / ident, 10, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0)
-    base = load_pipeline(args.model)
-    base.set_progress_bar_config(disable=True)
-    report["base"] = {"subjects": subject_scores(base, judge, out, "base"), "class": class_scores(base, judge, out, "base")}
-    for prior in (True, False):
-        pipe, secs = train(out, data, args.steps, prior, args.lora, args.model)
+    if not args.no_baseline:
+        base = load_pipeline(args.model)
+        base.set_progress_bar_config(disable=True)
+        report["base"] = {"subjects": subject_scores(base, judge, out, "base"),
+                          "class": class_scores(base, judge, out, "base")}
+    for prior in (True,) if args.only_prior else (True, False):
+        pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder)
         pipe.set_progress_bar_config(disable=True)
         name = "prior" if prior else "no-prior"
         report[name] = {"train_seconds": secs, "subjects": subject_scores(pipe, judge, out, name),
