@@ -43,6 +43,14 @@ def test_world_export(tmp_path):
     assert Image.open(tmp_path / rows[0]["file_name"]).size == (48, 48)
 
 
+def test_repeated_only_flags_accumulate(tmp_path):
+    """`--only object=broccoli --only emotion=sad` keeps both filters (the second used to replace the first)."""
+    assert main(["world", "export", "--out", str(tmp_path), "--n", "4", "--only", "object=broccoli",
+                 "--only", "emotion=sad"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert {(r["object"], r["emotion"]) for r in rows} == {("broccoli", "sad")}
+
+
 def test_demo_writes_a_report_whose_images_exist(tiny_dir, tmp_path):
     import re
 

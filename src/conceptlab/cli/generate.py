@@ -8,7 +8,7 @@ from conceptlab.cli.common import add_model_flags, flag, model_label
 def add_parser(sub):
     p = sub.add_parser("generate", help="generate images from a prompt with reproducible seeds")
     add_model_flags(p)
-    flag(p, "--concepts", nargs="*", default=[], help="embedding files or `train ti` output folders to load")
+    flag(p, "--concepts", nargs="*", action="extend", default=[], help="embedding files or `train ti` output folders to load")
     flag(p, "--prompt", required=True)
     flag(p, "--negative-prompt", default="")
     flag(p, "-n", "--num-images", dest="n", type=int, default=4, help="number of images (default 4)")

@@ -13,8 +13,8 @@ def add_parser(sub):
     flag(e, "--out", required=True)
     flag(e, "--seed", type=int, default=0)
     flag(e, "--size", type=int, default=64)
-    flag(e, "--only", nargs="*", default=[], metavar="ATTR=V[,V]", help="keep only these values")
-    flag(e, "--exclude", nargs="*", default=[], metavar="ATTR=V[,V]", help="never these values")
+    flag(e, "--only", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]", help="keep only these values")
+    flag(e, "--exclude", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]", help="never these values")
     flag(e, "--individual-rate", type=float, default=0.3,
          help="chance that a monster is a named individual (default 0.3)")
     flag(e, "--format", default="png", help="png or jpg")
