@@ -36,9 +36,18 @@ SCENES = ("", " at the beach", " in the jungle", " in the desert", " on a snowy 
 
 
 def test_accuracy(folder: Path, data: Path) -> float:
+    """Share of the real test renders classified right (a class the classifier lacks counts as wrong)."""
     clf = Classifier(folder)
     test = read_labelled_folder(data, "emotion")
-    return recognizability(clf, test.paths, test.labels)["recognizable"]
+    predicted, _ = clf.predict([Image.open(p).convert("RGB") for p in test.paths])
+    return sum(p == t for p, t in zip(predicted, test.labels)) / len(test.labels)
+
+
+def trained(data: Path, cfg: ClassifierConfig, out: Path) -> dict:
+    """Trains unless `out` already holds a trained classifier (reruns pick up where they stopped)."""
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    return train_classifier(read_labelled_folder(data, "emotion"), cfg, out)
 
 
 def generate_synthetic(ti: Path, out: Path, per_class: int) -> Path:
@@ -92,10 +101,12 @@ def main() -> None:
     export_images(out / "real-test", 400, seed=60_000, only=broccoli)
     cfg = lambda: ClassifierConfig(label="emotion", arch=args.arch, epochs=args.epochs)  # noqa: E731
     report = {"arch": args.arch}
-    report["real"] = train_classifier(read_labelled_folder(out / "real-train", "emotion"), cfg(), out / "clf-real")
+    report["real"] = trained(out / "real-train", cfg(), out / "clf-real")
     report["real"]["test_accuracy"] = test_accuracy(out / "clf-real", out / "real-test")
     print("real", report["real"]["accuracy"], report["real"]["test_accuracy"], flush=True)
-    synth = generate_synthetic(args.ti, out / "synthetic", args.per_class)
+    synth = out / "synthetic"
+    if not (synth / "metadata.jsonl").is_file():
+        generate_synthetic(args.ti, synth, args.per_class)
     data = read_labelled_folder(synth, "emotion")
     rec = recognizability(Classifier(out / "clf-real"), data.paths, data.labels)
     report["recognizable_generations"] = {"overall": rec["recognizable"], "per_class": rec.get("per_class"),
@@ -104,7 +115,8 @@ def main() -> None:
         out / "synthetic.png")
     report["filtered_kept"] = judge_filter(synth, out / "synthetic-filtered")
     for name, folder in (("synthetic", synth), ("synthetic-filtered", out / "synthetic-filtered")):
-        report[name] = train_classifier(read_labelled_folder(folder, "emotion"), cfg(), out / f"clf-{name}")
+        report[name] = trained(folder, cfg(), out / f"clf-{name}")
+        report[name]["classes_trained_on"] = report[name]["classes"]
         report[name]["test_accuracy"] = test_accuracy(out / f"clf-{name}", out / "real-test")
         print(name, report[name]["accuracy"], report[name]["test_accuracy"], flush=True)
     summary = {k: {"val": report[k]["accuracy"], "test_on_real": report[k]["test_accuracy"]}

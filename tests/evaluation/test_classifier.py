@@ -69,6 +69,15 @@ def test_the_resnet_is_really_called(trained, colours):
     assert len(set(round(c, 5) for c in conf)) > 1
 
 
+def test_recognizability_of_a_label_the_classifier_lacks_is_a_clear_error(trained, colours):
+    from conceptlab.errors import InputError
+    from conceptlab.evaluation.classifier import recognizability
+
+    paths = sorted(colours.glob("*.png"))[:2]
+    with pytest.raises(InputError, match="green"):
+        recognizability(Classifier(trained[0]), paths, ["green", "red"])
+
+
 def test_single_class_and_missing_column(colours, tmp_path):
     with pytest.raises(InputError, match="--label"):
         read_labelled_folder(colours, "mood")

@@ -265,8 +265,12 @@ def expected_labels(paths: list[Path], classes: list[str], expect: str | None, a
 
 def recognizability(classifier: Classifier, paths: list[Path], expected: list[str]) -> dict:
     """Share of images classified as expected, overall and per class, with the confusion matrix."""
-    predicted, conf = classifier.predict([open_rgb(p) for p in paths])
     classes = classifier.classes
+    unknown = sorted(set(expected) - set(classes))
+    if unknown:
+        raise InputError("--expect", unknown, f"are not classes of this classifier {classes}",
+                         "Score only images of its classes, or train it on a folder that has all of them")
+    predicted, conf = classifier.predict([open_rgb(p) for p in paths])
     result = metrics(np.array([classes.index(e) for e in expected]), np.array([classes.index(p) for p in predicted]),
                      classes)
     result["recognizable"] = result.pop("accuracy")
