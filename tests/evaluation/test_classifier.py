@@ -69,6 +69,12 @@ def test_the_resnet_is_really_called(trained, colours):
     assert len(set(round(c, 5) for c in conf)) > 1
 
 
+def test_expected_labels_from_a_labelled_folder(colours):
+    rows = [json.loads(x) for x in (colours / "metadata.jsonl").read_text().splitlines()]
+    paths = [colours / r["file_name"] for r in rows]
+    assert expected_labels(paths, ["blue", "red"], None, label="colour") == [r["colour"] for r in rows]
+
+
 def test_recognizability_of_a_label_the_classifier_lacks_is_a_clear_error(trained, colours):
     from conceptlab.errors import InputError
     from conceptlab.evaluation.classifier import recognizability

@@ -74,7 +74,7 @@ def run_eval(args) -> int:
 
     clf = Classifier(args.classifier)
     paths, skipped = list_images(args.images)
-    expected = expected_labels(paths, clf.classes, _value(args.expect, clf.cfg.label, "--expect"))
+    expected = expected_labels(paths, clf.classes, _value(args.expect, clf.cfg.label, "--expect"), label=clf.cfg.label)
     result = recognizability(clf, paths, expected)
     result["skipped"] = skipped
     out = Path(args.out or args.images)

@@ -235,8 +235,10 @@ class Classifier:
         return labels, conf
 
 
-def expected_labels(paths: list[Path], classes: list[str], expect: str | None, argument: str = "--expect") -> list[str]:
-    """The label each image should have: `expect` for all, or read from the folder's generations.jsonl.
+def expected_labels(paths: list[Path], classes: list[str], expect: str | None, argument: str = "--expect",
+                    label: str | None = None) -> list[str]:
+    """The label each image should have: `expect` for all, or read from the folder's generations.jsonl, or
+    from column `label` of its metadata.jsonl (a labelled image folder, e.g. `world export`).
 
     A generations.jsonl row gives its label by an 'expect' field, or by naming exactly one class in its prompt.
     """
@@ -244,6 +246,11 @@ def expected_labels(paths: list[Path], classes: list[str], expect: str | None, a
         if expect not in classes:
             raise InputError(argument, expect, "is not one of the classifier's classes", f"Use one of {classes}")
         return [expect] * len(paths)
+    meta = paths[0].parent / "metadata.jsonl" if paths else None
+    if label and meta is not None and meta.is_file() and not (meta.parent / "generations.jsonl").is_file():
+        rows = {r["file_name"]: r for r in (json.loads(x) for x in meta.read_text().splitlines() if x.strip())}
+        if all(p.name in rows and label in rows[p.name] for p in paths):
+            return [str(rows[p.name][label]) for p in paths]
     log = paths[0].parent / "generations.jsonl" if paths else None
     if log is None or not log.is_file():
         raise InputError(argument, None, "no expected label given and no generations.jsonl beside the images",
