@@ -95,7 +95,7 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
   (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), bf16 autocast, EMA
   {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.
   `conceptlab train base --config configs/base_model.json` reproduces it{warm}.
-- Tokenizer: the fixed file conceptlab ships (`models/sticker_tokenizer`). v0 was trained with a tokenizer
+- Tokenizer: this folder's, the one every conceptlab process uses (`sticker_tokenizer()`). v0 was trained with a tokenizer
   rebuilt in each process, whose ids differed between training and inference.
 
 ## Held out of the training data

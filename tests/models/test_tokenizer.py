@@ -49,12 +49,10 @@ def test_the_sticker_tokenizer_gives_the_same_ids_in_every_process():
     assert _vocab_in_subprocess("1", code) == _vocab_in_subprocess("2", code)
 
 
-def test_shipped_pipelines_use_the_fixed_sticker_tokenizer():
+def test_the_shipped_text_encoder_has_a_row_for_every_sticker_token():
+    from transformers import CLIPTextConfig
+
     from conceptlab.models.loading import shipped_base_model
 
-    folder = shipped_base_model() / "tokenizer"
-    if not folder.is_dir():
-        import pytest
-
-        pytest.skip("no shipped base model in this checkout")
-    assert CLIPTokenizer.from_pretrained(folder).get_vocab() == sticker_tokenizer().get_vocab()
+    config = CLIPTextConfig.from_pretrained(shipped_base_model() / "text_encoder")
+    assert len(sticker_tokenizer()) <= config.vocab_size

@@ -51,9 +51,8 @@ class AttentionStore(AttentionController):
 
     def __call__(self, probs, is_cross, place):
         if is_cross:
-            cond = probs  # (n, heads, pixels, T): the conditional rows
-            pixels = cond.shape[2]
-            self.maps[pixels] = self.maps.get(pixels, 0) + cond.mean(1).detach().float()
+            pixels = probs.shape[2]  # probs: (n, heads, pixels, T), the conditional rows
+            self.maps[pixels] = self.maps.get(pixels, 0) + probs.mean(1).detach().float()
             self.counts[pixels] = self.counts.get(pixels, 0) + 1
         return probs
 
@@ -106,11 +105,10 @@ class AttentionEdit(AttentionController):
         return self.step < self.self_until and (self.self_max_pixels is None or pixels <= self.self_max_pixels)
 
     def __call__(self, probs, is_cross, place):
-        cond = probs  # (n, heads, P, T): the conditional rows
-        src, tgt = cond[:1], cond[1:]
+        src, tgt = probs[:1], probs[1:]  # probs: (n, heads, P, T), the conditional rows
         if is_cross:
             if self.blend is not None:
-                self.blend.collect(cond)
+                self.blend.collect(probs)
             alpha = self.cross[min(self.step, self.num_steps - 1)].to(probs.dtype)  # (T,)
             if alpha.any():
                 if self.mode == "replace":

@@ -32,10 +32,11 @@ class ControlledAttnProcessor:
         k = self.controller.uncond_rows
         if k and attention_mask is None and hidden_states.shape[0] > k:
             # the unconditional rows are never edited: fused kernel for them, explicit attention for the rest
-            uncond = self.original(attn, hidden_states[:k], None if not is_cross else encoder_hidden_states[:k],
-                                   None, None if temb is None else temb[:k], *args, **kw)
-            cond = self._explicit(attn, hidden_states[k:], None if not is_cross else encoder_hidden_states[k:],
-                                  None, None if temb is None else temb[k:])
+            rows = lambda x, part: None if x is None else x[part]  # noqa: E731
+            head, tail = slice(None, k), slice(k, None)
+            uncond = self.original(attn, hidden_states[head], rows(encoder_hidden_states, head), None,
+                                   rows(temb, head), *args, **kw)
+            cond = self._explicit(attn, hidden_states[tail], rows(encoder_hidden_states, tail), None, rows(temb, tail))
             return torch.cat([uncond, cond])
         return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip=k)
 

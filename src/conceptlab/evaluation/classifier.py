@@ -7,6 +7,7 @@ class-balanced metrics, and every artifact a user wants to look at.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from conceptlab.errors import InputError
-from conceptlab.evaluation.datasets import LabelledImages, open_rgb
+from conceptlab.evaluation.datasets import LabelledImages, open_rgb, read_labelled_folder
 
 ARCHS = {
     # ResNet-50 and ResNet-18 as in He et al. 2016 (arXiv 1512.03385)
@@ -246,12 +247,14 @@ def expected_labels(paths: list[Path], classes: list[str], expect: str | None, a
         if expect not in classes:
             raise InputError(argument, expect, "is not one of the classifier's classes", f"Use one of {classes}")
         return [expect] * len(paths)
-    meta = paths[0].parent / "metadata.jsonl" if paths else None
-    if label and meta is not None and meta.is_file() and not (meta.parent / "generations.jsonl").is_file():
-        rows = {r["file_name"]: r for r in (json.loads(x) for x in meta.read_text().splitlines() if x.strip())}
-        if all(p.name in rows and label in rows[p.name] for p in paths):
-            return [str(rows[p.name][label]) for p in paths]
-    log = paths[0].parent / "generations.jsonl" if paths else None
+    folder = paths[0].parent if paths else None
+    if label and folder is not None and (folder / "metadata.jsonl").is_file() and not (folder / "generations.jsonl").is_file():
+        with contextlib.suppress(InputError):  # no such column: fall through to the message below
+            data = read_labelled_folder(folder, label, argument)
+            by_path = dict(zip(data.paths, data.labels))
+            if all(p in by_path for p in paths):
+                return [by_path[p] for p in paths]
+    log = folder / "generations.jsonl" if folder is not None else None
     if log is None or not log.is_file():
         raise InputError(argument, None, "no expected label given and no generations.jsonl beside the images",
                          "Pass --expect LABEL=VALUE")

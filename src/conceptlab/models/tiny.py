@@ -59,15 +59,14 @@ SHAPES: dict[str, PipelineShape] = {
 }
 
 
-STICKER_TOKENIZER = Path(__file__).parent / "sticker_tokenizer"
+# The shipped base model's tokenizer is the sticker world's: one file, so every process (training, export,
+# inference, tests) agrees on the ids. It was made once with `train_clip_tokenizer` on sticker-world captions.
+STICKER_TOKENIZER = Path(__file__).parent / "sticker_base" / "tokenizer"
 
 
 @functools.lru_cache(maxsize=1)
 def sticker_tokenizer():
-    """The CLIP-format tokenizer of the sticker world: a fixed file, so every process agrees on the ids.
-
-    `scripts/make_sticker_tokenizer.py` made it with `train_clip_tokenizer` on sticker-world captions.
-    """
+    """The CLIP-format tokenizer of the sticker world (the shipped base model's)."""
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(STICKER_TOKENIZER)

@@ -206,11 +206,6 @@ def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> 
 
 
 # ------------------------------------------------------------------ stage: unet
-def _as_tuple(state):
-    """random.Random state back from a checkpoint (lists where the pickle had tuples)."""
-    return tuple(tuple(x) if isinstance(x, list) else x for x in state)
-
-
 class _Captioner:
     def __init__(self, specs, tokenizer, cfg: BaseModelConfig):
         self.specs, self.tok, self.cfg = specs, tokenizer, cfg
@@ -257,7 +252,8 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
     rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
     if step and "rng" in st:  # exact resume: the streams continue where they stopped
-        rng_np.bit_generator.state, _ = st["rng"]["np"], rng_py.setstate(_as_tuple(st["rng"]["py"]))
+        rng_np.bit_generator.state = st["rng"]["np"]
+        rng_py.setstate(st["rng"]["py"])
         gen.set_state(st["rng"]["torch"])
     bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet")
     end = min(cfg.unet_steps, stop_at or cfg.unet_steps)
