@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from conceptlab.errors import InputError
-from conceptlab.world import ATTRIBUTES, INDIVIDUALS, StickerSpec, render, sample_spec
+from conceptlab.world import ATTRIBUTES, INDIVIDUALS, StickerSpec, face_box, render, sample_spec
 from conceptlab.world.attributes import Monster, caption, parse_filters, random_monster
 
 
@@ -37,6 +39,26 @@ def test_emotions_differ_inside_the_face_region():
         for b in imgs:
             if a < b:
                 assert np.abs(imgs[a] - imgs[b])[y0:y1, x0:x1].mean() > 0.5, (a, b)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_face_box_holds_every_pixel_the_face_changes(size):
+    """Independent check of the layout-only face box: render with and without the face and diff."""
+    checked = 0
+    for seed in range(120):
+        spec = sample_spec(seed)
+        if spec.style == "pixel art":  # its palette quantization shifts pixels far from the face
+            continue
+        spec = dataclasses.replace(spec, emotion=ATTRIBUTES["emotion"][seed % 5])
+        changed = np.abs(pixels(spec, size) - pixels(dataclasses.replace(spec, emotion="none"), size)).sum(-1) > 30
+        x0, y0, x1, y1 = face_box(spec, size)
+        outside = changed.copy()
+        outside[y0:y1, x0:x1] = False
+        assert outside.sum() <= 0.03 * changed.sum(), (seed, spec)
+        assert (x1 - x0) * (y1 - y0) < 0.4 * size * size  # a face, not the whole picture (emoji faces are big)
+        checked += 1
+    assert checked > 60
+    assert face_box(dataclasses.replace(sample_spec(0), emotion="none")) is None
 
 
 def test_labels_and_caption_name_the_attributes():

@@ -8,6 +8,7 @@ inversion instead uses the prompt's own embedding as the unconditional one, with
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -102,32 +103,45 @@ def _guided_step(pipe, z, t, t_next, cond, uncond, guidance):
     return _ddim_step(sched, eps, z, int(t), t_next)
 
 
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """No weight gradients inside (only the inputs being optimised get them); restores requires_grad after."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, inner_steps: int = 10,
                        lr: float = 1e-2, tolerance: float = 1e-5) -> list[torch.Tensor]:
     """Per-step unconditional embeddings that make guided DDIM sampling retrace `traj` (Mokady et al. 2022)."""
     sched = pipe.scheduler
     timesteps = [int(t) for t in sched.timesteps]  # descending
     z, uncond, out = traj[-1], uncond0.clone(), []
-    for i, t in enumerate(tqdm(timesteps, desc="null-text inversion")):
-        t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        target = traj[len(traj) - 2 - i]
-        uncond = uncond.detach().requires_grad_(True)
-        opt = torch.optim.Adam([uncond], lr=lr * (1 - i / (10 * len(timesteps))))
-        with torch.no_grad():
-            ec = _eps(pipe, z, t, cond)
-        for _ in range(inner_steps):
-            eu = _eps(pipe, z, t, uncond)
-            eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
-            loss = F.mse_loss(_ddim_step(sched, eps, z, t, t_next), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if loss.item() < tolerance + i * 2e-5:
-                break
-        uncond = uncond.detach()
-        out.append(uncond)
-        with torch.no_grad():
-            z = _guided_step(pipe, z, t, t_next, cond, uncond, guidance)
+    with _frozen(pipe.unet):
+        for i, t in enumerate(tqdm(timesteps, desc="null-text inversion")):
+            t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            target = traj[len(traj) - 2 - i]
+            # a copy: detach() shares storage, and Adam's in-place steps would rewrite earlier steps' entries
+            uncond = uncond.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([uncond], lr=lr * (1 - i / (10 * len(timesteps))))
+            with torch.no_grad():
+                ec = _eps(pipe, z, t, cond)
+            for _ in range(inner_steps):
+                eu = _eps(pipe, z, t, uncond)
+                eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
+                loss = F.mse_loss(_ddim_step(sched, eps, z, t, t_next), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if loss.item() < tolerance + i * 2e-5:
+                    break
+            out.append(uncond.detach())
+            with torch.no_grad():
+                z = _guided_step(pipe, z, t, t_next, cond, out[-1], guidance)
     return out
 
 

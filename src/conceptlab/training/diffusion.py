@@ -8,12 +8,14 @@ import torch.nn.functional as F
 
 def denoising_loss(unet, scheduler, latents: torch.Tensor, cond: torch.Tensor, generator: torch.Generator,
                    offset_noise: float = 0.0, min_snr_gamma: float | None = None,
-                   reduction: str = "mean") -> torch.Tensor:
+                   reduction: str = "mean", pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the UNet's prediction and its target at a random timestep (Ho et al. 2020, eq. 14).
 
     latents (B, C, h, w) are already scaled; cond (B, T, D) are the text encoder's hidden states.
     `offset_noise` adds a per-channel constant to the noise (Guttenberg 2023); `min_snr_gamma` weights
-    timesteps by min(SNR, gamma) / SNR (Hang et al. 2023, arXiv 2303.09556). reduction="none" gives (B,).
+    timesteps by min(SNR, gamma) / SNR (Hang et al. 2023, arXiv 2303.09556). `pixel_weight` (B, 1, h, w)
+    scales each latent pixel's error before the mean (a masked or region-weighted loss; ones = plain MSE).
+    reduction="none" gives (B,).
     """
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator)
@@ -26,7 +28,10 @@ def denoising_loss(unet, scheduler, latents: torch.Tensor, cond: torch.Tensor, g
         target = scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    err = F.mse_loss(pred.float(), target.float(), reduction="none")  # (B, C, h, w)
+    if pixel_weight is not None:
+        err = err * pixel_weight
+    per_sample = err.mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma:
         alphas = scheduler.alphas_cumprod[t]
         snr = alphas / (1 - alphas)

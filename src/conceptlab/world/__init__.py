@@ -9,7 +9,7 @@ from conceptlab.world.attributes import (
     parse_filters,
     sample_spec,
 )
-from conceptlab.world.render import Rendered, render
+from conceptlab.world.render import Rendered, face_box, render
 
-__all__ = ["ATTRIBUTES", "INDIVIDUALS", "Monster", "StickerSpec", "Rendered", "caption", "parse_filters",
+__all__ = ["ATTRIBUTES", "INDIVIDUALS", "Monster", "StickerSpec", "Rendered", "caption", "face_box", "parse_filters",
            "render", "sample_spec"]

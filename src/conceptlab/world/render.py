@@ -340,17 +340,43 @@ def _sticker_border(im: Image.Image, mask: Image.Image) -> Image.Image:
 
 
 # ---------------------------------------------------------------- entry point
+def _layout(spec: StickerSpec) -> tuple[random.Random, tuple[float, float, float, float]]:
+    """The object's box on the canvas, and the seeded stream that goes on to draw the background."""
+    rng = random.Random(spec.seed)
+    w = CANVAS * rng.uniform(0.46, 0.66)
+    cx = CANVAS / 2 + rng.uniform(-0.09, 0.09) * CANVAS - (CANVAS * 0.06 if spec.held_item != "none" else 0)
+    cy = CANVAS / 2 + rng.uniform(-0.06, 0.08) * CANVAS
+    return rng, (cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2)
+
+
+class _NullDraw:
+    """Accepts every drawing call and draws nothing: runs the layout code for its return values."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kw: None
+
+
+def face_box(spec: StickerSpec, size: int = 64) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1) in pixels at `size` holding the face's eyes, brows and mouth; None without a face.
+
+    Cheap (no drawing): training uses it to weight the loss on faces, which are a few pixels at 64x64.
+    """
+    if spec.emotion == "none":
+        return None
+    _, box = _layout(spec)
+    fx, fy, s, _ = _draw_body(_NullDraw(), spec, box, random.Random(spec.seed + 1), _outline(spec.style))
+    top, right = (0.7, 0.7) if spec.emotion == "in love" else (0.45, 0.48)  # in love: a heart up and right
+    f = size / CANVAS
+    x0, y0, x1, y1 = (fx - 0.48 * s) * f, (fy - top * s) * f, (fx + right * s) * f, (fy + 0.5 * s) * f
+    return (max(0, math.floor(x0)), max(0, math.floor(y0)), min(size, math.ceil(x1)), min(size, math.ceil(y1)))
+
+
 def render(spec: StickerSpec, size: int = 64, caption_drop: float = 0.0) -> Rendered:
     """Renders `spec` deterministically at `size` x `size`; the caption uses the same seed."""
     from conceptlab.world.attributes import caption
 
-    rng = random.Random(spec.seed)
-    scale = rng.uniform(0.46, 0.66)
-    w = CANVAS * scale
-    cx = CANVAS / 2 + rng.uniform(-0.09, 0.09) * CANVAS - (CANVAS * 0.06 if spec.held_item != "none" else 0)
-    cy = CANVAS / 2 + rng.uniform(-0.06, 0.08) * CANVAS
-    box = (cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2)
-
+    rng, box = _layout(spec)
+    w = box[2] - box[0]
     bg = _background(spec.background, rng)
     layer = Image.new("RGB", bg.size, (0, 0, 0))
     mask = Image.new("L", bg.size, 0)
