@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
+
+import psutil  # installed with accelerate
 
 
 @dataclass
@@ -37,3 +40,34 @@ def interleaved_best(fn_a, fn_b, repeats: int = 3) -> tuple[float, float]:
         fn_b()
         b = min(b, time.perf_counter() - t0)
     return a, b
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled every `interval` seconds (MB).
+
+    `rise` is the peak minus the memory at entry: what one call adds on top of what is already held.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak, self.start = interval, 0.0, 0.0
+        self._proc, self._stop = psutil.Process(), threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.start = self.peak = self._proc.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+
+    @property
+    def rise(self) -> float:
+        return self.peak - self.start

@@ -130,3 +130,17 @@ def test_bad_subjects(concept_dirs):
             subjects=[SubjectConfig("dog", str(concept_dirs / "broccoli"), "monster")]))
     with pytest.raises(InputError, match="class images were not prepared"):
         DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, prior_preservation=True))
+
+
+def test_subjects_a_frozen_text_encoder_cannot_tell_apart_are_warned_about(concept_dirs):
+    """The shipped model's tokenizer spells 'tuki' and 'bnh' letter by letter and encodes both prompts alike."""
+    import warnings
+
+    from conceptlab.models.loading import load_pipeline
+
+    with pytest.warns(UserWarning, match="'tuki' and 'bnh'.*--train-text-encoder"):
+        DreamBooth(load_pipeline(), _cfg(concept_dirs))
+    with warnings.catch_warnings(record=True) as caught:  # training the text encoder: nothing to warn about
+        warnings.simplefilter("always")
+        DreamBooth(load_pipeline(), _cfg(concept_dirs, train_text_encoder=True))
+    assert not [w for w in caught if "cannot tell them apart" in str(w.message)]

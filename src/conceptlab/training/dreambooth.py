@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from conceptlab.errors import InputError
 from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
@@ -117,6 +118,24 @@ class DreamBooth:
         self._setup_trainable()
         self.scheduler = training_scheduler(pipe)
         self._cond_cache: dict[str, torch.Tensor] = {}
+        if not cfg.train_text_encoder:
+            self._warn_if_indistinct()
+
+    def _warn_if_indistinct(self, limit: float = 0.995) -> None:
+        """With the text encoder frozen, subjects whose prompts it encodes alike cannot be told apart."""
+        subjects = self.cfg.subjects
+        if len(subjects) < 2:
+            return
+        cond = self.encode([instance_prompt(s) for s in subjects]).flatten(1)  # (S, 77*D)
+        sim = F.cosine_similarity(cond[:, None], cond[None], dim=-1)  # (S, S)
+        for i in range(len(subjects)):
+            for j in range(i + 1, len(subjects)):
+                if sim[i, j] > limit:
+                    warnings.warn(
+                        f"subjects {subjects[i].identifier!r} and {subjects[j].identifier!r}: this text encoder gives "
+                        f"their prompts nearly the same embedding (cosine {sim[i, j]:.4f}), so with it frozen the UNet "
+                        "cannot tell them apart. Add --train-text-encoder, or pick identifiers the tokenizer knows "
+                        "as distinct tokens", stacklevel=3)
 
     def _setup_trainable(self) -> None:
         from peft import LoraConfig
