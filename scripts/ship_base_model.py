@@ -60,8 +60,11 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
-    warm = (f" (this run started from the UNet and text encoder of `{cfg['unet_init']}`, the v0 model's 3,500 steps)"
-            if cfg.get("unet_init") else "")
+    warm = (f" (this run started from the UNet and text encoder of `{cfg['unet_init']}`: v0's 3,500 steps, then v1's "
+            "5,000 with `configs/history/base_model_v1.json`)" if cfg.get("unet_init") else "")
+    face = (f"\n- Faces: the error on the latent pixels under each sticker's face (`conceptlab.world.face_box`) counts "
+            f"{1 + cfg['face_loss_weight']:g} times; faces are ~6x6 of the 16x16 latent pixels and carry the emotion."
+            if cfg.get("face_loss_weight") else "")
     combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
     return f"""---
 library_name: diffusers
@@ -94,7 +97,7 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
 - UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
   (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), bf16 autocast, EMA
   {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.
-  `conceptlab train base --config configs/base_model.json` reproduces it{warm}.
+  `conceptlab train base --config configs/base_model.json` reproduces it{warm}.{face}
 - Tokenizer: this folder's, the one every conceptlab process uses (`sticker_tokenizer()`). v0 was trained with a tokenizer
   rebuilt in each process, whose ids differed between training and inference.
 
