@@ -433,6 +433,10 @@ def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, 
 
     `stop_at` pauses the UNet stage at that step (checkpointed); a later call continues exactly.
     """
+    if cfg.bf16:
+        from conceptlab.hardware import warn_if_slow_bf16
+
+        warn_if_slow_bf16("bf16=true")
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log_file = (work / "log.jsonl").open("a")

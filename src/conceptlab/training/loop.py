@@ -57,6 +57,10 @@ class TrainConfig:
             raise InputError("--lr-schedule", self.lr_schedule, "unknown schedule", f"Use one of {LR_SCHEDULES}")
         if self.mixed_precision not in ("no", "bf16"):
             raise InputError("--mixed-precision", self.mixed_precision, "unsupported", "Use 'no' or 'bf16'")
+        if self.mixed_precision == "bf16":
+            from conceptlab.hardware import warn_if_slow_bf16
+
+            warn_if_slow_bf16("--mixed-precision=bf16")
 
 
 class TrainingMethod(Protocol):
