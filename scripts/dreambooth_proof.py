@@ -80,6 +80,7 @@ def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
 def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool):
     cfg = DreamBoothConfig(
         model=model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in SUBJECTS], lora=lora, rank=16,
+        train_text_encoder=text_encoder,
         prior_preservation=prior, class_images=100, class_dir=str(out / "class-images"),
         train=TrainConfig(steps=steps, batch_size=4, lr=1e-3 if lora else 1e-4, checkpoint_every=0,
                           preview_every=0))

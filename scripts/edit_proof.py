@@ -87,7 +87,8 @@ def run_swaps(pipe, judge, n: int, out: Path) -> dict:
         out_psnr = lambda a, b, region=outside: psnr(a, b, region) if region is not None else None  # noqa: E731
         pred = judge.predict([edited, naive, source])
         rows.append({"kind": head, "source": src, "target": tgt, "p2p_new": pred[head][0] == b,
-                     "naive_new": pred[head][1] == b, "source_as_asked": pred[head][2] == a, "p2p_psnr_out": out_psnr(source, edited),
+                     "naive_new": pred[head][1] == b, "source_as_asked": pred[head][2] == a,
+                     "p2p_psnr_out": out_psnr(source, edited),
                      "naive_psnr_out": out_psnr(plain_src, naive),
                      "outside_share": float(outside.mean()) if outside is not None else 0.0})
         grid += [source, edited, naive]

@@ -60,8 +60,13 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
-    warm = (f" (this run started from the UNet and text encoder of `{cfg['unet_init']}`: v0's 3,500 steps, then v1's "
-            "5,000 with `configs/history/base_model_v1.json`)" if cfg.get("unet_init") else "")
+    warm = (" (this run, v3, started from v2 as shipped at commit 798ef8c, via `unet_init`/`vae_init` = the shipped folder;"
+            " v2 was v1 + 4,000 steps with faces weighted 5x, `configs/history/base_model_v2.json`; v1 was v0 + 5,000"
+            " steps, `configs/history/base_model_v1.json`; v0 was 3,500 steps from scratch)" if cfg.get("unet_init") else "")
+    precision = "bf16 autocast" if cfg.get("bf16") else "float32 (this CPU has no native bf16)"
+    decoder = (f"\n- VAE decoder: then fine-tuned {cfg['decoder_steps']} steps (batch {cfg['decoder_batch']}, lr "
+               f"{cfg['decoder_lr']}, face pixels weighted {1 + cfg['decoder_face_weight']:g}x) on the cached latents with "
+               "the encoder frozen, so the latents the UNet learns from are unchanged." if cfg.get("decoder_steps") else "")
     face = (f"\n- Faces: the error on the latent pixels under each sticker's face (`conceptlab.world.face_box`) counts "
             f"{1 + cfg['face_loss_weight']:g} times; faces are ~6x6 of the 16x16 latent pixels and carry the emotion."
             if cfg.get("face_loss_weight") else "")
@@ -93,9 +98,9 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
   attribute left out with probability {cfg['attribute_dropout']} and the whole caption dropped with probability
   {cfg['caption_dropout']} (for classifier-free guidance).
 - VAE: {steps['vae']['steps']} steps, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
-  encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.
+  encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.{decoder}
 - UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
-  (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), bf16 autocast, EMA
+  (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), {precision}, EMA
   {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.
   `conceptlab train base --config configs/base_model.json` reproduces it{warm}.{face}
 - Tokenizer: this folder's, the one every conceptlab process uses (`sticker_tokenizer()`). v0 was trained with a tokenizer

@@ -28,6 +28,11 @@ class AttentionController:
     def wants(self, is_cross: bool, place: str, pixels: int) -> bool:
         return False
 
+    def shares_source(self, is_cross: bool, place: str, pixels: int) -> bool:
+        """True where every target attends exactly as the source, through `self.mapper` for cross-attention
+        (P_target = P_source @ M) and unchanged for self-attention: the processor then needs no probabilities."""
+        return False
+
     def __call__(self, probs: torch.Tensor, is_cross: bool, place: str) -> torch.Tensor:
         return probs
 
@@ -103,6 +108,13 @@ class AttentionEdit(AttentionController):
             in_window = bool(self.cross[min(self.step, self.num_steps - 1)].any()) or self.reweight is not None
             return in_window or (self.blend is not None and self.blend.wants(pixels))
         return self.step < self.self_until and (self.self_max_pixels is None or pixels <= self.self_max_pixels)
+
+    def shares_source(self, is_cross, place, pixels) -> bool:
+        if not is_cross:
+            return self.wants(is_cross, place, pixels)
+        if self.mode != "replace" or self.reweight is not None or (self.blend is not None and self.blend.wants(pixels)):
+            return False
+        return bool(self.cross[min(self.step, self.num_steps - 1)].all())  # every token takes the source's map
 
     def __call__(self, probs, is_cross, place):
         src, tgt = probs[:1], probs[1:]  # probs: (n, heads, P, T), the conditional rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
 from conceptlab.editing.controllers import AttentionController
 
@@ -30,34 +31,54 @@ class ControlledAttnProcessor:
         if not self.controller.wants(is_cross, self.place, pixels):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
         k = self.controller.uncond_rows
+        shared = attention_mask is None and self.controller.shares_source(is_cross, self.place, pixels)
+        edited = self._shared if shared else self._explicit
         if k and attention_mask is None and hidden_states.shape[0] > k:
-            # the unconditional rows are never edited: fused kernel for them, explicit attention for the rest
+            # the unconditional rows are never edited: fused kernel for them, the edit for the rest
             rows = lambda x, part: None if x is None else x[part]  # noqa: E731
             head, tail = slice(None, k), slice(k, None)
             uncond = self.original(attn, hidden_states[head], rows(encoder_hidden_states, head), None,
                                    rows(temb, head), *args, **kw)
-            cond = self._explicit(attn, hidden_states[tail], rows(encoder_hidden_states, tail), None, rows(temb, tail))
+            cond = edited(attn, hidden_states[tail], rows(encoder_hidden_states, tail), None, rows(temb, tail))
             return torch.cat([uncond, cond])
+        if shared and not k:
+            return self._shared(attn, hidden_states, encoder_hidden_states, None, temb)
         return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip=k)
+
+    def _shared(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb):
+        """Fused attention on the source's queries and keys for every prompt (Hertz et al.'s injection, exactly).
+
+        Where each target's probabilities are the source's remapped, P_k = P_src @ M_k (self-attention: M = I),
+        target k's output is P_src @ (M_k @ V_k); so one fused call with the values of all prompts side by side
+        gives every row, and no probabilities are ever materialised.
+        """
+        is_cross = encoder_hidden_states is not None
+        hidden_states, context, residual, shape = _prepare(attn, hidden_states, encoder_hidden_states, temb)
+        n, heads = hidden_states.shape[0], attn.heads
+        query = attn.to_q(hidden_states[:1])  # (1, P, C): the source's
+        key = attn.to_k(context[:1])  # (1, T, C)
+        value = attn.to_v(context)  # (n, T, C)
+        if is_cross:  # targets see the source's map through the token mapping: V_k <- M_k @ V_k
+            mapper = self.controller.mapper.to(value.dtype)  # (n-1, T_src, T_tgt)
+            value = torch.cat([value[:1], torch.bmm(mapper, value[1:])])
+        c = query.shape[-1]
+        d = c // heads
+        query = query.view(1, -1, heads, d).transpose(1, 2)  # (1, heads, P, d)
+        key = key.view(1, -1, heads, d).transpose(1, 2)  # (1, heads, T, d)
+        t = value.shape[1]
+        value = value.view(n, t, heads, d).permute(2, 1, 0, 3).reshape(1, heads, t, n * d)  # (1, heads, T, n*d)
+        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)  # (1, heads, P, n*d)
+        p = out.shape[2]
+        out = out.view(heads, p, n, d).permute(2, 1, 0, 3).reshape(n, p, c)  # (n, P, C), head-major as diffusers
+        return _finish(attn, out, residual, shape)
 
     def _explicit(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip: int = 0):
         """Explicit attention; the controller edits the probabilities of every row after the first `skip`."""
         is_cross = encoder_hidden_states is not None
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        ndim = hidden_states.ndim
-        if ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)  # (B, HW, C)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        hidden_states, context, residual, shape = _prepare(attn, hidden_states, encoder_hidden_states, temb)
         batch, length = context.shape[0], context.shape[1]
         attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*heads, HW, d)
-        if is_cross and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
         key = attn.head_to_batch_dim(attn.to_k(context))  # (B*heads, T, d)
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, attention_mask)  # (B*heads, HW, T)
@@ -66,12 +87,35 @@ class ControlledAttnProcessor:
         edited = self.controller(probs[skip:], is_cross, self.place)
         probs = torch.cat([probs[:skip], edited]) if skip else edited
         out = attn.batch_to_head_dim(torch.bmm(probs.reshape(bh, p, t), value))  # (B, HW, C)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return _finish(attn, out, residual, shape)
+
+
+def _prepare(attn, hidden_states, encoder_hidden_states, temb):
+    """The layer's norms, as diffusers' AttnProcessor: (hidden (B, HW, C), context (B, T, C), residual, 4-D shape)."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape = None
+    if hidden_states.ndim == 4:
+        shape = hidden_states.shape
+        b, c, h, w = shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)  # (B, HW, C)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    if encoder_hidden_states is not None and attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    return hidden_states, context, residual, shape
+
+
+def _finish(attn, out, residual, shape):
+    """Output projection, back to 4-D, residual and rescale, as diffusers' AttnProcessor."""
+    out = attn.to_out[1](attn.to_out[0](out))
+    if shape is not None:
+        out = out.transpose(-1, -2).reshape(shape)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
 
 
 @contextlib.contextmanager
