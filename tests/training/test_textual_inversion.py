@@ -136,3 +136,40 @@ def test_sdxl_is_refused():
 
     with pytest.raises(InputError, match="SDXL"):
         TextualInversion(FakeXL(), TextualInversionConfig())
+
+
+def test_captions_from_metadata_put_the_token_in_each_images_own_caption(concept_dirs):
+    import json
+
+    rows = [json.loads(x) for x in (concept_dirs / "broccoli" / "metadata.jsonl").read_text().splitlines()]
+    pipe = build_pipeline("tiny")
+    cfg = TextualInversionConfig(concepts=[ConceptConfig("<broc>", str(concept_dirs / "broccoli"), init="broccoli",
+                                                         captions="broccoli")], flip=True)
+    method = TextualInversion(pipe, cfg)
+    expected = {r["text"].replace("broccoli", "<broc>") for r in rows}
+    assert set(method.captions[0]) == expected and all("<broc>" in t for t in expected)
+    _, texts = method.batch(16, torch.Generator().manual_seed(0))
+    seen = {pipe.tokenizer.convert_tokens_to_string(pipe.tokenizer.tokenize(t)) for t in texts}
+    want = {pipe.tokenizer.convert_tokens_to_string(pipe.tokenizer.tokenize(pipe.maybe_convert_prompt(t, pipe.tokenizer)))
+            for t in expected}
+    assert seen <= want and len(seen) > 1  # every caption is one of the images' own, and several appear
+
+
+def test_captions_from_txt_files_and_their_errors(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for i, text in enumerate(["a photo of a tuki toy", "a tuki toy on a beach"]):
+        Image.new("RGB", (32, 32), (i * 100, 0, 0)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(text)
+    pipe = build_pipeline("tiny")
+    concept = ConceptConfig("<t>", str(folder), init="toy", captions="tuki")
+    method = TextualInversion(pipe, TextualInversionConfig(concepts=[concept]))
+    assert method.captions[0] == ["a photo of a <t> toy", "a <t> toy on a beach"]
+    assert len(method.latents[0]) == 4  # the .txt files are captions, not unreadable images
+    one = lambda word: TextualInversionConfig(concepts=[ConceptConfig("<t>", str(folder), captions=word)])  # noqa: E731
+    with pytest.raises(InputError, match="does not contain 'moxo'"):
+        TextualInversion(build_pipeline("tiny"), one("moxo"))
+    (folder / "1.txt").unlink()
+    with pytest.raises(InputError, match=r"1\.png.*has no caption"):
+        TextualInversion(build_pipeline("tiny"), one("tuki"))
+    assert parse_concept("<t>=d,captions=tuki").captions == "tuki"

@@ -43,7 +43,9 @@ def add_parser(sub):
     t = tsub.add_parser("ti", help="textual inversion: learn new tokens from 3-12 images, several concepts jointly")
     add_model_flags(t)
     flag(t, "--concept", action="append", default=None,
-         help="TOKEN=DIR[,init=WORD|FILE][,vectors=K][,template=object|style|FILE]; repeat for several concepts")
+         help="TOKEN=DIR[,init=WORD|FILE][,vectors=K][,template=object|style|FILE][,captions=WORD]; repeat for "
+              "several concepts. captions=WORD trains on each image's own caption (metadata.jsonl or NAME.txt) with WORD "
+              "replaced by the token")
     flag(t, "--resolution", type=int)
     flag(t, "--random-crop", dest="center_crop", action="store_const", const=False)
     flag(t, "--no-flip", dest="flip", action="store_const", const=False)

@@ -16,15 +16,24 @@ from conceptlab.imaging import IMAGE_SUFFIXES, open_rgb
 
 def load_concept_images(folder: str | Path, argument: str) -> list[Image.Image]:
     """RGB images of a concept folder; unreadable files are listed and skipped, none left is an error."""
+    return load_concept_folder(folder, argument)[0]
+
+
+def load_concept_folder(folder: str | Path, argument: str) -> tuple[list[Image.Image], list[str]]:
+    """(images, file names) of a concept folder; unreadable files are listed and skipped, none left is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(argument, str(folder), "is not a folder", "Pass a folder with 3-12 pictures of the concept")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.name not in ("metadata.jsonl", "generations.jsonl", "manifest.json"))
-    images, bad = [], []
+    images, names, bad = [], [], []
+    stems = {p.stem for p in files if p.suffix.lower() != ".txt"}
     for p in files:
+        if p.suffix.lower() == ".txt" and p.stem in stems:  # a kohya-style caption beside its image
+            continue
         try:
             images.append(open_rgb(p))
+            names.append(p.name)
         except Exception:  # noqa: BLE001 - any unreadable file is skipped and reported
             bad.append(p.name)
     if bad:
@@ -32,7 +41,32 @@ def load_concept_images(folder: str | Path, argument: str) -> list[Image.Image]:
     if not images:
         raise InputError(argument, str(folder), "holds no readable images",
                          f"Add pictures ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
-    return images
+    return images, names
+
+
+def read_captions(folder: str | Path, names: list[str], argument: str) -> list[str]:
+    """Each image's caption: the `text` column of metadata.jsonl (Hugging Face imagefolder), else NAME.txt
+    beside the image (kohya). A missing caption is an error naming the file."""
+    import json
+
+    folder = Path(folder)
+    table: dict[str, str] = {}
+    meta = folder / "metadata.jsonl"
+    if meta.is_file():
+        for line in meta.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if "file_name" in row and ("text" in row or "caption" in row):
+                    table[row["file_name"]] = row.get("text", row.get("caption"))
+    out = []
+    for name in names:
+        txt = folder / (Path(name).stem + ".txt")
+        caption = table.get(name) or (txt.read_text().strip() if txt.is_file() else None)
+        if not caption:
+            raise InputError(argument, str(folder / name), "has no caption",
+                             "Add a 'text' column to metadata.jsonl or a .txt file beside the image, or drop captions=")
+        out.append(caption)
+    return out
 
 
 def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True, name: str = "") -> Image.Image:

@@ -16,7 +16,7 @@ import torch
 from conceptlab.concepts.formats import Embedding, load_embedding, safe_name, save_all_formats
 from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
 from conceptlab.errors import InputError
-from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
+from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, read_captions
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
 from conceptlab.training.loop import TrainConfig
 
@@ -41,6 +41,9 @@ class ConceptConfig:
     init: str | None = None  # a word, or a saved embedding file to continue from
     vectors: int = 1
     template: str = "object"  # "object", "style", or a text file with one template per line, each with {}
+    # caption each image with its own caption (metadata.jsonl 'text' or NAME.txt), this word replaced by the
+    # token: what the captions name (an emotion, a scene) stays in those words instead of the token
+    captions: str | None = None
 
 
 @dataclass
@@ -56,7 +59,7 @@ class TextualInversionConfig:
 
 
 def parse_concept(text: str) -> ConceptConfig:
-    """'<tok>=DIR,init=WORD,vectors=K,template=object' -> ConceptConfig."""
+    """'<tok>=DIR,init=WORD,vectors=K,template=object,captions=WORD' -> ConceptConfig."""
     head, *opts = text.split(",")
     token, sep, folder = head.partition("=")
     if not sep or not token or not folder:
@@ -65,8 +68,9 @@ def parse_concept(text: str) -> ConceptConfig:
     kw: dict = {}
     for opt in opts:
         key, sep, value = opt.partition("=")
-        if key not in ("init", "vectors", "template") or not sep:
-            raise InputError("--concept", text, f"unknown option {opt!r}", "Options are init=, vectors=, template=")
+        if key not in ("init", "vectors", "template", "captions") or not sep:
+            raise InputError("--concept", text, f"unknown option {opt!r}",
+                             "Options are init=, vectors=, template=, captions=")
         kw[key] = int(value) if key == "vectors" and value.lstrip("-").isdigit() else value
     if "vectors" in kw and not isinstance(kw["vectors"], int):
         raise InputError("--concept", text, "vectors must be a whole number", "e.g. vectors=2")
@@ -87,6 +91,23 @@ def load_templates(template: str, argument: str) -> tuple[str, ...]:
         raise InputError(argument, template, f"has templates without '{{}}' ({bad[:1] or 'empty file'})",
                          "Write one template per line with {} where the token goes")
     return lines
+
+
+def caption_with_token(concept: ConceptConfig, names: list[str]) -> list[str] | None:
+    """The images' own captions with `concept.captions` (a whole word) replaced by the token; None without."""
+    import re
+
+    if not concept.captions:
+        return None
+    argument = f"--concept {concept.token},captions={concept.captions}"
+    word = re.compile(rf"\b{re.escape(concept.captions)}\b", re.IGNORECASE)
+    out = []
+    for name, caption in zip(names, read_captions(concept.folder, names, argument)):
+        if not word.search(caption):
+            raise InputError(argument, caption, f"the caption of {name} does not contain {concept.captions!r}",
+                             "Name the word the token stands for in every caption")
+        out.append(word.sub(concept.token, caption))
+    return out
 
 
 def check_concepts(concepts: list[ConceptConfig]) -> None:
@@ -112,11 +133,11 @@ class TextualInversion:
         self.pipe, self.cfg = pipe, cfg
         self.templates = [load_templates(c.template, f"--concept {c.token} template") for c in cfg.concepts]
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        self.latents = []
+        self.latents, self.captions = [], []
         for c in cfg.concepts:  # load and check every folder before touching the model
-            images = [prepare_image(im, res, cfg.center_crop, f"of {c.token}")
-                      for im in load_concept_images(c.folder, f"--concept {c.token}")]
-            self.latents.append(images)
+            loaded, names = load_concept_folder(c.folder, f"--concept {c.token}")
+            self.latents.append([prepare_image(im, res, cfg.center_crop, f"of {c.token}") for im in loaded])
+            self.captions.append(caption_with_token(c, names))
         tok, te = pipe.tokenizer, pipe.text_encoder
         for module in (pipe.unet, pipe.vae, te):
             module.requires_grad_(False)
@@ -147,7 +168,10 @@ class TextualInversion:
             c = (offset + i) % n
             idx = torch.randint(0, len(self.latents[c]), (1,), generator=generator)
             latents.append(self.latents[c].sample(idx, generator))
-            text = rng.choice(self.templates[c]).format(self.placeholders[c].token)
+            if self.captions[c] is not None:  # latents hold the images, then their mirror images
+                text = self.captions[c][int(idx) % len(self.captions[c])]
+            else:
+                text = rng.choice(self.templates[c]).format(self.placeholders[c].token)
             texts.append(self.pipe.maybe_convert_prompt(text, self.pipe.tokenizer))
         return torch.cat(latents), texts
 
