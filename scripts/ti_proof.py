@@ -6,6 +6,7 @@
     from 4 renders each; (b) <broccoli> (faced broccoli, 8 renders of mixed emotions) + <happy-emoji>
     (4 renders) trained jointly, then mixed 0-100%. Scores: the share of "a sticker of a {emotion} <broccoli>"
     judged as broccoli with that emotion, beside the base model's share with the plain word "broccoli".
+(c) as (b) with <broccoli> trained on each image's own caption, the word 'broccoli' replaced by the token.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def main(out: str, steps: int = 400, per_prompt: int = 25) -> None:
     report["two_concepts"] = judged_share(pipe, judge, [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS],
                                           per_prompt, out, "two-concepts")
     report["two_concepts"]["train_seconds"] = secs
+    # (c) as (b), but <broccoli> learns from each image's own caption ('a sticker of a sad green <broccoli>'), so
+    # the emotion stays in the emotion word and the token learns faced broccoli
+    pipe = load_pipeline()
+    secs = train(pipe, [ConceptConfig("<broccoli>", str(data / "broccoli-mixed"), init="broccoli", captions="broccoli"),
+                        ConceptConfig("<happy-emoji>", str(data / "happy-emoji"), init="emoji")], steps,
+                 out / "two-concepts-captions")
+    report["two_concepts_captions"] = judged_share(pipe, judge, [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS],
+                                                   per_prompt, out, "two-concepts-captions")
+    report["two_concepts_captions"]["train_seconds"] = secs
     embs = [load_embedding(out / "two-concepts" / n / "learned_embeds.safetensors") for n in ("broccoli", "happy-emoji")]
     render_sweep(load_pipeline(), embs, [0, 0.25, 0.5, 0.75, 1], "lerp", "a sticker of a {}", 0, 30, out)
     (out / "ti-proof.json").write_text(json.dumps(report, indent=2))
