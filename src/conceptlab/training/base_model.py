@@ -159,22 +159,28 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
         rec = rec.float()
         loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         loss = loss_rec + cfg.vae_edge_weight * _edge_loss(rec, x) + cfg.vae_kl_weight * post.mean.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            psnr = -10 * math.log10(F.mse_loss(rec.detach() / 2, x / 2).item() + 1e-12)
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
-            log({"stage": "vae", "step": step, "loss": loss.item(), "psnr": psnr})
+        step = _autoencoder_step(opt, list(vae.parameters()), loss, rec, x, step, bar, log, "vae")
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                                "rng": rng.bit_generator.state}, ckpt)
     bar.close()
     make_encoder_deterministic(vae)
     return vae.eval()
+
+
+def _autoencoder_step(opt, params, loss, rec, x, step: int, bar, log, stage: str) -> int:
+    """One clipped optimiser step of an image-reconstruction stage; logs loss and PSNR every 50 steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    step += 1
+    bar.update(1)
+    if step % 50 == 0:
+        psnr = -10 * math.log10(F.mse_loss(rec.detach() / 2, x / 2).item() + 1e-12)
+        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
+        log({"stage": stage, "step": step, "loss": loss.item(), "psnr": psnr})
+    return step
 
 
 def init_weights(source: str | Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -268,16 +274,7 @@ def stage_decoder(cfg: BaseModelConfig, work: Path, images: np.ndarray, moments:
         rec = rec.float()
         err = (rec - x).abs() + (rec - x).pow(2)
         loss = (err * w).mean() / w.mean() + cfg.vae_edge_weight * _edge_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            psnr = -10 * math.log10(F.mse_loss(rec.detach() / 2, x / 2).item() + 1e-12)
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
-            log({"stage": "decoder", "step": step, "loss": loss.item(), "psnr": psnr})
+        step = _autoencoder_step(opt, params, loss, rec, x, step, bar, log, "decoder")
         if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                                "rng": rng.bit_generator.state}, ckpt)
