@@ -144,3 +144,22 @@ def test_subjects_a_frozen_text_encoder_cannot_tell_apart_are_warned_about(conce
         warnings.simplefilter("always")
         DreamBooth(load_pipeline(), _cfg(concept_dirs, train_text_encoder=True))
     assert not [w for w in caught if "cannot tell them apart" in str(w.message)]
+
+
+def test_captions_name_the_subject_inside_each_images_own_caption(concept_dirs):
+    import json
+
+    from conceptlab.training.dreambooth import parse_subject
+
+    cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster", captions="broccoli"),
+                                     SubjectConfig("bnh", str(concept_dirs / "emoji"), "monster")],
+                           train=TrainConfig(steps=1, batch_size=2))
+    method = DreamBooth(build_pipeline("tiny"), cfg)
+    rows = [json.loads(x) for x in (concept_dirs / "broccoli" / "metadata.jsonl").read_text().splitlines()]
+    own = {r["text"].replace("broccoli", "tuki monster") for r in rows}
+    assert set(method.captions[0]) == own and method.captions[1] is None
+    texts = set()
+    for seed in range(6):
+        texts |= set(method.batch(2, torch.Generator().manual_seed(seed))[1])
+    assert "a bnh monster" in texts and texts - {"a bnh monster"} <= own and len(texts & own) > 1
+    assert parse_subject("tuki=d,class=monster,captions=monster").captions == "monster"

@@ -53,7 +53,9 @@ def add_parser(sub):
     t.set_defaults(run=run_ti)
     d = tsub.add_parser("dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior preservation")
     add_model_flags(d)
-    flag(d, "--subject", action="append", default=None, help="ID=DIR,class=WORD[,template=...]; repeat for several")
+    flag(d, "--subject", action="append", default=None,
+         help="ID=DIR,class=WORD[,template=...][,captions=WORD]; repeat for several. captions=WORD trains on each "
+              "image's own caption (metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'")
     flag(d, "--lora", action="store_const", const=True)
     flag(d, "--rank", type=int)
     flag(d, "--train-text-encoder", action="store_const", const=True)

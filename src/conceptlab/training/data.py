@@ -88,6 +88,20 @@ def to_pixels(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
 
 
+def substituted_captions(folder: str | Path, names: list[str], word: str, replacement: str, argument: str) -> list[str]:
+    """Each image's caption (read_captions) with `word`, a whole word, replaced; a caption without it is an error."""
+    import re
+
+    pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+    out = []
+    for name, caption in zip(names, read_captions(folder, names, argument)):
+        if not pattern.search(caption):
+            raise InputError(argument, caption, f"the caption of {name} does not contain {word!r}",
+                             "Name the word the token stands for in every caption")
+        out.append(pattern.sub(replacement, caption))
+    return out
+
+
 @dataclass
 class CachedLatents:
     """The VAE posterior of every image (and its mirror image when flips are on), computed once.

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from conceptlab.errors import InputError
-from conceptlab.training.data import CachedLatents, load_concept_images, prepare_image
+from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, substituted_captions
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
 from conceptlab.training.loop import TrainConfig
 
@@ -33,6 +33,9 @@ class SubjectConfig:
     folder: str
     class_word: str
     template: str = "a {identifier} {class_word}"
+    # each image's own caption (metadata.jsonl 'text' or NAME.txt) with this word replaced by "ID CLASS":
+    # scenes, emotions and styles stay with their words instead of sticking to the identifier
+    captions: str | None = None
 
 
 @dataclass
@@ -61,13 +64,14 @@ def parse_subject(text: str) -> SubjectConfig:
     head, *opts = text.split(",")
     ident, sep, folder = head.partition("=")
     kw = dict(o.partition("=")[::2] for o in opts)
-    unknown = set(kw) - {"class", "template"}
+    unknown = set(kw) - {"class", "template", "captions"}
     if not sep or not ident or not folder or unknown:
         raise InputError("--subject", text, "expected ID=DIR,class=WORD[,template=...]",
                          "e.g. --subject 'tuki=data/tuki,class=monster'")
     if not kw.get("class"):
         raise InputError("--subject", text, "has no class word", "Add class=WORD, e.g. class=monster")
-    return SubjectConfig(ident, folder, kw["class"], kw.get("template", "a {identifier} {class_word}"))
+    return SubjectConfig(ident, folder, kw["class"], kw.get("template", "a {identifier} {class_word}"),
+                         kw.get("captions") or None)
 
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
@@ -106,8 +110,13 @@ class DreamBooth:
         check_subjects(cfg)
         self.pipe, self.cfg = pipe, cfg
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        images = [[prepare_image(im, res, cfg.center_crop, f"of {s.identifier}")
-                   for im in load_concept_images(s.folder, f"--subject {s.identifier}")] for s in cfg.subjects]
+        images, self.captions = [], []
+        for s in cfg.subjects:
+            loaded, names = load_concept_folder(s.folder, f"--subject {s.identifier}")
+            images.append([prepare_image(im, res, cfg.center_crop, f"of {s.identifier}") for im in loaded])
+            self.captions.append(None if not s.captions else substituted_captions(
+                s.folder, names, s.captions, f"{s.identifier} {s.class_word}",
+                f"--subject {s.identifier},captions={s.captions}"))
         for module in (pipe.vae, pipe.text_encoder, pipe.unet):
             module.requires_grad_(False)
         self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
@@ -191,7 +200,8 @@ class DreamBooth:
             subject = self.cfg.subjects[s]
             idx = torch.randint(0, len(self.instance[s]), (1,), generator=generator)
             inst.append(self.instance[s].sample(idx, generator))
-            inst_txt.append(instance_prompt(subject))
+            own = self.captions[s]  # latents hold the images, then their mirror images
+            inst_txt.append(own[int(idx) % len(own)] if own else instance_prompt(subject))
             if self.cfg.prior_preservation:
                 pool = self.classes[subject.class_word]
                 cidx = torch.randint(0, len(pool), (1,), generator=generator)

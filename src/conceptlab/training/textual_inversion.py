@@ -16,7 +16,7 @@ import torch
 from conceptlab.concepts.formats import Embedding, load_embedding, safe_name, save_all_formats
 from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
 from conceptlab.errors import InputError
-from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, read_captions
+from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, substituted_captions
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
 from conceptlab.training.loop import TrainConfig
 
@@ -95,19 +95,10 @@ def load_templates(template: str, argument: str) -> tuple[str, ...]:
 
 def caption_with_token(concept: ConceptConfig, names: list[str]) -> list[str] | None:
     """The images' own captions with `concept.captions` (a whole word) replaced by the token; None without."""
-    import re
-
     if not concept.captions:
         return None
-    argument = f"--concept {concept.token},captions={concept.captions}"
-    word = re.compile(rf"\b{re.escape(concept.captions)}\b", re.IGNORECASE)
-    out = []
-    for name, caption in zip(names, read_captions(concept.folder, names, argument)):
-        if not word.search(caption):
-            raise InputError(argument, caption, f"the caption of {name} does not contain {concept.captions!r}",
-                             "Name the word the token stands for in every caption")
-        out.append(word.sub(concept.token, caption))
-    return out
+    return substituted_captions(concept.folder, names, concept.captions, concept.token,
+                                f"--concept {concept.token},captions={concept.captions}")
 
 
 def check_concepts(concepts: list[ConceptConfig]) -> None:
