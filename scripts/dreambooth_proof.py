@@ -77,9 +77,11 @@ def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
             "distribution": {h: dict(c.most_common()) for h, c in dist.items()}, "images": n}
 
 
-def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool):
+def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool,
+          captions: bool = False):
+    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions else None) for i in SUBJECTS]
     cfg = DreamBoothConfig(
-        model=model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in SUBJECTS], lora=lora, rank=16,
+        model=model, subjects=subjects, lora=lora, rank=16,
         train_text_encoder=text_encoder,
         prior_preservation=prior, class_images=100, class_dir=str(out / "class-images"),
         train=TrainConfig(steps=steps, batch_size=4, lr=1e-3 if lora else 1e-4, checkpoint_every=0,
@@ -95,11 +97,13 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     ap.add_argument("--train-text-encoder", action="store_true")
+    ap.add_argument("--captions", action="store_true", help="train on each render's own caption ('monster' -> 'ID monster')")
     ap.add_argument("--no-baseline", action="store_true", help="skip the untrained model's scores")
     ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
-    report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder}
+    report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
+              "captions": args.captions}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
@@ -112,7 +116,7 @@ def main() -> None:
         report["base"] = {"subjects": subject_scores(base, judge, out, "base"),
                           "class": class_scores(base, judge, out, "base")}
     for prior in (True,) if args.only_prior else (True, False):
-        pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder)
+        pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder, args.captions)
         pipe.set_progress_bar_config(disable=True)
         name = "prior" if prior else "no-prior"
         report[name] = {"train_seconds": secs, "subjects": subject_scores(pipe, judge, out, name),
