@@ -63,6 +63,8 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     warm = (" (this run, v3, started from v2 as shipped at commit 798ef8c, via `unet_init`/`vae_init` = the shipped folder;"
             " v2 was v1 + 4,000 steps with faces weighted 5x, `configs/history/base_model_v2.json`; v1 was v0 + 5,000"
             " steps, `configs/history/base_model_v1.json`; v0 was 3,500 steps from scratch)" if cfg.get("unet_init") else "")
+    vae_steps = (steps["vae"]["steps"] if cfg.get("vae_steps") else
+                 "v0's 1,500 (reused unchanged since, through `vae_init`)")
     precision = "bf16 autocast" if cfg.get("bf16") else "float32 (this CPU has no native bf16)"
     decoder = (f"\n- VAE decoder: then fine-tuned {cfg['decoder_steps']} steps (batch {cfg['decoder_batch']}, lr "
                f"{cfg['decoder_lr']}, face pixels weighted {1 + cfg['decoder_face_weight']:g}x) on the cached latents with "
@@ -97,7 +99,7 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
 - Data: {cfg['images']} rendered stickers (seed {cfg['seed']}), captions drawn fresh every step with each optional
   attribute left out with probability {cfg['attribute_dropout']} and the whole caption dropped with probability
   {cfg['caption_dropout']} (for classifier-free guidance).
-- VAE: {steps['vae']['steps']} steps, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
+- VAE: {vae_steps} steps, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
   encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.{decoder}
 - UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
   (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), {precision}, EMA
