@@ -23,6 +23,10 @@ DEMO_PROMPTS = (
 )
 
 
+# global edits (style, scene): the source's maps fix the layout for the first fifth of the steps only
+GLOBAL_EDIT = {"cross_steps": 0.2, "self_steps": 0.2}
+
+
 def _model_for_demo(model: str | None):
     if model is None and not (shipped_base_model() / "model_index.json").exists():
         from conceptlab.models.tiny import build_pipeline
@@ -169,9 +173,10 @@ def editing_section(report: Report, out: Path, model: str | None, steps: int) ->
     cases = [("word swap", "a sticker of a happy red star on a beach", ["a sticker of a happy red apple on a beach"], {}),
              ("held item", "a sticker of a happy blue cat holding a burger", ["a sticker of a happy blue cat holding a cake"],
               {}),
-             ("style", "a sticker of a sad green fish in the desert", ["a painting of a sad green fish in the desert"], {}),
+             ("style", "a sticker of a sad green fish in the desert", ["a painting of a sad green fish in the desert"],
+              GLOBAL_EDIT),
              ("background", "a sticker of an angry yellow emoji on a beach", ["a sticker of an angry yellow emoji in a jungle"],
-              {})]
+              GLOBAL_EDIT)]
     for name, source, targets, extra in cases:
         images = []
         for seed in range(3):
