@@ -111,11 +111,12 @@ def run_swaps(pipe, judge, n: int, out: Path) -> dict:
     return {"summary": summary, "rows": rows}
 
 
-def run_real_swaps(pipe, judge, n: int, out: Path) -> dict:
+def run_real_swaps(pipe, judge, n: int, out: Path, blend: bool = True) -> dict:
     """Object swaps on rendered stickers (negative-prompt inversion), where the object's box is known.
 
     PSNR outside the source object's box grown by 6 px: P2P's edit vs the inverted source's reconstruction,
     and the naive way (the target prompt sampled from the same inverted noise and embeddings) likewise.
+    `blend`: a local blend on the two object words (as the generated swaps), which keeps the rest from the source.
     """
     from conceptlab.editing.inversion import uncond_kwargs
     from conceptlab.evaluation.metrics import box_mask
@@ -129,7 +130,7 @@ def run_real_swaps(pipe, judge, n: int, out: Path) -> dict:
         r = render(StickerSpec(object=a, colour=colour, background=scene, seed=7000 + k), size)
         src, tgt = f"a sticker of a {colour} {a} {SCENES[scene]}", f"a sticker of a {colour} {b} {SCENES[scene]}"
         inv = invert(pipe, r.image, src, method="negative-prompt")
-        res = edit(pipe, src, tgt, inversion=inv)
+        res = edit(pipe, src, tgt, inversion=inv, blend=[a, b] if blend else [])
         naive = pipe(tgt, num_inference_steps=inv.steps, guidance_scale=inv.guidance, latents=inv.latent.clone(),
                      **uncond_kwargs(pipe, inv, 1)).images[0]
         outside = ~box_mask((size, size), r.bbox, margin=6)
@@ -138,7 +139,7 @@ def run_real_swaps(pipe, judge, n: int, out: Path) -> dict:
                      "p2p_psnr_out": psnr(res.images[0], res.images[1], outside),
                      "naive_psnr_out": psnr(res.images[0], naive, outside), "outside_share": float(outside.mean())})
         grid += [r.image, res.images[0], res.images[1], naive]
-    make_grid(grid[:32], cols=8, scale=2).save(out / "swap-real.png")
+    make_grid(grid[:32], cols=8, scale=2).save(out / ("swap-real.png" if blend else "swap-real-noblend.png"))
     keys = ("p2p_new", "naive_new", "p2p_psnr_out", "naive_psnr_out", "outside_share")
     return {"summary": {key: float(np.mean([min(r[key], 60.0) for r in rows])) for key in keys}, "rows": rows}
 
@@ -236,6 +237,8 @@ def main() -> None:
     if "swap-real" in args.only:
         report["swap_real"] = run_real_swaps(pipe, judge, max(4, args.cases // 2), args.out)
         print("swap-real", json.dumps(report["swap_real"]["summary"]), flush=True)
+        report["swap_real_no_blend"] = run_real_swaps(pipe, judge, max(4, args.cases // 2), args.out, blend=False)
+        print("swap-real-no-blend", json.dumps(report["swap_real_no_blend"]["summary"]), flush=True)
     if "global" in args.only:
         report["global"] = run_global(pipe, judge, args.cases, args.out)
         print("global", json.dumps(report["global"]["summary"]), flush=True)
