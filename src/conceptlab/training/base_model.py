@@ -140,7 +140,7 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         step = state["step"]
     elif cfg.vae_init:
-        warm_start(vae, init_weights(cfg.vae_init)["vae"])
+        warm_start(vae, init_weights(cfg.vae_init, "vae"))
         if cfg.vae_steps == 0:  # used as it is: keep a checkpoint so later stages and exports find it
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": 0}, ckpt)
     rng = np.random.default_rng(cfg.seed + step)
@@ -183,18 +183,19 @@ def _autoencoder_step(opt, params, loss, rec, x, step: int, bar, log, stage: str
     return step
 
 
-def init_weights(source: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """{"vae"|"unet"|"te": state dict} from a diffusers pipeline folder or a checkpoint of this trainer."""
+def init_weights(source: str | Path, part: str) -> dict[str, torch.Tensor]:
+    """The state dict of `part` ("vae", "unet" or "te") from a diffusers pipeline folder or a checkpoint of
+    this trainer (vae.ckpt, unet.ckpt)."""
     source = Path(source)
     if (source / "model_index.json").exists():
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel
 
-        return {"vae": AutoencoderKL.from_pretrained(source / "vae").state_dict(),
-                "unet": UNet2DConditionModel.from_pretrained(source / "unet").state_dict(),
-                "te": CLIPTextModel.from_pretrained(source / "text_encoder").state_dict()}
+        cls, sub = {"vae": (AutoencoderKL, "vae"), "unet": (UNet2DConditionModel, "unet"),
+                    "te": (CLIPTextModel, "text_encoder")}[part]
+        return cls.from_pretrained(source / sub).state_dict()
     state = load_torch_checkpoint(source)
-    return {"vae": state["model"]} if "model" in state else {"unet": state["unet"], "te": state["te"]}
+    return state["model"] if part == "vae" else state[part]
 
 
 @torch.no_grad()
@@ -333,8 +334,7 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
             e.copy_(v)
         step = st["step"]
     elif cfg.unet_init:
-        st = init_weights(cfg.unet_init)
-        warm_start(unet, st["unet"]), warm_start(te, st["te"])
+        warm_start(unet, init_weights(cfg.unet_init, "unet")), warm_start(te, init_weights(cfg.unet_init, "te"))
         for e, p in zip(ema, params):
             e.copy_(p.detach())
     specs = training_specs(cfg)

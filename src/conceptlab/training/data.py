@@ -47,17 +47,11 @@ def load_concept_folder(folder: str | Path, argument: str) -> tuple[list[Image.I
 def read_captions(folder: str | Path, names: list[str], argument: str) -> list[str]:
     """Each image's caption: the `text` column of metadata.jsonl (Hugging Face imagefolder), else NAME.txt
     beside the image (kohya). A missing caption is an error naming the file."""
-    import json
+    from conceptlab.world.export import read_metadata
 
     folder = Path(folder)
-    table: dict[str, str] = {}
-    meta = folder / "metadata.jsonl"
-    if meta.is_file():
-        for line in meta.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if "file_name" in row and ("text" in row or "caption" in row):
-                    table[row["file_name"]] = row.get("text", row.get("caption"))
+    rows = read_metadata(folder) if (folder / "metadata.jsonl").is_file() else []
+    table = {r["file_name"]: r.get("text") or r.get("caption") for r in rows if "file_name" in r}
     out = []
     for name in names:
         txt = folder / (Path(name).stem + ".txt")
