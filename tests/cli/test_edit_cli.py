@@ -25,7 +25,8 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
     src = tmp_path / "src.png"
     Image.open(out / "seed0-source.png").save(src)
     assert main(["invert", str(src), "--model", str(tiny_dir), "--prompt", "a happy star", "--method",
-                 "negative-prompt", "--steps", "2", "--out", str(tmp_path / "i")]) == 0
-    assert "psnr_db" in json.loads((tmp_path / "i" / "inversion.json").read_text())
+                 "negative-prompt", "--steps", "2", "--refine-steps", "3", "--out", str(tmp_path / "i")]) == 0
+    report = json.loads((tmp_path / "i" / "inversion.json").read_text())
+    assert "psnr_db" in report and report["refine_steps"] == 3
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a sad star", "--from-image",
                  str(src), "--inversion", "negative-prompt", "--steps", "2", "--out", str(tmp_path / "r")]) == 0

@@ -74,3 +74,29 @@ def test_other_sizes_are_resized_and_said(setup, capsys):
     pipe, image = setup
     inv = invert(pipe, image.resize((48, 40)), "a happy emoji", "ddim", steps=2)
     assert inv.image.size == (32, 32) and "resized to 32x32" in capsys.readouterr().out
+
+
+def test_latent_refinement_decodes_closer_than_the_encoder(setup):
+    """Refining the latent against the decoder lowers |decode(z) - x| below the encoder's own guess; 0 steps
+    is exactly the encoder's mean; the decoder's weights are untouched and keep their requires_grad."""
+    import torch.nn.functional as F
+
+    from conceptlab.editing.inversion import _pixels
+
+    pipe, image = setup
+    x, scale = _pixels(pipe, image), pipe.vae.config.scaling_factor
+    before = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    plain, refined = encode_image(pipe, image), encode_image(pipe, image, refine_steps=40)
+    with torch.no_grad():
+        mean = pipe.vae.encode(x).latent_dist.mean * scale
+        err = [F.mse_loss(pipe.vae.decode(z / scale).sample, x).item() for z in (plain, refined)]
+    assert torch.equal(plain, mean)
+    assert err[1] < 0.9 * err[0], err
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad for p in pipe.vae.parameters())
+
+
+def test_refine_steps_must_not_be_negative(setup):
+    pipe, image = setup
+    with pytest.raises(InputError, match="--refine-steps"):
+        invert(pipe, image, "a happy emoji", "ddim", steps=2, refine_steps=-1)
