@@ -31,45 +31,47 @@ class ControlledAttnProcessor:
         if not self.controller.wants(is_cross, self.place, pixels):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
         k = self.controller.uncond_rows
-        shared = attention_mask is None and self.controller.shares_source(is_cross, self.place, pixels)
-        edited = self._shared if shared else self._explicit
+        if attention_mask is None and self.controller.shares_source(is_cross, self.place, pixels):
+            return self._shared(attn, hidden_states, encoder_hidden_states, temb, skip=k)
         if k and attention_mask is None and hidden_states.shape[0] > k:
             # the unconditional rows are never edited: fused kernel for them, the edit for the rest
             rows = lambda x, part: None if x is None else x[part]  # noqa: E731
             head, tail = slice(None, k), slice(k, None)
             uncond = self.original(attn, hidden_states[head], rows(encoder_hidden_states, head), None,
                                    rows(temb, head), *args, **kw)
-            cond = edited(attn, hidden_states[tail], rows(encoder_hidden_states, tail), None, rows(temb, tail))
+            cond = self._explicit(attn, hidden_states[tail], rows(encoder_hidden_states, tail), None, rows(temb, tail))
             return torch.cat([uncond, cond])
-        if shared and not k:
-            return self._shared(attn, hidden_states, encoder_hidden_states, None, temb)
         return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip=k)
 
-    def _shared(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb):
+    def _shared(self, attn, hidden_states, encoder_hidden_states, temb, skip: int = 0):
         """Fused attention on the source's queries and keys for every prompt (Hertz et al.'s injection, exactly).
 
         Where each target's probabilities are the source's remapped, P_k = P_src @ M_k (self-attention: M = I),
         target k's output is P_src @ (M_k @ V_k); so one fused call with the values of all prompts side by side
-        gives every row, and no probabilities are ever materialised.
+        gives every row, and no probabilities are ever materialised. The first `skip` rows (unconditional,
+        never edited) get plain fused attention; one projection and one output layer serve all rows.
         """
         is_cross = encoder_hidden_states is not None
         hidden_states, context, residual, shape = _prepare(attn, hidden_states, encoder_hidden_states, temb)
-        n, heads = hidden_states.shape[0], attn.heads
-        query = attn.to_q(hidden_states[:1])  # (1, P, C): the source's
-        key = attn.to_k(context[:1])  # (1, T, C)
-        value = attn.to_v(context)  # (n, T, C)
+        n, heads = hidden_states.shape[0] - skip, attn.heads  # n prompts: the source, then the targets
+        query = attn.to_q(hidden_states[:skip + 1])  # (skip+1, P, C): unconditional rows, then the source's
+        key = attn.to_k(context[:skip + 1])  # (skip+1, T, C)
+        value = attn.to_v(context)  # (skip+n, T, C)
+        cond_v = value[skip:]
         if is_cross:  # targets see the source's map through the token mapping: V_k <- M_k @ V_k
             mapper = self.controller.mapper.to(value.dtype)  # (n-1, T_src, T_tgt)
-            value = torch.cat([value[:1], torch.bmm(mapper, value[1:])])
-        c = query.shape[-1]
+            cond_v = torch.cat([cond_v[:1], torch.bmm(mapper, cond_v[1:])])
+        (m, p, c), t = query.shape, key.shape[1]
         d = c // heads
-        query = query.view(1, -1, heads, d).transpose(1, 2)  # (1, heads, P, d)
-        key = key.view(1, -1, heads, d).transpose(1, 2)  # (1, heads, T, d)
-        t = value.shape[1]
-        value = value.view(n, t, heads, d).permute(2, 1, 0, 3).reshape(1, heads, t, n * d)  # (1, heads, T, n*d)
-        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)  # (1, heads, P, n*d)
-        p = out.shape[2]
+        query = query.view(m, p, heads, d).transpose(1, 2)  # (skip+1, heads, P, d)
+        key = key.view(m, t, heads, d).transpose(1, 2)  # (skip+1, heads, T, d)
+        cond_v = cond_v.reshape(n, t, heads, d).permute(2, 1, 0, 3).reshape(1, heads, t, n * d)  # (1, heads, T, n*d)
+        out = F.scaled_dot_product_attention(query[skip:], key[skip:], cond_v, scale=attn.scale)  # (1, heads, P, n*d)
         out = out.view(heads, p, n, d).permute(2, 1, 0, 3).reshape(n, p, c)  # (n, P, C), head-major as diffusers
+        if skip:
+            uncond_v = value[:skip].view(skip, t, heads, d).transpose(1, 2)  # (skip, heads, T, d)
+            uncond = F.scaled_dot_product_attention(query[:skip], key[:skip], uncond_v, scale=attn.scale)
+            out = torch.cat([uncond.transpose(1, 2).reshape(skip, p, c), out])  # (skip+n, P, C)
         return _finish(attn, out, residual, shape)
 
     def _explicit(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, skip: int = 0):
