@@ -54,15 +54,31 @@ def training_minutes(work: Path) -> dict:
     return out
 
 
+# every shipped version, oldest first; the last is the one this script ships (update both with a new run)
+LINEAGE = [
+    ("v0", "3,500 steps from scratch"),
+    ("v1", "v0 + 5,000 steps, `configs/history/base_model_v1.json`"),
+    ("v2", "v1 + 4,000 steps with faces weighted 5x, `configs/history/base_model_v2.json`"),
+    ("v3", "v2 + 2,500 steps with faces weighted 10x, float32, `configs/history/base_model_v3.json`"),
+    ("v4", "v3 + 3,000 steps with faces weighted 13x, float32, `configs/history/base_model_v4.json` (not shipped)"),
+    ("v5", "v4 + 2,000 steps with faces weighted 16x, float32, `configs/base_model.json`"),
+]
+
+
+def lineage() -> str:
+    (name, what), prev = LINEAGE[-1], LINEAGE[-2][0]
+    older = "; ".join(f"{n} was {w}" for n, w in reversed(LINEAGE[:-1]))
+    return (f"this run, {name}, is {what}: it started from {prev}'s pipeline folder through `unet_init`/`vae_init`; "
+            f"{older}")
+
+
 def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     held = HeldOut()
     acc = scores.accuracy
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
-    warm = (" (this run, v3, started from v2 as shipped at commit 798ef8c, via `unet_init`/`vae_init` = the shipped folder;"
-            " v2 was v1 + 4,000 steps with faces weighted 5x, `configs/history/base_model_v2.json`; v1 was v0 + 5,000"
-            " steps, `configs/history/base_model_v1.json`; v0 was 3,500 steps from scratch)" if cfg.get("unet_init") else "")
+    warm = f" ({lineage()})" if cfg.get("unet_init") else ""
     vae_steps = (steps["vae"]["steps"] if cfg.get("vae_steps") else
                  "v0's 1,500 (reused unchanged since, through `vae_init`)")
     precision = "bf16 autocast" if cfg.get("bf16") else "float32 (this CPU has no native bf16)"
