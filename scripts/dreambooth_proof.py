@@ -25,7 +25,7 @@ from conceptlab.imaging import make_grid
 from conceptlab.models.loading import load_pipeline
 from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, train_dreambooth
 from conceptlab.training.loop import TrainConfig
-from conceptlab.world.export import export_images
+from conceptlab.world.export import export_images, read_metadata
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
@@ -37,6 +37,14 @@ CLASS_PROMPT = "a monster"
 def subject_prompt(ident: str, emotion: str, scene: str) -> str:
     core = f"{ident} monster in love" if emotion == "in love" else f"{emotion} {ident} monster"
     return f"a sticker of a {core}{SCENES[scene]}"
+
+
+def varying_captions(folder: Path) -> None:
+    """Rewrites a rendered folder's captions to name only what varies between its images (emotion, scene)."""
+    rows = read_metadata(folder)
+    for row in rows:
+        row["text"] = subject_prompt("", row["emotion"], row["background"]).replace("  ", " ")
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], batch: int = 16) -> list:
@@ -78,8 +86,9 @@ def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
 
 
 def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool,
-          captions: bool = False):
-    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions else None) for i in SUBJECTS]
+          captions: str = "none"):
+    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions != "none" else None)
+                for i in SUBJECTS]
     cfg = DreamBoothConfig(
         model=model, subjects=subjects, lora=lora, rank=16,
         train_text_encoder=text_encoder,
@@ -97,7 +106,10 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     ap.add_argument("--train-text-encoder", action="store_true")
-    ap.add_argument("--captions", action="store_true", help="train on each render's own caption ('monster' -> 'ID monster')")
+    ap.add_argument("--captions", choices=("none", "full", "varying"), default="none",
+                    help="train on each render's caption ('monster' -> 'ID monster'): 'full' is the render's own "
+                         "caption (colour included), 'varying' names only what varies (emotion, scene), so the "
+                         "subject's fixed look is left to the identifier")
     ap.add_argument("--no-baseline", action="store_true", help="skip the untrained model's scores")
     ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
     args = ap.parse_args()
@@ -110,6 +122,8 @@ def main() -> None:
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
         export_images(data / ident, 10, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0)
+        if args.captions == "varying":
+            varying_captions(data / ident)
     if not args.no_baseline:
         base = load_pipeline(args.model)
         base.set_progress_bar_config(disable=True)
