@@ -196,13 +196,13 @@ def editing_section(report: Report, out: Path, model: str | None, steps: int) ->
     make_grid(strip, cols=5, labels=[f"flowers x{w}" for w in (-2, -1, 0, 1, 2)] * 2, scale=2).save(path)
     report.image(path, "re-weighting 'flowers' from -2 to 2 (two seeds)", width=520)
     real = render(StickerSpec(object="emoji", emotion="happy", colour="yellow", seed=5))
-    inv = invert(pipe, real.image, "a sticker of a happy yellow emoji", "negative-prompt", steps)
+    inv = invert(pipe, real.image, "a sticker of a happy yellow emoji", "negative-prompt", steps, refine_steps=100)
     rec = reconstruct(pipe, inv)
     edited = edit(pipe, "a sticker of a happy yellow emoji", ["a sticker of a sad yellow emoji",
                                                               "a painting of a happy yellow emoji"], inversion=inv)
     path = out / "edit-real.png"
     make_grid([inv.image, rec, *edited.images[1:]], cols=4, scale=2).save(path)
-    report.image(path, f"a real (rendered) image, its negative-prompt inversion ({psnr(inv.image, rec):.1f} dB), "
+    report.image(path, f"a real (rendered) image, its negative-prompt inversion, latent refined ({psnr(inv.image, rec):.1f} dB), "
                        "edited to sad and to a painting", width=520)
 
 
