@@ -35,7 +35,8 @@ CLASS_PROMPT = "a monster"
 
 
 def subject_prompt(ident: str, emotion: str, scene: str) -> str:
-    core = f"{ident} monster in love" if emotion == "in love" else f"{emotion} {ident} monster"
+    noun = f"{ident} monster".strip()  # ident "" (captions naming no subject): the bare class word
+    core = f"{noun} in love" if emotion == "in love" else f"{emotion} {noun}"
     return f"a sticker of a {core}{SCENES[scene]}"
 
 
@@ -43,7 +44,7 @@ def varying_captions(folder: Path) -> None:
     """Rewrites a rendered folder's captions to name only what varies between its images (emotion, scene)."""
     rows = read_metadata(folder)
     for row in rows:
-        row["text"] = subject_prompt("", row["emotion"], row["background"]).replace("  ", " ")
+        row["text"] = subject_prompt("", row["emotion"], row["background"])
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
