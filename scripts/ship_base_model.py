@@ -61,7 +61,8 @@ LINEAGE = [
     ("v2", "v1 + 4,000 steps with faces weighted 5x, `configs/history/base_model_v2.json`"),
     ("v3", "v2 + 2,500 steps with faces weighted 10x, float32, `configs/history/base_model_v3.json`"),
     ("v4", "v3 + 3,000 steps with faces weighted 13x, float32, `configs/history/base_model_v4.json` (not shipped)"),
-    ("v5", "v4 + 2,000 steps with faces weighted 16x, float32, `configs/base_model.json`"),
+    ("v5", "v4 + 2,000 steps with faces weighted 16x, float32, `configs/history/base_model_v5.json`"),
+    ("v6", "v5 + 2,000 steps with faces weighted 19x, float32, `configs/base_model.json`"),
 ]
 
 
