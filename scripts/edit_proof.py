@@ -5,8 +5,10 @@
 - Word swap (object; held item) on generations: is the new thing there (judge); beside it the naive way
   (the target prompt from the same seed). PSNR outside the swapped words' region, the union of the words'
   cross-attention maps (0.3 of peak, grown 4 px), when that region leaves anything outside.
-- Word swap on rendered stickers (negative-prompt inversion), where the object's box is known: PSNR outside
-  the box (grown 6 px) for P2P and for the naive way (target prompt from the same inverted noise).
+- Word swap (object; held item) on rendered stickers (negative-prompt inversion), where the box of the object
+  and what it holds is known: PSNR outside the box (grown 6 px) for P2P and for the naive way (the target
+  prompt from the same inverted noise), once per local-blend mask (--blends: difference, attention on the two
+  swapped words, none; the first also serves the generated swaps).
 - Style and background edits: the new style / scene judged right; object and colour kept (judged equal to
   the source image's).
 - Re-weighting 'flowers' at scales 0..4: the judged amount of flowers (none=0, few=1, many=2) per scale.
@@ -73,11 +75,16 @@ def swap_cases(rng: random.Random, n: int):
     return cases
 
 
-def run_swaps(pipe, judge, n: int, out: Path) -> dict:
+def blend_settings(blend: str, a: str, b: str) -> dict:
+    """edit() keywords of a local blend: 'attention' on the two swapped words, 'difference', or 'none'."""
+    return {"attention": {"blend": [a, b]}, "difference": {"blend_mask": "difference"}, "none": {}}[blend]
+
+
+def run_swaps(pipe, judge, n: int, out: Path, blend: str = "difference") -> dict:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows, grid = [], []
     for k, (head, src, tgt, a, b) in enumerate(swap_cases(random.Random(0), n)):
-        res = edit(pipe, src, tgt, seed=k, blend=[a, b])
+        res = edit(pipe, src, tgt, seed=k, **blend_settings(blend, a, b))
         source, edited = res.images
         plain_src, m_src = word_region(pipe, src, a, k, size)
         naive, m_tgt = word_region(pipe, tgt, b, k, size)
@@ -111,37 +118,41 @@ def run_swaps(pipe, judge, n: int, out: Path) -> dict:
     return {"summary": summary, "rows": rows}
 
 
-def run_real_swaps(pipe, judge, n: int, out: Path, blend: bool = True) -> dict:
-    """Object swaps on rendered stickers (negative-prompt inversion), where the object's box is known.
+def run_real_swaps(pipe, judge, n: int, out: Path, blend: str = "difference") -> dict:
+    """Object and held-item swaps on rendered stickers (negative-prompt inversion), where the object's box is known.
 
     PSNR outside the source object's box grown by 6 px: P2P's edit vs the inverted source's reconstruction,
     and the naive way (the target prompt sampled from the same inverted noise and embeddings) likewise.
-    `blend`: a local blend on the two object words (as the generated swaps), which keeps the rest from the source.
+    `blend`: the local blend's mask (see blend_settings), which keeps the rest from the source.
     """
     from conceptlab.editing.inversion import uncond_kwargs
     from conceptlab.evaluation.metrics import box_mask
     from conceptlab.world import StickerSpec
 
-    rng, rows, grid = random.Random(3), [], []
+    rows, grid = [], []
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    for k in range(n):
-        a, b = rng.sample(OBJECTS, 2)
-        colour, scene = rng.choice(COLOURS), rng.choice(list(SCENES))
-        r = render(StickerSpec(object=a, colour=colour, background=scene, seed=7000 + k), size)
-        src, tgt = f"a sticker of a {colour} {a} {SCENES[scene]}", f"a sticker of a {colour} {b} {SCENES[scene]}"
+    for k, (head, src, tgt, a, b) in enumerate(swap_cases(random.Random(3), n)):
+        words = src.split()
+        colour, scene = words[4], next(sc for sc, where in SCENES.items() if src.endswith(where))
+        obj, item = (words[5], a) if head == "held_item" else (a, "none")
+        r = render(StickerSpec(object=obj, colour=colour, background=scene, held_item=item, seed=7000 + k), size)
         inv = invert(pipe, r.image, src, method="negative-prompt")
-        res = edit(pipe, src, tgt, inversion=inv, blend=[a, b] if blend else [])
+        res = edit(pipe, src, tgt, inversion=inv, **blend_settings(blend, a, b))
         naive = pipe(tgt, num_inference_steps=inv.steps, guidance_scale=inv.guidance, latents=inv.latent.clone(),
                      **uncond_kwargs(pipe, inv, 1)).images[0]
         outside = ~box_mask((size, size), r.bbox, margin=6)
         pred = judge.predict([res.images[1], naive])
-        rows.append({"source": src, "target": tgt, "p2p_new": pred["object"][0] == b, "naive_new": pred["object"][1] == b,
+        rows.append({"kind": head, "source": src, "target": tgt, "p2p_new": pred[head][0] == b,
+                     "naive_new": pred[head][1] == b,
                      "p2p_psnr_out": psnr(res.images[0], res.images[1], outside),
                      "naive_psnr_out": psnr(res.images[0], naive, outside), "outside_share": float(outside.mean())})
         grid += [r.image, res.images[0], res.images[1], naive]
-    make_grid(grid[:32], cols=8, scale=2).save(out / ("swap-real.png" if blend else "swap-real-noblend.png"))
+    make_grid(grid[:32], cols=8, scale=2).save(out / f"swap-real-{blend}.png")
     keys = ("p2p_new", "naive_new", "p2p_psnr_out", "naive_psnr_out", "outside_share")
-    return {"summary": {key: float(np.mean([min(r[key], 60.0) for r in rows])) for key in keys}, "rows": rows}
+    summary = {key: float(np.mean([min(r[key], 60.0) for r in rows])) for key in keys}
+    summary["by_kind"] = {kind: {key: float(np.mean([min(r[key], 60.0) for r in rows if r["kind"] == kind]))
+                                 for key in keys} for kind in ("object", "held_item")}
+    return {"summary": summary, "rows": rows}
 
 
 def run_global(pipe, judge, n: int, out: Path) -> dict:
@@ -230,6 +241,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=45)
     ap.add_argument("--only", nargs="*", default=["swap", "swap-real", "global", "reweight", "real"])
     ap.add_argument("--model", default=None, help="default: the shipped base model")
+    ap.add_argument("--blends", nargs="+", default=["difference", "attention", "none"],
+                    help="local-blend masks to compare on the real swaps; the first is used on generated swaps")
     ap.add_argument("--refine-steps", type=int, default=100, help="latent refinement before inversion (real images)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -237,13 +250,13 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     t0 = time.perf_counter()
     if "swap" in args.only:
-        report["swap"] = run_swaps(pipe, judge, args.cases, args.out)
+        report["swap"] = run_swaps(pipe, judge, args.cases, args.out, args.blends[0])
         print("swap", json.dumps(report["swap"]["summary"]), flush=True)
     if "swap-real" in args.only:
-        report["swap_real"] = run_real_swaps(pipe, judge, max(4, args.cases // 2), args.out)
-        print("swap-real", json.dumps(report["swap_real"]["summary"]), flush=True)
-        report["swap_real_no_blend"] = run_real_swaps(pipe, judge, max(4, args.cases // 2), args.out, blend=False)
-        print("swap-real-no-blend", json.dumps(report["swap_real_no_blend"]["summary"]), flush=True)
+        for blend in args.blends:
+            key = f"swap_real_{blend}"
+            report[key] = run_real_swaps(pipe, judge, max(4, args.cases // 2), args.out, blend)
+            print(key, json.dumps(report[key]["summary"]), flush=True)
     if "global" in args.only:
         report["global"] = run_global(pipe, judge, args.cases, args.out)
         print("global", json.dumps(report["global"]["summary"]), flush=True)

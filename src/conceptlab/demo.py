@@ -170,9 +170,10 @@ def editing_section(report: Report, out: Path, model: str | None, steps: int) ->
     pipe, _ = _model_for_demo(model)
     report.heading("Prompt-to-Prompt editing")
     rows = []
-    cases = [("word swap", "a sticker of a happy red star on a beach", ["a sticker of a happy red apple on a beach"], {}),
+    local = {"blend_mask": "difference"}  # swaps keep everything their latents do not move
+    cases = [("word swap", "a sticker of a happy red star on a beach", ["a sticker of a happy red apple on a beach"], local),
              ("held item", "a sticker of a happy blue cat holding a burger", ["a sticker of a happy blue cat holding a cake"],
-              {}),
+              local),
              ("style", "a sticker of a sad green fish in the desert", ["a painting of a sad green fish in the desert"],
               GLOBAL_EDIT),
              ("background", "a sticker of an angry yellow emoji on a beach", ["a sticker of an angry yellow emoji in a jungle"],

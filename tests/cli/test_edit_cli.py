@@ -29,4 +29,8 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "i" / "inversion.json").read_text())
     assert "psnr_db" in report and report["refine_steps"] == 3
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a sad star", "--from-image",
-                 str(src), "--inversion", "negative-prompt", "--steps", "2", "--out", str(tmp_path / "r")]) == 0
+                 str(src), "--inversion", "negative-prompt", "--steps", "2", "--blend-mask", "difference",
+                 "--out", str(tmp_path / "r")]) == 0
+    rows = json.loads((tmp_path / "r" / "edits.json").read_text())
+    assert rows[0]["blend_mask"] == "difference" and rows[0]["files"][-1] == "seed0-blend-mask.png"
+    assert Image.open(tmp_path / "r" / "seed0-blend-mask.png").size == Image.open(src).size

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conceptlab.editing.alignment import refine_alignment, replace_mapper, token_positions, word_token_spans
 from conceptlab.editing.controllers import AttentionController
@@ -82,6 +83,46 @@ def test_auto_mode_and_refine_with_blend_and_reweight(pipe):
     assert r.mode == "refine" and len(r.images) == 2 and r.mask is not None and r.mask.shape[-2:] == (16, 16)
 
 
+
+def test_difference_mask_marks_where_the_target_moved_and_keeps_the_source_elsewhere():
+    from conceptlab.editing.controllers import DiffBlend
+
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 16, 16, generator=g).expand(3, -1, -1, -1).clone()  # (n, C, h, w), all the source
+    latents[1, :, 2:5, 3:7] += 2.0  # target 1 changed a 3x4 patch
+    latents[2] += 0.01 * torch.randn(4, 16, 16, generator=g)  # target 2 drifted a little everywhere ...
+    latents[2, :, 10:14, 10:14] += 3.0  # ... and a lot in one patch
+    blend = DiffBlend((16, 16), threshold=0.5, start=0.0)
+    out = blend.apply(latents.clone(), step=0, num_steps=10)
+    m = blend.last_mask.bool()[:, 0]  # (n, h, w)
+    assert not m[0].any()
+    # the 3x3 smoothing keeps the patch's edges above half its peak; the mask grows that by one latent pixel
+    patch1, patch2 = torch.zeros(2, 16, 16, dtype=torch.bool)
+    patch1[2:5, 3:7], patch2[10:14, 10:14] = True, True
+    for k, patch in ((1, patch1), (2, patch2)):
+        grown = F.max_pool2d(patch[None].float(), 3, stride=1, padding=1)[0] > 0
+        assert m[k][patch].all() and not (m[k] & ~grown).any()
+    # outside its mask every target is the source exactly; inside it keeps its own latent
+    for k in (1, 2):
+        assert torch.equal(out[k][:, ~m[k]], latents[0][:, ~m[k]])
+        assert torch.allclose(out[k][:, m[k]], latents[k][:, m[k]], atol=1e-6)
+    assert torch.equal(out[0], latents[0])
+    # before `start` nothing is blended
+    late = DiffBlend((16, 16), start=0.5)
+    assert torch.equal(late.apply(latents.clone(), step=2, num_steps=10), latents) and late.last_mask is None
+
+
+def test_edit_with_the_difference_mask(pipe):
+    r = edit(pipe, "a happy green star", "a happy green apple", steps=4, seed=1, blend_mask="difference")
+    assert r.mask is not None and r.mask.shape == (2, 1, 16, 16) and not r.mask[0].any()
+    plain = edit(pipe, "a happy green star", "a happy green apple", steps=4, seed=1)
+    assert np.array_equal(np.asarray(r.images[0]), np.asarray(plain.images[0]))  # the source is untouched
+    with pytest.raises(InputError, match="needs no words"):
+        edit(pipe, "a happy star", "a happy apple", steps=2, blend_mask="difference", blend=["star"])
+    with pytest.raises(InputError, match="unknown blend mask"):
+        edit(pipe, "a happy star", "a happy apple", steps=2, blend_mask="words")
+
+
 def test_replace_mapper_handles_words_of_different_token_counts(pipe):
     tok = pipe.tokenizer
     src, tgt = "a qzx star", "a cat star"
@@ -101,7 +142,8 @@ def test_refine_alignment_maps_kept_words_and_flags_new_ones(pipe):
 @pytest.mark.parametrize("kwargs,match", [
     ({"reweight": {"banana": 2.0}}, "not a word of the prompt"),
     ({"mode": "replace", "targets": "a happy star on a beach"}, "one-for-one"),
-    ({"cross_steps": 1.5}, "within"), ({"self_steps": -0.1}, "within"), ({"mode": "magic"}, "unknown edit mode"),
+    ({"cross_steps": 1.5}, "within"), ({"self_steps": -0.1}, "within"), ({"blend_start": 1.5}, "within"),
+    ({"mode": "magic"}, "unknown edit mode"),
 ])
 def test_bad_edits(pipe, kwargs, match):
     targets = kwargs.pop("targets", "a happy apple")

@@ -35,7 +35,14 @@ def add_parser(sub):
     flag(e, "--mode", default="auto", help="auto, replace or refine")
     flag(e, "--reweight", action="append", default=None, help="WORD=SCALE, or WORD=S1,S2,... for a strip")
     flag(e, "--blend", default=None, help="comma-separated words whose region may change (local blend)")
-    flag(e, "--blend-threshold", type=float, default=0.3)
+    flag(e, "--blend-mask", default="attention",
+         help="attention (the --blend words' maps, as Hertz et al.) or difference (where source and edit drift apart; "
+              "no words needed, tighter on small models)")
+    flag(e, "--blend-threshold", type=float, default=None, help="share of the mask's range (default 0.3 attention, "
+                                                                 "0.4 difference)")
+    flag(e, "--blend-start", type=float, default=None,
+         help="fraction of the steps run before blending starts; the difference mask is taken then (default 0.2 "
+              "attention, 0.3 difference)")
     flag(e, "--cross-steps", type=float, default=0.8)
     flag(e, "--self-steps", type=float, default=0.4)
     flag(e, "--seed", type=int, default=0)
@@ -84,7 +91,7 @@ def run_edit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                     guidance=args.guidance, blend=[w for w in (args.blend or "").split(",") if w],
-                    blend_threshold=args.blend_threshold)
+                    blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start)
     inversion = None
     if args.from_image:
         from PIL import Image
@@ -107,6 +114,9 @@ def run_edit(args) -> int:
         names = [f"seed{seed}-source.png"] + [f"seed{seed}-edit{j + 1}.png" for j in range(len(args.to))]
         for name, im in zip(names, result.images):
             save_image(im, out / name, {**result.settings(), "seed": seed})
+        if result.mask is not None:  # where the edits may differ from the source, white; one column per edit
+            names.append(f"seed{seed}-blend-mask.png")
+            _mask_image(result.mask, result.images[0].size).save(out / names[-1])
         rows.append({"seed": seed, "files": names, **result.settings()})
         strip = strip if series else strip + result.images
     cols = (len(series) + 1) if series else (1 + len(args.to))
@@ -115,6 +125,18 @@ def run_edit(args) -> int:
     why = "words swapped one for one" if rows[0]["mode_used"] == "replace" else "words added or removed"
     print(f"mode: {rows[0]['mode_used']} ({why}); {len(rows)} edits in {out} (grid.png)")
     return 0
+
+
+def _mask_image(mask, size):
+    """(n, 1, h, w) local-blend mask -> the targets' masks side by side, upscaled to the image size."""
+    from PIL import Image
+
+    cols = [Image.fromarray((m[0].float().numpy() * 255).astype("uint8")).resize(size, Image.NEAREST)
+            for m in mask[1:]]
+    sheet = Image.new("L", (size[0] * len(cols), size[1]))
+    for k, im in enumerate(cols):
+        sheet.paste(im, (k * size[0], 0))
+    return sheet
 
 
 def run_attention(args) -> int:

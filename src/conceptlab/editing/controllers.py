@@ -93,7 +93,7 @@ class AttentionEdit(AttentionController):
 
     def __init__(self, num_steps: int, n_prompts: int, mode: str, mapper: torch.Tensor, alphas: torch.Tensor | None,
                  cross_steps=0.8, self_steps: float = 0.4, reweight: torch.Tensor | None = None,
-                 local_blend: LocalBlend | None = None, self_max_pixels: int | None = None, guidance: bool = True):
+                 local_blend: LocalBlend | DiffBlend | None = None, self_max_pixels: int | None = None, guidance: bool = True):
         super().__init__(num_steps)
         self.n, self.mode, self.guidance = n_prompts, mode, guidance
         self.uncond_rows = n_prompts if guidance else 0
@@ -187,6 +187,40 @@ class LocalBlend:
         if step < int(self.start * num_steps):
             return latents
         return latents[:1] + mask * (latents - latents[:1])
+
+
+class DiffBlend:
+    """Keeps the source where the edit leaves it alone: the region where the targets' latents drift from the
+    source's, taken once when blending starts and held (after DiffEdit, Couairon et al. 2022, arXiv 2210.11427).
+
+    Needs no words: cross-attention of small models spreads over the whole image, the latents' difference does not.
+    """
+
+    def __init__(self, latent_hw: tuple[int, int], threshold: float = 0.4, start: float = 0.3):
+        self.hw, self.threshold, self.start = latent_hw, threshold, start
+        self.last_mask: torch.Tensor | None = None
+
+    def wants(self, pixels: int) -> bool:
+        return False
+
+    def collect(self, cond: torch.Tensor) -> None:
+        pass
+
+    def mask(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, 1, h, w) boolean: per target, where its latent moved more than `threshold` of its range."""
+        d = (latents[1:] - latents[:1]).abs().float().mean(1, keepdim=True)  # (n-1, 1, h, w)
+        d = F.avg_pool2d(d, 3, stride=1, padding=1, count_include_pad=False)
+        lo, hi = d.flatten(1).amin(1), d.flatten(1).amax(1)
+        d = (d - lo[:, None, None, None]) / (hi - lo).clamp(min=1e-8)[:, None, None, None]
+        m = F.max_pool2d((d > self.threshold).float(), 3, stride=1, padding=1) > 0  # grown by one latent pixel
+        return torch.cat([torch.zeros_like(m[:1]), m])
+
+    def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+        if step < int(self.start * num_steps) or latents.shape[0] < 2:
+            return latents
+        if self.last_mask is None:
+            self.last_mask = self.mask(latents).to(latents.dtype)
+        return latents[:1] + self.last_mask * (latents - latents[:1])
 
 
 def _grid(pixels: int, latent_hw: tuple[int, int]) -> tuple[int, int]:

@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from conceptlab.editing.alignment import refine_alignment, replace_mapper, swapped_words, token_positions
-from conceptlab.editing.controllers import AttentionEdit, AttentionStore, LocalBlend
+from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend
 from conceptlab.editing.processor import controlled
 from conceptlab.errors import InputError
 
 MODES = ("auto", "replace", "refine")
+BLEND_MASKS = {"attention": (0.3, 0.2), "difference": (0.4, 0.3)}  # mask kind -> default (threshold, start)
 
 
 @dataclass
@@ -25,7 +26,9 @@ class EditConfig:
     self_steps: float = 0.4  # fraction of steps whose self-attention comes from the source
     reweight: dict[str, float] = field(default_factory=dict)  # word -> scale (applied to every target)
     blend: list[str] = field(default_factory=list)  # words whose region may change (local blend)
-    blend_threshold: float = 0.3
+    blend_mask: str = "attention"  # attention: the blend words' maps; difference: where the latents drift apart
+    blend_threshold: float | None = None  # share of the mask's range; default 0.3 (attention), 0.4 (difference)
+    blend_start: float | None = None  # fraction of steps before blending starts; default 0.2 (attention), 0.3 (difference)
     seed: int = 0
     steps: int = 30
     guidance: float = 7.5
@@ -50,9 +53,14 @@ def check_edit(cfg: EditConfig) -> None:
         raise InputError("--mode", cfg.mode, "unknown edit mode", f"Use one of {MODES}")
     if not cfg.targets:
         raise InputError("--to", None, "no target prompt", "Give at least one --to prompt")
-    for name in ("self_steps", "blend_threshold"):
+    if cfg.blend_mask not in BLEND_MASKS:
+        raise InputError("--blend-mask", cfg.blend_mask, "unknown blend mask", f"Use one of {tuple(BLEND_MASKS)}")
+    if cfg.blend_mask == "difference" and cfg.blend:
+        raise InputError("--blend", ",".join(cfg.blend), "the difference mask needs no words",
+                         "Drop --blend, or use --blend-mask attention to blend by the words' attention")
+    for name in ("self_steps", "blend_threshold", "blend_start"):
         v = getattr(cfg, name)
-        if not 0 <= v <= 1:
+        if v is not None and not 0 <= v <= 1:
             raise InputError(f"--{name.replace('_', '-')}", v, "must be within [0, 1]", "Use a fraction such as 0.4")
     fracs = cfg.cross_steps.values() if isinstance(cfg.cross_steps, dict) else [cfg.cross_steps]
     if any(not 0 <= f <= 1 for f in fracs):
@@ -92,6 +100,10 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
             for word, scale in cfg.reweight.items():
                 reweight[k, token_positions(tok, t, word)] = scale
     blend = None
+    threshold, start = (d if v is None else v for v, d in zip((cfg.blend_threshold, cfg.blend_start),
+                                                               BLEND_MASKS[cfg.blend_mask]))
+    if cfg.blend_mask == "difference":
+        blend = DiffBlend(latent_hw, threshold, start)
     if cfg.blend:
         words = torch.zeros(n, 77)
         for k, prompt in enumerate([cfg.source, *cfg.targets]):
@@ -102,7 +114,7 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
                     except InputError:
                         if not any(w.lower() in p.lower().split() for p in [cfg.source, *cfg.targets]):
                             raise
-        blend = LocalBlend(words, latent_hw, cfg.blend_threshold)
+        blend = LocalBlend(words, latent_hw, threshold, start)
     # self-attention is replaced in maps of at most 16x16 at SD's 64x64 latents (as Hertz et al.), and in
     # every map of small latents; larger maps keep the fused kernel
     self_max = max(256, latent_hw[0] * latent_hw[1] // 16)
