@@ -58,6 +58,7 @@ def word_region(pipe, prompt: str, word: str, seed: int, size: int):
 
 
 def swap_cases(rng: random.Random, n: int):
+    """(kind, source, target, old word, new word, the source's sticker attributes) per case."""
     cases = []
     for k in range(n):
         colour, scene = rng.choice(COLOURS), rng.choice(list(SCENES))
@@ -67,11 +68,13 @@ def swap_cases(rng: random.Random, n: int):
             art = lambda w: "an" if w[0] in "aeiou" else "a"  # noqa: E731
             src = f"a sticker of a {colour} {obj} holding {art(a)} {a} {SCENES[scene]}"
             tgt = f"a sticker of a {colour} {obj} holding {art(b)} {b} {SCENES[scene]}"
-            cases.append(("held_item", src, tgt, a, b))
+            cases.append(("held_item", src, tgt, a, b,
+                          {"object": obj, "colour": colour, "background": scene, "held_item": a}))
         else:
             a, b = rng.sample(OBJECTS, 2)
             cases.append(("object", f"a sticker of a {colour} {a} {SCENES[scene]}",
-                          f"a sticker of a {colour} {b} {SCENES[scene]}", a, b))
+                          f"a sticker of a {colour} {b} {SCENES[scene]}", a, b,
+                          {"object": a, "colour": colour, "background": scene}))
     return cases
 
 
@@ -83,7 +86,7 @@ def blend_settings(blend: str, a: str, b: str) -> dict:
 def run_swaps(pipe, judge, n: int, out: Path, blend: str = "difference") -> dict:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows, grid = [], []
-    for k, (head, src, tgt, a, b) in enumerate(swap_cases(random.Random(0), n)):
+    for k, (head, src, tgt, a, b, _) in enumerate(swap_cases(random.Random(0), n)):
         res = edit(pipe, src, tgt, seed=k, **blend_settings(blend, a, b))
         source, edited = res.images
         plain_src, m_src = word_region(pipe, src, a, k, size)
@@ -131,11 +134,8 @@ def run_real_swaps(pipe, judge, n: int, out: Path, blend: str = "difference") ->
 
     rows, grid = [], []
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    for k, (head, src, tgt, a, b) in enumerate(swap_cases(random.Random(3), n)):
-        words = src.split()
-        colour, scene = words[4], next(sc for sc, where in SCENES.items() if src.endswith(where))
-        obj, item = (words[5], a) if head == "held_item" else (a, "none")
-        r = render(StickerSpec(object=obj, colour=colour, background=scene, held_item=item, seed=7000 + k), size)
+    for k, (head, src, tgt, a, b, spec) in enumerate(swap_cases(random.Random(3), n)):
+        r = render(StickerSpec(**spec, seed=7000 + k), size)
         inv = invert(pipe, r.image, src, method="negative-prompt")
         res = edit(pipe, src, tgt, inversion=inv, **blend_settings(blend, a, b))
         naive = pipe(tgt, num_inference_steps=inv.steps, guidance_scale=inv.guidance, latents=inv.latent.clone(),

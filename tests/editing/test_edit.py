@@ -92,7 +92,7 @@ def test_difference_mask_marks_where_the_target_moved_and_keeps_the_source_elsew
     latents[1, :, 2:5, 3:7] += 2.0  # target 1 changed a 3x4 patch
     latents[2] += 0.01 * torch.randn(4, 16, 16, generator=g)  # target 2 drifted a little everywhere ...
     latents[2, :, 10:14, 10:14] += 3.0  # ... and a lot in one patch
-    blend = DiffBlend((16, 16), threshold=0.5, start=0.0)
+    blend = DiffBlend(threshold=0.5, start=0.0)
     out = blend.apply(latents.clone(), step=0, num_steps=10)
     m = blend.last_mask.bool()[:, 0]  # (n, h, w)
     assert not m[0].any()
@@ -108,7 +108,7 @@ def test_difference_mask_marks_where_the_target_moved_and_keeps_the_source_elsew
         assert torch.allclose(out[k][:, m[k]], latents[k][:, m[k]], atol=1e-6)
     assert torch.equal(out[0], latents[0])
     # before `start` nothing is blended
-    late = DiffBlend((16, 16), start=0.5)
+    late = DiffBlend(start=0.5)
     assert torch.equal(late.apply(latents.clone(), step=2, num_steps=10), latents) and late.last_mask is None
 
 

@@ -196,8 +196,8 @@ class DiffBlend:
     Needs no words: cross-attention of small models spreads over the whole image, the latents' difference does not.
     """
 
-    def __init__(self, latent_hw: tuple[int, int], threshold: float = 0.4, start: float = 0.3):
-        self.hw, self.threshold, self.start = latent_hw, threshold, start
+    def __init__(self, threshold: float = 0.4, start: float = 0.3):
+        self.threshold, self.start = threshold, start
         self.last_mask: torch.Tensor | None = None
 
     def wants(self, pixels: int) -> bool:
@@ -216,7 +216,7 @@ class DiffBlend:
         return torch.cat([torch.zeros_like(m[:1]), m])
 
     def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
-        if step < int(self.start * num_steps) or latents.shape[0] < 2:
+        if step < int(self.start * num_steps):
             return latents
         if self.last_mask is None:
             self.last_mask = self.mask(latents).to(latents.dtype)

@@ -103,7 +103,7 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
     threshold, start = (d if v is None else v for v, d in zip((cfg.blend_threshold, cfg.blend_start),
                                                                BLEND_MASKS[cfg.blend_mask]))
     if cfg.blend_mask == "difference":
-        blend = DiffBlend(latent_hw, threshold, start)
+        blend = DiffBlend(threshold, start)
     if cfg.blend:
         words = torch.zeros(n, 77)
         for k, prompt in enumerate([cfg.source, *cfg.targets]):
