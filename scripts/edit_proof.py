@@ -11,7 +11,8 @@
   swapped words, none; the first also serves the generated swaps).
 - Style and background edits: the new style / scene judged right; object and colour kept (judged equal to
   the source image's).
-- Re-weighting 'flowers' at scales 0..4: the judged amount of flowers (none=0, few=1, many=2) per scale.
+- Re-weighting 'happy' at scales -1..2: the share judged happy per scale, with the word's share of the text
+  states scaled (the default) and with attention alone.
 - Real images: rendered stickers inverted with null-text (10 inner steps) and negative-prompt inversion, from
   the encoder's latent and from the latent refined against the decoder: reconstruction PSNR against the
   input, the VAE round trip of each latent (the ceiling of any inversion from it), and seconds per image.
@@ -43,7 +44,6 @@ COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 SCENES = {"beach": "at the beach", "jungle": "in the jungle", "desert": "in the desert",
           "snowy mountain": "on a snowy mountain", "river": "by a river"}
 ITEMS = ("burger", "cake", "ice cream")
-FLOWER_LEVEL = {"none": 0, "few": 1, "many": 2}
 
 
 def word_region(pipe, prompt: str, word: str, seed: int, size: int):
@@ -187,20 +187,25 @@ def run_global(pipe, judge, n: int, out: Path) -> dict:
     return {"summary": summary, "rows": rows}
 
 
-def run_reweight(pipe, judge, seeds: int, out: Path, scales=(0.0, 0.5, 1.0, 2.0, 4.0)) -> dict:
-    rng, levels, strip = random.Random(2), {s: [] for s in scales}, []
-    for k in range(seeds):
-        obj, colour = rng.choice(OBJECTS), rng.choice(COLOURS)
-        prompt = f"a sticker of a {colour} {obj} with a few flowers on a white background"
-        for s in scales:
-            res = edit(pipe, prompt, prompt, seed=200 + k, reweight={"flowers": s})
-            levels[s].append(FLOWER_LEVEL[judge.predict([res.images[1]])["flowers"][0]])
-            if k < 4:
-                strip.append(res.images[1])
-    make_grid(strip, cols=len(scales), scale=2).save(out / "reweight.png")
-    means = [float(np.mean(levels[s])) for s in scales]
-    return {"scales": list(scales), "mean_flower_level": means,
-            "monotonic": all(b >= a for a, b in zip(means, means[1:])), "seeds": seeds}
+def run_reweight(pipe, judge, seeds: int, out: Path, scales=(-1.0, 0.0, 0.5, 1.0, 1.5, 2.0)) -> dict:
+    """'happy' re-weighted in "a sticker of a happy ...": the share judged happy per scale, with the word's share
+    of the text states scaled too (the default) and with attention alone (Hertz et al.)."""
+    rng = random.Random(2)
+    prompts = [f"a sticker of a happy {rng.choice(COLOURS)} {rng.choice(OBJECTS)} on a white background"
+               for _ in range(seeds)]
+    report = {"scales": list(scales), "seeds": seeds, "word": "happy"}
+    for name, text in (("text_and_attention", True), ("attention_only", False)):
+        hits, strip = {s: [] for s in scales}, []
+        for k, prompt in enumerate(prompts):
+            for s in scales:
+                res = edit(pipe, prompt, prompt, seed=200 + k, reweight={"happy": s}, reweight_text=text)
+                hits[s].append(judge.predict([res.images[1]])["emotion"][0] == "happy")
+                if k < 4:
+                    strip.append(res.images[1])
+        make_grid(strip, cols=len(scales), scale=2).save(out / f"reweight-{name}.png")
+        shares = [float(np.mean(hits[s])) for s in scales]
+        report[name] = {"judged_happy": shares, "monotonic": all(b >= a for a, b in zip(shares, shares[1:]))}
+    return report
 
 
 def run_real(pipe, n: int, out: Path, refine_steps: int = 100) -> dict:

@@ -9,13 +9,17 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
     out = tmp_path / "e"
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star with many flowers", "--to",
                  "a happy apple with many flowers", "--steps", "2", "--out", str(out)]) == 0
-    assert "mode: replace (words swapped one for one)" in capsys.readouterr().out
+    assert "mode: replace (words or phrases swapped one for one)" in capsys.readouterr().out
     rows = json.loads((out / "edits.json").read_text())
     assert rows[0]["files"] == ["seed0-source.png", "seed0-edit1.png"] and (out / "grid.png").is_file()
     strip = tmp_path / "s"
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a star with many flowers", "--to",
                  "a star with many flowers", "--reweight", "flowers=-2,0,2", "--steps", "2", "--out", str(strip)]) == 0
     assert Image.open(strip / "grid.png").size[0] > Image.open(out / "grid.png").size[0]
+    assert main(["edit", "--model", str(tiny_dir), "--prompt", "a star with many flowers", "--to", "a star with many flowers",
+                 "--reweight", "flowers=0", "--reweight-attention-only", "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    row = json.loads((tmp_path / "o" / "edits.json").read_text())[0]
+    assert row["reweight"] == {"flowers": 0.0} and row["reweight_text"] is False
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a star", "--to", "a red star", "--reweight", "moon=2",
                  "--steps", "2", "--out", str(tmp_path / "bad")]) == 2
     assert "Use one of its words" in capsys.readouterr().err

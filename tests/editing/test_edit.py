@@ -3,7 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conceptlab.editing.alignment import refine_alignment, replace_mapper, token_positions, word_token_spans
+from conceptlab.editing.alignment import (
+    refine_alignment,
+    replace_mapper,
+    swapped_words,
+    token_positions,
+    word_token_spans,
+)
 from conceptlab.editing.controllers import AttentionController
 from conceptlab.editing.edit import EditConfig, attention_maps, choose_mode, edit
 from conceptlab.editing.processor import controlled
@@ -131,6 +137,46 @@ def test_replace_mapper_handles_words_of_different_token_counts(pipe):
     assert len(s_spans[1][1]) > 1 and len(t_spans[1][1]) == 1
     assert torch.allclose(m.sum(1)[: s_spans[-1][1][-1] + 1], torch.ones(s_spans[-1][1][-1] + 1))
     assert m[s_spans[2][1][0], t_spans[2][1][0]] == 1  # "star" maps onto "star"
+
+
+def _end(tok, prompt):
+    return len(tok(prompt).input_ids) - 1  # position of the end token, BOS = 0
+
+
+def test_a_phrase_swap_is_a_replace_and_its_tokens_spread_over_the_new_phrase(pipe):
+    tok = pipe.tokenizer
+    src, tgt = "a star holding an ice cream in snow", "a star holding a cat in snow"
+    assert swapped_words(src, tgt) == [("an ice cream", "a cat")]
+    assert choose_mode(EditConfig(src, [tgt])) == "replace"
+    assert swapped_words("a star in snow", "a red star in snow") is None
+    m = replace_mapper(tok, src, tgt)
+    s_spans, t_spans = word_token_spans(tok, src), word_token_spans(tok, tgt)
+    phrase_s = [p for _, ps in s_spans[3:6] for p in ps]
+    phrase_t = [p for _, ps in t_spans[3:5] for p in ps]
+    assert len(phrase_s) > len(phrase_t)
+    assert torch.allclose(m[phrase_s][:, phrase_t], torch.full((len(phrase_s), len(phrase_t)), 1 / len(phrase_t)))
+    for (_, ps), (_, pt) in zip(s_spans[6:], t_spans[5:]):  # the words after the phrase, shifted
+        assert torch.equal(m[ps][:, pt], torch.eye(len(ps)))
+    last = s_spans[-1][1][-1]
+    assert torch.equal(m.sum(1)[: last + 1], torch.ones(last + 1))  # every prompt token's attention goes somewhere
+
+
+@pytest.mark.parametrize("src,tgt", [("a star holding an ice cream in snow", "a star holding a cat in snow"),
+                                     ("a star holding a cat", "a star holding an ice cream")])
+def test_end_token_maps_to_end_token_and_padding_keeps_its_absolute_position(pipe, src, tgt):
+    """Hertz et al.'s mappers keep padding in place; shifting it with the length change wrecks inverted edits."""
+    tok = pipe.tokenizer
+    es, et = _end(tok, src), _end(tok, tgt)
+    assert es != et
+    m = replace_mapper(tok, src, tgt)
+    assert m[es, et] == 1 and m[es].sum() == 1
+    for p in range(max(es, et) + 1, 77):
+        assert m[p, p] == 1 and m[p].sum() == 1
+    mapper, alphas = refine_alignment(tok, src, tgt)
+    assert mapper[et] == es and alphas[et] == 1
+    assert torch.equal(mapper[max(es, et) + 1:], torch.arange(max(es, et) + 1, 77))
+    gap = range(et + 1, es + 1)  # target padding where the source still has prompt tokens: its own attention
+    assert all(alphas[p] == 0 for p in gap)
 
 
 def test_refine_alignment_maps_kept_words_and_flags_new_ones(pipe):

@@ -34,6 +34,9 @@ def add_parser(sub):
     flag(e, "--to", action="append", default=None, help="a target prompt; repeat for several")
     flag(e, "--mode", default="auto", help="auto, replace or refine")
     flag(e, "--reweight", action="append", default=None, help="WORD=SCALE, or WORD=S1,S2,... for a strip")
+    flag(e, "--reweight-attention-only", action="store_true",
+         help="scale only the attention to the word's tokens (Hertz et al.), not its share of the other tokens' text "
+              "states; small text encoders carry a word mostly in those")
     flag(e, "--blend", default=None, help="comma-separated words whose region may change (local blend)")
     flag(e, "--blend-mask", default="attention",
          help="attention (the --blend words' maps, as Hertz et al.) or difference (where source and edit drift apart; "
@@ -91,7 +94,8 @@ def run_edit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                     guidance=args.guidance, blend=[w for w in (args.blend or "").split(",") if w],
-                    blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start)
+                    blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start,
+                    reweight_text=not args.reweight_attention_only)
     inversion = None
     if args.from_image:
         from PIL import Image
@@ -122,7 +126,7 @@ def run_edit(args) -> int:
     cols = (len(series) + 1) if series else (1 + len(args.to))
     make_grid(strip, cols=cols, scale=2).save(out / "grid.png")
     atomic_write_json(rows, out / "edits.json")
-    why = "words swapped one for one" if rows[0]["mode_used"] == "replace" else "words added or removed"
+    why = "words or phrases swapped one for one" if rows[0]["mode_used"] == "replace" else "words added or removed"
     print(f"mode: {rows[0]['mode_used']} ({why}); {len(rows)} edits in {out} (grid.png)")
     return 0
 

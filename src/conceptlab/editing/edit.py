@@ -9,6 +9,7 @@ import torch
 from conceptlab.editing.alignment import refine_alignment, replace_mapper, swapped_words, token_positions
 from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend
 from conceptlab.editing.processor import controlled
+from conceptlab.editing.text_weights import weighted_prompt_embeds
 from conceptlab.errors import InputError
 
 MODES = ("auto", "replace", "refine")
@@ -25,6 +26,7 @@ class EditConfig:
     cross_steps: float | dict = 0.8  # fraction of steps whose cross-attention comes from the source
     self_steps: float = 0.4  # fraction of steps whose self-attention comes from the source
     reweight: dict[str, float] = field(default_factory=dict)  # word -> scale (applied to every target)
+    reweight_text: bool = True  # also scale the word's share of the other tokens' text states (text_weights)
     blend: list[str] = field(default_factory=list)  # words whose region may change (local blend)
     blend_mask: str = "attention"  # attention: the blend words' maps; difference: where the latents drift apart
     blend_threshold: float | None = None  # share of the mask's range; default 0.3 (attention), 0.4 (difference)
@@ -160,11 +162,20 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
     with controlled(pipe.unet, controller):
-        images = pipe([cfg.source, *cfg.targets], num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
+        images = pipe(**_prompt_inputs(pipe, cfg), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
                       height=height, width=width, latents=latents, callback_on_step_end=_step_end(controller, inversion, n),
                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images
     mask = controller.blend.last_mask if controller.blend is not None else None
     return EditResult(images, cfg, mode, mask)
+
+
+def _prompt_inputs(pipe, cfg: EditConfig) -> dict:
+    """The prompts as text, or as embeddings when re-weighted words also scale their share of the text states."""
+    prompts = [cfg.source, *cfg.targets]
+    if not (cfg.reweight and cfg.reweight_text):
+        return {"prompt": prompts}
+    weights = [{}] + [cfg.reweight] * len(cfg.targets)  # the source is never re-weighted
+    return {"prompt_embeds": weighted_prompt_embeds(pipe, prompts, weights)}
 
 
 def _step_end(controller, inversion=None, n: int = 1):
