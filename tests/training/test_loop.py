@@ -83,3 +83,25 @@ def test_bad_settings(change, flag):
 def test_scale_lr_multiplies_by_batch_and_accumulation(tmp_path):
     t = Trainer(Quadratic(), TrainConfig(lr=0.01, batch_size=4, gradient_accumulation=2, scale_lr=True), tmp_path)
     assert t.opt.param_groups[0]["lr"] == pytest.approx(0.08)
+
+
+def test_the_loops_optimizer_is_fused_adamw_and_updates_as_torchs_default_adamw():
+    from conceptlab.training.loop import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(7, 5, generator=g, requires_grad=True), torch.randn(3, generator=g, requires_grad=True)]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    start = [p.detach().clone() for p in ours]
+    opt = make_optimizer(ours, 1e-2, 1e-2)
+    ref_opt = torch.optim.AdamW(ref, lr=1e-2, weight_decay=1e-2, foreach=False)
+    assert opt.defaults["fused"] is True
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        for group, o in ((ours, opt), (ref, ref_opt)):
+            for p, grad in zip(group, grads):
+                p.grad = grad.clone()
+            o.step()
+    for a, b, s in zip(ours, ref, start):
+        assert torch.allclose(a, b, atol=1e-6) and (a - s).abs().max() > 1e-3
+    ints = [torch.zeros(2, dtype=torch.int64)]  # no fused kernel for these: plain AdamW instead of an error
+    assert make_optimizer(ints, 1e-3, 0.0).defaults["fused"] in (None, False)

@@ -67,7 +67,8 @@ def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True,
     """Resized so the short side is `resolution` (upscaled with a warning if smaller), then cropped square."""
     w, h = image.size
     if min(w, h) < resolution:
-        warnings.warn(f"image {name} is {w}x{h}, smaller than the resolution {resolution}; upscaling it", stacklevel=2)
+        what = f"image {name}" if name else "an image"
+        warnings.warn(f"{what} is {w}x{h}, smaller than the resolution {resolution}; upscaling it", stacklevel=2)
     scale = resolution / min(w, h)
     image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
                          Image.Resampling.BICUBIC)
