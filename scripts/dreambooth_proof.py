@@ -113,19 +113,21 @@ def main() -> None:
                          "subject's fixed look is left to the identifier")
     ap.add_argument("--lr", type=float, default=None, help="default 1e-3 with --lora, else 1e-4")
     ap.add_argument("--prior-weight", type=float, default=1.0)
+    ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--no-baseline", action="store_true", help="skip the untrained model's scores")
     ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
     report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
-              "captions": args.captions, "lr": args.lr, "prior_weight": args.prior_weight, "rank": args.rank}
+              "captions": args.captions, "images": args.images, "lr": args.lr, "prior_weight": args.prior_weight,
+              "rank": args.rank}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
-        export_images(data / ident, 10, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0)
+        export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0)
         if args.captions == "varying":
             varying_captions(data / ident)
     if not args.no_baseline:

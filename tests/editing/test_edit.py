@@ -245,3 +245,27 @@ def test_shared_source_path_is_off_where_probabilities_are_needed(pipe):
     late = controller(cross_steps=0.8)
     late.step = 9  # past the window: the layer runs the original processor, not the shared path
     assert not late.wants(True, "up", 64) and not late.shares_source(True, "up", 64)
+
+
+def test_a_multi_vector_learned_token_lines_up_with_the_prompt_the_pipeline_encodes():
+    from conceptlab.concepts.tokens import PlaceholderToken, add_placeholder
+    from conceptlab.editing.edit import build_controller
+    from conceptlab.editing.text_weights import word_weight_delta
+
+    pipe = build_pipeline("tiny")
+    add_placeholder(pipe.tokenizer, pipe.text_encoder, PlaceholderToken("<blob>", 3))
+    tok = pipe.tokenizer
+    src, tgt = "a <blob> happy star", "a <blob> sad star"
+    def position(prompt, word):  # in what encode_prompt encodes
+        tokens = tok.convert_ids_to_tokens(tok(pipe.maybe_convert_prompt(prompt, tok)).input_ids)
+        return tokens.index(word + "</w>")
+
+    happy, sad = position(src, "happy"), position(tgt, "sad")
+    assert happy == sad == 5  # BOS, "a", three vectors of <blob>
+    controller, mode = build_controller(pipe, EditConfig(src, [tgt], reweight={"<blob>": 2.0}), (16, 16))
+    assert mode == "replace" and controller.mapper[0, happy, sad] == 1
+    assert controller.reweight[0, 2:5].eq(2.0).all() and controller.reweight[0, 5] == 1  # every vector, nothing else
+    delta = word_weight_delta(pipe, src, {"<blob>": 0.0})
+    assert not delta[0, :5].any() and delta[0, 5:].abs().amax() > 0  # its own vectors left to the attention scale
+    r = edit(pipe, src, tgt, steps=2, reweight={"<blob>": 0.5})
+    assert len(r.images) == 2

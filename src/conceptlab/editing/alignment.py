@@ -13,6 +13,12 @@ import torch
 from conceptlab.errors import InputError
 
 
+def encoded(pipe, prompt: str) -> str:
+    """The prompt as the pipeline encodes it: a multi-vector learned token spelled out ('<cat> <cat>_1')."""
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+    return convert(prompt, pipe.tokenizer) if convert is not None else prompt
+
+
 def word_token_spans(tokenizer, prompt: str) -> list[tuple[str, list[int]]]:
     """Each word of `prompt` with the positions (in the 77-token sequence, BOS = 0) of its tokens."""
     spans, pos = [], 1
@@ -26,7 +32,7 @@ def word_token_spans(tokenizer, prompt: str) -> list[tuple[str, list[int]]]:
 def token_positions(tokenizer, prompt: str, word: str, argument: str = "--reweight") -> list[int]:
     """Token positions of `word` (all occurrences) in `prompt`; a clear error if it is not there."""
     spans = word_token_spans(tokenizer, prompt)
-    hits = [p for w, ps in spans if w.strip(".,!?").lower() == word.lower() for p in ps]
+    hits = [p for w, ps in spans if _is_word(w.strip(".,!?").lower(), word.lower()) for p in ps]
     if not hits:
         raise InputError(argument, word, f"is not a word of the prompt {prompt!r}",
                          f"Use one of its words: {[w for w, _ in spans]}")
@@ -62,6 +68,11 @@ def swap_blocks(source: str, target: str) -> list[tuple[range, range]] | None:
     return blocks
 
 
+def _is_word(w: str, word: str) -> bool:
+    """`w` is `word`, or one of its extra vectors ('<cat>_1', as a multi-vector learned token is spelled out)."""
+    return w == word or (w.startswith(word + "_") and w[len(word) + 1:].isdigit())
+
+
 def replace_mapper(tokenizer, source: str, target: str, length: int = 77) -> torch.Tensor:
     """(length, length) matrix M with target_attention = source_attention @ M, for words or phrases swapped.
 
@@ -75,9 +86,10 @@ def replace_mapper(tokenizer, source: str, target: str, length: int = 77) -> tor
     m = torch.zeros(length, length)
     m[0, 0] = 1
     for ws, wt in blocks:
-        ps = [p for w in ws for p in src[w][1]]
-        pt = [p for w in wt for p in tgt[w][1]]
-        m[torch.tensor(ps)[:, None], torch.tensor(pt)[None, :]] = 1 / len(pt)
+        ps = [p for w in ws for p in src[w][1] if p < length]  # tokens past the encoder's length are cut
+        pt = [p for w in wt for p in tgt[w][1] if p < length]
+        if ps and pt:
+            m[torch.tensor(ps)[:, None], torch.tensor(pt)[None, :]] = 1 / len(pt)
     last_s, last_t = (max((p for _, ps in spans for p in ps), default=0) for spans in (src, tgt))
     for a, b in tail_pairs(last_s + 1, last_t + 1, length):
         m[a, b] = 1

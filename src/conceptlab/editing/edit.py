@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from conceptlab.editing.alignment import refine_alignment, replace_mapper, swapped_words, token_positions
+from conceptlab.editing.alignment import encoded, refine_alignment, replace_mapper, swapped_words, token_positions
 from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend
 from conceptlab.editing.processor import controlled
 from conceptlab.editing.text_weights import weighted_prompt_embeds
@@ -76,29 +76,31 @@ def choose_mode(cfg: EditConfig) -> str:
     return "replace" if all(swapped_words(cfg.source, t) is not None for t in cfg.targets) else "refine"
 
 
-def _cross_schedule(cfg: EditConfig, tokenizer):
+def _cross_schedule(cfg: EditConfig, tokenizer, target: str):
     if not isinstance(cfg.cross_steps, dict):
         return cfg.cross_steps
     out = {"default_": cfg.cross_steps.get("default_", 1.0)}
     for word, frac in cfg.cross_steps.items():
         if word != "default_":
-            out[tuple(token_positions(tokenizer, cfg.targets[0], word, "--cross-steps"))] = frac
+            out[tuple(token_positions(tokenizer, target, word, "--cross-steps"))] = frac
     return out
 
 
 def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple[AttentionEdit, str]:
     tok, n = pipe.tokenizer, 1 + len(cfg.targets)
     mode = choose_mode(cfg)
+    # token positions come from the prompts as encoded, so learned multi-vector tokens line up
+    source, targets = encoded(pipe, cfg.source), [encoded(pipe, t) for t in cfg.targets]
     if mode == "replace":
-        mapper = torch.stack([replace_mapper(tok, cfg.source, t) for t in cfg.targets])  # (n-1, T, T)
+        mapper = torch.stack([replace_mapper(tok, source, t) for t in targets])  # (n-1, T, T)
         alphas = None
     else:
-        pairs = [refine_alignment(tok, cfg.source, t) for t in cfg.targets]
+        pairs = [refine_alignment(tok, source, t) for t in targets]
         mapper, alphas = torch.stack([m for m, _ in pairs]), torch.stack([a for _, a in pairs])
     reweight = None
     if cfg.reweight:
         reweight = torch.ones(n - 1, 77)
-        for k, t in enumerate(cfg.targets):
+        for k, t in enumerate(targets):
             for word, scale in cfg.reweight.items():
                 reweight[k, token_positions(tok, t, word)] = scale
     blend = None
@@ -108,7 +110,7 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
         blend = DiffBlend(threshold, start)
     if cfg.blend:
         words = torch.zeros(n, 77)
-        for k, prompt in enumerate([cfg.source, *cfg.targets]):
+        for k, prompt in enumerate([source, *targets]):
             for word in cfg.blend:
                 for w in word.split():
                     try:
@@ -120,7 +122,7 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
     # self-attention is replaced in maps of at most 16x16 at SD's 64x64 latents (as Hertz et al.), and in
     # every map of small latents; larger maps keep the fused kernel
     self_max = max(256, latent_hw[0] * latent_hw[1] // 16)
-    controller = AttentionEdit(cfg.steps, n, mode, mapper, alphas, _cross_schedule(cfg, tok), cfg.self_steps,
+    controller = AttentionEdit(cfg.steps, n, mode, mapper, alphas, _cross_schedule(cfg, tok, targets[0]), cfg.self_steps,
                                reweight, blend, self_max_pixels=self_max, guidance=cfg.guidance > 1)
     return controller, mode
 

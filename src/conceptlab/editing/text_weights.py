@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from conceptlab.editing.alignment import token_positions
+from conceptlab.editing.alignment import encoded, token_positions
 
 
 def _encode(pipe, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -26,6 +26,7 @@ def word_weight_delta(pipe, prompt: str, weights: dict[str, float]) -> torch.Ten
     """(1, T, C): what to add to `prompt`'s embeddings to give each word its weight (1 = unchanged) in the
     other tokens' states."""
     tok = pipe.tokenizer
+    prompt = encoded(pipe, prompt)  # as encode_prompt spells it
     ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
               return_tensors="pt").input_ids  # (1, T)
     full = _encode(pipe, ids, None)
