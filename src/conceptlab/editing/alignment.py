@@ -29,6 +29,11 @@ def word_token_spans(tokenizer, prompt: str) -> list[tuple[str, list[int]]]:
     return spans
 
 
+def _is_word(w: str, word: str) -> bool:
+    """`w` is `word`, or one of its extra vectors ('<cat>_1', as a multi-vector learned token is spelled out)."""
+    return w == word or (w.startswith(word + "_") and w[len(word) + 1:].isdigit())
+
+
 def token_positions(tokenizer, prompt: str, word: str, argument: str = "--reweight") -> list[int]:
     """Token positions of `word` (all occurrences) in `prompt`; a clear error if it is not there."""
     spans = word_token_spans(tokenizer, prompt)
@@ -66,11 +71,6 @@ def swap_blocks(source: str, target: str) -> list[tuple[range, range]] | None:
         else:
             blocks.append((range(i1, i2), range(j1, j2)))
     return blocks
-
-
-def _is_word(w: str, word: str) -> bool:
-    """`w` is `word`, or one of its extra vectors ('<cat>_1', as a multi-vector learned token is spelled out)."""
-    return w == word or (w.startswith(word + "_") and w[len(word) + 1:].isdigit())
 
 
 def replace_mapper(tokenizer, source: str, target: str, length: int = 77) -> torch.Tensor:

@@ -48,5 +48,7 @@ def word_weight_delta(pipe, prompt: str, weights: dict[str, float]) -> torch.Ten
 def weighted_prompt_embeds(pipe, prompts: list[str], weights: list[dict[str, float]]) -> torch.Tensor:
     """(n, T, C): the pipeline's own embeddings of `prompts` with each prompt's word weights applied."""
     embeds = pipe.encode_prompt(prompts, pipe.text_encoder.device, 1, False)[0]
-    deltas = [word_weight_delta(pipe, p, w) for p, w in zip(prompts, weights)]
-    return embeds + torch.cat(deltas).to(embeds.dtype)
+    for k, (prompt, w) in enumerate(zip(prompts, weights)):
+        if any(v != 1 for v in w.values()):  # an unweighted prompt (the edit's source) costs no encoder pass
+            embeds[k] += word_weight_delta(pipe, prompt, w)[0].to(embeds.dtype)
+    return embeds
