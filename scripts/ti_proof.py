@@ -1,6 +1,6 @@
 """The first seed project's two workflows on the shipped base model, judged.
 
-    python scripts/ti_proof.py OUT [--steps 400]
+    python scripts/ti_proof.py OUT [--steps 400] [--lr 5e-3] [--vectors 1] [--images 8] [--only VARIANT ...]
 
 (a) four emotions trained jointly: <broccoli-happy>, <broccoli-sad>, <broccoli-angry>, <broccoli-in-love>
     from 4 renders each; (b) <broccoli> (faced broccoli, 8 renders of mixed emotions) + <happy-emoji>
@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from conceptlab.training.textual_inversion import ConceptConfig, TextualInversio
 from conceptlab.world.export import export_images
 
 EMOTIONS = ("happy", "sad", "angry", "in love")
+VARIANTS = ("baseline", "four_emotions", "two_concepts", "two_concepts_captions")
 PLAIN = {"style": {"sticker"}, "background": {"plain"}, "accessory": {"none"}, "held_item": {"none"},
          "flowers": {"none"}, "colour": {"green"}}
 
@@ -53,56 +54,69 @@ def judged_share(pipe, judge, prompts_expect: list[tuple[str, str]], per_prompt:
             "judged_broccoli": sum(r["object"] == "broccoli" for r in rows) / len(rows)}
 
 
-def train(pipe, concepts: list[ConceptConfig], steps: int, out: Path) -> float:
-    cfg = TextualInversionConfig(concepts=concepts, train=TrainConfig(steps=steps, batch_size=4, lr=5e-3))
+def train(pipe, concepts: list[ConceptConfig], args, out: Path) -> float:
+    cfg = TextualInversionConfig(concepts=concepts, train=TrainConfig(steps=args.steps, batch_size=4, lr=args.lr))
     result = Trainer(TextualInversion(pipe, cfg), cfg.train, out).train()
     return result.seconds
 
 
-def main(out: str, steps: int = 400, per_prompt: int = 25) -> None:
-    out = Path(out)
-    judge, report = load_judge(), {}
-    data = out / "data"
+def export_data(data: Path, n: int) -> None:
+    """4 (or n) renders per emotion, n mixed-emotion broccoli, 4 happy emoji; plain scenes."""
     for k, e in enumerate(EMOTIONS):
-        export_images(data / f"broccoli-{e.replace(' ', '-')}", 4, seed=1000 + 100 * k,
+        export_images(data / f"broccoli-{e.replace(' ', '-')}", max(4, n // 2), seed=1000 + 100 * k,
                       only={**PLAIN, "object": {"broccoli"}, "emotion": {e}})
-    export_images(data / "broccoli-mixed", 8, seed=2000, only={**PLAIN, "object": {"broccoli"}, "emotion": set(EMOTIONS)})
+    export_images(data / "broccoli-mixed", n, seed=2000, only={**PLAIN, "object": {"broccoli"}, "emotion": set(EMOTIONS)})
     export_images(data / "happy-emoji", 4, seed=3000, only={**PLAIN, "object": {"emoji"}, "emotion": {"happy"},
                                                             "colour": {"yellow"}})
-    base = load_pipeline()
-    report["baseline"] = judged_share(base, judge, [(prompt_for(e, "broccoli"), e) for e in EMOTIONS], per_prompt, out,
-                                      "baseline")
-    # (a) four emotions jointly
-    pipe = load_pipeline()
-    tokens = {e: f"<broccoli-{e.replace(' ', '-')}>" for e in EMOTIONS}
-    secs = train(pipe, [ConceptConfig(tokens[e], str(data / f"broccoli-{e.replace(' ', '-')}"), init="broccoli")
-                        for e in EMOTIONS], steps, out / "four-emotions")
-    report["four_emotions"] = judged_share(pipe, judge, [(f"a sticker of a {tokens[e]}", e) for e in EMOTIONS],
-                                           per_prompt, out, "four-emotions")
-    report["four_emotions"]["train_seconds"] = secs
-    # (b) broccoli + happy emoji jointly, then the emotion prompts and a mix
-    pipe = load_pipeline()
-    secs = train(pipe, [ConceptConfig("<broccoli>", str(data / "broccoli-mixed"), init="broccoli"),
-                        ConceptConfig("<happy-emoji>", str(data / "happy-emoji"), init="emoji")], steps,
-                 out / "two-concepts")
-    report["two_concepts"] = judged_share(pipe, judge, [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS],
-                                          per_prompt, out, "two-concepts")
-    report["two_concepts"]["train_seconds"] = secs
-    # (c) as (b), but <broccoli> learns from each image's own caption ('a sticker of a sad green <broccoli>'), so
-    # the emotion stays in the emotion word and the token learns faced broccoli
-    pipe = load_pipeline()
-    secs = train(pipe, [ConceptConfig("<broccoli>", str(data / "broccoli-mixed"), init="broccoli", captions="broccoli"),
-                        ConceptConfig("<happy-emoji>", str(data / "happy-emoji"), init="emoji")], steps,
-                 out / "two-concepts-captions")
-    report["two_concepts_captions"] = judged_share(pipe, judge, [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS],
-                                                   per_prompt, out, "two-concepts-captions")
-    report["two_concepts_captions"]["train_seconds"] = secs
-    embs = [load_embedding(out / "two-concepts" / n / "learned_embeds.safetensors") for n in ("broccoli", "happy-emoji")]
-    render_sweep(load_pipeline(), embs, [0, 0.25, 0.5, 0.75, 1], "lerp", "a sticker of a {}", 0, 30, out)
+
+
+def run_variant(name: str, args, data: Path, judge, out: Path) -> dict:
+    """Trains one workflow on a fresh copy of the base model and judges its emotion prompts."""
+    pipe = load_pipeline(args.model)
+    broccoli = ConceptConfig("<broccoli>", str(data / "broccoli-mixed"), init="broccoli", vectors=args.vectors,
+                             captions="broccoli" if name == "two_concepts_captions" else None)
+    emoji = ConceptConfig("<happy-emoji>", str(data / "happy-emoji"), init="emoji")
+    if name == "four_emotions":  # the seed's first workflow: one token per emotion
+        tokens = {e: f"<broccoli-{e.replace(' ', '-')}>" for e in EMOTIONS}
+        concepts = [ConceptConfig(tokens[e], str(data / f"broccoli-{e.replace(' ', '-')}"), init="broccoli",
+                                  vectors=args.vectors) for e in EMOTIONS]
+        prompts = [(f"a sticker of a {tokens[e]}", e) for e in EMOTIONS]
+    else:  # the seed's second: <broccoli> + <happy-emoji> jointly; captions: the emotion stays in its word
+        concepts = [broccoli, emoji]
+        prompts = [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS]
+    secs = train(pipe, concepts, args, out / name.replace("_", "-"))
+    return {**judged_share(pipe, judge, prompts, args.per_prompt, out, name.replace("_", "-")), "train_seconds": secs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--model", default=None, help="default: the shipped base model")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--vectors", type=int, default=1)
+    ap.add_argument("--images", type=int, default=8, help="mixed-emotion broccoli renders (per emotion: half)")
+    ap.add_argument("--per-prompt", type=int, default=25)
+    ap.add_argument("--only", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    args = ap.parse_args()
+    out, judge = args.out, load_judge()
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"steps": args.steps, "lr": args.lr, "vectors": args.vectors, "images": args.images}
+    export_data(out / "data", args.images)
+    if "baseline" in args.only:
+        report["baseline"] = judged_share(load_pipeline(args.model), judge, [(prompt_for(e, "broccoli"), e) for e in EMOTIONS],
+                                          args.per_prompt, out, "baseline")
+    for name in args.only:
+        if name != "baseline":
+            report[name] = run_variant(name, args, out / "data", judge, out)
+            print(name, report[name]["share"], report[name]["per_prompt"], flush=True)
+    if "two_concepts" in args.only:
+        embs = [load_embedding(out / "two-concepts" / n / "learned_embeds.safetensors")
+                for n in ("broccoli", "happy-emoji")]
+        render_sweep(load_pipeline(args.model), embs, [0, 0.25, 0.5, 0.75, 1], "lerp", "a sticker of a {}", 0, 30, out)
     (out / "ti-proof.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(args[0], int(args[args.index("--steps") + 1]) if "--steps" in args else 400)
+    main()

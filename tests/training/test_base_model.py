@@ -85,3 +85,20 @@ def test_warm_start_from_a_pipeline_folder_copies_unet_text_encoder_and_vae(stra
         a, b = getattr(src, part).state_dict(), getattr(dst, part).state_dict()
         for name in a:  # lr 0: one step changes nothing, so the export equals its starting point
             assert torch.allclose(a[name], b[name], atol=1e-6), (part, name)
+
+
+def test_training_set_keeps_faces_on_rare_face_objects_at_their_rate_and_never_on_faceless_ones():
+    from conceptlab.models.base import HeldOut
+    from conceptlab.training.base_model import training_specs
+
+    def faced(held: HeldOut, obj: str) -> tuple[int, int]:
+        specs = [s for s in training_specs(_cfg(images=3000, held_out=held)) if s.object == obj]
+        return sum(s.emotion != "none" for s in specs), len(specs)
+
+    on, n = faced(HeldOut(faceless_only=(), rare_faces={"broccoli": 0.2}), "broccoli")
+    assert 0.12 < on / n < 0.28  # ~20% of broccoli keep a face (5/6 of sampled emotions are faces)
+    assert faced(HeldOut(faceless_only=("broccoli",), rare_faces={}), "broccoli")[0] == 0
+    cat_on, cat_n = faced(HeldOut(faceless_only=(), rare_faces={"broccoli": 0.2}), "cat")
+    assert cat_on / cat_n > 0.6  # other objects are untouched
+    # the same config always draws the same set
+    assert training_specs(_cfg(images=300)) == training_specs(_cfg(images=300))

@@ -55,7 +55,7 @@ def _case(spec: StickerSpec, seed: int, group: str) -> PromptCase:
 def standard_prompts(n: int = 300, n_unseen: int = 100, seed: int = 0, held_out: HeldOut | None = None) -> list[PromptCase]:
     """`n` prompts the base model could have seen, and `n_unseen` of the held-out attribute combinations.
 
-    Seen prompts avoid everything held out (faces on faceless-only objects, held-out styles, named
+    Seen prompts avoid everything held out (faces on faceless-only or rare-face objects, held-out styles, named
     individuals, held-out pairs); unseen ones put each held-out pair in otherwise ordinary prompts.
     """
     held_out = held_out or HeldOut()
@@ -64,7 +64,7 @@ def standard_prompts(n: int = 300, n_unseen: int = 100, seed: int = 0, held_out:
     while len(cases) < n:
         spec = sample_spec(seed * 100_003 + k, exclude=exclude)
         k += 1
-        if spec.object in held_out.faceless_only:
+        if held_out.faceless(spec.object):
             spec = replace(spec, emotion="none")
         if held_out.allows(spec):
             cases.append(_case(spec, seed * 100_003 + k, "seen"))

@@ -89,7 +89,7 @@ def training_specs(cfg: BaseModelConfig) -> list[StickerSpec]:
     while len(specs) < cfg.images:
         spec = sample_spec(seed, exclude=exclude, individual_rate=0.0)
         seed += 1
-        if spec.object in cfg.held_out.faceless_only:
+        if not cfg.held_out.keeps_face(spec, random.Random(seed).random()):
             spec = replace(spec, emotion="none")
         if cfg.held_out.allows(spec):
             specs.append(spec)
