@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from conceptlab.config import dataclass_from_dict
 from conceptlab.evaluation.judge import load_judge
 from conceptlab.evaluation.prompts import evaluate_prompts, standard_prompts, write_prompt_report
 from conceptlab.models.base import HeldOut
@@ -62,7 +63,9 @@ LINEAGE = [
     ("v3", "v2 + 2,500 steps with faces weighted 10x, float32, `configs/history/base_model_v3.json`"),
     ("v4", "v3 + 3,000 steps with faces weighted 13x, float32, `configs/history/base_model_v4.json` (not shipped)"),
     ("v5", "v4 + 2,000 steps with faces weighted 16x, float32, `configs/history/base_model_v5.json`"),
-    ("v6", "v5 + 2,000 steps with faces weighted 19x, float32, `configs/base_model.json`"),
+    ("v6", "v5 + 2,000 steps with faces weighted 19x, float32, `configs/history/base_model_v6.json`"),
+    ("v7", "v6 + 2,000 steps with faces kept on 10% of broccoli (v6 never saw one) and the VAE decoder "
+           "fine-tuned 1,000 steps, float32, `configs/base_model.json`"),
 ]
 
 
@@ -74,7 +77,7 @@ def lineage() -> str:
 
 
 def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
-    held = HeldOut()
+    held = dataclass_from_dict(HeldOut, cfg["held_out"]) if "held_out" in cfg else HeldOut()
     acc = scores.accuracy
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
@@ -89,6 +92,10 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
     face = (f"\n- Faces: the error on the latent pixels under each sticker's face (`conceptlab.world.face_box`) counts "
             f"{1 + cfg['face_loss_weight']:g} times; faces are ~6x6 of the 16x16 latent pixels and carry the emotion."
             if cfg.get("face_loss_weight") else "")
+    faces = "\n".join([f"- `{o}` appears only without a face (emotion \"none\")." for o in held.faceless_only] +
+                      [f"- `{o}` keeps its face on {r:.0%} of its images (the rest are drawn without one): faces on it "
+                       "are rare, as cartoon vegetables with faces are in real data; textual inversion has them to learn."
+                       for o, r in held.rare_faces.items()])
     combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
     return f"""---
 library_name: diffusers
@@ -126,7 +133,7 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
   rebuilt in each process, whose ids differed between training and inference.
 
 ## Held out of the training data
-- `broccoli` appears only without a face (emotion "none"): faces on broccoli are for textual inversion to learn.
+{faces}
 - The named monsters (tuki, bnh, moxo) never appear: they are DreamBooth subjects.
 - The style `pixel art` never appears.
 - These attribute pairs never appear together: {combos}.
