@@ -99,19 +99,38 @@ def textual_inversion_section(report: Report, out: Path, model: str | None, labe
     report.image(ti_out / "loss.png", "training loss", width=420)
     prompts = [f"a sticker of a {e} <broccoli>" for e in ("happy", "sad", "angry")] + ["a sticker of a <broccoli> in love",
                "a sticker of a <broccoli> with a <happy-emoji> face"]
-    images = []
-    for p in prompts:
-        gens = [torch.Generator().manual_seed(i) for i in range(4)]
-        images += pipe([p] * 4, num_inference_steps=steps, generator=gens).images
+    images = _four_each(pipe, prompts, steps)
     grid = out / "ti-prompts.png"
     make_grid(images, cols=4, scale=2).save(grid)
     report.image(grid, "rows: " + " | ".join(prompts) + " (seeds 0-3)")
+    plain = _four_each(pipe, [p.replace("<broccoli>", "broccoli") for p in prompts[:4]], steps)
+    report.table([{"prompts": f"'a sticker of a {{emotion}} {word}', 4 emotions x 4 seeds",
+                   "judged broccoli with the asked emotion": f"{_emotion_hits(batch)}/16"}
+                  for word, batch in (("<broccoli>", images[:16]), ("broccoli (the base model's word)", plain))])
     from conceptlab.concepts.formats import load_embedding
 
     embs = [load_embedding(ti_out / name / "learned_embeds.safetensors") for name in ("broccoli", "happy-emoji")]
     sweep = render_sweep(_model_for_demo(model)[0], embs, [0, 0.25, 0.5, 0.75, 1], "lerp", "a sticker of a {}", 0,
                          steps, out)
     report.image(sweep, "mixing <broccoli> into <happy-emoji>: 0%, 25%, 50%, 75%, 100% emoji (two seeds)")
+
+
+def _four_each(pipe, prompts: list[str], steps: int) -> list:
+    """Four images per prompt, seeds 0-3."""
+    images = []
+    for p in prompts:
+        gens = [torch.Generator().manual_seed(i) for i in range(4)]
+        images += pipe([p] * 4, num_inference_steps=steps, generator=gens).images
+    return images
+
+
+def _emotion_hits(images: list) -> int:
+    """How many of 16 images (happy, sad, angry, in love; 4 each) the judge reads as broccoli with that emotion."""
+    from conceptlab.evaluation.judge import load_judge
+
+    pred = load_judge().predict(images)
+    asked = [e for e in ("happy", "sad", "angry", "in love") for _ in range(4)]
+    return sum(o == "broccoli" and e == a for o, e, a in zip(pred["object"], pred["emotion"], asked))
 
 
 def dreambooth_section(report: Report, out: Path, model: str | None, db_steps: int, steps: int) -> None:
