@@ -269,3 +269,21 @@ def test_a_multi_vector_learned_token_lines_up_with_the_prompt_the_pipeline_enco
     assert not delta[0, :5].any() and delta[0, 5:].abs().amax() > 0  # its own vectors left to the attention scale
     r = edit(pipe, src, tgt, steps=2, reweight={"<blob>": 0.5})
     assert len(r.images) == 2
+
+
+def test_long_prompts_keep_only_the_tokens_the_encoder_reads(pipe):
+    from conceptlab.editing.alignment import refine_alignment, replace_mapper
+    from conceptlab.editing.edit import build_controller
+
+    tok = pipe.tokenizer
+    filler = " ".join(["star"] * 90)  # one token each: the encoder keeps 75 of them
+    src, tgt = f"a happy {filler} red", f"a sad {filler} blue"
+    spans = word_token_spans(tok, src)
+    assert max(p for _, ps in spans for p in ps) == 75 and spans[-1] == ("red", [])
+    m = replace_mapper(tok, src, tgt)
+    assert m[2, 2] == 1 and m[76, 76] == 1 and m.sum() == 77  # happy -> sad, the end token onto the end token
+    mapper, alphas = refine_alignment(tok, src, tgt + " more")
+    assert mapper.shape == (77,) and alphas[2] == 0 and mapper[3] == 3 and mapper[76] == 76
+    assert build_controller(pipe, EditConfig(src, [tgt], reweight={"sad": 0.5}), (16, 16))[0].reweight[0, 2] == 0.5
+    with pytest.raises(InputError, match="cut off"):
+        token_positions(tok, tgt, "blue")

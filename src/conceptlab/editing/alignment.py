@@ -19,12 +19,18 @@ def encoded(pipe, prompt: str) -> str:
     return convert(prompt, pipe.tokenizer) if convert is not None else prompt
 
 
+def _content_end(tokenizer) -> int:
+    """The first position past a prompt's tokens that the text encoder keeps (BOS and EOS take two of 77)."""
+    return (getattr(tokenizer, "model_max_length", 77) or 77) - 1
+
+
 def word_token_spans(tokenizer, prompt: str) -> list[tuple[str, list[int]]]:
-    """Each word of `prompt` with the positions (in the 77-token sequence, BOS = 0) of its tokens."""
-    spans, pos = [], 1
+    """Each word of `prompt` with the positions (in the 77-token sequence, BOS = 0) of its tokens; tokens
+    that a long prompt loses to the encoder's length are left out (a word cut off entirely has none)."""
+    spans, pos, end = [], 1, _content_end(tokenizer)
     for word in prompt.split():
         n = len(tokenizer(word, add_special_tokens=False).input_ids)
-        spans.append((word, list(range(pos, pos + n))))
+        spans.append((word, [p for p in range(pos, pos + n) if p < end]))
         pos += n
     return spans
 
@@ -37,10 +43,14 @@ def _is_word(w: str, word: str) -> bool:
 def token_positions(tokenizer, prompt: str, word: str, argument: str = "--reweight") -> list[int]:
     """Token positions of `word` (all occurrences) in `prompt`; a clear error if it is not there."""
     spans = word_token_spans(tokenizer, prompt)
-    hits = [p for w, ps in spans if _is_word(w.strip(".,!?").lower(), word.lower()) for p in ps]
-    if not hits:
+    found = [ps for w, ps in spans if _is_word(w.strip(".,!?").lower(), word.lower())]
+    if not found:
         raise InputError(argument, word, f"is not a word of the prompt {prompt!r}",
                          f"Use one of its words: {[w for w, _ in spans]}")
+    hits = [p for ps in found for p in ps]
+    if not hits:
+        raise InputError(argument, word, f"comes after the {_content_end(tokenizer) - 1} tokens the text encoder "
+                         "reads, so the prompt's end is cut off", "Shorten the prompt or move the word earlier")
     return hits
 
 
@@ -86,9 +96,9 @@ def replace_mapper(tokenizer, source: str, target: str, length: int = 77) -> tor
     m = torch.zeros(length, length)
     m[0, 0] = 1
     for ws, wt in blocks:
-        ps = [p for w in ws for p in src[w][1] if p < length]  # tokens past the encoder's length are cut
-        pt = [p for w in wt for p in tgt[w][1] if p < length]
-        if ps and pt:
+        ps = [p for w in ws for p in src[w][1]]
+        pt = [p for w in wt for p in tgt[w][1]]
+        if ps and pt:  # a block past the encoder's length has no tokens
             m[torch.tensor(ps)[:, None], torch.tensor(pt)[None, :]] = 1 / len(pt)
     last_s, last_t = (max((p for _, ps in spans for p in ps), default=0) for spans in (src, tgt))
     for a, b in tail_pairs(last_s + 1, last_t + 1, length):
@@ -111,8 +121,9 @@ def refine_alignment(tokenizer, source: str, target: str, length: int = 77) -> t
 
     Tokens are aligned by a global alignment of the two token sequences (match +1, gap -1, mismatch -1).
     """
-    s = tokenizer(source, add_special_tokens=False).input_ids
-    t = tokenizer(target, add_special_tokens=False).input_ids
+    end = min(length, _content_end(tokenizer)) - 1  # the tokens the encoder keeps of each prompt
+    s = tokenizer(source, add_special_tokens=False).input_ids[:end]
+    t = tokenizer(target, add_special_tokens=False).input_ids[:end]
     n, m = len(s), len(t)
     score = torch.zeros(n + 1, m + 1)
     score[:, 0] = -torch.arange(n + 1)

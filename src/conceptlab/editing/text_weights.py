@@ -34,9 +34,7 @@ def word_weight_delta(pipe, prompt: str, weights: dict[str, float]) -> torch.Ten
     for word, w in weights.items():
         if w == 1:
             continue
-        own = [p for p in token_positions(tok, prompt, word) if p < ids.shape[1]]  # a long prompt is cut
-        if not own:
-            continue
+        own = token_positions(tok, prompt, word)
         mask = torch.ones_like(ids)
         mask[0, own] = 0
         d = (w - 1) * (full - _encode(pipe, ids, mask.to(pipe.text_encoder.device)))
