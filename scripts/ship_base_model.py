@@ -65,7 +65,9 @@ LINEAGE = [
     ("v5", "v4 + 2,000 steps with faces weighted 16x, float32, `configs/history/base_model_v5.json`"),
     ("v6", "v5 + 2,000 steps with faces weighted 19x, float32, `configs/history/base_model_v6.json`"),
     ("v7", "v6 + 2,000 steps with faces kept on 10% of broccoli (v6 never saw one) and the VAE decoder "
-           "fine-tuned 1,000 steps, float32, `configs/base_model.json`"),
+           "fine-tuned 1,000 steps, float32, `configs/history/base_model_v7.json`"),
+    ("v8", "v7 with the whole VAE fine-tuned (faced broccoli oversampled, every other latent anchored) + "
+           "1,500 UNet steps on the re-encoded latents with faces on 20% of broccoli, float32, `configs/base_model.json`"),
 ]
 
 
@@ -83,8 +85,14 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
     warm = f" ({lineage()})" if cfg.get("unet_init") else ""
-    vae_steps = (steps["vae"]["steps"] if cfg.get("vae_steps") else
-                 "v0's 1,500 (reused unchanged since, through `vae_init`)")
+    vae_steps = (f"{steps['vae']['steps']} steps" if cfg.get("vae_steps") else
+                 "v0's 1,500 steps (reused unchanged since, through `vae_init`)")
+    if cfg.get("vae_steps") and cfg.get("vae_init"):
+        vae_steps = (f"the previous model's, fine-tuned {cfg['vae_steps']} more steps (lr {cfg['vae_lr']}; images of rare-face "
+                     f"objects that keep their face drawn {cfg.get('vae_rare_face_boost', 1):g}x as often, face pixels "
+                     f"weighted {1 + cfg.get('vae_face_weight', 0):g}x, every other image's latent mean held to the old "
+                     f"encoder's with weight {cfg.get('vae_anchor_weight', 0):g}, so the UNet needed only a short "
+                     "catch-up)")
     precision = "bf16 autocast" if cfg.get("bf16") else "float32 (this CPU has no native bf16)"
     decoder = (f"\n- VAE decoder: then fine-tuned {cfg['decoder_steps']} steps (batch {cfg['decoder_batch']}, lr "
                f"{cfg['decoder_lr']}, face pixels weighted {1 + cfg['decoder_face_weight']:g}x) on the cached latents with "
@@ -123,7 +131,7 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
 - Data: {cfg['images']} rendered stickers (seed {cfg['seed']}), captions drawn fresh every step with each optional
   attribute left out with probability {cfg['attribute_dropout']} and the whole caption dropped with probability
   {cfg['caption_dropout']} (for classifier-free guidance).
-- VAE: {vae_steps} steps, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
+- VAE: {vae_steps}, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
   encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.{decoder}
 - UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
   (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), {precision}, EMA

@@ -102,3 +102,58 @@ def test_training_set_keeps_faces_on_rare_face_objects_at_their_rate_and_never_o
     assert cat_on / cat_n > 0.6  # other objects are untouched
     # the same config always draws the same set
     assert training_specs(_cfg(images=300)) == training_specs(_cfg(images=300))
+
+
+def _encoder_drift(init: str, ckpt, images) -> float:
+    """RMS change of the latent means between the VAE at `init` and the one in `ckpt`, over their spread."""
+    from diffusers import AutoencoderKL
+
+    from conceptlab.models.tiny import SHAPES, build_vae
+    from conceptlab.training.base_model import _to_tensor
+
+    old, new = AutoencoderKL.from_pretrained(init, subfolder="vae"), build_vae(SHAPES["tiny"])
+    new.load_state_dict(load_torch_checkpoint(ckpt)["model"])
+    x = _to_tensor(images)
+    with torch.no_grad():
+        a, b = old.encode(x).latent_dist.mean, new.encode(x).latent_dist.mean
+    return ((a - b).pow(2).mean() / a.var()).sqrt().item()
+
+
+def test_vae_fine_tune_with_an_anchor_keeps_the_latents_a_trained_unet_reads(straight, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    init = str(straight / "export")
+    drift = {}
+    for weight in (0.0, 5.0):
+        work = tmp_path / f"anchor{weight}"
+        work.mkdir()
+        shutil.copy(straight / "images.npy", work / "images.npy")
+        cfg = _cfg(vae_init=init, vae_steps=12, vae_lr=3e-3, vae_anchor_weight=weight, vae_face_weight=2.0)
+        train_base_model(cfg, work, stages=("vae",))
+        assert load_torch_checkpoint(work / "vae.ckpt")["step"] == 12
+        drift[weight] = _encoder_drift(init, work / "vae.ckpt", np.load(work / "images.npy"))
+    assert drift[0.0] > 0.05  # free fine-tuning at this lr moves the latent space...
+    assert drift[5.0] < 0.5 * drift[0.0], drift  # ...the anchor holds it
+
+
+def test_vae_fine_tune_draws_rare_face_images_boost_times_as_often_and_lets_only_them_move():
+    import numpy as np
+
+    from conceptlab.models.base import HeldOut
+    from conceptlab.models.tiny import SHAPES
+    from conceptlab.training.base_model import _anchor_loss, _vae_targets, training_specs
+
+    cfg = _cfg(images=400, held_out=HeldOut(rare_faces={"broccoli": 1.0}), vae_rare_face_boost=6.0)
+    specs = training_specs(cfg)
+    draw, _, anchor, moved = _vae_targets(cfg, SHAPES["tiny"], len(specs))
+    truth = np.array([s.object == "broccoli" and s.emotion != "none" for s in specs])
+    assert anchor is None and moved.tolist() == truth.tolist() and 0 < truth.sum() < 100
+    counts = np.bincount(draw(np.random.default_rng(0), 200_000), minlength=len(specs))
+    ratio = counts[truth].mean() / counts[~truth].mean()
+    assert 5.4 < ratio < 6.6, ratio
+    mean = torch.randn(3, 4, 4, 4)  # with nothing to keep the anchor adds nothing
+    assert _anchor_loss(None, torch.zeros(3, 3, 32, 32), mean, np.zeros(3, dtype=bool)).item() == 0.0
+    with pytest.raises(ValueError, match="vae_init"):
+        _vae_targets(_cfg(vae_anchor_weight=1.0), SHAPES["tiny"], 24)

@@ -163,3 +163,31 @@ def test_captions_name_the_subject_inside_each_images_own_caption(concept_dirs):
         texts |= set(method.batch(2, torch.Generator().manual_seed(seed))[1])
     assert "a bnh monster" in texts and texts - {"a bnh monster"} <= own and len(texts & own) > 1
     assert parse_subject("tuki=d,class=monster,captions=monster").captions == "monster"
+
+
+def test_captioned_class_prompts_draw_class_images_per_caption_and_train_each_with_its_prompt(concept_dirs, tmp_path):
+    import json
+
+    from conceptlab.training.dreambooth import class_prompts, train_dreambooth
+
+    tuki = SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster", captions="broccoli")
+    cfg = DreamBoothConfig(subjects=[tuki], prior_preservation=True, class_prompts="captions", class_images=6,
+                           train=TrainConfig(steps=1, batch_size=2, checkpoint_every=0, preview_every=0))
+    rows = [json.loads(x) for x in (concept_dirs / "broccoli" / "metadata.jsonl").read_text().splitlines()]
+    expected = list(dict.fromkeys(["a monster"] + [r["text"].replace("broccoli", "monster") for r in rows]))
+    assert class_prompts(cfg) == {"monster": expected} and len(expected) > 2
+    train_dreambooth(cfg, tmp_path, pipe=build_pipeline("tiny"))
+    manifests = [json.loads(m.read_text()) for m in (tmp_path / "class-images" / "monster").rglob("manifest.json")]
+    assert sorted(m["prompt"] for m in manifests) == sorted(expected)
+    assert all(m["count"] == -(-6 // len(expected)) for m in manifests)
+    # pairing: class latent k (constant k) must come with prompt k, through the mirrored half too
+    n = 3
+    mean = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 4, 4, 4).repeat(2, 1, 1, 1)
+    pool = CachedLatents(mean, torch.full_like(mean, -60.0), 1.0)
+    plain = DreamBooth(build_pipeline("tiny"), DreamBoothConfig(subjects=[SubjectConfig("tuki", tuki.folder, "monster")],
+                       prior_preservation=True), {"monster": pool}, {"monster": [f"prompt {k}" for k in range(n)]})
+    for seed in range(4):
+        _, _, cls, cls_txt = plain.batch(4, torch.Generator().manual_seed(seed))
+        assert cls_txt == [f"prompt {round(v)}" for v in cls.mean(dim=(1, 2, 3)).tolist()]
+    with pytest.raises(InputError, match="no captions"):
+        DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, class_prompts="captions"))

@@ -63,6 +63,9 @@ def add_parser(sub):
     flag(d, "--class-images", type=int)
     flag(d, "--prior-weight", type=float)
     flag(d, "--class-dir", help="default: OUT/class-images/<class word>")
+    flag(d, "--class-prompts", choices=("class", "captions"),
+         help="class: class images from 'a CLASS' (default); captions: also from each subject's captions with the "
+              "identifier dropped, each trained with its prompt, so the prior keeps the emotions and scenes they name")
     flag(d, "--resolution", type=int)
     flag(d, "--offset-noise", type=float)
     flag(d, "--min-snr-gamma", type=float)
@@ -134,7 +137,7 @@ def dreambooth_config(args):
     if args.config:
         base = merge_overrides(base, load_config_file(args.config))
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "resolution", "offset_noise", "min_snr_gamma", "flip")
+             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "flip")
     merged = merge_overrides(base, {"model": args.model, **{n: getattr(args, n) for n in names},
                                     "train": train_overrides(args)})
     if args.subject:

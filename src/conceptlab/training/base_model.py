@@ -47,6 +47,14 @@ class BaseModelConfig:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6  # on the latent means only: keeps their scale in check
     vae_edge_weight: float = 0.5
+    # Fine-tuning a vae_init (vae_steps > 0) for images its encoder loses detail on: images of rare-face
+    # objects that keep their face are drawn vae_rare_face_boost times as often, faces weigh
+    # (1 + vae_face_weight) in the pixel loss, and every other image's latent mean is held to the initial
+    # encoder's (vae_anchor_weight x MSE / variance of the old means), so a UNet trained on the old
+    # latents needs only a short catch-up on the re-encoded ones.
+    vae_rare_face_boost: float = 1.0
+    vae_face_weight: float = 0.0
+    vae_anchor_weight: float = 0.0
     # VAE decoder fine-tune on the cached latents (encoder frozen, so the UNet's latents do not move): sharper
     # images, faces weighted (1 + decoder_face_weight) in the pixel loss
     decoder_steps: int = 0
@@ -146,19 +154,25 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     rng = np.random.default_rng(cfg.seed + step)
     if "rng" in state:
         rng.bit_generator.state = state["rng"]
+    draw, weights, anchor, moved = _vae_targets(cfg, shape, len(images))
     bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae")
     while step < cfg.vae_steps:
         lr = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _to_tensor(images[rng.integers(0, len(images), cfg.vae_batch)])
+        idx = draw(rng, cfg.vae_batch)
+        x = _to_tensor(images[idx])  # (B, 3, H, W)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             post = vae.encode(x).latent_dist
             # decode the posterior mean: the encoder is made deterministic after training (see below)
             rec = vae.decode(post.mode()).sample
         rec = rec.float()
-        loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        loss = loss_rec + cfg.vae_edge_weight * _edge_loss(rec, x) + cfg.vae_kl_weight * post.mean.pow(2).mean()
+        w = weights[torch.from_numpy(idx)]  # (B, 1, H, W)
+        err = (rec - x).abs() + (rec - x).pow(2)
+        loss = (err * w).mean() / w.mean() + cfg.vae_edge_weight * _edge_loss(rec, x)
+        loss = loss + cfg.vae_kl_weight * post.mean.pow(2).mean()
+        if anchor is not None:
+            loss = loss + cfg.vae_anchor_weight * _anchor_loss(anchor, x, post.mean.float(), ~moved[idx])
         step = _autoencoder_step(opt, list(vae.parameters()), loss, rec, x, step, bar, log, "vae")
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -166,6 +180,45 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     bar.close()
     make_encoder_deterministic(vae)
     return vae.eval()
+
+
+def _vae_targets(cfg: BaseModelConfig, shape, n: int):
+    """What the VAE stage trains towards: a batch sampler, (N, 1, H, W) pixel weights, the frozen initial
+    VAE whose latents are kept (None without an anchor) and an (N,) mask of the images allowed to move."""
+    specs = training_specs(cfg) if (cfg.vae_face_weight or cfg.vae_anchor_weight or cfg.vae_rare_face_boost != 1) else []
+    moved = np.array([s.object in cfg.held_out.rare_faces and s.emotion != "none" for s in specs], dtype=bool)
+    if cfg.vae_rare_face_boost == 1 or not moved.any():
+        def draw(rng, k):
+            return rng.integers(0, n, k)
+    else:
+        p = np.where(moved, cfg.vae_rare_face_boost, 1.0)
+        p = p / p.sum()
+
+        def draw(rng, k):
+            return rng.choice(n, size=k, p=p)
+    if cfg.vae_face_weight:
+        weights = face_weights(specs, shape.image_size, shape.image_size, cfg.vae_face_weight)
+    else:
+        weights = torch.ones(n, 1, 1, 1)
+    anchor = None
+    if cfg.vae_anchor_weight:
+        if not cfg.vae_init:
+            raise ValueError("vae_anchor_weight needs vae_init: the latents to keep come from that VAE")
+        anchor = build_vae(shape)
+        warm_start(anchor, init_weights(cfg.vae_init, "vae"))
+        anchor.eval().requires_grad_(False)
+    return draw, weights, anchor, moved if len(moved) else np.zeros(n, dtype=bool)
+
+
+def _anchor_loss(anchor, x: torch.Tensor, mean: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """MSE between the new and the frozen initial encoder's latent means over the kept images, in units of
+    the old means' variance."""
+    if not keep.any():
+        return mean.new_zeros(())
+    keep = torch.from_numpy(keep)
+    with torch.no_grad():
+        old = anchor.encode(x[keep]).latent_dist.mean  # (b, C, h, w)
+    return F.mse_loss(mean[keep], old) / old.var().clamp_min(1e-8)
 
 
 def _autoencoder_step(opt, params, loss, rec, x, step: int, bar, log, stage: str) -> int:

@@ -8,6 +8,7 @@ Images go through the VAE once; prompts go through the text encoder once unless 
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,10 @@ class DreamBoothConfig:
     class_images: int = 50
     prior_weight: float = 1.0
     class_dir: str | None = None  # default: OUT/class-images/<class word>
+    # "class": every class image from "a CLASS". "captions": also from each captioned subject's captions with
+    # the identifier dropped ("a sticker of a happy monster at the beach"), each image trained with its own
+    # prompt, so the prior keeps how the base model draws what the captions name (emotions, scenes)
+    class_prompts: str = "class"
     resolution: int | None = None
     center_crop: bool = True
     flip: bool = True
@@ -77,6 +82,8 @@ def parse_subject(text: str) -> SubjectConfig:
 def check_subjects(cfg: DreamBoothConfig) -> None:
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
+    if cfg.class_prompts not in ("class", "captions"):
+        raise InputError("--class-prompts", cfg.class_prompts, "is not a known choice", "Use class or captions")
     if cfg.lora and cfg.rank < 1:
         raise InputError("--rank", cfg.rank, "must be >= 1", "Use --rank 4 (or 8, 16)")
     seen = set()
@@ -87,6 +94,9 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         if s.identifier.lower() in COMMON_WORDS:
             warnings.warn(f"identifier {s.identifier!r} is a common word: the model already means something by it. "
                           "A rare token such as 'sks', 'tuki' or 'bnh' works better", stacklevel=2)
+        if cfg.class_prompts == "captions" and not s.captions:
+            raise InputError("--class-prompts", "captions", f"subject {s.identifier!r} has no captions to draw class "
+                             "prompts from", f"Add captions=WORD to --subject {s.identifier}, or use --class-prompts class")
         if "{identifier}" not in s.template:
             raise InputError("--subject", s.template, "template lacks {identifier}",
                              "e.g. template='a {identifier} {class_word}'")
@@ -100,10 +110,23 @@ def class_prompt(s: SubjectConfig) -> str:
     return f"a {s.class_word}"
 
 
+def class_prompts(cfg: DreamBoothConfig) -> dict[str, list[str]]:
+    """The prompts class images are drawn from, per class word (see DreamBoothConfig.class_prompts)."""
+    out: dict[str, list[str]] = {}
+    for s in cfg.subjects:
+        prompts = out.setdefault(s.class_word, [class_prompt(s)])
+        if cfg.class_prompts == "captions":
+            names = load_concept_folder(s.folder, f"--subject {s.identifier}")[1]
+            prompts += substituted_captions(s.folder, names, s.captions, s.class_word,
+                                            f"--subject {s.identifier},captions={s.captions}")
+    return {word: list(dict.fromkeys(prompts)) for word, prompts in out.items()}
+
+
 class DreamBooth:
     """The DreamBooth training method for Trainer; LoRA when cfg.lora."""
 
-    def __init__(self, pipe, cfg: DreamBoothConfig, class_latents: dict[str, CachedLatents] | None = None):
+    def __init__(self, pipe, cfg: DreamBoothConfig, class_latents: dict[str, CachedLatents] | None = None,
+                 class_texts: dict[str, list[str]] | None = None):
         from conceptlab.models.loading import require_sd
 
         require_sd(pipe, "DreamBooth")
@@ -121,6 +144,7 @@ class DreamBooth:
             module.requires_grad_(False)
         self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
         self.classes = class_latents or {}
+        self.class_texts = class_texts or {}  # per class word: each class image's prompt (default "a CLASS")
         if cfg.prior_preservation and any(s.class_word not in self.classes for s in cfg.subjects):
             raise InputError("--prior-preservation", True, "class images were not prepared",
                              "Call prepare_class_images first (the CLI does)")
@@ -206,7 +230,8 @@ class DreamBooth:
                 pool = self.classes[subject.class_word]
                 cidx = torch.randint(0, len(pool), (1,), generator=generator)
                 cls.append(pool.sample(cidx, generator))
-                cls_txt.append(class_prompt(subject))
+                texts = self.class_texts.get(subject.class_word)  # latents: the images, then their mirrors
+                cls_txt.append(texts[int(cidx) % len(texts)] if texts else class_prompt(subject))
         return torch.cat(inst), inst_txt, (torch.cat(cls) if cls else None), cls_txt
 
     def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -254,6 +279,15 @@ class DreamBooth:
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
 
 
+def prompt_folder(prompt: str) -> str:
+    """A short, stable folder name for a prompt's class images."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40]
+    return f"{slug}-{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
+
+
 def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None):
     """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
 
@@ -269,14 +303,19 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     cfg.train.check()
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     classes: dict[str, CachedLatents] = {}
+    texts: dict[str, list[str]] = {}
     if cfg.prior_preservation:
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        for s in cfg.subjects:
-            if s.class_word in classes:
-                continue
-            folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / s.class_word
-            images = prepare_class_images(pipe, class_prompt(s), cfg.class_images, folder, cfg.model or "sticker_base")
-            classes[s.class_word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
-    method = DreamBooth(pipe, cfg, classes)
+        for word, prompts in class_prompts(cfg).items():
+            folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / word
+            images, texts[word] = [], []
+            for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
+                sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
+                made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
+                                            cfg.model or "sticker_base")
+                images += made
+                texts[word] += [prompt] * len(made)
+            classes[word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
+    method = DreamBooth(pipe, cfg, classes, texts)
     result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume)
     return pipe, result
