@@ -136,6 +136,12 @@ def _edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(dx(x), dx(y)) + F.l1_loss(dy(x), dy(y))
 
 
+def _pixel_loss(rec: torch.Tensor, x: torch.Tensor, w: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """L1 + L2 per pixel, weighted by w (B, 1, H, W) and normalised by its mean, + the image-gradient loss."""
+    err = (rec - x).abs() + (rec - x).pow(2)
+    return (err * w).mean() / w.mean() + edge_weight * _edge_loss(rec, x)
+
+
 def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torch.nn.Module:
     shape = SHAPES[cfg.shape]
     torch.manual_seed(cfg.seed)
@@ -167,9 +173,7 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
             # decode the posterior mean: the encoder is made deterministic after training (see below)
             rec = vae.decode(post.mode()).sample
         rec = rec.float()
-        w = weights[torch.from_numpy(idx)]  # (B, 1, H, W)
-        err = (rec - x).abs() + (rec - x).pow(2)
-        loss = (err * w).mean() / w.mean() + cfg.vae_edge_weight * _edge_loss(rec, x)
+        loss = _pixel_loss(rec, x, weights[torch.from_numpy(idx)], cfg.vae_edge_weight)
         loss = loss + cfg.vae_kl_weight * post.mean.pow(2).mean()
         if anchor is not None:
             loss = loss + cfg.vae_anchor_weight * _anchor_loss(anchor, x, post.mean.float(), ~moved[idx])
@@ -326,8 +330,7 @@ def stage_decoder(cfg: BaseModelConfig, work: Path, images: np.ndarray, moments:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             rec = vae.decode(mean[torch.from_numpy(idx)]).sample
         rec = rec.float()
-        err = (rec - x).abs() + (rec - x).pow(2)
-        loss = (err * w).mean() / w.mean() + cfg.vae_edge_weight * _edge_loss(rec, x)
+        loss = _pixel_loss(rec, x, w, cfg.vae_edge_weight)
         step = _autoencoder_step(opt, params, loss, rec, x, step, bar, log, "decoder")
         if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
             atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
