@@ -104,6 +104,10 @@ def test_class_images_manifest_reuse_mismatch_and_blank_rejection(tmp_path):
     assert len(calls) == n_calls and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
     with pytest.raises(InputError, match="other settings"):
         prepare_class_images(pipe, "a cat", 3, tmp_path, "tiny", steps=2)
+    with torch.no_grad():  # same model name, retrained weights: their class images are not these
+        next(pipe.unet.parameters()).view(-1)[-1] += 1e-3
+    with pytest.raises(InputError, match="'weights'"):
+        prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2)
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.new("RGB", (8, 8)).save(loose / "x.png")

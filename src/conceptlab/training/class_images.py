@@ -3,6 +3,7 @@ when the manifest matches (never, silently, another class's or another model's i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,11 +23,27 @@ def is_blank(image: Image.Image, min_std: float = 3.0) -> bool:
     return float(np.asarray(image.convert("L"), dtype=np.float32).std()) < min_std
 
 
+def weights_fingerprint(pipe) -> str:
+    """A short hash of the pipeline's UNet, text encoder and VAE weights: the same model name can hold other
+    weights (a retrained base model, a fine-tune saved over its folder), and its class images are not ours.
+    Each tensor contributes its name, shape, sum and first values, so hashing an SD-sized model takes well
+    under a second and any training step changes it."""
+    digest = hashlib.sha1()
+    for part in ("unet", "text_encoder", "vae"):
+        module = getattr(pipe, part, None)
+        for name, t in ([] if module is None else module.state_dict().items()):
+            flat = t.detach().reshape(-1)[:16].to(torch.float64).cpu()
+            digest.update(f"{part}.{name}{tuple(t.shape)}{t.detach().double().sum().item():.10e}".encode())
+            digest.update(flat.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, model: str, seed: int = 0,
                          steps: int = 30, guidance: float = 7.5, batch_size: int = 8) -> list[Image.Image]:
     """`count` class images for `prompt` in `folder`: reused if its manifest matches, completed if short."""
     folder = Path(folder)
-    want = {"model": model, "prompt": prompt, "steps": steps, "guidance": guidance}
+    want = {"model": model, "weights": weights_fingerprint(pipe), "prompt": prompt, "steps": steps,
+            "guidance": guidance}
     manifest = folder / MANIFEST
     files: list[str] = []
     if manifest.is_file():
