@@ -67,7 +67,10 @@ LINEAGE = [
     ("v7", "v6 + 2,000 steps with faces kept on 10% of broccoli (v6 never saw one) and the VAE decoder "
            "fine-tuned 1,000 steps, float32, `configs/history/base_model_v7.json`"),
     ("v8", "v7 with the whole VAE fine-tuned (faced broccoli oversampled, every other latent anchored) + "
-           "1,500 UNet steps on the re-encoded latents with faces on 20% of broccoli, float32, `configs/base_model.json`"),
+           "1,500 UNet steps on the re-encoded latents with faces on 20% of broccoli, float32, "
+           "`configs/history/base_model_v8.json`"),
+    ("v9", "v8 with the VAE fine-tuned 800 more steps (face pixels weighted 7x) + 1,200 UNet steps with the faced "
+           "broccoli drawn 4x as often, float32, `configs/base_model.json`"),
 ]
 
 
@@ -104,6 +107,9 @@ def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
                       [f"- `{o}` keeps its face on {r:.0%} of its images (the rest are drawn without one): faces on it "
                        "are rare, as cartoon vegetables with faces are in real data; textual inversion has them to learn."
                        for o, r in held.rare_faces.items()])
+    if cfg.get("unet_rare_face_boost", 1) != 1:
+        faces += (f"\n- Those faced images are drawn {cfg['unet_rare_face_boost']:g}x as often in the UNet's batches (and "
+                  f"{cfg.get('vae_rare_face_boost', 1):g}x in the VAE's): rare in the data, not in what the model practises on.")
     combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
     return f"""---
 library_name: diffusers

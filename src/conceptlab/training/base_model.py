@@ -78,6 +78,8 @@ class BaseModelConfig:
     # Faces are ~6x6 of the 16x16 latent pixels and carry the emotion; v1 drew them at chance. The error
     # on the face's latent pixels counts (1 + face_loss_weight) times (0 = plain MSE).
     face_loss_weight: float = 0.0
+    # images of rare-face objects that kept their face are drawn this many times as often (1 = uniform)
+    unet_rare_face_boost: float = 1.0
     ema_decay: float = 0.999
     bf16: bool = True
     checkpoint_every: int = 250
@@ -186,20 +188,31 @@ def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torc
     return vae.eval()
 
 
-def _vae_targets(cfg: BaseModelConfig, shape, n: int):
-    """What the VAE stage trains towards: a batch sampler, (N, 1, H, W) pixel weights, the frozen initial
-    VAE whose latents are kept (None without an anchor) and an (N,) mask of the images allowed to move."""
-    specs = training_specs(cfg) if (cfg.vae_face_weight or cfg.vae_anchor_weight or cfg.vae_rare_face_boost != 1) else []
-    moved = np.array([s.object in cfg.held_out.rare_faces and s.emotion != "none" for s in specs], dtype=bool)
-    if cfg.vae_rare_face_boost == 1 or not moved.any():
+def _rare_faced(cfg: BaseModelConfig, specs: list[StickerSpec]) -> np.ndarray:
+    """(N,) mask of the training images of rare-face objects that kept their face."""
+    return np.array([s.object in cfg.held_out.rare_faces and s.emotion != "none" for s in specs], dtype=bool)
+
+
+def _batch_sampler(boosted: np.ndarray, boost: float, n: int):
+    """draw(rng, k) -> k indices into the N training images, the `boosted` ones `boost` times as likely."""
+    if boost == 1 or not boosted.any():
         def draw(rng, k):
             return rng.integers(0, n, k)
     else:
-        p = np.where(moved, cfg.vae_rare_face_boost, 1.0)
+        p = np.where(boosted, boost, 1.0)
         p = p / p.sum()
 
         def draw(rng, k):
             return rng.choice(n, size=k, p=p)
+    return draw
+
+
+def _vae_targets(cfg: BaseModelConfig, shape, n: int):
+    """What the VAE stage trains towards: a batch sampler, (N, 1, H, W) pixel weights, the frozen initial
+    VAE whose latents are kept (None without an anchor) and an (N,) mask of the images allowed to move."""
+    specs = training_specs(cfg) if (cfg.vae_face_weight or cfg.vae_anchor_weight or cfg.vae_rare_face_boost != 1) else []
+    moved = _rare_faced(cfg, specs)
+    draw = _batch_sampler(moved, cfg.vae_rare_face_boost, n)
     if cfg.vae_face_weight:
         weights = face_weights(specs, shape.image_size, shape.image_size, cfg.vae_face_weight)
     else:
@@ -396,6 +409,7 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
     specs = training_specs(cfg)
     captioner = _Captioner(specs, tok, cfg)
     weights = face_weights(specs, shape.image_size, mean.shape[-1], cfg.face_loss_weight) if cfg.face_loss_weight else None
+    draw = _batch_sampler(_rare_faced(cfg, specs), cfg.unet_rare_face_boost, len(moments))
     rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
     gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
     if step and "rng" in st:  # exact resume: the streams continue where they stopped
@@ -409,7 +423,7 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.from_numpy(rng_np.integers(0, len(moments), cfg.unet_batch))
+        idx = torch.from_numpy(draw(rng_np, cfg.unet_batch))
         latents = cached.sample(idx, gen)  # (B, C, 16, 16)
         ids = captioner(idx.numpy(), rng_py)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
