@@ -137,16 +137,27 @@ def test_bad_subjects(concept_dirs):
 
 
 def test_subjects_a_frozen_text_encoder_cannot_tell_apart_are_warned_about(concept_dirs):
-    """The shipped model's tokenizer spells 'tuki' and 'bnh' letter by letter and encodes both prompts alike."""
+    """Identifiers spelt letter by letter that differ in one letter whose embeddings are made equal encode alike."""
     import warnings
 
-    from conceptlab.models.loading import load_pipeline
-
-    with pytest.warns(UserWarning, match="'tuki' and 'bnh'.*--train-text-encoder"):
-        DreamBooth(load_pipeline(), _cfg(concept_dirs))
+    pipe = build_pipeline("tiny")
+    cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster"),
+                                     SubjectConfig("tuka", str(concept_dirs / "emoji"), "monster")],
+                           train=TrainConfig(steps=1, batch_size=2))
+    tok, emb = pipe.tokenizer, pipe.text_encoder.get_input_embeddings().weight
+    last = [tok.tokenize(w)[-1] for w in ("tuki", "tuka")]
+    assert last[0] != last[1]
+    with warnings.catch_warnings(record=True) as caught:  # distinct embeddings: nothing to warn about
+        warnings.simplefilter("always")
+        DreamBooth(pipe, cfg)
+    assert not [w for w in caught if "cannot tell them apart" in str(w.message)]
+    with torch.no_grad():
+        emb[tok.convert_tokens_to_ids(last[1])] = emb[tok.convert_tokens_to_ids(last[0])]
+    with pytest.warns(UserWarning, match="'tuki' and 'tuka'.*--train-text-encoder"):
+        DreamBooth(pipe, cfg)
     with warnings.catch_warnings(record=True) as caught:  # training the text encoder: nothing to warn about
         warnings.simplefilter("always")
-        DreamBooth(load_pipeline(), _cfg(concept_dirs, train_text_encoder=True))
+        DreamBooth(pipe, DreamBoothConfig(subjects=cfg.subjects, train=cfg.train, train_text_encoder=True))
     assert not [w for w in caught if "cannot tell them apart" in str(w.message)]
 
 
