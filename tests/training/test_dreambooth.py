@@ -108,6 +108,11 @@ def test_class_images_manifest_reuse_mismatch_and_blank_rejection(tmp_path):
         next(pipe.unet.parameters()).view(-1)[-1] += 1e-3
     with pytest.raises(InputError, match="'weights'"):
         prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2)
+    n_calls = len(calls)
+    with pytest.warns(UserWarning, match="making them again"):  # a run's own folder: remade, not an error
+        remade = prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2, replace_stale=True)
+    assert len(remade) == 3 and len(calls) > n_calls
+    assert prepare_class_images(pipe, "a monster", 3, tmp_path, "tiny", steps=2, batch_size=2)  # now it matches
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.new("RGB", (8, 8)).save(loose / "x.png")

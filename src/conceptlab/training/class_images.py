@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,12 @@ def weights_fingerprint(pipe) -> str:
 
 
 def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, model: str, seed: int = 0,
-                         steps: int = 30, guidance: float = 7.5, batch_size: int = 8) -> list[Image.Image]:
-    """`count` class images for `prompt` in `folder`: reused if its manifest matches, completed if short."""
+                         steps: int = 30, guidance: float = 7.5, batch_size: int = 8,
+                         replace_stale: bool = False) -> list[Image.Image]:
+    """`count` class images for `prompt` in `folder`: reused if its manifest matches, completed if short.
+
+    A folder made with other settings is an error, unless `replace_stale` (a run's own default folder, not one
+    the user named): then its images are deleted and made again, with a warning."""
     folder = Path(folder)
     want = {"model": model, "weights": weights_fingerprint(pipe), "prompt": prompt, "steps": steps,
             "guidance": guidance}
@@ -49,7 +54,13 @@ def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, mode
     if manifest.is_file():
         have = json.loads(manifest.read_text())
         mismatch = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-        if mismatch:
+        if mismatch and replace_stale:
+            warnings.warn(f"{folder} holds class images made with other settings {mismatch}; making them again", stacklevel=2)
+            for name in have.get("files", []):
+                (folder / name).unlink(missing_ok=True)
+            manifest.unlink()
+            have = {"files": []}
+        elif mismatch:
             raise InputError("--class-dir", str(folder), f"holds class images made with other settings {mismatch}",
                              "Use another --class-dir (each class and model gets its own) or delete that folder")
         files = have["files"]

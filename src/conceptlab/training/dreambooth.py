@@ -312,7 +312,7 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
             for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
                 sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
                 made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
-                                            cfg.model or "sticker_base")
+                                            cfg.model or "sticker_base", replace_stale=not cfg.class_dir)
                 images += made
                 texts[word] += [prompt] * len(made)
             classes[word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
