@@ -88,12 +88,13 @@ def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
 
 def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool,
           captions: str = "none", lr: float | None = None, prior_weight: float = 1.0, rank: int = 16,
-          class_prompts: str = "class"):
-    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions != "none" else None)
+          class_prompts: str = "class", mask_weight: float | None = None):
+    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions != "none" else None,
+                              masks=str(data / i / "masks") if mask_weight else None)
                 for i in SUBJECTS]
     cfg = DreamBoothConfig(
         model=model, subjects=subjects, lora=lora, rank=rank, prior_weight=prior_weight,
-        train_text_encoder=text_encoder,
+        train_text_encoder=text_encoder, mask_weight=mask_weight or 1.0,
         prior_preservation=prior, class_images=100, class_dir=str(out / "class-images"), class_prompts=class_prompts,
         train=TrainConfig(steps=steps, batch_size=4, lr=lr or (1e-3 if lora else 1e-4), checkpoint_every=0,
                           preview_every=0))
@@ -120,17 +121,20 @@ def main() -> None:
     ap.add_argument("--class-prompts", choices=("class", "captions"), default="class",
                     help="captions: class images also from the captions with the identifier dropped")
     ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
+    ap.add_argument("--mask-weight", type=float, default=None,
+                    help="train with each render's silhouette as a mask, the subject's pixels weighted this much")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
     report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
               "captions": args.captions, "images": args.images, "lr": args.lr, "prior_weight": args.prior_weight,
-              "rank": args.rank, "class_prompts": args.class_prompts}
+              "rank": args.rank, "class_prompts": args.class_prompts, "mask_weight": args.mask_weight}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
-        export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0)
+        export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0,
+                      masks=bool(args.mask_weight))
         if args.captions == "varying":
             varying_captions(data / ident)
     if not args.no_baseline:
@@ -140,7 +144,8 @@ def main() -> None:
                           "class": class_scores(base, judge, out, "base")}
     for prior in (True,) if args.only_prior else (True, False):
         pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder, args.captions,
-                           args.lr, args.prior_weight, args.rank, args.class_prompts if prior else "class")
+                           args.lr, args.prior_weight, args.rank, args.class_prompts if prior else "class",
+                           args.mask_weight)
         pipe.set_progress_bar_config(disable=True)
         name = "prior" if prior else "no-prior"
         report[name] = {"train_seconds": secs, "subjects": subject_scores(pipe, judge, out, name),

@@ -33,3 +33,13 @@ def test_dreambooth_bad_subject_exit_code(tiny_dir, tmp_path, capsys):
     assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=somewhere", "--out",
                  str(tmp_path / "x")]) == 2
     assert "class=WORD" in capsys.readouterr().err
+
+
+def test_masks_and_mask_weight_reach_the_config(tmp_path):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config
+
+    args = build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster,masks=d/tuki/masks",
+                                      "--mask-weight", "3", "--out", str(tmp_path)])
+    cfg = dreambooth_config(args)
+    assert cfg.subjects[0].masks == "d/tuki/masks" and cfg.mask_weight == 3.0

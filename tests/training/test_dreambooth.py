@@ -79,7 +79,7 @@ def test_lora_resume_is_exact(concept_dirs, tmp_path):
 
 def test_batches_balance_subjects_and_pair_class_examples(concept_dirs, class_latents):
     method = DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, prior_preservation=True), class_latents)
-    inst, texts, cls, cls_texts = method.batch(4, torch.Generator().manual_seed(0))
+    inst, texts, _, cls, cls_texts = method.batch(4, torch.Generator().manual_seed(0))
     assert sorted(texts) == ["a bnh monster", "a bnh monster", "a tuki monster", "a tuki monster"]
     assert cls.shape == inst.shape and cls_texts == ["a monster"] * 4
 
@@ -207,7 +207,7 @@ def test_captioned_class_prompts_draw_class_images_per_caption_and_train_each_wi
     plain = DreamBooth(build_pipeline("tiny"), DreamBoothConfig(subjects=[SubjectConfig("tuki", tuki.folder, "monster")],
                        prior_preservation=True), {"monster": pool}, {"monster": [f"prompt {k}" for k in range(n)]})
     for seed in range(4):
-        _, _, cls, cls_txt = plain.batch(4, torch.Generator().manual_seed(seed))
+        _, _, _, cls, cls_txt = plain.batch(4, torch.Generator().manual_seed(seed))
         assert cls_txt == [f"prompt {round(v)}" for v in cls.mean(dim=(1, 2, 3)).tolist()]
     with pytest.raises(InputError, match="no captions"):
         DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, class_prompts="captions"))

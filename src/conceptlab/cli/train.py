@@ -54,8 +54,9 @@ def add_parser(sub):
     d = tsub.add_parser("dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior preservation")
     add_model_flags(d)
     flag(d, "--subject", action="append", default=None,
-         help="ID=DIR,class=WORD[,template=...][,captions=WORD]; repeat for several. captions=WORD trains on each "
-              "image's own caption (metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'")
+         help="ID=DIR,class=WORD[,template=...][,captions=WORD][,masks=DIR]; repeat for several. captions=WORD trains "
+              "on each image's own caption (metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'; masks=DIR "
+              "holds a mask per image, named like it (white = subject), and weights the loss toward the subject")
     flag(d, "--lora", action="store_const", const=True)
     flag(d, "--rank", type=int)
     flag(d, "--train-text-encoder", action="store_const", const=True)
@@ -69,6 +70,8 @@ def add_parser(sub):
     flag(d, "--resolution", type=int)
     flag(d, "--offset-noise", type=float)
     flag(d, "--min-snr-gamma", type=float)
+    flag(d, "--mask-weight", type=float,
+         help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
     flag(d, "--no-flip", dest="flip", action="store_const", const=False)
     add_train_flags(d)
     d.set_defaults(run=run_dreambooth)
@@ -137,7 +140,7 @@ def dreambooth_config(args):
     if args.config:
         base = merge_overrides(base, load_config_file(args.config))
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "flip")
+             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip")
     merged = merge_overrides(base, {"model": args.model, **{n: getattr(args, n) for n in names},
                                     "train": train_overrides(args)})
     if args.subject:

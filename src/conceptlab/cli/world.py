@@ -18,6 +18,7 @@ def add_parser(sub):
     flag(e, "--individual-rate", type=float, default=0.3,
          help="chance that a monster is a named individual (default 0.3)")
     flag(e, "--format", default="png", help="png or jpg")
+    flag(e, "--masks", action="store_true", help="also write each object's silhouette to OUT/masks/ (masked loss)")
     e.set_defaults(run=run_export)
     return p
 
@@ -29,7 +30,7 @@ def run_export(args) -> int:
     path = export_images(
         args.out, args.n, seed=args.seed, size=args.size, only=parse_filters(args.only, "--only"),
         exclude=parse_filters(args.exclude, "--exclude"), individual_rate=args.individual_rate,
-        fmt=args.format,
+        fmt=args.format, masks=args.masks,
     )
     print(f"wrote {args.n} stickers and {path}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from conceptlab.errors import InputError
@@ -78,6 +79,44 @@ def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True,
     return image.crop((left, top, left + resolution, top + resolution))
 
 
+def read_masks(folder: str | Path, names: list[str], argument: str) -> list[Image.Image]:
+    """Each image's mask (grayscale, white = the subject) from FOLDER/<image stem>.<any image suffix>.
+
+    The layout kohya's masked loss reads; a missing or unreadable mask is an error naming the image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(argument, str(folder), "is not a folder", "Pass a folder of masks named like the images")
+    by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    out = []
+    for name in names:
+        path = by_stem.get(Path(name).stem)
+        if path is None:
+            raise InputError(argument, str(folder), f"has no mask for {name}",
+                             f"Add {Path(name).stem}.png (white = subject, black = background)")
+        try:
+            with Image.open(path) as im:
+                out.append(im.convert("L"))
+        except Exception:  # noqa: BLE001 - reported with the file's name
+            raise InputError(argument, str(path), "is not a readable image", "Replace the mask file") from None
+    return out
+
+
+def mask_weights(masks: list[Image.Image], latent_size: tuple[int, int], weight: float, flip: bool) -> torch.Tensor:
+    """Per-latent-pixel loss weights (N, 1, h, w): `weight` on the subject, 1 elsewhere, each map's mean 1.
+
+    Masks are area-averaged to the latent grid, so a latent pixel half on the subject gets half the extra weight;
+    the mean of 1 keeps the loss's scale (and the learning rate's meaning) whatever share of the picture the
+    subject fills. The mirror images' maps follow the images' order in CachedLatents (images, then mirrors).
+    """
+    m = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in masks]) / 255.0)[:, None]  # (N, 1, H, W)
+    if flip:
+        m = torch.cat([m, m.flip(-1)])
+    m = F.interpolate(m, size=latent_size, mode="area")  # (N, 1, h, w) in [0, 1]
+    w = 1 + (weight - 1) * m
+    return w / w.mean(dim=(2, 3), keepdim=True)
+
+
 def to_pixels(images: list[Image.Image]) -> torch.Tensor:
     arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1
     return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
@@ -108,6 +147,7 @@ class CachedLatents:
     mean: torch.Tensor  # (N, C, h, w)
     logvar: torch.Tensor  # (N, C, h, w)
     scaling_factor: float
+    weight: torch.Tensor | None = None  # (N, 1, h, w) per-pixel loss weights (mask_weights); None: uniform
 
     @classmethod
     @torch.no_grad()
@@ -122,6 +162,12 @@ class CachedLatents:
         mean, logvar = self.mean[idx], self.logvar[idx]
         noise = torch.randn(mean.shape, generator=generator)
         return (mean + torch.exp(0.5 * logvar) * noise) * self.scaling_factor  # (B, C, h, w)
+
+    def pixel_weight(self, idx: torch.Tensor) -> torch.Tensor:
+        """The loss weights of the images at `idx` (B, 1, h, w); ones when no masks were given."""
+        if self.weight is None:
+            return torch.ones(len(idx), 1, *self.mean.shape[2:])
+        return self.weight[idx]
 
     def __len__(self) -> int:
         return len(self.mean)

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from conceptlab.errors import InputError
-from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, substituted_captions
+from conceptlab.training.data import (
+    CachedLatents,
+    load_concept_folder,
+    mask_weights,
+    prepare_image,
+    read_masks,
+    substituted_captions,
+)
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
 from conceptlab.training.loop import TrainConfig
 
@@ -37,6 +44,9 @@ class SubjectConfig:
     # each image's own caption (metadata.jsonl 'text' or NAME.txt) with this word replaced by "ID CLASS":
     # scenes, emotions and styles stay with their words instead of sticking to the identifier
     captions: str | None = None
+    # a folder of masks named like the images (white = the subject): the loss counts the subject's pixels
+    # DreamBoothConfig.mask_weight times as much as the background's
+    masks: str | None = None
 
 
 @dataclass
@@ -61,6 +71,7 @@ class DreamBoothConfig:
     flip: bool = True
     offset_noise: float = 0.0  # 0.05-0.1 lets the model learn very dark or light images
     min_snr_gamma: float | None = None  # e.g. 5.0
+    mask_weight: float = 5.0  # subjects with masks: a subject pixel's loss weight against a background pixel's
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=1, lr=1e-4))
 
 
@@ -69,14 +80,14 @@ def parse_subject(text: str) -> SubjectConfig:
     head, *opts = text.split(",")
     ident, sep, folder = head.partition("=")
     kw = dict(o.partition("=")[::2] for o in opts)
-    unknown = set(kw) - {"class", "template", "captions"}
+    unknown = set(kw) - {"class", "template", "captions", "masks"}
     if not sep or not ident or not folder or unknown:
         raise InputError("--subject", text, "expected ID=DIR,class=WORD[,template=...]",
                          "e.g. --subject 'tuki=data/tuki,class=monster'")
     if not kw.get("class"):
         raise InputError("--subject", text, "has no class word", "Add class=WORD, e.g. class=monster")
     return SubjectConfig(ident, folder, kw["class"], kw.get("template", "a {identifier} {class_word}"),
-                         kw.get("captions") or None)
+                         kw.get("captions") or None, kw.get("masks") or None)
 
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
@@ -84,6 +95,9 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
     if cfg.class_prompts not in ("class", "captions"):
         raise InputError("--class-prompts", cfg.class_prompts, "is not a known choice", "Use class or captions")
+    if not cfg.mask_weight > 0:
+        raise InputError("--mask-weight", cfg.mask_weight, "must be > 0",
+                         "Use 1 for a plain loss, more than 1 to stress the masked subject (e.g. 5)")
     if cfg.lora and cfg.rank < 1:
         raise InputError("--rank", cfg.rank, "must be >= 1", "Use --rank 4 (or 8, 16)")
     seen = set()
@@ -100,6 +114,21 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         if "{identifier}" not in s.template:
             raise InputError("--subject", s.template, "template lacks {identifier}",
                              "e.g. template='a {identifier} {class_word}'")
+
+
+def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool):
+    """The subject's masks, resized and cropped exactly as its images (`names`, of `sizes`) were."""
+    masks = read_masks(s.masks, names, f"--subject {s.identifier},masks")
+    out = []
+    for name, mask, size in zip(names, masks, sizes):
+        if mask.size != size:
+            raise InputError(f"--subject {s.identifier},masks", f"{s.masks}/{name}",
+                             f"mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
+                             "Make each mask the size of its image")
+        with warnings.catch_warnings():  # an upscaled image has already said so
+            warnings.simplefilter("ignore")
+            out.append(prepare_image(mask, res, center_crop))
+    return out
 
 
 def instance_prompt(s: SubjectConfig) -> str:
@@ -133,9 +162,10 @@ class DreamBooth:
         check_subjects(cfg)
         self.pipe, self.cfg = pipe, cfg
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        images, self.captions = [], []
+        images, self.captions, files = [], [], []
         for s in cfg.subjects:
             loaded, names = load_concept_folder(s.folder, f"--subject {s.identifier}")
+            files.append((names, [im.size for im in loaded]))
             images.append([prepare_image(im, res, cfg.center_crop, f"of {s.identifier}") for im in loaded])
             self.captions.append(None if not s.captions else substituted_captions(
                 s.folder, names, s.captions, f"{s.identifier} {s.class_word}",
@@ -143,6 +173,10 @@ class DreamBooth:
         for module in (pipe.vae, pipe.text_encoder, pipe.unet):
             module.requires_grad_(False)
         self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
+        for s, latents, (names, sizes) in zip(cfg.subjects, self.instance, files):
+            if s.masks:
+                masks = prepared_masks(s, names, sizes, res, cfg.center_crop)
+                latents.weight = mask_weights(masks, tuple(latents.mean.shape[2:]), cfg.mask_weight, cfg.flip)
         self.classes = class_latents or {}
         self.class_texts = class_texts or {}  # per class word: each class image's prompt (default "a CLASS")
         if cfg.prior_preservation and any(s.class_word not in self.classes for s in cfg.subjects):
@@ -218,12 +252,13 @@ class DreamBooth:
         """Instance latents and prompts, balanced across subjects; the paired class examples when enabled."""
         n = len(self.cfg.subjects)
         offset = int(torch.randint(0, n, (1,), generator=generator))
-        inst, inst_txt, cls, cls_txt = [], [], [], []
+        inst, inst_txt, inst_w, cls, cls_txt = [], [], [], [], []
         for i in range(batch_size):
             s = (offset + i) % n
             subject = self.cfg.subjects[s]
             idx = torch.randint(0, len(self.instance[s]), (1,), generator=generator)
             inst.append(self.instance[s].sample(idx, generator))
+            inst_w.append(self.instance[s].pixel_weight(idx))
             own = self.captions[s]  # latents hold the images, then their mirror images
             inst_txt.append(own[int(idx) % len(own)] if own else instance_prompt(subject))
             if self.cfg.prior_preservation:
@@ -232,13 +267,17 @@ class DreamBooth:
                 cls.append(pool.sample(cidx, generator))
                 texts = self.class_texts.get(subject.class_word)  # latents: the images, then their mirrors
                 cls_txt.append(texts[int(cidx) % len(texts)] if texts else class_prompt(subject))
-        return torch.cat(inst), inst_txt, (torch.cat(cls) if cls else None), cls_txt
+        return torch.cat(inst), inst_txt, torch.cat(inst_w), (torch.cat(cls) if cls else None), cls_txt
 
     def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        inst, inst_txt, cls, cls_txt = self.batch(batch_size, generator)
+        inst, inst_txt, inst_w, cls, cls_txt = self.batch(batch_size, generator)
         latents = inst if cls is None else torch.cat([inst, cls])
+        weight = None  # (B, 1, h, w): the instances' mask weights, ones for class images
+        if any(s.masks for s in self.cfg.subjects):
+            weight = inst_w if cls is None else torch.cat([inst_w, torch.ones(len(cls), *inst_w.shape[1:])])
         per_sample = denoising_loss(self.pipe.unet, self.scheduler, latents, self.encode(inst_txt + cls_txt), generator,
-                                    self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none")
+                                    self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none",
+                                    pixel_weight=weight)
         loss = per_sample[:batch_size].mean()
         if cls is not None:
             loss = loss + self.cfg.prior_weight * per_sample[batch_size:].mean()

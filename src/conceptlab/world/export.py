@@ -14,10 +14,11 @@ from conceptlab.world.render import render
 
 
 def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=None, exclude=None,
-                  individual_rate: float = 0.3, fmt: str = "png") -> Path:
+                  individual_rate: float = 0.3, fmt: str = "png", masks: bool = False) -> Path:
     """Renders n stickers from seeds seed..seed+n-1 into `out`; returns the metadata.jsonl path.
 
-    Each row holds file_name, text (the caption), every attribute as a string column, and bbox.
+    Each row holds file_name, text (the caption), every attribute as a string column, and bbox. With `masks`,
+    each object's silhouette goes to out/masks/NAME.png (white = object), the layout a masked loss reads.
     """
     out = Path(out)
     if n < 1:
@@ -33,11 +34,15 @@ def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=N
     except ValueError as e:
         raise InputError("--only/--exclude", {"only": only, "exclude": exclude}, str(e), "Loosen the filters") from None
     out.mkdir(parents=True, exist_ok=True)
+    if masks:
+        (out / "masks").mkdir(exist_ok=True)
     rows = []
     for i in tqdm(range(seed, seed + n), desc="render", unit="img"):
         r = render(sample_spec(i, only, exclude, individual_rate), size)
         name = f"{i:06d}.{fmt}"
         r.image.save(out / name)
+        if masks:
+            r.mask.save(out / "masks" / f"{i:06d}.png")
         rows.append({"file_name": name, "text": r.caption, **r.labels, "bbox": list(r.bbox), "seed": i})
     path = out / "metadata.jsonl"
     atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)

@@ -25,13 +25,14 @@ RGB = {
 
 @dataclass
 class Rendered:
-    """A rendered sticker: the picture, its labels, a caption and the object's box in pixels."""
+    """A rendered sticker: the picture, its labels, a caption, the object's box in pixels and its silhouette."""
 
     image: Image.Image
     labels: dict[str, str]
     caption: str
     bbox: tuple[int, int, int, int]
     spec: StickerSpec
+    mask: Image.Image  # "L", white where the object (and what it wears or holds) is
 
 
 def _shade(rgb, f):
@@ -405,7 +406,8 @@ def render(spec: StickerSpec, size: int = 64, caption_drop: float = 0.0) -> Rend
     bb = mask.getbbox() or (0, 0, CANVAS, CANVAS)
     f = size / CANVAS
     bbox = tuple(int(round(v * f)) for v in bb)
-    return Rendered(im, spec.labels(), caption(spec, drop=caption_drop), bbox, spec)
+    small_mask = mask.resize((size, size), Image.Resampling.BOX)
+    return Rendered(im, spec.labels(), caption(spec, drop=caption_drop), bbox, spec, small_mask)
 
 
 class _MaskDraw:
