@@ -211,3 +211,13 @@ def test_captioned_class_prompts_draw_class_images_per_caption_and_train_each_wi
         assert cls_txt == [f"prompt {round(v)}" for v in cls.mean(dim=(1, 2, 3)).tolist()]
     with pytest.raises(InputError, match="no captions"):
         DreamBooth(build_pipeline("tiny"), _cfg(concept_dirs, class_prompts="captions"))
+
+
+def test_a_fingerprint_handed_in_is_the_one_the_manifest_checks(tmp_path):
+    from conceptlab.training.class_images import weights_fingerprint
+
+    pipe = build_pipeline("tiny")
+    prepare_class_images(pipe, "a monster", 1, tmp_path, "tiny", steps=2, fingerprint=weights_fingerprint(pipe))
+    assert prepare_class_images(pipe, "a monster", 1, tmp_path, "tiny", steps=2)  # the same weights: reused
+    with pytest.raises(InputError, match="other settings"):
+        prepare_class_images(pipe, "a monster", 1, tmp_path, "tiny", steps=2, fingerprint="another model")

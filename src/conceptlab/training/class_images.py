@@ -41,13 +41,14 @@ def weights_fingerprint(pipe) -> str:
 
 def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, model: str, seed: int = 0,
                          steps: int = 30, guidance: float = 7.5, batch_size: int = 8,
-                         replace_stale: bool = False) -> list[Image.Image]:
+                         replace_stale: bool = False, fingerprint: str | None = None) -> list[Image.Image]:
     """`count` class images for `prompt` in `folder`: reused if its manifest matches, completed if short.
 
     A folder made with other settings is an error, unless `replace_stale` (a run's own default folder, not one
-    the user named): then its images are deleted and made again, with a warning."""
+    the user named): then its images are deleted and made again, with a warning. `fingerprint`: the pipeline's
+    weights_fingerprint when the caller already has it (one hash for many prompt folders)."""
     folder = Path(folder)
-    want = {"model": model, "weights": weights_fingerprint(pipe), "prompt": prompt, "steps": steps,
+    want = {"model": model, "weights": fingerprint or weights_fingerprint(pipe), "prompt": prompt, "steps": steps,
             "guidance": guidance}
     manifest = folder / MANIFEST
     files: list[str] = []

@@ -335,7 +335,7 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     from dataclasses import asdict
 
     from conceptlab.models.loading import load_pipeline
-    from conceptlab.training.class_images import prepare_class_images
+    from conceptlab.training.class_images import prepare_class_images, weights_fingerprint
     from conceptlab.training.loop import Trainer
 
     check_subjects(cfg)
@@ -345,13 +345,15 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     texts: dict[str, list[str]] = {}
     if cfg.prior_preservation:
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        fingerprint = weights_fingerprint(pipe)  # once: every prompt folder's manifest checks the same weights
         for word, prompts in class_prompts(cfg).items():
             folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / word
             images, texts[word] = [], []
             for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
                 sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
                 made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
-                                            cfg.model or "sticker_base", replace_stale=not cfg.class_dir)
+                                            cfg.model or "sticker_base", replace_stale=not cfg.class_dir,
+                                            fingerprint=fingerprint)
                 images += made
                 texts[word] += [prompt] * len(made)
             classes[word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
