@@ -19,6 +19,7 @@ import torch
 from conceptlab.config import dataclass_from_dict
 from conceptlab.evaluation.judge import load_judge
 from conceptlab.evaluation.prompts import evaluate_prompts, standard_prompts, write_prompt_report
+from conceptlab.evaluation.roundtrip import vae_ceiling
 from conceptlab.models.base import HeldOut
 from conceptlab.models.loading import shipped_base_model
 from conceptlab.plots import plot_loss
@@ -70,7 +71,10 @@ LINEAGE = [
            "1,500 UNet steps on the re-encoded latents with faces on 20% of broccoli, float32, "
            "`configs/history/base_model_v8.json`"),
     ("v9", "v8 with the VAE fine-tuned 800 more steps (face pixels weighted 7x) + 1,200 UNet steps with the faced "
-           "broccoli drawn 4x as often, float32, `configs/base_model.json`"),
+           "broccoli drawn 4x as often, float32, `configs/history/base_model_v9.json`"),
+    ("v10", "v9 with only the VAE decoder fine-tuned 800 steps on v9's cached latents (face pixels weighted 7x), "
+            "float32, `configs/base_model.json`; the encoder, UNet and text encoder are v9's, bit for bit, so "
+            "everything trained on v9's latents (embeddings, LoRAs) carries over"),
 ]
 
 
@@ -81,33 +85,61 @@ def lineage() -> str:
             f"{older}")
 
 
-def card(cfg: dict, scores, speed: dict, steps: dict) -> str:
+def ceiling_table(ceiling: dict) -> str:
+    if not ceiling:
+        return ""
+    rows = "\n".join(f"| {g} | {r['render']:.1%} | {r['round_trip']:.1%} |" for g, r in ceiling.items())
+    return f"""The autoencoder's ceiling (`conceptlab.evaluation.roundtrip`): the judge on renders, and on the same renders
+encoded and decoded by this VAE. No fine-tune of the UNet draws finer than the decoder does: the DreamBooth subjects
+are told apart by their marks (tuki: three eyes and stripes; bnh: one eye and spots), the broccoli stickers of the
+textual-inversion proof by a small face on the crown.
+
+| renders | judged right | after the VAE |
+| --- | --- | --- |
+{rows}
+
+"""
+
+
+def card(cfg: dict, scores, speed: dict, steps: dict, ceiling: dict | None = None) -> str:
+    ceiling = ceiling_table(ceiling or {})
     held = dataclass_from_dict(HeldOut, cfg["held_out"]) if "held_out" in cfg else HeldOut()
     acc = scores.accuracy
     rows = "\n".join(f"| {g} | {scores.counts[g]} | " + " | ".join(f"{acc[g].get(a, float('nan')):.1%}"
                      for a in ("object", "colour", "emotion", "background", "style", "accessory", "held_item", "flowers"))
                      + " |" for g in ("seen", "unseen combination", "all"))
     warm = f" ({lineage()})" if cfg.get("unet_init") else ""
+    prev = LINEAGE[-2][0]
     vae_steps = (f"{steps['vae']['steps']} steps" if cfg.get("vae_steps") else
-                 "v0's 1,500 steps (reused unchanged since, through `vae_init`)")
+                 f"{prev}'s (through `vae_init`, no further steps)" if cfg.get("vae_init") else "none")
     if cfg.get("vae_steps") and cfg.get("vae_init"):
         vae_steps = (f"the previous model's, fine-tuned {cfg['vae_steps']} more steps (lr {cfg['vae_lr']}; images of rare-face "
                      f"objects that keep their face drawn {cfg.get('vae_rare_face_boost', 1):g}x as often, face pixels "
                      f"weighted {1 + cfg.get('vae_face_weight', 0):g}x, every other image's latent mean held to the old "
                      f"encoder's with weight {cfg.get('vae_anchor_weight', 0):g}, so the UNet needed only a short "
                      "catch-up)")
+    vae_line = (f"{vae_steps}, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the\n"
+                "  encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean."
+                if cfg.get("vae_steps") else f"{vae_steps}.")
     precision = "bf16 autocast" if cfg.get("bf16") else "float32 (this CPU has no native bf16)"
     decoder = (f"\n- VAE decoder: then fine-tuned {cfg['decoder_steps']} steps (batch {cfg['decoder_batch']}, lr "
                f"{cfg['decoder_lr']}, face pixels weighted {1 + cfg['decoder_face_weight']:g}x) on the cached latents with "
                "the encoder frozen, so the latents the UNet learns from are unchanged." if cfg.get("decoder_steps") else "")
+    unet = (f"jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}\n"
+            f"  (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), {precision}, EMA\n"
+            f"  {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.\n"
+            f"  `conceptlab train base --config configs/base_model.json` reproduces it{warm}"
+            if cfg.get("unet_steps") else
+            f"{prev}'s, unchanged (`unet_init` with `unet_steps` 0; loss.png is {prev}'s run). `conceptlab train base "
+            f"--config configs/base_model.json` reproduces this folder{warm}")
     face = (f"\n- Faces: the error on the latent pixels under each sticker's face (`conceptlab.world.face_box`) counts "
             f"{1 + cfg['face_loss_weight']:g} times; faces are ~6x6 of the 16x16 latent pixels and carry the emotion."
-            if cfg.get("face_loss_weight") else "")
+            if cfg.get("face_loss_weight") and cfg.get("unet_steps") else "")
     faces = "\n".join([f"- `{o}` appears only without a face (emotion \"none\")." for o in held.faceless_only] +
                       [f"- `{o}` keeps its face on {r:.0%} of its images (the rest are drawn without one): faces on it "
                        "are rare, as cartoon vegetables with faces are in real data; textual inversion has them to learn."
                        for o, r in held.rare_faces.items()])
-    if cfg.get("unet_rare_face_boost", 1) != 1:
+    if cfg.get("unet_rare_face_boost", 1) != 1 and cfg.get("unet_steps"):
         faces += (f"\n- Those faced images are drawn {cfg['unet_rare_face_boost']:g}x as often in the UNet's batches (and "
                   f"{cfg.get('vae_rare_face_boost', 1):g}x in the VAE's): rare in the data, not in what the model practises on.")
     combos = "; ".join(" + ".join(f"{k}={v}" for k, v in c) for c in held.combinations)
@@ -137,12 +169,8 @@ starting noise (each seed had one colour, whatever the prompt). {cfg['noise_beta
 - Data: {cfg['images']} rendered stickers (seed {cfg['seed']}), captions drawn fresh every step with each optional
   attribute left out with probability {cfg['attribute_dropout']} and the whole caption dropped with probability
   {cfg['caption_dropout']} (for classifier-free guidance).
-- VAE: {vae_steps}, batch {cfg['vae_batch']}, L1 + L2 + image-gradient loss on the posterior mean; the
-  encoder's log-variance is then fixed at -20, so sampling the posterior returns its mean.{decoder}
-- UNet and text encoder, jointly: {steps['unet']['steps']} steps, batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']}
-  (warm-up {cfg['unet_warmup']}, cosine), min-SNR weighting (gamma {cfg['min_snr_gamma']}), {precision}, EMA
-  {cfg['ema_decay']}, offset noise {cfg['offset_noise']}; these weights are the EMA weights. 2 CPU cores.
-  `conceptlab train base --config configs/base_model.json` reproduces it{warm}.{face}
+- VAE: {vae_line}{decoder}
+- UNet and text encoder, {unet}.{face}
 - Tokenizer: this folder's, the one every conceptlab process uses (`sticker_tokenizer()`). v0 was trained with a tokenizer
   rebuilt in each process, whose ids differed between training and inference.
 
@@ -160,7 +188,7 @@ The sticker-world judge on {scores.counts['all']} generations (one per prompt, f
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-Speed on 2 CPU cores: loads in {speed['load_seconds']} s; a batch of 8 images at 30 steps takes
+{ceiling}Speed on 2 CPU cores: loads in {speed['load_seconds']} s; a batch of 8 images at 30 steps takes
 {speed['batch8_30steps_seconds']} s.
 """
 
@@ -180,17 +208,21 @@ def main(work: str) -> None:
     pipe.set_progress_bar_config(disable=True)
     scores = evaluate_prompts(pipe, standard_prompts(300, 100), load_judge(), steps=30)
     write_prompt_report(scores, work / "eval", "Base model: prompt accuracy")
+    ceiling = vae_ceiling(pipe.vae, load_judge())
     speed = timings(export)
     rows = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines() if x.strip()]
     unet = [r for r in rows if r["stage"] == "unet"]
-    plot_loss([r["step"] for r in unet], [r["loss"] for r in unet], export / "loss.png", "UNet + text encoder loss")
-    (export / "scores.json").write_text(json.dumps({"accuracy": scores.accuracy, "counts": scores.counts, **speed},
-                                                   indent=2))
-    (export / "README.md").write_text(card(cfg, scores, speed, training_minutes(work)))
+    if unet:
+        plot_loss([r["step"] for r in unet], [r["loss"] for r in unet], export / "loss.png", "UNet + text encoder loss")
+    elif cfg.get("unet_init") and (Path(cfg["unet_init"]) / "loss.png").exists():  # the UNet is the init's
+        shutil.copy(Path(cfg["unet_init"]) / "loss.png", export / "loss.png")
+    (export / "scores.json").write_text(json.dumps({"accuracy": scores.accuracy, "counts": scores.counts,
+                                                    "vae_ceiling": ceiling, **speed}, indent=2))
+    (export / "README.md").write_text(card(cfg, scores, speed, training_minutes(work), ceiling))
     target = shipped_base_model()
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(export, target)
-    print(json.dumps({"accuracy": scores.accuracy, **speed}, indent=2))
+    print(json.dumps({"accuracy": scores.accuracy, "vae_ceiling": ceiling, **speed}, indent=2))
     print(f"shipped to {target}")
 
 

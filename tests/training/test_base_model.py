@@ -87,6 +87,24 @@ def test_warm_start_from_a_pipeline_folder_copies_unet_text_encoder_and_vae(stra
             assert torch.allclose(a[name], b[name], atol=1e-6), (part, name)
 
 
+def test_decoder_only_update_ships_the_init_unet_and_encoder_untouched(straight, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    init = str(straight / "export")
+    cfg = _cfg(vae_steps=0, vae_init=init, unet_steps=0, unet_init=init, decoder_steps=3, decoder_batch=4,
+               decoder_lr=3e-3)
+    train_base_model(cfg, tmp_path, tmp_path / "export")
+    src = StableDiffusionPipeline.from_pretrained(straight / "export")
+    dst = StableDiffusionPipeline.from_pretrained(tmp_path / "export")
+    for part in ("unet", "text_encoder"):
+        a, b = getattr(src, part).state_dict(), getattr(dst, part).state_dict()
+        assert all(torch.equal(a[n], b[n]) for n in a), part
+    a, b = src.vae.state_dict(), dst.vae.state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a if n.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(a[n], b[n]) for n in a if n.startswith("decoder."))
+    assert dst.vae.config.scaling_factor == pytest.approx(src.vae.config.scaling_factor)
+
+
 def test_training_set_keeps_faces_on_rare_face_objects_at_their_rate_and_never_on_faceless_ones():
     from conceptlab.models.base import HeldOut
     from conceptlab.training.base_model import training_specs

@@ -101,3 +101,37 @@ def test_bad_masks_are_refused_with_the_argument_named(masked_dir, tmp_path):
     with pytest.raises(InputError, match="mask is 16x16 but its image is 32x32"):
         _method(masked_dir, str(small))
     assert parse_subject(f"tuki={masked_dir},class=monster,masks={small}").masks == str(small)
+
+
+def test_face_masks_cover_the_drawn_face_white_and_the_rest_of_the_body_grey(tmp_path):
+    from dataclasses import replace
+
+    from conceptlab.world.export import MASK_BODY_GREY, read_metadata
+    from conceptlab.world.render import render
+
+    export_images(tmp_path, 4, seed=5000, only={"object": {"monster"}, "individual": {"tuki"},
+                                                "emotion": {"happy", "sad", "angry", "in love"}},
+                  individual_rate=1.0, masks="face")
+    for row in read_metadata(tmp_path):
+        mask = np.asarray(Image.open(tmp_path / "masks" / row["file_name"])).astype(int)
+        r = render(_spec_of(row))
+        body = np.asarray(r.mask) > 127
+        assert set(np.unique(mask)) <= {0, MASK_BODY_GREY, 255}
+        assert not (mask[~body] > 0).any() and (mask[body] > 0).all()
+        # the face is what changes when the same sticker is drawn without one: it lies in the white part
+        bare = np.asarray(render(replace(r.spec, emotion="none")).image, dtype=int)
+        face = np.abs(np.asarray(r.image, dtype=int) - bare).sum(-1) > 60
+        assert face.sum() > 10 and (mask[face] == 255).mean() > 0.9
+        assert (mask == MASK_BODY_GREY).sum() > 50  # the rest of the body stays, at a lower level
+
+
+def _spec_of(row):
+    from conceptlab.world.attributes import sample_spec
+
+    return sample_spec(row["seed"], {"object": {"monster"}, "individual": {"tuki"},
+                                     "emotion": {"happy", "sad", "angry", "in love"}}, None, 1.0)
+
+
+def test_an_unknown_mask_kind_names_the_flag(tmp_path):
+    with pytest.raises(InputError, match="--masks"):
+        export_images(tmp_path, 1, masks="outline")

@@ -18,7 +18,9 @@ def add_parser(sub):
     flag(e, "--individual-rate", type=float, default=0.3,
          help="chance that a monster is a named individual (default 0.3)")
     flag(e, "--format", default="png", help="png or jpg")
-    flag(e, "--masks", action="store_true", help="also write each object's silhouette to OUT/masks/ (masked loss)")
+    flag(e, "--masks", nargs="?", const="silhouette", default=False, choices=("silhouette", "face"),
+         help="also write a mask per image to OUT/masks/ for a masked loss: the object's silhouette (the default), "
+              "or 'face': the face white, the rest of the object dark grey")
     e.set_defaults(run=run_export)
     return p
 

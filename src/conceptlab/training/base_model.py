@@ -66,7 +66,8 @@ class BaseModelConfig:
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_warmup: int = 300
-    unet_init: str | None = None  # a unet.ckpt or a pipeline folder whose UNet and text encoder start this run
+    unet_init: str | None = None  # a unet.ckpt or a pipeline folder whose UNet and text encoder start this run;
+    # with unet_steps=0 they are used as they are
     # SD's beta_end=0.012 leaves sqrt(alpha_bar_T)=0.068 of the image at t=T; on a 16x16 latent an object's
     # colour survives that noise, so the v0 model learned to take colour from the seed instead of the
     # prompt. 0.02 leaves 0.015 (terminal SNR 2.3e-4), and offset noise hides the per-channel mean too.
@@ -406,6 +407,10 @@ def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling:
         warm_start(unet, init_weights(cfg.unet_init, "unet")), warm_start(te, init_weights(cfg.unet_init, "te"))
         for e, p in zip(ema, params):
             e.copy_(p.detach())
+        if cfg.unet_steps == 0:  # used as it is (e.g. a decoder-only update): keep a checkpoint for the export
+            atomic_save_torch({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
+                               "ema": ema, "step": 0}, ckpt)
+            return
     specs = training_specs(cfg)
     captioner = _Captioner(specs, tok, cfg)
     weights = face_weights(specs, shape.image_size, mean.shape[-1], cfg.face_loss_weight) if cfg.face_loss_weight else None
