@@ -71,10 +71,7 @@ LINEAGE = [
            "1,500 UNet steps on the re-encoded latents with faces on 20% of broccoli, float32, "
            "`configs/history/base_model_v8.json`"),
     ("v9", "v8 with the VAE fine-tuned 800 more steps (face pixels weighted 7x) + 1,200 UNet steps with the faced "
-           "broccoli drawn 4x as often, float32, `configs/history/base_model_v9.json`"),
-    ("v10", "v9 with only the VAE decoder fine-tuned 800 steps on v9's cached latents (face pixels weighted 7x), "
-            "float32, `configs/base_model.json`; the encoder, UNet and text encoder are v9's, bit for bit, so "
-            "everything trained on v9's latents (embeddings, LoRAs) carries over"),
+           "broccoli drawn 4x as often, float32, `configs/base_model.json`"),
 ]
 
 
