@@ -203,9 +203,10 @@ def main(work: str) -> None:
 
     pipe = StableDiffusionPipeline.from_pretrained(export)
     pipe.set_progress_bar_config(disable=True)
-    scores = evaluate_prompts(pipe, standard_prompts(300, 100), load_judge(), steps=30)
+    judge = load_judge()
+    scores = evaluate_prompts(pipe, standard_prompts(300, 100), judge, steps=30)
     write_prompt_report(scores, work / "eval", "Base model: prompt accuracy")
-    ceiling = vae_ceiling(pipe.vae, load_judge())
+    ceiling = vae_ceiling(pipe.vae, judge)
     speed = timings(export)
     rows = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines() if x.strip()]
     unet = [r for r in rows if r["stage"] == "unet"]

@@ -29,12 +29,11 @@ class RoundTripGroup:
     attribute: str
 
 
-def standard_groups(seeds: int = 3) -> list[RoundTripGroup]:
-    """The DreamBooth subjects in the proof's emotions and scenes, and faced green broccoli stickers (TI proof)."""
+def standard_groups(seeds: int = 3, subjects: tuple[str, ...] = ("tuki", "bnh")) -> list[RoundTripGroup]:
+    """The DreamBooth proof's subjects in its emotions and scenes, and faced green broccoli stickers (TI proof)."""
     groups = []
-    for ind, (look, colour) in INDIVIDUALS.items():
-        if ind == "moxo":  # not a proof subject
-            continue
+    for ind in subjects:
+        look, colour = INDIVIDUALS[ind]
         specs = [StickerSpec(object="monster", individual=ind, monster=look, colour=colour, emotion=e, background=b,
                              seed=s) for e in EMOTIONS for b in SCENES for s in range(seeds)]
         groups.append(RoundTripGroup(ind, specs, "individual"))
@@ -43,20 +42,15 @@ def standard_groups(seeds: int = 3) -> list[RoundTripGroup]:
     return groups + [RoundTripGroup("broccoli emotion", broccoli, "emotion")]
 
 
-def _pixels(images: list[Image.Image]) -> torch.Tensor:
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
-    return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
-
-
 @torch.no_grad()
 def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Image]:
     """Each image encoded to its posterior mean and decoded again."""
-    out = []
+    from diffusers.image_processor import VaeImageProcessor
+
+    processor, out = VaeImageProcessor(do_resize=False), []
     for i in range(0, len(images), batch):
-        x = _pixels(images[i:i + batch]).to(vae.device, vae.dtype)
-        rec = vae.decode(vae.encode(x).latent_dist.mean).sample  # (B, 3, H, W)
-        arr = ((rec.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        out += [Image.fromarray(a) for a in arr]
+        x = processor.preprocess(images[i:i + batch]).to(vae.device, vae.dtype)  # (B, 3, H, W) in [-1, 1]
+        out += processor.postprocess(vae.decode(vae.encode(x).latent_dist.mean).sample.float(), output_type="pil")
     return out
 
 
