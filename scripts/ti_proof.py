@@ -1,12 +1,15 @@
 """The first seed project's two workflows on the shipped base model, judged.
 
     python scripts/ti_proof.py OUT [--steps 400] [--lr 5e-3] [--vectors 1] [--images 8] [--only VARIANT ...]
+        [--per-prompt 25] [--first-seed 0] [--guidance 7.5 [10 ...]]
 
 (a) four emotions trained jointly: <broccoli-happy>, <broccoli-sad>, <broccoli-angry>, <broccoli-in-love>
     from 4 renders each; (b) <broccoli> (faced broccoli, 8 renders of mixed emotions) + <happy-emoji>
     (4 renders) trained jointly, then mixed 0-100%. Scores: the share of "a sticker of a {emotion} <broccoli>"
     judged as broccoli with that emotion, beside the base model's share with the plain word "broccoli".
 (c) as (b) with <broccoli> trained on each image's own caption, the word 'broccoli' replaced by the token.
+Choose settings on one seed range and report on another (--first-seed): 200 judged images vary by +-3 points
+from the seeds alone.
 """
 
 from __future__ import annotations
@@ -36,21 +39,23 @@ def prompt_for(emotion: str, noun: str) -> str:
     return f"a sticker of a {noun} in love" if emotion == "in love" else f"a sticker of a {emotion} {noun}"
 
 
-def judged_share(pipe, judge, prompts_expect: list[tuple[str, str]], per_prompt: int, out: Path, name: str) -> dict:
-    """Generates `per_prompt` images per prompt (seeds 0..), judges object and emotion; writes a grid."""
+def judged_share(pipe, judge, prompts_expect: list[tuple[str, str]], per_prompt: int, out: Path, name: str,
+                 guidance: float = 7.5, first_seed: int = 0) -> dict:
+    """Generates `per_prompt` images per prompt (seeds first_seed..), judges object and emotion; writes a grid."""
     images, rows = [], []
+    seeds = range(first_seed, first_seed + per_prompt)
     for prompt, emotion in prompts_expect:
-        gens = [torch.Generator().manual_seed(s) for s in range(per_prompt)]
-        batch = pipe([prompt] * per_prompt, num_inference_steps=30, generator=gens).images
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        batch = pipe([prompt] * per_prompt, num_inference_steps=30, guidance_scale=guidance, generator=gens).images
         pred = judge.predict(batch)
-        for i in range(per_prompt):
-            rows.append({"prompt": prompt, "seed": i, "object": pred["object"][i], "emotion": pred["emotion"][i],
+        for i, seed in enumerate(seeds):
+            rows.append({"prompt": prompt, "seed": seed, "object": pred["object"][i], "emotion": pred["emotion"][i],
                          "ok": pred["object"][i] == "broccoli" and pred["emotion"][i] == emotion})
         images += batch
     make_grid(images[: per_prompt * len(prompts_expect)], cols=per_prompt, scale=2).save(out / f"{name}.png")
     share = sum(r["ok"] for r in rows) / len(rows)
     per = {p: sum(r["ok"] for r in rows if r["prompt"] == p) / per_prompt for p, _ in prompts_expect}
-    return {"share": share, "per_prompt": per, "images": len(rows),
+    return {"share": share, "per_prompt": per, "images": len(rows), "guidance": guidance, "first_seed": first_seed,
             "judged_broccoli": sum(r["object"] == "broccoli" for r in rows) / len(rows)}
 
 
@@ -85,7 +90,14 @@ def run_variant(name: str, args, data: Path, judge, out: Path) -> dict:
         concepts = [broccoli, emoji]
         prompts = [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS]
     secs = train(pipe, concepts, args, out / name.replace("_", "-"))
-    return {**judged_share(pipe, judge, prompts, args.per_prompt, out, name.replace("_", "-")), "train_seconds": secs}
+    return {**judged_at_guidances(pipe, judge, prompts, args, out, name.replace("_", "-")), "train_seconds": secs}
+
+
+def judged_at_guidances(pipe, judge, prompts_expect, args, out: Path, name: str) -> dict:
+    """judged_share at each --guidance; the first is the headline, the others are kept beside it."""
+    runs = [judged_share(pipe, judge, prompts_expect, args.per_prompt, out, name if k == 0 else f"{name}-cfg{g:g}",
+                         g, args.first_seed) for k, g in enumerate(args.guidance)]
+    return {**runs[0], "other_guidance": {f"{r['guidance']:g}": r for r in runs[1:]}}
 
 
 def main() -> None:
@@ -98,14 +110,19 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=8, help="mixed-emotion broccoli renders (per emotion: half)")
     ap.add_argument("--per-prompt", type=int, default=25)
     ap.add_argument("--only", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--guidance", nargs="+", type=float, default=[7.5],
+                    help="classifier-free guidance scales to judge at; the first is the headline share")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="generation seeds are first_seed..first_seed+per_prompt-1 (held-out seeds: e.g. 1000)")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
     out.mkdir(parents=True, exist_ok=True)
-    report = {"steps": args.steps, "lr": args.lr, "vectors": args.vectors, "images": args.images}
+    report = {"steps": args.steps, "lr": args.lr, "vectors": args.vectors, "images": args.images,
+              "guidance": args.guidance, "first_seed": args.first_seed}
     export_data(out / "data", args.images)
     if "baseline" in args.only:
-        report["baseline"] = judged_share(load_pipeline(args.model), judge, [(prompt_for(e, "broccoli"), e) for e in EMOTIONS],
-                                          args.per_prompt, out, "baseline")
+        report["baseline"] = judged_at_guidances(load_pipeline(args.model), judge,
+                                                 [(prompt_for(e, "broccoli"), e) for e in EMOTIONS], args, out, "baseline")
     for name in args.only:
         if name != "baseline":
             report[name] = run_variant(name, args, out / "data", judge, out)
