@@ -122,19 +122,22 @@ def main() -> None:
                     help="captions: class images also from the captions with the identifier dropped")
     ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
     ap.add_argument("--mask-weight", type=float, default=None,
-                    help="train with each render's silhouette as a mask, the subject's pixels weighted this much")
+                    help="train with a mask per render (--masks), the subject's pixels weighted this much")
+    ap.add_argument("--masks", choices=("silhouette", "face"), default="silhouette",
+                    help="with --mask-weight: the silhouette, or the face white and the rest of the body grey")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
     report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
               "captions": args.captions, "images": args.images, "lr": args.lr, "prior_weight": args.prior_weight,
-              "rank": args.rank, "class_prompts": args.class_prompts, "mask_weight": args.mask_weight}
+              "rank": args.rank, "class_prompts": args.class_prompts, "mask_weight": args.mask_weight,
+              "masks": args.masks if args.mask_weight else None}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
         export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0,
-                      masks=bool(args.mask_weight))
+                      masks=args.masks if args.mask_weight else False)
         if args.captions == "varying":
             varying_captions(data / ident)
     if not args.no_baseline:
