@@ -127,17 +127,18 @@ def main() -> None:
                     help="with --mask-weight: the silhouette, or the face white and the rest of the body grey")
     args = ap.parse_args()
     out, judge = args.out, load_judge()
+    masks = args.masks if args.mask_weight else None
     report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
               "captions": args.captions, "images": args.images, "lr": args.lr, "prior_weight": args.prior_weight,
               "rank": args.rank, "class_prompts": args.class_prompts, "mask_weight": args.mask_weight,
-              "masks": args.masks if args.mask_weight else None}
+              "masks": masks}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
         export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0,
-                      masks=args.masks if args.mask_weight else False)
+                      masks=masks or False)
         if args.captions == "varying":
             varying_captions(data / ident)
     if not args.no_baseline:
