@@ -30,18 +30,26 @@ def save_image(image: Image.Image, path: str | Path, settings: dict | None = Non
     """Saves PNG or JPEG (by suffix) atomically, with `settings` as a PNG text chunk or a JPEG comment."""
     path = Path(path)
     text = json.dumps(settings or {}, sort_keys=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".png":
-        info = PngImagePlugin.PngInfo()
-        info.add_text(METADATA_KEY, text)
-        if settings and "prompt" in settings:  # the key A1111 and most viewers show
-            info.add_text("parameters", _a1111_parameters(settings))
-        image.save(tmp, format="PNG", pnginfo=info)
-    elif path.suffix.lower() in (".jpg", ".jpeg"):
-        image.convert("RGB").save(tmp, format="JPEG", quality=95, comment=text.encode("utf-8"))
-    else:
+    kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
+    if kind is None:
         raise ValueError(f"cannot save {path.suffix!r}; use .png or .jpg")
-    os.replace(tmp, path)
+    # a temporary name of its own, so concurrent savers of one path never write into the same file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            if kind == "PNG":
+                info = PngImagePlugin.PngInfo()
+                info.add_text(METADATA_KEY, text)
+                if settings and "prompt" in settings:  # the key A1111 and most viewers show
+                    info.add_text("parameters", _a1111_parameters(settings))
+                image.save(f, format="PNG", pnginfo=info)
+            else:
+                image.convert("RGB").save(f, format="JPEG", quality=95, comment=text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not reach the disk before the pixels do
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only by a failed write, e.g. on a full disk
     return path
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from tqdm.auto import tqdm
 from conceptlab import __version__
 from conceptlab.errors import InputError
 from conceptlab.generation.schedulers import SCHEDULERS, set_scheduler
-from conceptlab.imaging import make_grid, save_image
-from conceptlab.io import atomic_write_text
+from conceptlab.imaging import make_grid, open_rgb, save_image
+from conceptlab.io import append_lines_locked, atomic_write_text, create_unique
 
 FORMATS = ("png", "jpg")
 
@@ -125,16 +127,35 @@ def settings_record(cfg: GenerationConfig, model: str, item: Generated, file: st
 
 def write_generations(items: list[Generated], cfg: GenerationConfig, out_dir: Path, model: str,
                       part: str = "") -> list[dict]:
-    """Saves images named by index and seed, with settings embedded; returns their records."""
-    rows = []
-    for item in items:
-        name = f"{item.index:04d}-seed{item.seed}.{cfg.format}"
-        row = settings_record(cfg, model, item, name, item.image.size)
-        save_image(item.image, out_dir / name, row)
-        rows.append(row)
-    if part:
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out_dir / part)
+    """Saves images named by index and seed, with settings embedded; returns their records.
+
+    A name another run already took gets `-1`, `-2`, ... (claimed with O_EXCL), so concurrent runs with
+    the same seeds never overwrite each other's images. With `part`, the records also go to that file.
+    On an OSError every image of this call is removed (none is listed yet) and an OSError naming the file
+    that failed is raised.
+    """
+    rows, written, name = [], [], ""
+    try:
+        for item in items:
+            path = create_unique(out_dir / f"{item.index:04d}-seed{item.seed}.{cfg.format}")
+            written.append(path)
+            name = path.name
+            row = settings_record(cfg, model, item, name, item.image.size)
+            save_image(item.image, path, row)
+            rows.append(row)
+        if part:
+            name = part
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out_dir / part)
+    except OSError as e:
+        _remove(written)
+        raise OSError(e.errno, e.strerror, name) from e
     return rows
+
+
+def _remove(paths) -> None:
+    """Removes the files that exist of `paths`."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -150,8 +171,10 @@ def check_output_dir(out_dir: Path) -> None:
 def run_generation(pipe, cfg: GenerationConfig, out_dir: str | Path, model: str, progress: bool = True) -> list[dict]:
     """Generates and saves all images, split across accelerate processes when launched with several.
 
-    Every process writes its own images; the main one merges generations.jsonl (sorted by index) and the
-    grid, so the files equal a single-process run's.
+    Every process writes its own images; the main one appends the run's rows to generations.jsonl (sorted
+    by index) under a lock, and writes the grid, so the files equal a single-process run's and concurrent
+    runs into one folder all keep their rows. If a write fails, the folder stays consistent (every image
+    listed exists, every image is listed) and DiskFullError (or the OSError) is raised after cleaning up.
     """
     from accelerate import PartialState
 
@@ -165,26 +188,106 @@ def run_generation(pipe, cfg: GenerationConfig, out_dir: str | Path, model: str,
     pipe.to(state.device)
     with state.split_between_processes(list(range(cfg.n))) as mine:
         items = generate(pipe, cfg, list(mine), progress=progress and state.is_local_main_process)
-    write_generations(items, cfg, out_dir, model, part=f".generations.part{state.process_index}.jsonl")
-    state.wait_for_everyone()
-    rows = []
+    run_id, rows = _agree_run_id(state), []
+    try:
+        write_generations(items, cfg, out_dir, model, part=_part_name(run_id, state.process_index))
+        failure = None
+    except OSError as e:
+        failure = e  # not raised yet: the main process still lists what the other processes wrote
+    failure = _first_failure(state, failure)  # also waits for every process's part
     if state.is_main_process:
-        rows = _merge_parts(out_dir, state.num_processes)
-        if cfg.grid:
-            images = [Image.open(out_dir / r["file"]).convert("RGB") for r in rows]
-            make_grid(images, labels=[f"seed {r['seed']}" for r in rows]).save(out_dir / "grid.png")
-    state.wait_for_everyone()
+        try:
+            rows = _merge_parts(out_dir, run_id, state.num_processes)
+            if cfg.grid and rows and failure is None:
+                _write_grid(out_dir, rows)
+        except OSError as e:
+            failure = failure or e
+    failure = _from_main(state, failure)  # every process raises the same error, or none does
+    if failure is not None:
+        raise _write_error(failure, out_dir)
     return rows
 
 
-def _merge_parts(out_dir: Path, num_processes: int) -> list[dict]:
+def _agree_run_id(state) -> str:
+    """A name for this run's part files: unique per run, made by the main process and shared with the rest."""
+    return _from_main(state, f"{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _from_main(state, value):
+    """The main process's `value`, on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+def _first_failure(state, failure: OSError | None) -> OSError | None:
+    """The first process's failed write (None if all wrote), on every process; also a barrier."""
+    if state.num_processes == 1:
+        return failure
+    from accelerate.utils import gather_object
+
+    try:
+        failures = gather_object([failure])
+    except NotImplementedError:  # XLA gathers no objects: each process reports its own failure
+        state.wait_for_everyone()
+        failures = [failure]
+    return next((f for f in failures if f is not None), None)
+
+
+def _part_name(run_id: str, process_index: int) -> str:
+    """The hidden file where one process of one run leaves its rows for the main process."""
+    return f".generations.{run_id}.part{process_index}.jsonl"
+
+
+def _merge_parts(out_dir: Path, run_id: str, num_processes: int) -> list[dict]:
+    """Appends the rows of this run's part files to generations.jsonl, sorted by index; removes the parts.
+
+    If the append fails, generations.jsonl is as before and the run's images are removed (none is listed).
+    """
+    parts = [out_dir / _part_name(run_id, k) for k in range(num_processes)]
     rows = []
-    for k in range(num_processes):
-        part = out_dir / f".generations.part{k}.jsonl"
-        rows += [json.loads(line) for line in part.read_text().splitlines() if line]
-        part.unlink()
-    rows.sort(key=lambda r: r["index"])
-    path = out_dir / "generations.jsonl"
-    old = path.read_text() if path.exists() else ""
-    atomic_write_text(old + "".join(json.dumps(r) + "\n" for r in rows), path)
+    try:
+        for part in parts:
+            if part.exists():  # a process whose writes failed removed its images and wrote no part
+                rows += [json.loads(line) for line in part.read_text().splitlines() if line]
+        rows.sort(key=lambda r: r["index"])
+        try:  # no rows (every process failed): append_lines_locked leaves the log alone
+            append_lines_locked(out_dir / "generations.jsonl", [json.dumps(r) for r in rows])
+        except OSError as e:
+            _remove(out_dir / r["file"] for r in rows)
+            raise OSError(e.errno, e.strerror, "generations.jsonl") from e
+    finally:
+        _remove(parts)
     return rows
+
+
+def _write_grid(out_dir: Path, rows: list[dict]) -> None:
+    """Writes grid.png, a contact sheet of the images of `rows` captioned with their seeds."""
+    images = [open_rgb(out_dir / r["file"]) for r in rows]
+    grid = make_grid(images, labels=[f"seed {r['seed']}" for r in rows])
+    save_image(grid, out_dir / "grid.png")  # atomic: a concurrent run's grid replaces it whole
+
+
+# A full disk, a full quota, or a file-size limit (ulimit -f, a FAT volume's 4 GiB)
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFullError(InputError):
+    """The output folder filled up; what the run could not list was removed, so the folder is consistent."""
+
+    def __init__(self, out_dir: Path, file: str, cause: OSError, kept: int):
+        super().__init__("--out", str(out_dir), f"the disk is full while writing {file} ({cause.strerror}); "
+                         f"{kept} images kept and listed in generations.jsonl", "Free space and run again")
+
+
+def _write_error(e: OSError, out_dir: Path) -> OSError | DiskFullError:
+    """The error to raise for a failed write: DiskFullError when the disk is full, else `e` itself."""
+    if e.errno not in DISK_FULL:
+        return e
+    log = out_dir / "generations.jsonl"
+    kept = sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
+    error = DiskFullError(out_dir, Path(e.filename or "?").name, e, kept)
+    error.__cause__ = e  # raised outside the except block, so chain by hand for the traceback
+    return error
