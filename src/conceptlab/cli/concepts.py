@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.validation import SAMPLING_STEPS, SEED
+
+FORMAT_CHOICES = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy", "all")
 
 
 def add_parser(sub):
-    p = sub.add_parser("concepts", help="inspect, convert and mix learned embeddings")
-    csub = p.add_subparsers(dest="concepts_command", required=True, metavar="ACTION")
-    i = csub.add_parser("inspect", help="format, token, shape and metadata of embedding files")
-    flag(i, "files", nargs="+")
-    i.set_defaults(run=run_inspect)
-    c = csub.add_parser("convert", help="write an embedding in another format")
-    flag(c, "file")
-    flag(c, "--to", required=True, help="diffusers, a1111-pt, a1111-safetensors, kohya, numpy, or all")
-    flag(c, "--out", required=True, help="output file (or folder with --to all)")
-    flag(c, "--token", default=None, help="rename the token")
-    c.set_defaults(run=run_convert)
-    m = csub.add_parser("mix", help="blend concepts into a new token (the seed's 'percentage of emoji')")
-    flag(m, "files", nargs="+", help="two or more embedding files")
-    flag(m, "--weight", default=None, help="share of the second concept (two concepts), or one weight per concept")
-    flag(m, "--method", default="lerp", help="lerp or slerp")
+    csub = add_group(sub, "concepts", help="inspect, convert and mix learned embeddings", dest="concepts_command")
+    i = add_command(csub, "inspect", help="format, token, shape and metadata of embedding files", run=run_inspect)
+    flag(i, "files", nargs="+", help="embedding files in any supported format (read by content, not by suffix)")
+    c = add_command(csub, "convert", help="write an embedding in another format", run=run_convert)
+    flag(c, "file", help="the embedding file to convert")
+    flag(c, "--to", required=True, choices=FORMAT_CHOICES, help="the format to write; all writes every one")
+    flag(c, "--out", required=True, help="output file (a folder with --to all)")
+    flag(c, "--token", default=None, help="rename the token, e.g. '<my-broccoli>' (default: keep the file's)")
+    m = add_command(csub, "mix", help="blend concepts into a new token (the seed's 'percentage of emoji')", run=run_mix)
+    flag(m, "files", nargs="+", help="two or more embedding files of the same shape")
+    flag(m, "--weight", default=None,
+         help="share of the second concept (two concepts), or one weight per concept summing to 1 (default: equal)")
+    flag(m, "--method", default="lerp", choices=("lerp", "slerp"), help="linear or spherical interpolation")
     flag(m, "--name", required=True, help="the new token, e.g. '<broccoli-emoji>'")
     flag(m, "--out", required=True, help="folder for the mixed embedding (all formats)")
-    flag(m, "--sweep", default=None, help="e.g. 0,0.25,0.5,0.75,1: render an interpolation strip")
+    flag(m, "--sweep", default=None, help="shares of the second concept to render as a strip, e.g. 0,0.25,0.5,0.75,1")
     flag(m, "--prompt", default="a sticker of a {}", help="prompt of the strip; {} is the mixed token")
-    flag(m, "--seed", type=int, default=0)
-    flag(m, "--steps", type=int, default=30)
+    flag(m, "--seed", type=SEED.arg, default=0, help="seed of the strip's first row")
+    flag(m, "--steps", type=SAMPLING_STEPS.arg, default=30, help="denoising steps of the strip")
     add_model_flags(m)
-    m.set_defaults(run=run_mix)
-    return p
+    return csub
 
 
 def run_inspect(args) -> int:
     from conceptlab.concepts.formats import detect_format, load_embedding
 
-    for f in args.files:
-        emb = load_embedding(f)
+    embs = [(f, load_embedding(f, argument="files")) for f in args.files]  # all checked before any is printed
+    for f, emb in embs:
         norms = ", ".join(f"{n:.3f}" for n in emb.vectors.norm(dim=-1).tolist())
         print(f"{f}: format {detect_format(f)}, token {emb.token!r}, {emb.num_vectors} x {emb.dim} (norms {norms})")
         for k, v in sorted(emb.meta.items()):
@@ -47,36 +47,43 @@ def run_inspect(args) -> int:
 def run_convert(args) -> int:
     from dataclasses import replace
 
-    from conceptlab.concepts.formats import FORMATS, load_embedding, save_all_formats, save_embedding
-    from conceptlab.errors import InputError
+    from conceptlab.concepts.formats import load_embedding, save_all_formats, save_embedding
+    from conceptlab.validation import output_dir, output_file, text
 
-    emb = load_embedding(args.file)
-    if args.token:
-        emb = replace(emb, token=args.token)
+    emb = load_embedding(args.file, argument="file")
+    if args.token is not None:
+        emb = replace(emb, token=text("--token", args.token, example="'<my-concept>'"))
     if args.to == "all":
-        written = save_all_formats(emb, args.out)
+        written = save_all_formats(emb, output_dir("--out", args.out))
         print("\n".join(f"{fmt}: {path}" for fmt, path in written.items()))
-    elif args.to in FORMATS:
-        print(save_embedding(emb, args.out, args.to))
     else:
-        raise InputError("--to", args.to, "unknown format", f"Use one of {FORMATS} or all")
+        print(save_embedding(emb, output_file("--out", args.out), args.to))
     return 0
 
 
 def run_mix(args) -> int:
-    from pathlib import Path
-
     from conceptlab.concepts.formats import load_embedding, save_all_formats
     from conceptlab.concepts.mixing import mix_embeddings, parse_weights
+    from conceptlab.errors import InputError
+    from conceptlab.validation import FRACTION, output_dir, parse_numbers, text
 
-    embs = [load_embedding(f) for f in args.files]
+    text("--name", args.name, example="'<broccoli-emoji>'")
+    embs = [load_embedding(f, argument="files") for f in args.files]
     mixed = mix_embeddings(embs, parse_weights(args.weight, len(embs)), args.name, args.method)
-    written = save_all_formats(mixed, args.out)
+    ts = parse_numbers("--sweep", args.sweep, FRACTION) if args.sweep else None
+    if ts is not None:  # everything the strip needs is checked before the first file is written
+        if len(embs) != 2:
+            raise InputError("--sweep", args.sweep, "needs exactly two concepts", "Pass two embedding files")
+        if "{}" not in text("--prompt", args.prompt):
+            raise InputError("--prompt", args.prompt, "has no {} for the mixed token", "e.g. --prompt 'a sticker of a {}'")
+    out = output_dir("--out", args.out)
+    written = save_all_formats(mixed, out)
     print(f"mixed {[e.token for e in embs]} into {args.name}: {written['diffusers']}")
-    if args.sweep:
+    if ts is not None:
         from conceptlab.concepts.sweep import render_sweep
+        from conceptlab.models.loading import load_pipeline
 
-        ts = [float(x) for x in args.sweep.split(",")]
-        path = render_sweep(args.model, embs, ts, args.method, args.prompt, args.seed, args.steps, Path(args.out))
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+        path = render_sweep(pipe, embs, ts, args.method, args.prompt, args.seed, args.steps, out)
         print(f"interpolation strip: {path}")
     return 0

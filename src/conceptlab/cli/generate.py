@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_model_flags, flag, model_label
+from conceptlab.cli.common import add_command, add_model_flags, flag, model_label
+from conceptlab.validation import BATCH, GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE
 
 
 def add_parser(sub):
-    p = sub.add_parser("generate", help="generate images from a prompt with reproducible seeds")
+    p = add_command(sub, "generate", help="generate images from a prompt with reproducible seeds", run=run)
     add_model_flags(p)
-    flag(p, "--concepts", nargs="*", action="extend", default=[], help="embedding files or `train ti` output folders to load")
-    flag(p, "--prompt", required=True)
-    flag(p, "--negative-prompt", default="")
-    flag(p, "-n", "--num-images", dest="n", type=int, default=4, help="number of images (default 4)")
-    flag(p, "--seed", type=int, default=0, help="image i uses seed + i (default 0)")
-    flag(p, "--steps", type=int, default=30)
-    flag(p, "--guidance", type=float, default=7.5)
-    flag(p, "--scheduler", default=None, help="ddim, euler, euler_a, dpm++, ... (default: the model's)")
-    flag(p, "--width", type=int, default=None)
-    flag(p, "--height", type=int, default=None)
-    flag(p, "--format", default="png", help="png or jpg")
-    flag(p, "--batch-size", type=int, default=4)
+    flag(p, "--prompt", required=True, help="what to draw, e.g. 'a sticker of a happy green apple on a beach'")
+    flag(p, "--negative-prompt", default="", help="what to steer away from (default: none)")
+    flag(p, "-n", "--num-images", dest="n", type=IMAGES.arg, default=4, help="number of images")
+    flag(p, "--seed", type=SEED.arg, default=0, help="image i uses seed + i, so any image can be made again alone")
+    flag(p, "--steps", type=SAMPLING_STEPS.arg, default=30, help="denoising steps")
+    flag(p, "--guidance", type=GUIDANCE.arg, default=7.5, help="classifier-free guidance scale")
+    flag(p, "--scheduler", default=None, help="ddim, euler, euler_a, dpm++, ... (default: the model's own)")
+    flag(p, "--width", type=SIZE.arg, default=None, help="pixels (default: the model's native size)")
+    flag(p, "--height", type=SIZE.arg, default=None, help="pixels (default: the model's native size)")
+    flag(p, "--format", default="png", choices=("png", "jpg"), help="image file format")
+    flag(p, "--batch-size", type=BATCH.arg, default=4, help="images per pipeline call (does not change the pixels)")
+    flag(p, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
+         help="embedding files or `train ti` output folders whose tokens the prompt may use")
+    flag(p, "--lora", action="append", default=[], metavar="FILE[:SCALE]",
+         help="a LoRA file (diffusers or kohya) applied at SCALE (default 1.0); repeat for several")
     flag(p, "--grid", action="store_true", help="also write grid.png")
-    flag(p, "--out", required=True, help="output folder")
-    p.set_defaults(run=run)
+    flag(p, "--out", required=True, help="output folder (created if missing; images are added to it)")
     return p
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from conceptlab.generation.generate import GenerationConfig, check_config, check_output_dir, run_generation
+    from conceptlab.concepts.lora import apply_loras, parse_lora_specs
+    from conceptlab.generation.generate import GenerationConfig, check_config, run_generation
     from conceptlab.models.loading import load_pipeline
+    from conceptlab.validation import check_seed_range, output_dir
 
     cfg = GenerationConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, n=args.n, seed=args.seed, steps=args.steps,
@@ -38,13 +43,18 @@ def run(args) -> int:
         format=args.format, batch_size=args.batch_size, grid=args.grid,
     )
     check_config(cfg)  # fail on bad flags before loading a model
-    check_output_dir(Path(args.out))
+    check_seed_range("--seed", args.seed, args.n)
+    loras = parse_lora_specs(args.lora)
+    output_dir("--out", args.out)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     if args.concepts:
         from conceptlab.concepts.tokens import load_concept_paths
 
         loaded = load_concept_paths(pipe, args.concepts)
         print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded))
+    if loras:
+        apply_loras(pipe, loras)
+        print("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
     rows = run_generation(pipe, cfg, args.out, model=model_label(args.model))
     if rows:
         print(f"wrote {len(rows)} images to {args.out} (seeds {rows[0]['seed']}..{rows[-1]['seed']}); "

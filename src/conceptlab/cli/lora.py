@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.validation import SCALE
 
 
 def add_parser(sub):
-    p = sub.add_parser("lora", help="convert LoRA files or merge one into a pipeline")
-    lsub = p.add_subparsers(dest="lora_command", required=True, metavar="ACTION")
-    c = lsub.add_parser("convert", help="diffusers <-> kohya/A1111")
-    flag(c, "file")
-    flag(c, "--to", required=True, help="diffusers or kohya")
-    flag(c, "--out", required=True)
+    lsub = add_group(sub, "lora", help="convert LoRA files or merge one into a pipeline", dest="lora_command")
+    c = add_command(lsub, "convert", help="rewrite a LoRA file as diffusers or kohya/A1111", run=run_convert)
+    flag(c, "file", help="the LoRA file (.safetensors, diffusers or kohya keys)")
+    flag(c, "--to", required=True, choices=("diffusers", "kohya"), help="the format to write")
+    flag(c, "--out", required=True, help="output .safetensors file")
     add_model_flags(c)
-    c.set_defaults(run=run_convert)
-    m = lsub.add_parser("merge", help="fuse a LoRA into the model and save a pipeline folder")
-    flag(m, "file")
-    flag(m, "--scale", type=float, default=1.0)
-    flag(m, "--out", required=True)
+    m = add_command(lsub, "merge", help="fuse a LoRA into the model and save a pipeline folder", run=run_merge)
+    flag(m, "file", help="the LoRA file (.safetensors, diffusers or kohya keys)")
+    flag(m, "--scale", type=SCALE.arg, default=1.0, help="strength the LoRA is fused at")
+    flag(m, "--out", required=True, help="folder for the merged pipeline (new or empty)")
     add_model_flags(m)
-    m.set_defaults(run=run_merge)
-    return p
+    return lsub
 
 
 def run_convert(args) -> int:
-    from conceptlab.concepts.lora import convert_lora
+    from conceptlab.concepts.lora import convert_lora, lora_format
     from conceptlab.models.loading import load_pipeline
+    from conceptlab.validation import output_file
 
-    print(convert_lora(args.file, args.to, args.out, load_pipeline(args.model)))
+    lora_format(args.file, "file")
+    output_file("--out", args.out, suffixes=(".safetensors",))
+    print(convert_lora(args.file, args.to, args.out, load_pipeline(args.model, device=args.device, dtype=args.dtype)))
     return 0
 
 
 def run_merge(args) -> int:
-    from conceptlab.concepts.lora import merge_lora
+    from conceptlab.concepts.lora import check_lora_values, lora_format, merge_lora
     from conceptlab.models.loading import load_pipeline
+    from conceptlab.validation import output_dir
 
-    print(f"merged pipeline: {merge_lora(load_pipeline(args.model), args.file, args.out, args.scale)}")
+    lora_format(args.file, "file")
+    check_lora_values(args.file, "file")
+    output_dir("--out", args.out, empty=True)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    print(f"merged pipeline: {merge_lora(pipe, args.file, args.out, args.scale)}")
     return 0

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.validation import BATCH, COUNT0, FRACTION, LR, NONNEG, RANK, SEED, SIZE, TRAIN_STEPS, Bound
+
+GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
 
 
 def add_train_flags(p) -> None:
     """Flags of the shared training loop; None means 'not given' so config files are not overridden."""
-    flag(p, "--config", default=None, help="JSON/TOML config file (flags override it)")
-    flag(p, "--out", required=True)
-    flag(p, "--steps", type=int)
-    flag(p, "--lr", type=float)
+    flag(p, "--config", default=None, metavar="FILE",
+         help="JSON/TOML file of this method's config (its dataclass fields; flags override it)")
+    flag(p, "--out", required=True, help="run folder: checkpoints, previews, loss curve and the learned files")
+    flag(p, "--steps", type=TRAIN_STEPS.arg, help="optimizer steps (default: the method's, see --help of the guide)")
+    flag(p, "--lr", type=LR.arg, help="learning rate (default: 5e-3 textual inversion, 1e-4 DreamBooth)")
     flag(p, "--scale-lr", action="store_const", const=True, help="lr *= batch size * accumulation * processes")
-    flag(p, "--lr-schedule", help="constant, constant_with_warmup, linear, cosine")
-    flag(p, "--warmup-steps", type=int)
-    flag(p, "--batch-size", type=int)
-    flag(p, "--gradient-accumulation", type=int)
-    flag(p, "--mixed-precision", help="no or bf16")
-    flag(p, "--gradient-checkpointing", action="store_const", const=True)
-    flag(p, "--seed", type=int)
-    flag(p, "--checkpoint-every", type=int)
-    flag(p, "--validation-prompt", dest="preview_prompts", action="append", help="repeatable; {} is not filled in")
-    flag(p, "--preview-every", type=int)
-    flag(p, "--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    flag(p, "--lr-schedule", choices=("constant", "constant_with_warmup", "linear", "cosine"),
+         help="learning-rate schedule (default: constant)")
+    flag(p, "--warmup-steps", type=COUNT0.arg, help="steps of linear warm-up (default: 0)")
+    flag(p, "--batch-size", type=BATCH.arg, help="images per step (default: 4 textual inversion, 1 DreamBooth)")
+    flag(p, "--gradient-accumulation", type=BATCH.arg, help="batches per optimizer step (default: 1)")
+    flag(p, "--mixed-precision", choices=("no", "bf16"), help="bf16 autocast, fast only on CPUs with native bf16 "
+                                                             "(default: no)")
+    flag(p, "--gradient-checkpointing", action="store_const", const=True, help="trade compute for memory")
+    flag(p, "--seed", type=SEED.arg, help="seed of batches, noise and timesteps (default: 0)")
+    flag(p, "--checkpoint-every", type=COUNT0.arg, help="steps between checkpoints; 0 = only at the end and on "
+                                                        "Ctrl-C (default: 0)")
+    flag(p, "--validation-prompt", dest="preview_prompts", action="append",
+         help="a prompt rendered into the preview grids; repeatable")
+    flag(p, "--preview-every", type=COUNT0.arg, help="steps between preview grids; 0 = none (default: 0)")
+    flag(p, "--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
+    flag(p, "--overwrite", action="store_true", help="discard another run's checkpoints found in --out")
 
 
 def train_overrides(args) -> dict:
@@ -33,96 +42,108 @@ def train_overrides(args) -> dict:
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train models and concepts")
-    tsub = p.add_subparsers(dest="train_command", required=True, metavar="WHAT")
-    b = tsub.add_parser("base", help="train the sticker-world base model from scratch (resumable)")
-    flag(b, "--config", default=None, help="JSON/TOML file with BaseModelConfig fields")
+    tsub = add_group(sub, "train", help="train models and concepts", dest="train_command")
+    b = add_command(tsub, "base", help="train the sticker-world base model from scratch (resumable)", run=run_base,
+                    config=False)
+    flag(b, "--config", default=None, metavar="FILE", help="JSON/TOML file with BaseModelConfig fields (default: "
+                                                          "the built-in defaults)")
     flag(b, "--out", required=True, help="where the pipeline folder is written")
     flag(b, "--work", default=None, help="checkpoints and logs (default: OUT.work)")
-    b.set_defaults(run=run_base)
-    t = tsub.add_parser("ti", help="textual inversion: learn new tokens from 3-12 images, several concepts jointly")
+    flag(b, "--resume", action="store_true", help="continue the run in --work (it must have the same config)")
+    t = add_command(tsub, "ti", help="textual inversion: learn new tokens from 3-12 images, several concepts jointly",
+                    run=run_ti, config=False)
     add_model_flags(t)
     flag(t, "--concept", action="append", default=None,
          help="TOKEN=DIR[,init=WORD|FILE][,vectors=K][,template=object|style|FILE][,captions=WORD]; repeat for "
               "several concepts. captions=WORD trains on each image's own caption (metadata.jsonl or NAME.txt) with WORD "
               "replaced by the token")
-    flag(t, "--resolution", type=int)
-    flag(t, "--random-crop", dest="center_crop", action="store_const", const=False)
-    flag(t, "--no-flip", dest="flip", action="store_const", const=False)
+    flag(t, "--resolution", type=SIZE.arg, help="training size in pixels (default: the model's native size)")
+    flag(t, "--random-crop", dest="center_crop", action="store_const", const=False,
+         help="crop at the top left instead of the centre")
+    flag(t, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
     add_train_flags(t)
-    t.set_defaults(run=run_ti)
-    d = tsub.add_parser("dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior preservation")
+    d = add_command(tsub, "dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior "
+                    "preservation", run=run_dreambooth, config=False)
     add_model_flags(d)
     flag(d, "--subject", action="append", default=None,
          help="ID=DIR,class=WORD[,template=...][,captions=WORD][,masks=DIR]; repeat for several. captions=WORD trains "
               "on each image's own caption (metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'; masks=DIR "
               "holds a mask per image, named like it (white = subject), and weights the loss toward the subject")
-    flag(d, "--lora", action="store_const", const=True)
-    flag(d, "--rank", type=int)
-    flag(d, "--train-text-encoder", action="store_const", const=True)
-    flag(d, "--prior-preservation", action="store_const", const=True)
-    flag(d, "--class-images", type=int)
-    flag(d, "--prior-weight", type=float)
-    flag(d, "--class-dir", help="default: OUT/class-images/<class word>")
+    flag(d, "--lora", action="store_const", const=True, help="train LoRA adapters instead of every UNet weight")
+    flag(d, "--rank", type=RANK.arg, help="LoRA rank (default: 4)")
+    flag(d, "--train-text-encoder", action="store_const", const=True, help="also train the text encoder")
+    flag(d, "--prior-preservation", action="store_const", const=True,
+         help="also train on class images the base model draws, so the class keeps its meaning")
+    flag(d, "--class-images", type=COUNT0.arg, help="class images to generate per class (default: 50)")
+    flag(d, "--prior-weight", type=NONNEG.arg, help="weight of the class images' loss (default: 1.0)")
+    flag(d, "--class-dir", help="folder of class images (default: OUT/class-images/<class word>)")
     flag(d, "--class-prompts", choices=("class", "captions"),
          help="class: class images from 'a CLASS' (default); captions: also from each subject's captions with the "
               "identifier dropped, each trained with its prompt, so the prior keeps the emotions and scenes they name")
-    flag(d, "--resolution", type=int)
-    flag(d, "--offset-noise", type=float)
-    flag(d, "--min-snr-gamma", type=float)
-    flag(d, "--mask-weight", type=float,
+    flag(d, "--resolution", type=SIZE.arg, help="training size in pixels (default: the model's native size)")
+    flag(d, "--offset-noise", type=FRACTION.arg, help="offset noise strength, 0.05-0.1 for very dark or light "
+                                                      "images (default: 0)")
+    flag(d, "--min-snr-gamma", type=GAMMA.arg, help="Min-SNR loss weighting gamma, e.g. 5 (default: off)")
+    flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
-    flag(d, "--no-flip", dest="flip", action="store_const", const=False)
+    flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
     add_train_flags(d)
-    d.set_defaults(run=run_dreambooth)
-    return p
+    return tsub
 
 
 def run_base(args) -> int:
-    from pathlib import Path
 
     from conceptlab.config import load_config_file
-    from conceptlab.training.base_model import BaseModelConfig, train_base_model
+    from conceptlab.training.base_model import BaseModelConfig, check_work_folder, train_base_model
+    from conceptlab.validation import output_dir
 
     cfg = BaseModelConfig.from_dict(load_config_file(args.config)) if args.config else BaseModelConfig()
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    out = output_dir("--out", args.out)
+    work = output_dir("--work", args.work) if args.work else out.with_name(out.name + ".work")
+    check_work_folder(cfg, work, args.resume)
     train_base_model(cfg, work, out)
     print(f"base model written to {out}; checkpoints and log.jsonl in {work}")
     return 0
 
 
-def ti_config(args):
+def _method_config(cls, args, flags: dict, lists: dict):
+    """defaults < --config file < flags, for a method config dataclass; the file is checked on its own first,
+    so an error names the file's key rather than a merged value."""
     from dataclasses import asdict
 
     from conceptlab.config import dataclass_from_dict, load_config_file, merge_overrides
+
+    base = asdict(cls())
+    if args.config:
+        base = asdict(dataclass_from_dict(cls, merge_overrides(base, load_config_file(args.config)),
+                                          where=f"--config {args.config}"))
+    merged = merge_overrides(base, {**flags, "train": train_overrides(args)})
+    merged.update({k: v for k, v in lists.items() if v is not None})
+    return dataclass_from_dict(cls, merged)
+
+
+def ti_config(args):
+    from dataclasses import asdict
+
     from conceptlab.training.textual_inversion import TextualInversionConfig, parse_concept
 
-    base = asdict(TextualInversionConfig())
-    if args.config:
-        base = merge_overrides(base, load_config_file(args.config))
     concepts = [asdict(parse_concept(c)) for c in args.concept] if args.concept else None
-    merged = merge_overrides(base, {"model": args.model, "resolution": args.resolution, "center_crop": args.center_crop,
-                                    "flip": args.flip, "train": train_overrides(args)})
-    if concepts is not None:
-        merged["concepts"] = concepts
-    return dataclass_from_dict(TextualInversionConfig, merged)
+    return _method_config(TextualInversionConfig, args, {"model": args.model, "resolution": args.resolution,
+                                                         "center_crop": args.center_crop, "flip": args.flip},
+                          {"concepts": concepts})
 
 
 def run_ti(args) -> int:
-    from dataclasses import asdict
-
-    from conceptlab.models.loading import load_pipeline
-    from conceptlab.training.loop import Trainer
-    from conceptlab.training.textual_inversion import TextualInversion, check_concepts
+    from conceptlab.training.textual_inversion import check_concepts, train_textual_inversion
+    from conceptlab.validation import output_dir
 
     cfg = ti_config(args)
     check_concepts(cfg.concepts)
     cfg.train.check()
-    pipe = load_pipeline(cfg.model, device=args.device, dtype=args.dtype)
-    method = TextualInversion(pipe, cfg)
-    result = Trainer(method, cfg.train, args.out, config_record=asdict(cfg)).train(resume=args.resume)
-    if result.stopped == "interrupted":
+    output_dir("--out", args.out)
+    _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
+                                        overwrite=args.overwrite)
+    if result.stopped != "done":
         return 130
     tokens = ", ".join(c.token for c in cfg.concepts)
     print(f"learned {tokens} in {result.steps} steps (final loss {result.losses[-1]:.4f}); files in {args.out}/<token>/; "
@@ -133,29 +154,28 @@ def run_ti(args) -> int:
 def dreambooth_config(args):
     from dataclasses import asdict
 
-    from conceptlab.config import dataclass_from_dict, load_config_file, merge_overrides
     from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
 
-    base = asdict(DreamBoothConfig())
-    if args.config:
-        base = merge_overrides(base, load_config_file(args.config))
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip")
-    merged = merge_overrides(base, {"model": args.model, **{n: getattr(args, n) for n in names},
-                                    "train": train_overrides(args)})
-    if args.subject:
-        merged["subjects"] = [asdict(parse_subject(s)) for s in args.subject]
-    return dataclass_from_dict(DreamBoothConfig, merged)
+    subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
+    return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names}},
+                          {"subjects": subjects})
 
 
 def run_dreambooth(args) -> int:
     from pathlib import Path
 
-    from conceptlab.training.dreambooth import train_dreambooth
+    from conceptlab.training.dreambooth import check_subjects, train_dreambooth
+    from conceptlab.validation import output_dir
 
     cfg = dreambooth_config(args)
-    _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype)
-    if result.stopped == "interrupted":
+    check_subjects(cfg)
+    cfg.train.check()
+    output_dir("--out", args.out)
+    _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
+                                 overwrite=args.overwrite)
+    if result.stopped != "done":
         return 130
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
     print(f"trained {', '.join(s.identifier for s in cfg.subjects)} for {result.steps} steps; {what}")

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import flag
+from conceptlab.cli.common import add_command, add_group, flag
+from conceptlab.validation import FRACTION, RENDER_SIZE, SEED, Bound
+
+RENDERS = Bound(1, 1_000_000, integer=True, hint="how many stickers to render")
 
 
 def add_parser(sub):
-    p = sub.add_parser("world", help="the sticker world: render labelled stickers")
-    wsub = p.add_subparsers(dest="world_command", required=True, metavar="ACTION")
-    e = wsub.add_parser("export", help="write N renders with metadata.jsonl (imagefolder convention)")
-    flag(e, "--n", "-n", dest="n", type=int, required=True)
-    flag(e, "--out", required=True)
-    flag(e, "--seed", type=int, default=0)
-    flag(e, "--size", type=int, default=64)
-    flag(e, "--only", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]", help="keep only these values")
+    wsub = add_group(sub, "world", help="the sticker world: render labelled stickers", dest="world_command")
+    e = add_command(wsub, "export", help="write N renders with metadata.jsonl (imagefolder convention)", run=run_export)
+    flag(e, "--n", "-n", dest="n", type=RENDERS.arg, required=True, help="number of stickers")
+    flag(e, "--out", required=True, help="output folder (images, metadata.jsonl)")
+    flag(e, "--seed", type=SEED.arg, default=0, help="sticker i is drawn from seed + i")
+    flag(e, "--size", type=RENDER_SIZE.arg, default=64, help="pixels per side")
+    flag(e, "--only", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]",
+         help="keep only these values, e.g. object=broccoli emotion=happy,sad")
     flag(e, "--exclude", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]", help="never these values")
-    flag(e, "--individual-rate", type=float, default=0.3,
-         help="chance that a monster is a named individual (default 0.3)")
-    flag(e, "--format", default="png", help="png or jpg")
+    flag(e, "--individual-rate", type=FRACTION.arg, default=0.3, help="chance that a monster is a named individual")
+    flag(e, "--format", default="png", choices=("png", "jpg"), help="image file format")
     flag(e, "--masks", nargs="?", const="silhouette", default=False, choices=("silhouette", "face"),
          help="also write a mask per image to OUT/masks/ for a masked loss: the object's silhouette (the default), "
               "or 'face': the face white, the rest of the object dark grey")
-    e.set_defaults(run=run_export)
-    return p
+    return wsub
 
 
 def run_export(args) -> int:
+    from conceptlab.validation import output_dir
     from conceptlab.world.attributes import parse_filters
     from conceptlab.world.export import export_images
 
-    path = export_images(
-        args.out, args.n, seed=args.seed, size=args.size, only=parse_filters(args.only, "--only"),
-        exclude=parse_filters(args.exclude, "--exclude"), individual_rate=args.individual_rate,
-        fmt=args.format, masks=args.masks,
-    )
+    only, exclude = parse_filters(args.only, "--only"), parse_filters(args.exclude, "--exclude")
+    output_dir("--out", args.out)
+    path = export_images(args.out, args.n, seed=args.seed, size=args.size, only=only, exclude=exclude,
+                         individual_rate=args.individual_rate, fmt=args.format, masks=args.masks)
     print(f"wrote {args.n} stickers and {path}")
     return 0

@@ -7,8 +7,6 @@ Every file holds only the learned vectors (K, D) and metadata; pickle-based file
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +91,7 @@ def safe_name(token: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in token).strip("_") or "concept"
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, argument: str = "embedding") -> str:
     """The format of an embedding file, from its bytes (the extension is not trusted)."""
     path = Path(path)
     with open(path, "rb") as f:
@@ -114,43 +112,98 @@ def detect_format(path: str | Path) -> str:
                 keys = None
             if keys is not None:
                 return "kohya" if keys == {"emb_params"} or {"clip_l", "clip_g"} & keys else "diffusers"
-    raise InputError("embedding", str(path), "is not an embedding file conceptlab can read",
+    raise InputError(argument, str(path), "is not an embedding file conceptlab can read",
                      f"Use one of the formats {FORMATS}")
 
 
-def load_embedding(path: str | Path, token: str | None = None) -> Embedding:
-    """Reads an embedding file of any supported format into an Embedding (token from the file if not given)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("embedding", str(path), "no such file", "Pass the path of a saved embedding")
-    fmt = detect_format(path)
+def load_embedding(path: str | Path, token: str | None = None, argument: str = "embedding") -> Embedding:
+    """Reads an embedding file of any supported format into an Embedding (token from the file if not given).
+
+    The file is checked by content first: a damaged, truncated or foreign file, a pickle that would run code,
+    or vectors that are not a finite (K, D) float tensor are refused with an InputError naming `argument`."""
+    from conceptlab.validation import input_file
+
+    path = input_file(argument, path, "embedding file")
+    fmt = detect_format(path, argument)
     if fmt == "numpy":
-        vectors = torch.from_numpy(np.load(path, allow_pickle=False))
-        side = path.with_suffix(".json")
-        meta = json.loads(side.read_text()) if side.is_file() else {}
-        return Embedding(token or meta.get("token") or path.stem, vectors, meta)
-    if fmt == "a1111-pt":
-        data = _safe_torch_load(path)
-        if not isinstance(data, dict) or "string_to_param" not in data:
-            raise InputError("embedding", str(path), "is a torch file without string_to_param", "Pass an A1111 embedding")
-        meta = json.loads(data.get("conceptlab_meta", "{}"))
-        return Embedding(token or data.get("name") or path.stem, data["string_to_param"]["*"], meta)
+        token, vectors, meta = _read_numpy(path, token, argument)
+    elif fmt == "a1111-pt":
+        token, vectors, meta = _read_a1111_pt(path, token, argument)
+    else:
+        token, vectors, meta = _read_safetensors(path, fmt, token, argument)
+    return Embedding(token, _checked_vectors(vectors, path, argument), meta)
+
+
+def _read_numpy(path: Path, token: str | None, argument: str):
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except ValueError as e:  # object arrays need pickle: refused
+        raise InputError(argument, str(path), f"was refused: {e}", "Save only a float array (np.save of the vectors)") from None
+    except (OSError, EOFError) as e:
+        raise InputError(argument, str(path), f"is damaged ({e})", "Pass a complete .npy file") from None
+    side = path.with_suffix(".json")
+    meta = _json_meta(side.read_text(), side, argument) if side.is_file() else {}
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise InputError(argument, str(path), f"holds {vectors.dtype} values", "Save the float vectors")
+    return token or meta.get("token") or path.stem, torch.from_numpy(np.array(vectors)), meta
+
+
+def _read_a1111_pt(path: Path, token: str | None, argument: str):
+    data = _safe_torch_load(path, argument)
+    params = data.get("string_to_param") if isinstance(data, dict) else None
+    if not isinstance(params, dict) or "*" not in params:
+        raise InputError(argument, str(path), "is a torch file without string_to_param['*']",
+                         "Pass an A1111 textual-inversion embedding")
+    meta = _json_meta(data.get("conceptlab_meta", "{}"), path, argument)
+    name = data.get("name")
+    return token or (name if isinstance(name, str) else None) or path.stem, params["*"], meta
+
+
+def _read_safetensors(path: Path, fmt: str, token: str | None, argument: str):
     from safetensors import safe_open
 
+    from conceptlab.validation import safetensors_header
+
+    safetensors_header(argument, path)
     with safe_open(str(path), framework="pt") as f:
         raw_meta = f.metadata() or {}
-        keys = list(f.keys())
-        tensors = {k: f.get_tensor(k) for k in keys}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     meta = {k: _maybe_json(v) for k, v in raw_meta.items()}
     if "clip_g" in tensors:
-        raise InputError("embedding", str(path), "is an SDXL embedding (clip_l + clip_g)",
+        raise InputError(argument, str(path), "is an SDXL embedding (clip_l + clip_g)",
                          "SDXL is not supported for textual inversion yet; use an SD 1.x/2.x embedding")
+    if any(k.startswith(("lora_", "unet.", "text_encoder.")) for k in tensors):
+        raise InputError(argument, str(path), "is a LoRA file, not an embedding", "Load it with --lora instead")
     if fmt == "kohya":
-        return Embedding(token or meta.get("token") or path.stem, tensors["emb_params"], meta)
+        return token or meta.get("token") or path.stem, tensors["emb_params"], meta
     if len(tensors) != 1:
-        raise InputError("embedding", str(path), f"holds {len(tensors)} tensors", "A diffusers embedding holds exactly one")
+        raise InputError(argument, str(path), f"holds {len(tensors)} tensors", "A diffusers embedding holds exactly one")
     (name, vectors), = tensors.items()
-    return Embedding(token or name, vectors, meta)
+    return token or name, vectors, meta
+
+
+def _checked_vectors(vectors, path: Path, argument: str) -> torch.Tensor:
+    """A finite float (K, D) tensor, or a clear refusal (a 0-d tensor, a string, NaN would break generation)."""
+    from conceptlab.validation import finite_tensor
+
+    if not isinstance(vectors, torch.Tensor):
+        raise InputError(argument, str(path), f"holds a {type(vectors).__name__} where the vectors should be",
+                         "Pass a file whose vectors are a tensor")
+    if vectors.ndim not in (1, 2) or vectors.numel() == 0 or not vectors.is_floating_point():
+        raise InputError(argument, str(path), f"holds a {vectors.dtype} tensor of shape {tuple(vectors.shape)}",
+                         "An embedding is a float tensor of shape (vectors, width), e.g. (1, 768)")
+    finite_tensor(argument, vectors, str(path))
+    return vectors
+
+
+def _json_meta(raw, where: Path, argument: str) -> dict:
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        raise InputError(argument, str(where), "has metadata that is not valid JSON", "The file is damaged") from None
+    if not isinstance(meta, dict):
+        raise InputError(argument, str(where), "has metadata that is not an object", "The file is damaged")
+    return meta
 
 
 def _maybe_json(v: str):
@@ -160,10 +213,14 @@ def _maybe_json(v: str):
         return v
 
 
-def _safe_torch_load(path: Path):
+def _safe_torch_load(path: Path, argument: str = "embedding"):
+    """torch.load of plain tensors only: a pickle that would run code is refused, a damaged archive named so."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, zipfile.BadZipFile) as e:
-        reason = str(e).splitlines()[0][:120]
-        raise InputError("embedding", str(path), "was refused: it holds more than plain tensors (possibly code)",
-                         f"Only load files you trust; convert it to .safetensors elsewhere ({reason})") from None
+    except Exception as e:  # noqa: BLE001 - whatever a hostile or damaged file raises, it is refused
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise InputError(argument, str(path), "was refused: it holds more than plain tensors (possibly code)",
+                             f"Only load files you trust; convert it to .safetensors elsewhere ({reason})") from None
+        raise InputError(argument, str(path), f"is damaged or truncated ({reason})",
+                         "Pass a complete file (copy or download it again)") from None

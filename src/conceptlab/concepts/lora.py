@@ -63,20 +63,58 @@ def save_lora(pipe, folder: str | Path, meta: dict) -> dict[str, Path]:
     return {"diffusers": diffusers_file, "kohya": kohya_file}
 
 
-def lora_format(path: str | Path) -> str:
-    """'kohya' (lora_unet_*/lora_te_* keys) or 'diffusers' (unet.* / text_encoder.* keys)."""
-    from safetensors import safe_open
+def lora_format(path: str | Path, argument: str = "lora") -> str:
+    """'kohya' (lora_unet_*/lora_te_* keys) or 'diffusers' (unet.* / text_encoder.* keys), read by content."""
+    from conceptlab.validation import safetensors_header
 
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
+    keys = [k for k in safetensors_header(argument, path) if k != "__metadata__"]
     if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys):
         return "kohya"
     if any(k.startswith(("unet.", "text_encoder.")) for k in keys):
         return "diffusers"
-    raise InputError("lora", str(path), "is not a LoRA file conceptlab can read", "Pass a diffusers or kohya LoRA")
+    what = "a textual-inversion embedding" if set(keys) in ({"emb_params"}, {"clip_l", "clip_g"}) or len(keys) == 1 \
+        else "not a LoRA file"
+    raise InputError(argument, str(path), f"is {what}, not a LoRA conceptlab can read",
+                     "Pass a diffusers or kohya LoRA (embeddings go to --concepts)")
 
 
-def check_lora_fits(pipe, path: str | Path) -> None:
+def check_lora_values(path: str | Path, argument: str = "lora") -> None:
+    """Refuses a LoRA whose weights hold NaN or inf (it would turn every image black)."""
+    from safetensors import safe_open
+
+    from conceptlab.validation import finite_tensor
+
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            finite_tensor(argument, f.get_tensor(key), f"{path} ({key})")
+
+
+def parse_lora_specs(specs: list[str], argument: str = "--lora") -> list[tuple[Path, float]]:
+    """['a.safetensors', 'b.safetensors:0.6'] -> [(a, 1.0), (b, 0.6)], each file checked by content."""
+    from conceptlab.validation import SCALE
+
+    out = []
+    for spec in specs or []:
+        path, sep, scale = spec.rpartition(":") if ":" in spec[2:] else (spec, "", "")
+        value = SCALE.check(argument, scale) if sep else 1.0
+        lora_format(path, argument)
+        out.append((Path(path), value))
+    if len({p.resolve() for p, _ in out}) != len(out):
+        raise InputError(argument, specs, "names the same file twice", "Pass each LoRA once")
+    return out
+
+
+def apply_loras(pipe, loras: list[tuple[Path, float]], argument: str = "--lora") -> None:
+    """Loads each LoRA as its own adapter and activates them all at their scales (diffusers' set_adapters)."""
+    names = []
+    for k, (path, _) in enumerate(loras):
+        check_lora_values(path, argument)
+        load_lora(pipe, path, adapter_name=f"lora{k}", argument=argument)
+        names.append(f"lora{k}")
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+
+
+def check_lora_fits(pipe, path: str | Path, argument: str = "lora") -> None:
     """Refuses a LoRA made for another architecture, naming the first mismatching layer."""
     import re
 
@@ -93,17 +131,18 @@ def check_lora_fits(pipe, path: str | Path) -> None:
         name = match.group(1) + (".0" if match.group(1).endswith("to_out") else "")
         target = modules.get(name)
         if target is None or not hasattr(target, "in_features"):
-            raise InputError("lora", str(path), f"targets layer {name!r}, which this UNet does not have",
+            raise InputError(argument, str(path), f"targets layer {name!r}, which this UNet does not have",
                              "Use a LoRA trained for this model's architecture")
         down = match.group(2) in (".lora_A", ".lora.down", "_lora.down")
         size, expected = (value.shape[1], target.in_features) if down else (value.shape[0], target.out_features)
         if size != expected:
-            raise InputError("lora", str(path), f"layer {name!r} has size {size}, this UNet's has {expected}",
+            raise InputError(argument, str(path), f"layer {name!r} has size {size}, this UNet's has {expected}",
                              "Use a LoRA trained for this model's architecture (e.g. SD 1.x vs SD 2.x)")
 
 
-def load_lora(pipe, path: str | Path, adapter_name: str = "default") -> None:
-    check_lora_fits(pipe, path)
+def load_lora(pipe, path: str | Path, adapter_name: str = "default", argument: str = "lora") -> None:
+    lora_format(path, argument)
+    check_lora_fits(pipe, path, argument)
     pipe.load_lora_weights(str(path), adapter_name=adapter_name)
 
 
@@ -111,7 +150,8 @@ def convert_lora(path: str | Path, to: str, out: str | Path, pipe) -> Path:
     """Writes the LoRA at `path` in format `to` ('diffusers' or 'kohya'), via a pipeline of its architecture."""
     if to not in ("diffusers", "kohya"):
         raise InputError("--to", to, "unknown LoRA format", "Use diffusers or kohya")
-    load_lora(pipe, path)
+    check_lora_values(path, "file")
+    load_lora(pipe, path, argument="file")
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -128,7 +168,11 @@ def convert_lora(path: str | Path, to: str, out: str | Path, pipe) -> Path:
 
 def merge_lora(pipe, path: str | Path, out: str | Path, scale: float = 1.0) -> Path:
     """Fuses the LoRA into the weights and saves a plain pipeline folder."""
-    load_lora(pipe, path)
+    from conceptlab.validation import SCALE
+
+    SCALE.check("--scale", scale)
+    check_lora_values(path, "file")
+    load_lora(pipe, path, argument="file")
     pipe.fuse_lora(lora_scale=scale)
     pipe.unload_lora_weights()
     pipe.save_pretrained(out, safe_serialization=True)

@@ -45,15 +45,12 @@ def mix_embeddings(embeddings: list[Embedding], weights: list[float], name: str,
 
 
 def parse_weights(weight: str | None, n: int) -> list[float]:
-    """'0.3' with two concepts -> [0.7, 0.3]; '0.2,0.3,0.5' -> as given."""
+    """'0.3' with two concepts -> [0.7, 0.3]; '0.2,0.3,0.5' -> as given (finite, >= 0, summing to 1)."""
+    from conceptlab.validation import FRACTION, parse_numbers
+
     if weight is None:
         return [1 / n] * n
-    try:
-        values = [float(x) for x in weight.split(",")]
-    except ValueError:
-        raise InputError("--weight", weight, "is not a number list", "e.g. --weight 0.3 or --weight 0.2,0.3,0.5") from None
+    values = parse_numbers("--weight", weight, FRACTION)
     if len(values) == 1 and n == 2:
-        if not 0 <= values[0] <= 1:
-            raise InputError("--weight", weight, "must be within [0, 1]", "It is the share of the second concept")
         return [1 - values[0], values[0]]
     return values

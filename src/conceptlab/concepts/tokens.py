@@ -65,9 +65,9 @@ def init_vectors(tokenizer, text_encoder, init: str | Embedding | None, num_vect
     return weight.detach()[ids].float().mean(0, keepdim=True).repeat(num_vectors, 1)
 
 
-def check_dimension(emb: Embedding, width: int) -> None:
+def check_dimension(emb: Embedding, width: int, argument: str = "embedding") -> None:
     if emb.dim != width:
-        raise InputError("embedding", emb.token, f"has vectors of size {emb.dim} but the text encoder's are {width}",
+        raise InputError(argument, emb.token, f"has vectors of size {emb.dim} but the text encoder's are {width}",
                          "Use an embedding trained for this model family (SD 1.x: 768, SD 2.x: 1024)")
 
 
@@ -104,11 +104,25 @@ class TokenSplice(nn.Module):
         self.handle.remove()
 
 
-def load_concepts(pipe, embeddings: list[Embedding]) -> None:
-    """Adds embeddings to a pipeline through diffusers' own loader, after checking their sizes."""
+def check_new_token(tokenizer, token: str, argument: str) -> None:
+    """A learned token must be a new word: one named like a real word ('broccoli') would silently take it over."""
+    vocab = tokenizer.get_vocab()
+    if token in vocab or token.lower() + "</w>" in vocab or token + "</w>" in vocab:
+        raise InputError(argument, token, "is already a word of the tokenizer; loading it would take that word over",
+                         f"Rename it, e.g. --token '<{token.strip('<>')}>' (concepts convert --token renames a file)")
+
+
+def load_concepts(pipe, embeddings: list[Embedding], argument: str = "--concepts") -> None:
+    """Adds embeddings to a pipeline through diffusers' own loader, after checking sizes and names."""
     width = pipe.text_encoder.get_input_embeddings().embedding_dim
+    seen: set[str] = set()
     for emb in embeddings:
-        check_dimension(emb, width)
+        if emb.token in seen:
+            raise InputError(argument, emb.token, "is given twice", "Pass each embedding once")
+        seen.add(emb.token)
+        check_dimension(emb, width, argument)
+        check_new_token(pipe.tokenizer, emb.token, argument)
+    for emb in embeddings:
         pipe.load_textual_inversion({emb.token: emb.vectors.to(pipe.text_encoder.dtype)}, token=emb.token)
 
 
@@ -128,6 +142,6 @@ def load_concept_paths(pipe, paths: list[str | Path]) -> list[Embedding]:
     """Loads every embedding found under `paths` into the pipeline; returns them."""
     from conceptlab.concepts.formats import load_embedding
 
-    embeddings = [load_embedding(f) for p in paths for f in embedding_files(p)]
+    embeddings = [load_embedding(f, argument="--concepts") for p in paths for f in embedding_files(p)]
     load_concepts(pipe, embeddings)
     return embeddings

@@ -51,6 +51,17 @@ class EditResult:
 
 
 def check_edit(cfg: EditConfig) -> None:
+    """Raises InputError for any bad setting, before anything is computed."""
+    from conceptlab.validation import GUIDANCE, SAMPLING_STEPS, SEED, WEIGHT, text
+
+    text("--prompt", cfg.source, example="'a sticker of a happy star'")
+    for target in cfg.targets:
+        text("--to", target, example="'a sticker of a sad star'")
+    SAMPLING_STEPS.check("--steps", cfg.steps)
+    GUIDANCE.check("--guidance", cfg.guidance)
+    SEED.check("--seed", cfg.seed)
+    for word, weight in cfg.reweight.items():
+        WEIGHT.check(f"--reweight {word}", weight)
     if cfg.mode not in MODES:
         raise InputError("--mode", cfg.mode, "unknown edit mode", f"Use one of {MODES}")
     if not cfg.targets:

@@ -172,6 +172,16 @@ def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, i
     return out
 
 
+def check_inversion(prompt: str, steps: int, guidance: float, refine_steps: int = 0) -> None:
+    """Raises InputError for a bad inversion setting, before any model work."""
+    from conceptlab.validation import GUIDANCE, REFINE_STEPS, SAMPLING_STEPS, text
+
+    text("--prompt", prompt, example="'a sticker of a happy emoji' (inversion is conditioned on it)")
+    SAMPLING_STEPS.check("--steps", steps)
+    GUIDANCE.check("--guidance", guidance)
+    REFINE_STEPS.check("--refine-steps", refine_steps)
+
+
 def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", steps: int = 30, guidance: float = 7.5,
            inner_steps: int = 10, refine_steps: int = 0) -> Inversion:
     """Inverts `image` under `prompt` with `method`; the sampler is set to DDIM with `steps` steps.
@@ -185,10 +195,7 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
     require_sd(pipe, "inversion")
     if method not in METHODS:
         raise InputError("--method", method, "unknown inversion method", f"Use one of {METHODS}")
-    if not prompt.strip():
-        raise InputError("--prompt", prompt, "is empty", "Describe the image: inversion is conditioned on it")
-    if refine_steps < 0:
-        raise InputError("--refine-steps", refine_steps, "must be 0 or more", "Use 0 (off) or e.g. 100")
+    check_inversion(prompt, steps, guidance, refine_steps)
     image, resized = prepare_image(pipe, image)
     if resized:
         print(f"image resized to {image.size[0]}x{image.size[1]}, the model's size")

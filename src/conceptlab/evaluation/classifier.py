@@ -8,7 +8,6 @@ class-balanced metrics, and every artifact a user wants to look at.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -142,8 +141,23 @@ def _evaluate(model, x, y, batch: int = 128) -> tuple[float, np.ndarray]:
     return sum(losses) / max(len(x), 1), torch.cat(preds).numpy()
 
 
+def check_classifier_config(cfg: ClassifierConfig) -> None:
+    """Raises InputError for a setting that cannot train (no epochs, an empty split, a NaN rate)."""
+    from conceptlab.validation import BATCH, EPOCHS, LR, RENDER_SIZE, SEED, SPLIT, Bound, choice
+
+    choice("--arch", cfg.arch, ARCHS)
+    RENDER_SIZE.check("--image-size", cfg.image_size)
+    EPOCHS.check("--epochs", cfg.epochs)
+    LR.check("--lr", cfg.lr)
+    BATCH.check("--batch-size", cfg.batch_size)
+    SPLIT.check("--val-split", cfg.val_split)
+    SEED.check("--seed", cfg.seed)
+    Bound(1, 10_000, integer=True).check("--patience", cfg.patience)
+
+
 def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Path, progress: bool = True) -> dict:
     """Trains, keeps the weights of the best validation loss, writes every artifact; returns the metrics."""
+    check_classifier_config(cfg)
     classes = sorted(set(data.labels))
     if len(classes) < 2:
         raise InputError("--label", cfg.label, f"has a single class {classes}", "A classifier needs 2 or more classes")
@@ -216,7 +230,14 @@ class Classifier:
         if not (folder / "conceptlab_classifier.json").is_file():
             raise InputError("--classifier", str(folder), "is not a classifier folder",
                              "Pass the --out folder of `conceptlab classify train`")
-        self.cfg = dataclass_from_dict(ClassifierConfig, json.loads((folder / "conceptlab_classifier.json").read_text()))
+        from conceptlab.validation import read_json_object, safetensors_header
+
+        record = read_json_object("--classifier", folder / "conceptlab_classifier.json")
+        self.cfg = dataclass_from_dict(ClassifierConfig, record, where=f"--classifier {folder}")
+        if not (folder / "model.safetensors").is_file():
+            raise InputError("--classifier", str(folder), "has no model.safetensors",
+                             "Train it again with `conceptlab classify train`")
+        safetensors_header("--classifier", folder / "model.safetensors")
         self.model = ResNetForImageClassification.from_pretrained(folder).eval()
         processor = AutoImageProcessor.from_pretrained(folder) if self.cfg.pretrained else None
         self.pre = Preprocess(self.cfg, processor)
@@ -259,7 +280,9 @@ def expected_labels(paths: list[Path], classes: list[str], expect: str | None, a
         raise InputError(argument, None, "no expected label given and no generations.jsonl beside the images",
                          "Pass --expect LABEL=VALUE")
     by_file = {}
-    for row in (json.loads(x) for x in log.read_text().splitlines() if x.strip()):
+    from conceptlab.validation import read_jsonl
+
+    for row in read_jsonl("--images", log, required=("file",)):
         if "expect" in row:
             by_file[row["file"]] = row["expect"]
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from conceptlab.errors import InputError
 from conceptlab.imaging import IMAGE_SUFFIXES, open_rgb  # noqa: F401 (re-exported)
+from conceptlab.validation import read_jsonl
 
 
 @dataclass
@@ -42,11 +42,15 @@ def read_labelled_folder(folder: str | Path, label: str | None, argument: str = 
         raise InputError(argument, str(folder), "is not a folder", "Pass a folder of images")
     meta = folder / "metadata.jsonl"
     if meta.is_file():
-        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(argument, meta, required=("file_name",))
         if label is None or not rows or label not in rows[0]:
             cols = sorted(k for k in (rows[0] if rows else {}) if k not in ("file_name", "text"))
             raise InputError("--label", label, f"is not a column of {meta}", f"Use one of {cols}")
-        pairs = [(folder / r["file_name"], str(r[label])) for r in rows]
+        lacking = next((i for i, r in enumerate(rows) if label not in r), None)
+        if lacking is not None:
+            raise InputError(argument, f"{meta} row {lacking + 1}", f"has no {label!r} value",
+                             f"Give every row a {label!r} column")
+        pairs = [(folder / Path(str(r["file_name"])).name, str(r[label])) for r in rows]
     else:
         pairs = [(p, d.name) for d in sorted(folder.iterdir()) if d.is_dir()
                  for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def load_pipeline(source: str | Path | None = None, device: str | None = None, d
     elif _is_hub_id(source):
         pipe = _from_hub(source, kwargs)
     else:
-        raise InputError("--model", source, "no such file or folder",
+        raise InputError("--model", source, "no such file or folder (and not a hub id: those look like owner/name)",
                          "Pass a diffusers folder, a .safetensors/.ckpt file, or a hub id such as "
                          "'stable-diffusion-v1-5/stable-diffusion-v1-5'")
     if device is not None:
@@ -73,12 +72,21 @@ def _from_folder(path: Path, kwargs: dict):
     if not (path / "model_index.json").is_file():
         raise InputError("--model", str(path), "is a folder without model_index.json",
                          "Pass a diffusers pipeline folder (one written by save_pretrained)")
-    return DiffusionPipeline.from_pretrained(path, **_sd_kwargs(path / "model_index.json"), **kwargs)
+    extra = _sd_kwargs(path / "model_index.json")
+    try:
+        return DiffusionPipeline.from_pretrained(path, **extra, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # a folder missing weights or configs
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise InputError("--model", str(path), f"cannot be loaded as a pipeline ({reason})",
+                         "Pass a complete diffusers folder (model_index.json and every component's config and "
+                         "weights), a .safetensors/.ckpt checkpoint or a hub id") from None
 
 
 def _sd_kwargs(model_index: Path) -> dict:
     """Skip the NSFW checker where the pipeline has one: it needs its own weights and blanks sticker art."""
-    index = json.loads(model_index.read_text())
+    from conceptlab.validation import read_json_object
+
+    index = read_json_object("--model", model_index)
     if index.get("safety_checker") and index["safety_checker"][0] is not None:
         return {"safety_checker": None, "requires_safety_checker": False}
     return {}
@@ -90,6 +98,10 @@ def _from_single_file(path: Path, kwargs: dict):
     if path.suffix not in SINGLE_FILE_SUFFIXES:
         raise InputError("--model", str(path), "is a file but not a checkpoint",
                          f"Pass a {'/'.join(SINGLE_FILE_SUFFIXES)} file or a diffusers folder")
+    if path.suffix == ".safetensors":
+        from conceptlab.validation import safetensors_header
+
+        safetensors_header("--model", path)
     cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
     try:
         return cls.from_single_file(str(path), **kwargs)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from conceptlab.errors import InputError
 from conceptlab.io import atomic_save_torch, load_torch_checkpoint
 from conceptlab.models.base import HeldOut
 from conceptlab.models.tiny import SHAPES, build_text_encoder, build_unet, build_vae, sticker_tokenizer
@@ -497,6 +498,22 @@ def export_from_checkpoints(cfg: BaseModelConfig, work: Path, out: Path) -> int:
         vae.load_state_dict(load_torch_checkpoint(work / "decoder.ckpt")["model"])
     scaling = load_torch_checkpoint(work / "latents.pt")["scaling_factor"]
     return export_pipeline(cfg, work, out, vae.eval(), scaling)
+
+
+def check_work_folder(cfg: BaseModelConfig, work: Path, resume: bool) -> None:
+    """A work folder holding a run is continued only with resume=True, and only with the same config."""
+    record = work / "config.json"
+    if not record.is_file():
+        return
+    if not resume:
+        raise InputError("--work", str(work), "holds a base-model run already",
+                         "Pass --resume to continue it, or choose another --out/--work")
+    old = json.loads(record.read_text())
+    changed = sorted(k for k in set(old) | set(asdict(cfg)) if old.get(k) != asdict(cfg).get(k))
+    if changed:
+        pairs = ", ".join(f"{k}: {old.get(k)!r} -> {asdict(cfg).get(k)!r}" for k in changed[:4])
+        raise InputError("--resume", str(work), f"was started with other settings ({pairs})",
+                         "Resume with the config it was started with, or start a new run in another folder")
 
 
 def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, stages=None,

@@ -15,6 +15,24 @@ from conceptlab.errors import InputError
 from conceptlab.imaging import IMAGE_SUFFIXES, open_rgb
 
 
+def check_resolution(resolution: int | None, factor: int = 8) -> None:
+    """A training resolution is a positive multiple of the VAE's factor, as `generate --width` requires."""
+    from conceptlab.validation import SIZE
+
+    if resolution is not None and SIZE.check("--resolution", resolution) % factor:
+        raise InputError("--resolution", resolution, f"is not a multiple of the VAE's factor {factor}",
+                         f"Use {max(factor, round(resolution / factor) * factor)}")
+
+
+def check_image_folder(argument: str, folder) -> None:
+    """A training folder exists and holds at least one file named like an image (read fully later)."""
+    from conceptlab.validation import input_dir
+
+    path = input_dir(argument, folder, "folder of training images")
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
+        raise InputError(argument, str(path), "holds no images", "Add 3-12 pictures (.png, .jpg, ...)")
+
+
 def load_concept_images(folder: str | Path, argument: str) -> list[Image.Image]:
     """RGB images of a concept folder; unreadable files are listed and skipped, none left is an error."""
     return load_concept_folder(folder, argument)[0]

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from conceptlab.errors import InputError
 from conceptlab.training.data import (
     CachedLatents,
+    check_image_folder,
+    check_resolution,
     load_concept_folder,
     mask_weights,
     prepare_image,
@@ -91,8 +93,24 @@ def parse_subject(text: str) -> SubjectConfig:
 
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
+    """Raises InputError for any bad setting or subject, before a model is loaded or a file written."""
+    from conceptlab.validation import COUNT0, NONNEG, RANK, Bound
+
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
+    check_resolution(cfg.resolution)
+    RANK.check("--rank", cfg.rank)
+    COUNT0.check("--class-images", cfg.class_images)
+    if cfg.prior_preservation and cfg.class_images < 1:
+        raise InputError("--class-images", cfg.class_images, "must be >= 1 with --prior-preservation",
+                         "Use e.g. --class-images 50, or drop --prior-preservation")
+    NONNEG.check("--prior-weight", cfg.prior_weight)
+    Bound(0, 1, hint="0.05-0.1 is usual").check("--offset-noise", cfg.offset_noise)
+    if cfg.min_snr_gamma is not None:
+        Bound(0, 1000, low_open=True, hint="5 is usual").check("--min-snr-gamma", cfg.min_snr_gamma)
+    Bound(0, 1000, low_open=True, hint="5 is usual").check("--mask-weight", cfg.mask_weight)
+    for s in cfg.subjects:
+        _check_subject(s)
     if cfg.class_prompts not in ("class", "captions"):
         raise InputError("--class-prompts", cfg.class_prompts, "is not a known choice", "Use class or captions")
     if not cfg.mask_weight > 0:
@@ -114,6 +132,19 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         if "{identifier}" not in s.template:
             raise InputError("--subject", s.template, "template lacks {identifier}",
                              "e.g. template='a {identifier} {class_word}'")
+
+
+def _check_subject(s: SubjectConfig) -> None:
+    from conceptlab.validation import input_dir, text
+
+    where = f"--subject {s.identifier}"
+    text("--subject", s.identifier, example="tuki")
+    if any(c.isspace() for c in s.identifier):
+        raise InputError("--subject", s.identifier, "contains spaces", "Use one rare word, e.g. tuki or sks")
+    text(f"{where},class", s.class_word, example="monster")
+    check_image_folder(where, s.folder)
+    if s.masks:
+        input_dir(f"{where},masks", s.masks, "folder of masks named like the images")
 
 
 def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool):
@@ -327,7 +358,8 @@ def prompt_folder(prompt: str) -> str:
     return f"{slug}-{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
 
 
-def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None):
+def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None,
+                     **train_kwargs):
     """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
 
     Returns (pipe, TrainResult); the pipeline holds the trained weights (LoRA adapters attached).
@@ -358,5 +390,5 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
                 texts[word] += [prompt] * len(made)
             classes[word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
     method = DreamBooth(pipe, cfg, classes, texts)
-    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume)
+    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume, **train_kwargs)
     return pipe, result

@@ -16,7 +16,14 @@ import torch
 from conceptlab.concepts.formats import Embedding, load_embedding, safe_name, save_all_formats
 from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
 from conceptlab.errors import InputError
-from conceptlab.training.data import CachedLatents, load_concept_folder, prepare_image, substituted_captions
+from conceptlab.training.data import (
+    CachedLatents,
+    check_image_folder,
+    check_resolution,
+    load_concept_folder,
+    prepare_image,
+    substituted_captions,
+)
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
 from conceptlab.training.loop import TrainConfig
 
@@ -102,6 +109,7 @@ def caption_with_token(concept: ConceptConfig, names: list[str]) -> list[str] | 
 
 
 def check_concepts(concepts: list[ConceptConfig]) -> None:
+    """Raises InputError for any bad concept (token, folder, init, vectors, template) before a model loads."""
     if not concepts:
         raise InputError("--concept", None, "no concept given", "Add --concept '<token>=DIR'")
     seen = set()
@@ -109,8 +117,30 @@ def check_concepts(concepts: list[ConceptConfig]) -> None:
         if c.token in seen:
             raise InputError("--concept", c.token, "is used by two concepts", "Give every concept its own token")
         seen.add(c.token)
-        if c.vectors < 1:
-            raise InputError("--concept", f"{c.token},vectors={c.vectors}", "vectors must be >= 1", "Use vectors=1 or more")
+        _check_concept(c)
+
+
+def _check_concept(c: ConceptConfig) -> None:
+    from conceptlab.validation import VECTORS, text
+
+    text("--concept", c.token, example="'<broccoli>'")
+    if any(ch.isspace() for ch in c.token):
+        raise InputError("--concept", c.token, "contains spaces", "Use one new word, e.g. '<my-concept>'")
+    check_image_folder(f"--concept {c.token}", c.folder)
+    VECTORS.check(f"--concept {c.token},vectors", c.vectors)
+    load_templates(c.template, f"--concept {c.token},template")
+    if c.captions is not None:
+        text(f"--concept {c.token},captions", c.captions, example="broccoli")
+    if c.init is not None:
+        text(f"--concept {c.token},init", c.init, example="broccoli")
+        if _looks_like_path(c.init):
+            load_embedding(c.init, argument=f"--concept {c.token},init")
+
+
+def _looks_like_path(init: str) -> bool:
+    """A mistyped path must not silently become an init word made of the path's BPE pieces."""
+    return Path(init).is_file() or "/" in init or "\\" in init or Path(init).suffix.lower() in (
+        ".safetensors", ".pt", ".bin", ".npy", ".ckpt")
 
 
 class TextualInversion:
@@ -121,6 +151,7 @@ class TextualInversion:
 
         require_sd(pipe, "textual inversion")
         check_concepts(cfg.concepts)
+        check_resolution(cfg.resolution, pipe.vae_scale_factor)
         self.pipe, self.cfg = pipe, cfg
         self.templates = [load_templates(c.template, f"--concept {c.token} template") for c in cfg.concepts]
         res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -135,7 +166,7 @@ class TextualInversion:
         self.latents = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in self.latents]
         ids, inits, self.placeholders = [], [], []
         for c in cfg.concepts:
-            init = load_embedding(c.init) if c.init and Path(c.init).is_file() else c.init
+            init = load_embedding(c.init) if c.init and _looks_like_path(c.init) else c.init
             vectors = init.num_vectors if isinstance(init, Embedding) and c.vectors == 1 else c.vectors
             ph = PlaceholderToken(c.token, vectors)
             inits.append(init_vectors(tok, te, init, vectors))
@@ -208,3 +239,22 @@ def _version() -> str:
     from conceptlab import __version__
 
     return __version__
+
+
+def train_textual_inversion(cfg: TextualInversionConfig, out, resume: bool = False, device=None, dtype=None,
+                            pipe=None, **train_kwargs):
+    """Checks every setting, loads the model (unless `pipe` is given) and trains; returns (pipe, TrainResult).
+
+    The learned tokens are written to out/<token>/ in every format (see concepts.formats)."""
+    from dataclasses import asdict
+
+    from conceptlab.models.loading import load_pipeline
+    from conceptlab.training.loop import Trainer
+
+    check_concepts(cfg.concepts)
+    check_resolution(cfg.resolution)
+    cfg.train.check()
+    pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
+    method = TextualInversion(pipe, cfg)
+    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume, **train_kwargs)
+    return pipe, result

@@ -67,7 +67,8 @@ def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=N
     return path
 
 
-def read_metadata(folder: str | Path) -> list[dict]:
-    """The rows of a folder's metadata.jsonl."""
-    path = Path(folder) / "metadata.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_metadata(folder: str | Path, argument: str = "metadata.jsonl") -> list[dict]:
+    """The rows of a folder's metadata.jsonl; a malformed line or a row without file_name names its line."""
+    from conceptlab.validation import read_jsonl
+
+    return read_jsonl(argument, Path(folder) / "metadata.jsonl", required=("file_name",))
