@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     name = _command_name(args)
-    out = Path(args.out) if isinstance(getattr(args, "out", None), str) and args.out else None
-    created = out is not None and not out.exists()  # remove what a failed command made, never what was there
+    out, created = None, False
     try:
         if getattr(args, "config", None) and getattr(args, "_generic_config", False):
-            args = apply_config_file(parser, args, argv)
+            args = apply_config_file(parser, args, argv)  # re-parses: what the file does not give is required
+        out = Path(args.out) if isinstance(getattr(args, "out", None), str) and args.out else None
+        created = out is not None and not out.exists()  # remove what a failed command made, never what was there
         return args.run(args) or 0
     except ConceptlabError as e:
         _remove_partial(out, created)
@@ -67,6 +68,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conceptlab {name}: internal error: {type(e).__name__}: {e}. This is a bug in conceptlab; run again "
               "with CONCEPTLAB_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return 1
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parses argv; with --config, required options may come from the file, so they are checked after it."""
+    if not any(a == "--config" or a.startswith(("--config=", "--config ")) for a in argv):
+        return parser.parse_args(argv)
+    relaxed = [a for leaf in _leaves(parser) for a in leaf._actions if a.required and a.option_strings]
+    for action in relaxed:
+        action.required = False
+    args = parser.parse_args(argv)
+    for action in relaxed:
+        action.required = True
+    return args if getattr(args, "_generic_config", False) else parser.parse_args(argv)
+
+
+def _leaves(parser: argparse.ArgumentParser):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in action.choices.values():
+            yield from _leaves(child)
 
 
 def _remove_partial(out: Path | None, created: bool) -> None:

@@ -51,21 +51,27 @@ class Generated:
 
 def check_config(cfg: GenerationConfig, pipe=None) -> None:
     """Raises InputError for any bad setting, before anything is computed or written."""
-    if not cfg.prompt or not cfg.prompt.strip():
-        raise InputError("--prompt", cfg.prompt, "is empty", "Describe the image, e.g. --prompt 'a happy star'")
-    for name, value in (("-n", cfg.n), ("--steps", cfg.steps), ("--batch-size", cfg.batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise InputError(name, value, "must be a whole number >= 1", f"Pass {name} 1 or more")
-    if cfg.guidance < 0:
-        raise InputError("--guidance", cfg.guidance, "must be >= 0", "Use 0-1 for no guidance, 5-9 as usual")
+    from conceptlab.validation import BATCH, GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE, check_seed_range, text
+
+    text("--prompt", cfg.prompt, example="'a sticker of a happy star'")
+    text("--negative-prompt", cfg.negative_prompt, allow_empty=True)
+    IMAGES.check("-n", cfg.n)
+    SAMPLING_STEPS.check("--steps", cfg.steps)
+    BATCH.check("--batch-size", cfg.batch_size)
+    GUIDANCE.check("--guidance", cfg.guidance)
+    SEED.check("--seed", cfg.seed)
+    check_seed_range("--seed", cfg.seed, cfg.n)
     if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
         raise InputError("--scheduler", cfg.scheduler, "unknown scheduler", f"Use one of {sorted(SCHEDULERS)}")
     if cfg.format not in FORMATS:
         raise InputError("--format", cfg.format, "unknown image format", f"Use one of {FORMATS}")
+    for name, value in (("--width", cfg.width), ("--height", cfg.height)):
+        if value is not None:
+            SIZE.check(name, value)
     if pipe is not None:
         factor = pipe.vae_scale_factor
         for name, value in (("--width", cfg.width), ("--height", cfg.height)):
-            if value is not None and (value < factor or value % factor):
+            if value is not None and value % factor:
                 raise InputError(name, value, f"must be a positive multiple of the VAE's factor {factor}",
                                  f"Use {max(factor, round(value / factor) * factor)}")
 
