@@ -1,0 +1,232 @@
+"""DreamBooth, judged: identity, emotion and scene of the subjects' generations, and the class prompt's drift.
+
+The measures of scripts/dreambooth_proof.py. Subjects: every subject x emotion x scene x seed of
+"a sticker of a {emotion} {id} {class}{scene}", judged for the subject (the judge's `individual` head), the
+emotion and the scene. Prior: `class_images` generations of the bare class prompt ("a monster", seeds
+1000..) before and after training: the share judged to be one of the subjects, the share still judged the
+class, and each attribute's distribution (with its entropy in bits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from pathlib import Path
+
+from conceptlab.errors import InputError
+from conceptlab.evaluation.recipes.common import (
+    EMOTIONS,
+    Bar,
+    load_judge_checked,
+    model_of,
+    output_folder,
+    read_training_record,
+    result_header,
+    write_result,
+)
+
+SCENES = {"plain": " on a white background", "beach": " at the beach", "snowy mountain": " on a snowy mountain",
+          "jungle": " in the jungle", "desert": " in the desert"}  # judge background label -> prompt words
+# The project's floors for DreamBooth (README): 90% identity, 85% emotion and scene.
+DB_FLOORS = {"identity": 0.90, "emotion": 0.85, "scene": 0.85}
+# Prior preservation holds when at most 1 in 20 generations of the bare class prompt is taken for a subject
+# (the README's runs reach 0%) and the class prompt is still judged the class nearly as often as before.
+SUBJECT_CEILING, CLASS_DROP = 0.05, 0.10
+CLASS_SEED = 1000  # class-prompt generations use seeds 1000.., apart from the subject prompts' 0..
+NOT_A_DB_RUN = "Pass the --out folder of `conceptlab train dreambooth`"
+
+
+def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str:
+    """'a sticker of a happy tuki monster at the beach'; ident '' gives the bare class word."""
+    noun = f"{ident} {class_word}".strip()
+    core = f"{noun} in love" if emotion == "in love" else f"{emotion} {noun}"
+    return f"a sticker of a {core}{SCENES[scene]}"
+
+
+def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIONS, scenes=tuple(SCENES),
+                   seeds: int = 3, steps: int = 30, progress: bool = True):
+    """(scores, images): identity, emotion, scene and all three right, over subjects x emotions x scenes x seeds
+    (seeds 0..seeds-1, 16 images per pipeline call); images in that order."""
+    from conceptlab.generation.generate import generate_batch
+
+    cases = [(i, c, e, sc, s) for i, c in subjects for e in emotions for sc in scenes for s in range(seeds)]
+    images = generate_batch(pipe, [subject_prompt(i, c, e, sc) for i, c, e, sc, _ in cases], [s for *_, s in cases],
+                            steps=steps, batch_size=16, progress=progress)
+    pred = judge.predict(images)
+    ok = {"identity": [p == c[0] for p, c in zip(pred["individual"], cases)],
+          "emotion": [p == c[2] for p, c in zip(pred["emotion"], cases)],
+          "scene": [p == c[3] for p, c in zip(pred["background"], cases)]}
+    ok["all"] = [a and b and c for a, b, c in zip(ok["identity"], ok["emotion"], ok["scene"])]
+    per_subject = {}
+    for ident, _ in subjects:
+        mine = [k for k, c in enumerate(cases) if c[0] == ident]
+        per_subject[ident] = sum(ok["identity"][k] for k in mine) / len(mine)
+    return {**{k: sum(v) / len(v) for k, v in ok.items()}, "identity_per_subject": per_subject,
+            "images": len(cases)}, images
+
+
+def entropy(counts: Counter) -> float:
+    """Shannon entropy in bits of a label distribution."""
+    n = sum(counts.values())
+    return -sum(c / n * math.log2(c / n) for c in counts.values() if c)
+
+
+def class_scores(pipe, judge, class_word: str, identifiers, n: int = 48, steps: int = 30, progress: bool = True):
+    """(scores, images) of `n` generations of 'a CLASS' (seeds 1000..): judged as a subject, judged the class,
+    and each attribute's distribution and entropy."""
+    from conceptlab.generation.generate import generate_batch
+
+    images = generate_batch(pipe, [f"a {class_word}"] * n, list(range(CLASS_SEED, CLASS_SEED + n)), steps=steps,
+                            batch_size=16, progress=progress)
+    pred = judge.predict(images)
+    dist = {h: Counter(pred[h]) for h in ("object", "colour", "emotion", "background", "individual")}
+    return {"judged_as_subject": sum(p in identifiers for p in pred["individual"]) / n,
+            "judged_class": dist["object"][class_word] / n,
+            "entropy_bits": {h: round(entropy(c), 3) for h, c in dist.items()},
+            "distribution": {h: dict(c.most_common()) for h, c in dist.items()}, "images": n}, images
+
+
+def class_drift(before: dict, after: dict) -> dict:
+    """How far the class prompt moved: after - before of each share and entropy, and the total-variation
+    distance of each attribute's distribution (0: the same, 1: nothing in common)."""
+    tv = {}
+    for h, a in after["distribution"].items():
+        b = before["distribution"][h]
+        tv[h] = round(0.5 * sum(abs(a.get(k, 0) / after["images"] - b.get(k, 0) / before["images"])
+                                for k in set(a) | set(b)), 3)
+    return {"judged_as_subject": after["judged_as_subject"] - before["judged_as_subject"],
+            "judged_class": after["judged_class"] - before["judged_class"],
+            "entropy_bits": {h: round(after["entropy_bits"][h] - before["entropy_bits"][h], 3)
+                             for h in after["entropy_bits"]},
+            "total_variation": tv}
+
+
+@contextlib.contextmanager
+def adapters_disabled(pipe):
+    """The pipeline without its LoRA adapters while inside: each peft layer computes its base layer alone."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for part in (pipe.unet, pipe.text_encoder) for m in part.modules() if isinstance(m, BaseTunerLayer)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield pipe
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+# ----------------------------------------------------------------------------------------------- a run
+
+
+def run_subjects(run: Path, config: dict, judge) -> list[tuple[str, str]]:
+    """(identifier, class word) of each subject; InputError for one the judge cannot recognise."""
+    known = [x for x in judge.cfg.heads["individual"] if x != "none"]
+    subjects = [(s["identifier"], s["class_word"]) for s in config["subjects"]]
+    for ident, _ in subjects:
+        if ident not in known:
+            raise InputError("RUN", str(run), f"trains subject {ident!r}, which the judge does not know",
+                             f"evaluate dreambooth judges the sticker world's individuals {known}: train on "
+                             "renders from `conceptlab world export --only individual=NAME`")
+    return subjects
+
+
+def trained_pipeline(run: Path, config: dict, model_name: str, device: str | None = None):
+    """The run's base model with its LoRA, or its fine-tuned pipeline folder."""
+    from conceptlab.models.loading import load_pipeline
+
+    if config.get("lora"):
+        lora = run / "lora" / "pytorch_lora_weights.safetensors"
+        if not lora.is_file():
+            raise InputError("RUN", str(run), "has no lora/pytorch_lora_weights.safetensors: the run did not finish",
+                             "Finish it with `conceptlab train dreambooth ... --resume`, or pass a finished run")
+        from conceptlab.concepts.lora import load_lora
+
+        pipe = load_pipeline(model_name, device=device)
+        load_lora(pipe, lora, argument="RUN")
+        return pipe
+    if not (run / "pipeline" / "model_index.json").is_file():
+        raise InputError("RUN", str(run), "has no pipeline/ folder: the run did not finish",
+                         "Finish it with `conceptlab train dreambooth ... --resume`, or pass a finished run")
+    return load_pipeline(run / "pipeline", device=device)
+
+
+def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, model: str | None = None, judge=None,
+                            judge_path: str | None = None, pipe=None, device: str | None = None, seeds: int = 3,
+                            emotions=EMOTIONS, scenes=tuple(SCENES), class_images: int = 48, baseline: str = "all",
+                            steps: int = 30, progress: bool = True) -> dict:
+    """Judges a `conceptlab train dreambooth` run: its subjects' identity, emotion and scene, and its class
+    prompt before and after training; writes OUT/scores.json, OUT/grid.png, OUT/index.html (OUT defaults
+    to RUN-eval) and returns the scores.
+
+    `pipe`: a pipeline holding the trained weights (the one that trained them); by default they are loaded
+    from the run. `baseline`: the base model's numbers too ("all"), only its class prompt ("class", needed
+    for the drift), or none ("none"). With LoRA the base model is the same pipeline with its adapters off.
+    """
+    from conceptlab.imaging import make_grid
+
+    run = Path(run)
+    config = read_training_record(run, "DreamBooth", "subjects", NOT_A_DB_RUN)
+    out = output_folder(run, out)
+    if baseline not in ("all", "class", "none"):
+        raise InputError("--baseline", baseline, "is not a known choice", "Use all, class or none")
+    bad = [s for s in scenes if s not in SCENES]
+    if bad or not scenes or not emotions or any(e not in EMOTIONS for e in emotions):
+        raise InputError("--scenes/--emotions", (list(scenes), list(emotions)), "names one the recipe cannot ask for",
+                         f"Use scenes from {list(SCENES)} and emotions from {list(EMOTIONS)}")
+    judge = judge or load_judge_checked(judge_path)
+    subjects = run_subjects(run, config, judge)
+    model_name = model_of(config, model)
+    pipe = pipe if pipe is not None else trained_pipeline(run, config, model_name, device)
+    identifiers = {i for i, _ in subjects}
+    classes = list(dict.fromkeys(c for _, c in subjects))
+    kw = dict(steps=steps, progress=progress)
+    result = {"subjects": {}, "class": {}}
+    if baseline != "none":
+        base = contextlib.nullcontext(_load_base(model_name, device)) if not config.get("lora") else adapters_disabled(pipe)
+        with base as base_pipe:
+            result["base"] = {"class": {c: class_scores(base_pipe, judge, c, identifiers, class_images, **kw)[0]
+                                        for c in classes}}
+            if baseline == "all":
+                result["base"]["subjects"] = subject_scores(base_pipe, judge, subjects, emotions, scenes, seeds, **kw)[0]
+    result["subjects"], subject_images = subject_scores(pipe, judge, subjects, emotions, scenes, seeds, **kw)
+    class_images_after = []
+    for c in classes:
+        result["class"][c], images = class_scores(pipe, judge, c, identifiers, class_images, **kw)
+        class_images_after += images[:len(scenes)]
+    if "base" in result:
+        result["drift"] = {c: class_drift(result["base"]["class"][c], result["class"][c]) for c in classes}
+    bars = dreambooth_bars(result)
+    settings = {"seeds": [0, seeds - 1], "class_seeds": [CLASS_SEED, CLASS_SEED + class_images - 1],
+                "emotions": list(emotions), "scenes": list(scenes), "class_images": class_images, "steps": steps,
+                "guidance": 7.5, "baseline": baseline}
+    record = {**result_header("dreambooth", run, model_name, judge_path, settings), **result,
+              "grid_caption": f"a row per subject and emotion, a column per scene ({', '.join(scenes)}; seed 0); "
+                              f"last row(s): '{'/'.join('a ' + c for c in classes)}' after training"}
+    grid = make_grid(subject_images[::seeds] + class_images_after, cols=len(scenes), scale=2)
+    write_result(out, record, grid, bars, f"DreamBooth judged: {run.name}")
+    return {**record, "out": str(out)}
+
+
+def _load_base(model_name: str, device: str | None):
+    from conceptlab.models.loading import load_pipeline
+
+    return load_pipeline(model_name, device=device)
+
+
+def dreambooth_bars(result: dict) -> list[Bar]:
+    """The floors on identity, emotion and scene; prior preservation's ceiling and the class kept."""
+    s = result["subjects"]
+    bars = [Bar(f"{k} judged right", s[k], floor=DB_FLOORS[k], why="the project's floor for DreamBooth", n=s["images"])
+            for k in ("identity", "emotion", "scene")]
+    for c, after in result["class"].items():
+        bars.append(Bar(f"'a {c}' judged as a subject after training", after["judged_as_subject"],
+                        ceiling=SUBJECT_CEILING, why="prior preservation keeps the class apart", n=after["images"]))
+        before = result.get("base", {}).get("class", {}).get(c)
+        if before is not None:
+            bars.append(Bar(f"'a {c}' still judged {c}", after["judged_class"],
+                            floor=round(max(0.0, before["judged_class"] - CLASS_DROP), 3),
+                            why=f"at most {CLASS_DROP:.0%} below the base model's {before['judged_class']:.0%}",
+                            n=after["images"]))
+    return bars
