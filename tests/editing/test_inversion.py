@@ -22,9 +22,10 @@ def test_pipeline_replays_the_per_step_embeddings_exactly(setup):
     pipe, image = setup
     inv = invert(pipe, image, "a happy emoji", "null-text", steps=3, guidance=3.0, inner_steps=2)
     cond = inv_mod._embed(pipe, "a happy emoji")
-    ts = [int(t) for t in pipe.scheduler.timesteps]
     z = inv.latent
-    with torch.no_grad():
+    with torch.no_grad(), inv_mod.ddim_sampler(pipe) as sched:
+        sched.set_timesteps(3)
+        ts = [int(t) for t in sched.timesteps]
         for i, t in enumerate(ts):
             z = inv_mod._guided_step(pipe, z, t, ts[i + 1] if i + 1 < len(ts) else -1, cond, inv.uncond[i], 3.0)
     assert torch.allclose(reconstruct(pipe, inv, "latent"), z, atol=1e-4)
@@ -100,3 +101,22 @@ def test_refine_steps_must_not_be_negative(setup):
     pipe, image = setup
     with pytest.raises(InputError, match="--refine-steps"):
         invert(pipe, image, "a happy emoji", "ddim", steps=2, refine_steps=-1)
+
+
+def test_invert_and_reconstruct_leave_the_callers_scheduler(setup):
+    """Inversion samples with DDIM inside and puts the pipeline's own scheduler back (it used to keep DDIM)."""
+    from diffusers import EulerDiscreteScheduler
+
+    pipe, image = setup
+    own = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = own
+    try:
+        inv = invert(pipe, image, "a sticker of a happy star", "ddim", steps=3)
+        assert pipe.scheduler is own
+        reconstruct(pipe, inv)
+        edit(pipe, "a sticker of a happy star", "a sticker of a sad star", inversion=inv)
+        assert pipe.scheduler is own
+    finally:
+        from diffusers import DDIMScheduler
+
+        pipe.scheduler = DDIMScheduler.from_config(own.config)

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = _parse(parser, argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as e:  # argparse's own one-line refusals (exit 2) and --help/--version (exit 0)
+        return e.code if isinstance(e.code, int) else 2
     name = _command_name(args)
     out, created = None, False
     try:

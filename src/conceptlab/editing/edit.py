@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -174,7 +175,10 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     if latents is None:
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
-    with controlled(pipe.unet, controller):
+    from conceptlab.editing.inversion import ddim_sampler
+
+    sampler = ddim_sampler(pipe) if inversion is not None else contextlib.nullcontext()
+    with sampler, controlled(pipe.unet, controller):
         images = pipe(**_prompt_inputs(pipe, cfg), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
                       height=height, width=width, latents=latents, callback_on_step_end=_step_end(controller, inversion, n),
                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images

@@ -172,6 +172,20 @@ def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, i
     return out
 
 
+@contextlib.contextmanager
+def ddim_sampler(pipe):
+    """The pipeline samples with DDIM inside (an inversion is only exact under the sampler it inverted);
+    the caller's own scheduler is put back afterwards."""
+    from diffusers import DDIMScheduler
+
+    own = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(own.config)
+    try:
+        yield pipe.scheduler
+    finally:
+        pipe.scheduler = own
+
+
 def check_inversion(prompt: str, steps: int, guidance: float, refine_steps: int = 0) -> None:
     """Raises InputError for a bad inversion setting, before any model work."""
     from conceptlab.validation import GUIDANCE, REFINE_STEPS, SAMPLING_STEPS, text
@@ -188,7 +202,6 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
 
     `refine_steps` > 0 first optimises the image's latent against the decoder (encode_image), which lifts
     the ceiling every inversion shares: the VAE's own round trip."""
-    from diffusers import DDIMScheduler
 
     from conceptlab.models.loading import require_sd
 
@@ -199,15 +212,15 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
     image, resized = prepare_image(pipe, image)
     if resized:
         print(f"image resized to {image.size[0]}x{image.size[1]}, the model's size")
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     t0 = time.perf_counter()
-    cond = _embed(pipe, prompt)
-    traj = ddim_invert(pipe, encode_image(pipe, image, refine_steps), cond, steps)
-    uncond = None
-    if method == "null-text":
-        uncond = null_text_optimise(pipe, traj, cond, _embed(pipe, ""), steps, guidance, inner_steps)
-    elif method == "negative-prompt":
-        uncond = [cond] * steps
+    with ddim_sampler(pipe):
+        cond = _embed(pipe, prompt)
+        traj = ddim_invert(pipe, encode_image(pipe, image, refine_steps), cond, steps)
+        uncond = None
+        if method == "null-text":
+            uncond = null_text_optimise(pipe, traj, cond, _embed(pipe, ""), steps, guidance, inner_steps)
+        elif method == "negative-prompt":
+            uncond = [cond] * steps
     return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image)
 
 
@@ -217,8 +230,9 @@ def reconstruct(pipe, inv: Inversion, output_type: str = "pil"):
 
     output_type="latent" gives the final latent (1, C, h, w), to compare with encode_image()."""
     guidance = 1.0 if inv.method == "ddim" else inv.guidance
-    images = pipe(inv.prompt, num_inference_steps=inv.steps, guidance_scale=guidance, latents=inv.latent,
-                  output_type=output_type, **uncond_kwargs(pipe, inv, 1)).images
+    with ddim_sampler(pipe):
+        images = pipe(inv.prompt, num_inference_steps=inv.steps, guidance_scale=guidance, latents=inv.latent,
+                      output_type=output_type, **uncond_kwargs(pipe, inv, 1)).images
     return images if output_type == "latent" else images[0]
 
 
