@@ -14,7 +14,8 @@ def test_generate_end_to_end(tiny_dir, tmp_path, capsys):
     code = main(["generate", "--model", str(tiny_dir), "--prompt", "a happy star", "-n", "2", "--seed", "4",
                  "--steps", "2", "--out", str(out), "--format", "jpg", "--grid"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0000-seed4.jpg", "0001-seed5.jpg", "generations.jsonl",
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .generations.lock stays
+    assert visible == ["0000-seed4.jpg", "0001-seed5.jpg", "generations.jsonl",
                                                      "grid.png"]
     assert "wrote 2 images" in capsys.readouterr().out
 
