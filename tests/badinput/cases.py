@@ -302,4 +302,5 @@ CASES = [
     ("train base --config {F}/base-unknown.json --out {O}", "unet_stepz"),
     ("train base --config {F}/base-wrongtype.json --out {O}", "unet_steps"),
     ("train base --config {F}/list.json --out {O}", "--config"),
+    ("train base --config configs/base_model.json --out {O}", "vae_init"),
 ]

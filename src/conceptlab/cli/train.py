@@ -94,12 +94,13 @@ def add_parser(sub):
 def run_base(args) -> int:
 
     from conceptlab.config import load_config_file
-    from conceptlab.training.base_model import BaseModelConfig, check_work_folder, train_base_model
+    from conceptlab.training.base_model import BaseModelConfig, check_inits, check_work_folder, train_base_model
     from conceptlab.validation import output_dir
 
     cfg = BaseModelConfig.from_dict(load_config_file(args.config)) if args.config else BaseModelConfig()
     out = output_dir("--out", args.out)
     work = output_dir("--work", args.work) if args.work else out.with_name(out.name + ".work")
+    check_inits(cfg)
     check_work_folder(cfg, work, args.resume)
     train_base_model(cfg, work, out)
     print(f"base model written to {out}; checkpoints and log.jsonl in {work}")

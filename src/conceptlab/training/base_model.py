@@ -500,6 +500,16 @@ def export_from_checkpoints(cfg: BaseModelConfig, work: Path, out: Path) -> int:
     return export_pipeline(cfg, work, out, vae.eval(), scaling)
 
 
+def check_inits(cfg: BaseModelConfig) -> None:
+    """A warm start names an earlier run's folder or checkpoint: it must exist before hours of work begin."""
+    for key in ("vae_init", "unet_init"):
+        value = getattr(cfg, key)
+        if value and not Path(value).exists():
+            raise InputError(f"--config {key}", value, "does not exist (this config warm-starts from an earlier run)",
+                             "Train that run first (configs/history/ holds each earlier config), or point it at a "
+                             "pipeline folder such as src/conceptlab/models/sticker_base")
+
+
 def check_work_folder(cfg: BaseModelConfig, work: Path, resume: bool) -> None:
     """A work folder holding a run is continued only with resume=True, and only with the same config."""
     record = work / "config.json"
