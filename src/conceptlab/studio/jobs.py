@@ -1,0 +1,405 @@
+"""Training jobs: each runs the CLI itself in its own process, one at a time, recorded in the workspace.
+
+A job is a folder jobs/ID/ with job.json (status, settings, command, pid, times) and log.txt (the process's
+output), and a run folder runs/ID/ (the command's --out: checkpoints/, previews/, the learned files). A crash
+or an out-of-memory in training ends that process, never the studio; a studio that died leaves job.json
+saying "running", and the next one finds the pid gone and marks the job interrupted (resumable from its
+last checkpoint), or finds the process still alive and watches it again.
+
+    queued -> running -> done | failed | cancelled | interrupted
+    failed | cancelled | interrupted -> queued  (resume: the same command with --resume)
+    queued -> cancelled
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from conceptlab.errors import InputError
+from conceptlab.io import atomic_write_json
+from conceptlab.studio.workspace import Workspace, check_name, check_token, slug
+
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+TRANSITIONS = {
+    "queued": {"running", "cancelled"},
+    "running": {"done", "failed", "cancelled", "interrupted"},
+    "done": set(),
+    "failed": {"queued"},
+    "cancelled": {"queued"},
+    "interrupted": {"queued"},
+}
+RESUMABLE = ("failed", "cancelled", "interrupted")
+INTERRUPTED_EXIT = 130  # what `conceptlab train` returns after a SIGINT/SIGTERM stop that saved a checkpoint
+
+
+@dataclass
+class TrainSettings:
+    """A textual-inversion job as a person fills it in; defaults are the library's (TextualInversionConfig)."""
+
+    token: str
+    images: str  # an uploads/ folder name
+    init: str = ""  # a word the token starts from; "" = random
+    steps: int = 500
+    lr: float = 5e-3
+    batch_size: int = 4
+    vectors: int = 1
+    seed: int = 0
+    model: str = ""  # "" = the shipped base model
+    checkpoint_every: int = 50
+    preview_every: int = 50
+    preview_prompt: str = "a sticker of a {}"  # {} is the token
+    name: str = ""  # the run's name; "" = made from the token
+
+    @classmethod
+    def defaults(cls) -> TrainSettings:
+        """The library's own defaults, so the form and `conceptlab train ti` agree."""
+        from conceptlab.training.textual_inversion import TextualInversionConfig
+
+        train = TextualInversionConfig().train
+        return cls(token="", images="", steps=train.steps, lr=train.lr, batch_size=train.batch_size, seed=train.seed)
+
+
+def check_settings(ws: Workspace, s: TrainSettings) -> None:
+    """The checks `conceptlab train ti` makes before it loads a model, made now so the form shows them at once."""
+    from conceptlab.training.textual_inversion import ConceptConfig, check_concepts
+    from conceptlab.validation import BATCH, COUNT0, LR, SEED, TRAIN_STEPS, VECTORS, text
+
+    check_token("token", s.token)
+    check_name("images", s.images)
+    if s.name:
+        check_name("run name", s.name)
+    if s.init:
+        text("init word", s.init, example="broccoli")
+        if any(c in s.init for c in ",=/\\"):
+            raise InputError("init word", s.init, "is not a plain word", "e.g. broccoli")
+    for argument, bound, value in (("steps", TRAIN_STEPS, s.steps), ("batch size", BATCH, s.batch_size),
+                                   ("vectors", VECTORS, s.vectors), ("seed", SEED, s.seed),
+                                   ("checkpoint every", COUNT0, s.checkpoint_every),
+                                   ("preview every", COUNT0, s.preview_every)):
+        bound.check(argument, value)
+    LR.check("learning rate", s.lr)
+    if s.preview_every and "{}" not in text("preview prompt", s.preview_prompt):
+        raise InputError("preview prompt", s.preview_prompt, "has no {} for the token", "e.g. 'a sticker of a {}'")
+    folder = ws.folder("uploads", s.images, "images")
+    check_concepts([ConceptConfig(token=s.token, folder=str(folder), init=s.init or None, vectors=s.vectors)])
+
+
+def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str = sys.executable) -> list[str]:
+    """The `conceptlab train ti` command line of a job (what a person would type)."""
+    concept = f"{s.token}={ws.folder('uploads', s.images)}" + (f",init={s.init}" if s.init else "")
+    concept += f",vectors={s.vectors}" if s.vectors != 1 else ""
+    cmd = [python, "-m", "conceptlab.cli.main", "train", "ti", "--concept", concept, "--steps", str(s.steps),
+           "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
+           "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
+    if s.model:
+        cmd += ["--model", s.model]
+    if s.preview_every:
+        cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.token)]
+    return cmd + ["--out", str(run_dir)]
+
+
+@dataclass
+class Job:
+    """One training job as recorded in jobs/ID/job.json."""
+
+    id: str
+    kind: str
+    settings: dict
+    command: list[str]
+    run_dir: str  # relative to the workspace
+    status: str = "queued"
+    pid: int | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    ended: float | None = None
+    returncode: int | None = None
+    message: str = ""
+    resumes: int = 0
+    cancel_requested: bool = False
+
+    def move(self, status: str, message: str = "") -> None:
+        """Changes the status along an allowed transition; anything else is a bug or a stale button."""
+        if status not in TRANSITIONS[self.status]:
+            raise InputError("job", self.id, f"cannot go from {self.status} to {status}",
+                             "Refresh the page: the job has moved on")
+        self.status, self.message = status, message
+
+
+class JobStore:
+    """jobs/ID/job.json files: read, written atomically, listed oldest first."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.root = ws.root / "jobs"
+
+    def folder(self, job_id: str) -> Path:
+        return self.ws.folder("jobs", job_id, "job")
+
+    def log_path(self, job_id: str) -> Path:
+        return self.folder(job_id) / "log.txt"
+
+    def save(self, job: Job) -> None:
+        atomic_write_json(asdict(job), self.folder(job.id) / "job.json")
+
+    def load(self, job_id: str) -> Job:
+        path = self.folder(job_id) / "job.json"
+        if not path.is_file():
+            raise InputError("job", job_id, "does not exist", "Pick a job from the list")
+        data = json.loads(path.read_text())
+        return Job(**{k: v for k, v in data.items() if k in Job.__dataclass_fields__})
+
+    def all(self) -> list[Job]:
+        jobs = []
+        for p in self.root.iterdir():
+            if (p / "job.json").is_file():
+                try:
+                    jobs.append(self.load(p.name))
+                except (InputError, ValueError, TypeError):  # a damaged record is skipped, not fatal
+                    continue
+        return sorted(jobs, key=lambda j: (j.created, j.id))
+
+
+def pid_alive(pid: int | None, marker: str = "") -> bool:
+    """Whether process `pid` runs and (on Linux) its command line holds `marker`, so a reused pid is not taken
+    for the job's process."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if marker and cmdline.exists():
+        try:
+            return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+    try:  # a zombie child (ended, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def outcome_from_log(log: Path) -> tuple[str, str]:
+    """The status and message of a finished run whose exit code nobody saw, read from its log's last lines."""
+    lines = [ln for ln in _tail(log, 40).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("learned "):
+            return "done", line
+        if "error:" in line and line.startswith("conceptlab "):
+            return "failed", line.split("error:", 1)[1].strip()
+    return "interrupted", "the training process ended without finishing; resume continues from its last checkpoint"
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 200 * lines))
+        text = f.read().decode(errors="replace")
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+class JobRunner:
+    """Starts queued jobs one at a time as child processes, watches them, cancels and resumes them."""
+
+    def __init__(self, ws: Workspace, python: str = sys.executable, poll_seconds: float = 0.5,
+                 env: dict | None = None):
+        self.ws, self.store = ws, JobStore(ws)
+        self.python, self.poll_seconds = python, poll_seconds
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.recover()
+
+    # ---------------------------------------------------------------- what the UI calls
+    def submit(self, settings: TrainSettings) -> Job:
+        """Checks the settings, records a queued job and its run folder name; the runner starts it in turn."""
+        check_settings(self.ws, settings)
+        with self._lock:
+            job_id = self.ws.unique_name("jobs", settings.name or slug(settings.token.strip("<>"), "concept"))
+            while (self.ws.root / "runs" / job_id).exists():
+                job_id = self.ws.unique_name("jobs", job_id + "-1")
+            run_dir = self.ws.folder("runs", job_id)
+            job = Job(id=job_id, kind="ti", settings=asdict(settings),
+                      command=ti_command(self.ws, settings, run_dir, self.python), run_dir=self.ws.relative(run_dir))
+            self.store.folder(job.id).mkdir(parents=True)
+            self.store.save(job)
+        self.poll()
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """A queued job is cancelled at once; a running one gets SIGTERM (it saves a checkpoint, then exits);
+        cancelling it again while it is still stopping sends SIGKILL."""
+        with self._lock:
+            job = self.store.load(job_id)
+            if job.status == "queued":
+                job.move("cancelled", "cancelled before it started")
+            elif job.status == "running":
+                sig = signal.SIGKILL if job.cancel_requested else signal.SIGTERM
+                job.cancel_requested, job.message = True, "stopping: saving a checkpoint"
+                _signal(job.pid, sig)
+            else:
+                raise InputError("job", job_id, f"is {job.status}", "Only a queued or running job can be cancelled")
+            self.store.save(job)
+            return job
+
+    def resume(self, job_id: str) -> Job:
+        """Queues the same command again with --resume: it continues from the newest intact checkpoint."""
+        with self._lock:
+            job = self.store.load(job_id)
+            if job.status not in RESUMABLE:
+                raise InputError("job", job_id, f"is {job.status}", "Only a failed, cancelled or interrupted job resumes")
+            if "--resume" not in job.command:
+                job.command = [*job.command, "--resume"]
+            job.move("queued", "queued to resume")
+            job.resumes += 1
+            job.pid, job.returncode, job.ended, job.cancel_requested = None, None, None, False
+            self.store.save(job)
+        self.poll()
+        return job
+
+    def jobs(self) -> list[Job]:
+        return self.store.all()
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to start, 2 after it, ...; None when the job is not queued."""
+        queued = [j.id for j in self.jobs() if j.status == "queued"]
+        return queued.index(job_id) + 1 if job_id in queued else None
+
+    # ---------------------------------------------------------------- the watcher
+    def recover(self) -> None:
+        """After a restart: a 'running' job whose process is gone was interrupted (or finished unseen)."""
+        with self._lock:
+            for job in self.store.all():
+                if job.status == "running" and job.id not in self._procs and not pid_alive(job.pid, self._marker(job)):
+                    status, message = outcome_from_log(self.store.log_path(job.id))
+                    self._finish(job, None, status, message)
+
+    def _marker(self, job: Job) -> str:
+        """What the job's command line holds and no other run's does: its --out path, then the argument's end."""
+        return f"--out {self.ws.root / job.run_dir} "
+
+    def poll(self) -> None:
+        """Reaps a finished process, then starts the oldest queued job if none is running."""
+        with self._lock:
+            jobs = self.store.all()
+            for job in (j for j in jobs if j.status == "running"):
+                proc = self._procs.get(job.id)
+                if proc is not None:
+                    code = proc.poll()
+                    if code is not None:
+                        self._procs.pop(job.id)
+                        self._finish(job, code, *self._judge(job, code))
+                elif not pid_alive(job.pid, self._marker(job)):  # a process another studio started, now gone
+                    self._finish(job, None, *outcome_from_log(self.store.log_path(job.id)))
+            if any(j.status == "running" for j in self.store.all()):
+                return
+            queued = [j for j in self.store.all() if j.status == "queued"]
+            if queued:
+                self._start(queued[0])
+
+    def _judge(self, job: Job, code: int) -> tuple[str, str]:
+        if code == 0:
+            return "done", outcome_from_log(self.store.log_path(job.id))[1]
+        if job.cancel_requested:
+            return "cancelled", "cancelled; resume continues from the checkpoint it saved"
+        if code == INTERRUPTED_EXIT:
+            return "interrupted", "stopped by a signal; resume continues from the checkpoint it saved"
+        status, message = outcome_from_log(self.store.log_path(job.id))
+        if status == "failed":
+            return status, message
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return "failed", f"killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+        return "failed", f"exited with code {code}; see the log"
+
+    def _start(self, job: Job) -> None:
+        log_path = self.store.log_path(job.id)
+        with open(log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n[{stamp}] $ {' '.join(job.command)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.ws.root, env=self.env, start_new_session=True)
+        self._procs[job.id] = proc
+        job.move("running", "resuming" if "--resume" in job.command else "starting")
+        job.pid, job.started, job.ended, job.returncode = proc.pid, time.time(), None, None
+        self.store.save(job)
+
+    def _finish(self, job: Job, code: int | None, status: str, message: str) -> None:
+        job.move(status, message)
+        job.returncode, job.ended = code, time.time()
+        self.store.save(job)
+
+    def start(self) -> JobRunner:
+        """Polls in a background thread until stop()."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._watch, name="conceptlab-jobs", daemon=True)
+            self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll()
+            except Exception as e:  # noqa: BLE001 - the watcher must outlive one bad job record
+                print(f"conceptlab studio: job watcher: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def wait(self, job_id: str, timeout: float = 300) -> Job:
+        """Polls until the job has ended (done, failed, cancelled, interrupted); for tests and scripts."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            job = self.store.load(job_id)
+            if job.status not in ("queued", "running"):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} still {self.store.load(job_id).status} after {timeout} s")
+
+    def stop(self, stop_jobs: bool = True, grace: float = 60) -> None:
+        """Stops the watcher; with `stop_jobs`, a running child gets SIGTERM (it saves a checkpoint) and is
+        recorded as interrupted, so the next studio offers to resume it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if not stop_jobs:
+            return
+        with self._lock:
+            for job_id, proc in list(self._procs.items()):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(grace)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                self._procs.pop(job_id)
+                job = self.store.load(job_id)
+                if job.status == "running":
+                    code = proc.returncode
+                    status, message = ("done", "finished") if code == 0 else \
+                        ("interrupted", "the studio stopped; resume continues from the checkpoint it saved")
+                    self._finish(job, code, status, message)
+
+
+def _signal(pid: int | None, sig: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

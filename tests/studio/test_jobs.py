@@ -1,0 +1,155 @@
+"""Jobs: state transitions, the one-at-a-time queue, cancel with SIGTERM, and recovery after a restart.
+
+The training CLI is replaced by a stand-in process (conftest.fake_python) so these run in a second; the
+real CLI runs in test_app.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conceptlab.errors import InputError
+from conceptlab.studio.jobs import Job, JobRunner, TrainSettings, outcome_from_log, ti_command
+from conceptlab.studio.progress import read_progress
+
+
+def _started(ws, job_id, text="1/10", timeout=30):
+    """Waits until the stand-in has printed `text` (its SIGTERM handler is set by then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in (ws.root / "jobs" / job_id / "log.txt").read_text():
+        assert time.monotonic() < deadline, "the stand-in never started"
+        time.sleep(0.05)
+
+
+def _settings(upload, **kw):
+    return TrainSettings(**{**vars(TrainSettings.defaults()), "token": "<broc>", "images": upload, "steps": 2, **kw})
+
+
+def test_transitions():
+    job = Job(id="j", kind="ti", settings={}, command=[], run_dir="runs/j")
+    for status in ("running", "cancelled", "queued", "running", "interrupted", "queued", "running", "done"):
+        job.move(status)
+    for status in ("queued", "running", "failed"):
+        with pytest.raises(InputError, match="cannot go from done"):
+            job.move(status)
+
+
+def test_command_is_the_cli_with_checked_settings(ws, upload):
+    s = _settings(upload, init="broccoli", checkpoint_every=1, preview_every=1)
+    cmd = ti_command(ws, s, ws.root / "runs" / "r", python="py")
+    assert cmd[:5] == ["py", "-m", "conceptlab.cli.main", "train", "ti"]
+    assert cmd[cmd.index("--concept") + 1] == f"<broc>={ws.root / 'uploads' / upload},init=broccoli"
+    assert cmd[cmd.index("--validation-prompt") + 1] == "a sticker of a <broc>"
+    assert cmd[-2:] == ["--out", str(ws.root / "runs" / "r")]
+
+
+def test_defaults_are_the_librarys():
+    from conceptlab.training.textual_inversion import TextualInversionConfig
+
+    d, lib = TrainSettings.defaults(), TextualInversionConfig().train
+    assert (d.steps, d.lr, d.batch_size) == (lib.steps, lib.lr, lib.batch_size)
+
+
+@pytest.mark.parametrize("field,value,match", [("token", "../x", "one new word"), ("images", "../../etc", "may hold"),
+                                               ("images", "missing", "does not exist"), ("steps", 0, "out of range"),
+                                               ("lr", 0, "out of range"), ("init", "a,b", "plain word"),
+                                               ("name", "/abs", "may hold")])
+def test_bad_settings_are_refused_before_a_job_exists(ws, upload, fake_python, field, value, match):
+    runner = JobRunner(ws, python=fake_python)
+    with pytest.raises(InputError, match=match):
+        runner.submit(_settings(upload, **{field: value}))
+    assert runner.jobs() == []
+
+
+def test_one_job_at_a_time_then_the_next(ws, upload, fake_python):
+    runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "slow"})
+    first = runner.submit(_settings(upload, name="first"))
+    second = runner.submit(_settings(upload, name="second"))
+    assert [j.status for j in runner.jobs()] == ["running", "queued"]
+    assert runner.queue_position(second.id) == 1 and runner.queue_position(first.id) is None
+    runner.env["FAKE_MODE"] = "done"
+    _started(ws, first.id)
+    runner.cancel(first.id)  # SIGTERM: the stand-in "saves" and exits 130
+    assert runner.wait(first.id, 30).status == "cancelled"
+    done = runner.wait(second.id, 30)
+    assert done.status == "done" and done.returncode == 0 and done.message.startswith("learned <t>")
+    log = (ws.root / "jobs" / first.id / "log.txt").read_text()
+    assert "$ " in log and "terminated at step 1" in log
+
+
+def test_failure_carries_the_cli_message_and_resume_adds_resume(ws, upload, fake_python):
+    runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "fail"})
+    job = runner.wait(runner.submit(_settings(upload)).id, 30)
+    assert job.status == "failed" and job.message == "--concept='x': is broken. Fix it"
+    runner.env["FAKE_MODE"] = "done"
+    resumed = runner.resume(job.id)
+    assert resumed.command[-1] == "--resume" and resumed.resumes == 1
+    assert runner.wait(job.id, 30).status == "done"
+    with pytest.raises(InputError, match="is done"):
+        runner.resume(job.id)
+
+
+def test_cancel_a_queued_job(ws, upload, fake_python):
+    runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "slow"})
+    first, second = runner.submit(_settings(upload, name="a")), runner.submit(_settings(upload, name="b"))
+    assert runner.cancel(second.id).status == "cancelled"
+    runner.stop()  # the studio's own shutdown: the running job is stopped and recorded as interrupted
+    assert runner.store.load(first.id).status == "interrupted"
+
+
+def test_restart_marks_a_dead_pid_interrupted_and_keeps_a_live_one(ws, upload, fake_python):
+    runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "slow"})
+    job = runner.submit(_settings(upload))
+    runner.stop(stop_jobs=False)  # the studio "dies" without stopping its child
+    alive = runner.store.load(job.id)
+    assert alive.status == "running"
+    again = JobRunner(ws, python=fake_python)
+    assert again.store.load(job.id).status == "running"  # its process still runs: shown as it is
+    again.poll()
+    assert again.store.load(job.id).status == "running"
+    os.kill(alive.pid, 9)
+    runner._procs[job.id].wait()  # reap it (it is the first runner's child)
+    again.poll()
+    recovered = again.store.load(job.id)
+    assert recovered.status == "interrupted" and "resume" in recovered.message
+
+
+def test_restart_with_a_fake_dead_pid(ws):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    folder = ws.root / "jobs" / "old"
+    folder.mkdir()
+    record = Job(id="old", kind="ti", settings={}, command=["x"], run_dir="runs/old", status="running", pid=pid)
+    (folder / "job.json").write_text(json.dumps(vars(record)))
+    (folder / "log.txt").write_text("train:  50%|#  | 5/10 [00:05<00:05, 1.0it/s, loss=0.3]\n")
+    runner = JobRunner(ws, python="unused")
+    assert runner.store.load("old").status == "interrupted"
+
+
+def test_outcome_from_log(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("x\rconceptlab train ti: error: --steps=0: is out of range. Pass 1\n")
+    assert outcome_from_log(log) == ("failed", "--steps=0: is out of range. Pass 1")
+    log.write_text("learned <a> in 3 steps\n")
+    assert outcome_from_log(log)[0] == "done"
+    assert outcome_from_log(tmp_path / "none.txt")[0] == "interrupted"
+
+
+def test_progress_from_log_and_checkpoint(tmp_path):
+    run, log = tmp_path / "run", tmp_path / "log.txt"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-000002" / "loop.json").write_text(json.dumps({"step": 2, "steps": 4, "losses": [1.0, 0.9]}))
+    (run / "checkpoints" / "step-000004.tmp").mkdir()
+    (run / "previews").mkdir()
+    (run / "previews" / "step-000002.png").write_bytes(b"")
+    log.write_text("[t] $ old\rtrain:  50%|#| 9/9 [00:01<00:00, loss=5.0]\n[t] $ cmd\n"
+                   "\rtrain:  75%|##  | 3/4 [00:03<00:01,  1.0it/s, loss=0.9000, lr=5e-3]"
+                   "\rtrain:  75%|##  | 3/4 [00:03<00:01,  1.0it/s, loss=0.8000, lr=5e-3]")
+    p = read_progress(run, log)
+    assert (p.step, p.total, p.eta_seconds, p.checkpoint) == (3, 4, 1.0, 2)
+    assert p.losses == {1: 1.0, 2: 0.9, 3: 0.8} and p.preview.name == "step-000002.png"
+    assert p.line() == "step 3 of 4, about 0:01 left, loss 0.8000, checkpoint at step 2"
