@@ -1,16 +1,23 @@
 """The one training loop. A method says what it trains and what its loss is; the loop does the rest.
 
 accelerate (processes, mixed precision), gradient accumulation, lr schedule with warm-up, a progress bar
-with the loss, a NaN/inf guard, atomic checkpoints, exact resume, Ctrl-C saves, preview grids.
+with the loss, a NaN/inf guard, verified atomic checkpoints, exact resume of the same run only, Ctrl-C and
+SIGTERM that stop after a whole step and save it, preview grids.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +29,13 @@ from conceptlab.errors import ConceptlabError, InputError
 from conceptlab.io import atomic_save_torch, atomic_write_json, load_torch_checkpoint
 
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+MANIFEST = "manifest.json"
+STEP_FOLDER = re.compile(r"step-(\d+)")  # exactly: a "step-000040.tmp" is a write that never finished
+# fingerprint keys a resumed run may change: how far it trains, how often it saves and previews, and a
+# memory-for-time trade that leaves the arithmetic alone
+RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_checkpoints", "train.preview_every",
+             "train.preview_prompts", "train.preview_steps", "train.preview_seed", "train.gradient_checkpointing")
+STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 @dataclass
@@ -80,14 +94,22 @@ class TrainingMethod(Protocol):
 
 
 class TrainingDiverged(ConceptlabError):
-    """The loss became NaN or infinite."""
+    """The loss or the trainable weights became NaN or infinite."""
+
+
+class _Rewound(KeyboardInterrupt):
+    """A KeyboardInterrupt that came before a step changed anything; the generator is back where the step began."""
+
+
+class _Damaged(Exception):
+    """A checkpoint that cannot be loaded; the message says why."""
 
 
 @dataclass
 class TrainResult:
     steps: int
     losses: list[float]
-    stopped: str  # "done", "interrupted"
+    stopped: str  # "done", "interrupted" (SIGINT, Ctrl-C), "terminated" (SIGTERM)
     seconds: float
 
 
@@ -104,9 +126,123 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    root = out / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if (p / "loop.json").is_file()) if root.is_dir() else []
+# ---------------------------------------------------------------- run fingerprints
+def _flatten(value, prefix: str = "") -> dict:
+    """{'train': {'lr': 1}, 'c': [{'t': 'x'}]} -> {'train.lr': 1, 'c.0.t': 'x'}; empty containers stay values."""
+    if isinstance(value, dict) and value:
+        items = value.items()
+    elif isinstance(value, list) and value:
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    out = {}
+    for key, item in items:
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def run_fingerprint(record: dict, cfg: TrainConfig, processes: int) -> dict:
+    """What a run trains, as flat 'a.b' keys: the config record and TrainConfig, less what may change on resume."""
+    # through JSON, so that the fingerprint compares equal to the one read back from loop.json
+    full = json.loads(json.dumps({**record, "train": asdict(cfg), "processes": processes}, default=str))
+    return {k: v for k, v in _flatten(full).items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    unset = object()
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, unset) != new.get(k, unset))
+
+
+def _show(fingerprint: dict, keys: list[str], most: int = 8) -> str:
+    """'lr=0.005, seed=0' (TrainConfig fields by their own name)."""
+    shown = [f"{k.removeprefix('train.')}={fingerprint.get(k, '(unset)')}" for k in keys[:most]]
+    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+# ---------------------------------------------------------------- checkpoint folders
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """Lists every file in `folder` with its size and sha256; written last, so a manifest means all is there."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+    atomic_write_json({"files": files}, folder / MANIFEST)
+
+
+def _required(rank: int) -> tuple[str, ...]:
+    return "trainable.pt", "optimizer.pt", "loop.json", f"rng-{rank}.pt"
+
+
+def _file_damage(path: Path, meta: dict | None, hashes: bool) -> str | None:
+    if meta is None:
+        return f"not in {MANIFEST}"
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != meta["size"]:
+        return f"size {size} != {meta['size']}"
+    if hashes and _sha256(path) != meta["sha256"]:
+        return "sha256 differs from the manifest's"
+    return None
+
+
+def _legacy_damage(folder: Path, rank: int) -> str | None:
+    """Without a manifest a checkpoint is usable only if it predates them: its loop.json has no fingerprint."""
+    try:
+        loop = json.loads((folder / "loop.json").read_text())
+    except (OSError, ValueError):
+        loop = None
+    if not isinstance(loop, dict) or "fingerprint" in loop:
+        return f"{MANIFEST}: missing"
+    missing = [name for name in _required(rank) if not (folder / name).is_file()]
+    return f"{missing[0]}: missing" if missing else None
+
+
+def _damage(folder: Path, rank: int = 0, hashes: bool = False) -> str | None:
+    """Why checkpoint `folder` cannot be trusted ('trainable.pt: size 123 != 4567'); None when it is intact."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return _legacy_damage(folder, rank)
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST}: unreadable"
+    try:
+        for name in sorted(set(files) | set(_required(rank))):
+            why = _file_damage(folder / name, files.get(name), hashes)
+            if why:
+                return f"{name}: {why}"
+    except (KeyError, TypeError, AttributeError):
+        return f"{MANIFEST}: malformed"
+    return None
+
+
+def _step_folders(out: Path) -> list[tuple[int, Path]]:
+    """`out`'s checkpoint folders by step number, oldest first; only names step-N count (never a .tmp)."""
+    root = Path(out) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_FOLDER.fullmatch(p.name))]
+    return sorted(found)
+
+
+def _checkpoints(out: Path, rank: int = 0, hashes: bool = False) -> list[Path]:
+    """The intact checkpoints in `out`, oldest first (sizes checked; contents too with `hashes`)."""
+    return [p for _, p in _step_folders(out) if _damage(p, rank, hashes) is None]
+
+
+def _non_finite(tensors) -> bool:
+    return any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _notice(text: str) -> None:
+    """Writes straight to stderr: safe inside a signal handler, where print() could re-enter a buffered write."""
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
 
 
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -134,48 +270,168 @@ class Trainer:
         # each process draws its own batches; the generator's state is part of every checkpoint
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.acc.process_index)
         self.step, self.losses = 0, []
+        self.fingerprint = run_fingerprint(self.record, cfg, self.acc.num_processes)
+        self._stop: str | None = None  # set by a signal: "interrupted" or "terminated"
+        self._on_disk: int | None = None  # the step whose state is known to be in checkpoints/ already
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
+        """Saves the state after step self.step as checkpoints/step-N: into a .tmp folder, manifest last, renamed."""
         final = self.out / "checkpoints" / f"step-{self.step:06d}"
-        rank = self.acc.process_index
+        if self._on_disk == self.step:  # resumed from or saved at this very step: rewriting would only add risk
+            return final
+        self._refuse_non_finite(self.params)  # on every process, so that all stop together
+        tmp = final.with_name(final.name + ".tmp")
         if self.acc.is_main_process:
-            tmp = final.with_name(final.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            atomic_save_torch({k: v.detach().cpu() for k, v in self.method.trainable_state().items()},
-                              tmp / "trainable.pt")
+            state = {k: v.detach().cpu() for k, v in self.method.trainable_state().items()}
+            self._refuse_non_finite(state.values())
+            atomic_save_torch(state, tmp / "trainable.pt")
             atomic_save_torch({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}, tmp / "optimizer.pt")
         self.acc.wait_for_everyone()
-        tmp = final.with_name(final.name + ".tmp")
-        atomic_save_torch({"generator": self.gen.get_state()}, tmp / f"rng-{rank}.pt")
+        atomic_save_torch({"generator": self.gen.get_state()}, tmp / f"rng-{self.acc.process_index}.pt")
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            atomic_write_json({"step": self.step, "losses": self.losses, "config": self.record}, tmp / "loop.json")
+            atomic_write_json({"step": self.step, "steps": self.cfg.steps, "losses": self.losses,
+                               "config": self.record, "fingerprint": self.fingerprint}, tmp / "loop.json")
+            _write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            self._prune()
         self.acc.wait_for_everyone()
+        self._on_disk = self.step
         return final
 
+    def _refuse_non_finite(self, tensors) -> None:
+        """A checkpoint of NaN/inf weights could only diverge again on resume, and would push out good ones."""
+        if _non_finite(tensors):
+            raise TrainingDiverged(
+                f"the trainable weights became NaN or infinite at step {self.step}; they were not saved. "
+                f"The last good checkpoint is kept in {self.out / 'checkpoints'}; try a lower --lr")
+
+    def _prune(self) -> None:
+        """Keeps the newest keep_checkpoints intact checkpoints up to this step, by step number; removes the rest."""
+        if self.cfg.keep_checkpoints < 1:  # 0 keeps them all
+            return
+        folders = _step_folders(self.out)
+        # a folder past this step is a damaged one resume fell back from: nothing can continue from it
+        keep = [p for s, p in folders if s <= self.step and _damage(p) is None][-self.cfg.keep_checkpoints:]
+        for _, p in folders:
+            if p not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
     def resume(self) -> bool:
-        """Loads the newest complete checkpoint in `out`; returns whether there was one."""
-        found = _checkpoints(self.out)
-        if not found:
-            return False
-        ck = found[-1]
-        self.method.load_trainable_state(load_torch_checkpoint(ck / "trainable.pt"))
-        state = load_torch_checkpoint(ck / "optimizer.pt")
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.gen.set_state(load_torch_checkpoint(ck / f"rng-{self.acc.process_index}.pt")["generator"])
-        loop = json.loads((ck / "loop.json").read_text())
-        self.step, self.losses = loop["step"], loop["losses"]
-        return True
+        """Loads the newest intact checkpoint in `out`, warning about damaged newer ones; False when there is none."""
+        damaged = []
+        for _, ck in reversed(_step_folders(self.out)):
+            why = _damage(ck, self.acc.process_index, hashes=True)
+            if why is None:
+                try:
+                    self._say_resumed(ck, self._load(ck), damaged)
+                    return True
+                except _Damaged as e:
+                    why = str(e)
+            damaged.append((ck, why))
+        if damaged:
+            listing = "; ".join(f"{ck.name}: {why}" for ck, why in damaged)
+            raise InputError("--resume", str(self.out / "checkpoints"), f"holds no intact checkpoint ({listing})",
+                             "Start a new run with --overwrite, or choose another --out")
+        return False
+
+    def _load(self, ck: Path) -> dict:
+        """Restores the state saved in `ck` and returns its loop.json; _Damaged if any of it cannot be read."""
+        try:
+            loop = json.loads((ck / "loop.json").read_text())
+            step, losses = int(loop["step"]), [float(x) for x in loop["losses"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise _Damaged(f"loop.json: {type(e).__name__}: {e}") from e
+        self._check_same_run(ck, loop, step)
+        try:  # every file is read before any state changes; a failure to apply it is damage too
+            trainable = load_torch_checkpoint(ck / "trainable.pt")
+            state = load_torch_checkpoint(ck / "optimizer.pt")
+            rng = load_torch_checkpoint(ck / f"rng-{self.acc.process_index}.pt")["generator"]
+            self.method.load_trainable_state(trainable)
+            self.opt.load_state_dict(state["opt"])
+            self.sched.load_state_dict(state["sched"])
+            self.gen.set_state(rng)
+        except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the older checkpoint is tried next
+            first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's messages run to paragraphs
+            raise _Damaged(f"cannot be loaded ({type(e).__name__}: {first})") from e
+        self.step, self.losses, self._on_disk = step, losses, step
+        return loop
+
+    def _check_same_run(self, ck: Path, loop: dict, step: int) -> None:
+        """Refuses to continue a checkpoint made with other settings, or past the asked --steps."""
+        old = loop.get("fingerprint")
+        if old is None:
+            self._warn(f"checkpoint {ck} predates run fingerprints: whether it was made with this run's settings "
+                       "cannot be checked")
+        elif keys := _differences(old, self.fingerprint):
+            raise InputError("--resume", str(ck), f"the checkpoint was made with {_show(old, keys)}; this run asks "
+                             f"{_show(self.fingerprint, keys)}",
+                             "Resume with the same settings, or start a new run with --overwrite")
+        if step > self.cfg.steps:
+            raise InputError("--steps", self.cfg.steps, f"is below step {step} of the checkpoint {ck}",
+                             f"Pass --steps {step} or more to resume it")
+
+    def _say_resumed(self, ck: Path, loop: dict, damaged: list) -> None:
+        for bad, why in damaged:
+            self._warn(f"checkpoint {bad.name} is damaged ({why}); falling back to {ck.name}")
+        keys = [k for k in ("model", "train.lr", "train.batch_size", "train.gradient_accumulation", "train.seed")
+                if self.fingerprint.get(k) is not None]
+        line = f"resuming {ck} at step {self.step} ({_show(self.fingerprint, keys)}); training to step {self.cfg.steps}"
+        if loop.get("steps") not in (None, self.cfg.steps):
+            line += f" (--steps changed from {loop['steps']} to {self.cfg.steps})"
+        if self.acc.is_main_process:
+            print(line)
+
+    def _warn(self, text: str) -> None:
+        if self.acc.is_main_process:
+            warnings.warn(text, stacklevel=3)
+
+    # ---------------------------------------------------------------- signals
+    @contextlib.contextmanager
+    def _signals_caught(self):
+        """While training, SIGINT and SIGTERM only ask the loop to stop after the current step."""
+        self._stop = None
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in STOPS}
+        for s in STOPS:
+            signal.signal(s, self._on_signal)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self._stop:  # a second Ctrl-C: the user insists
+            raise KeyboardInterrupt
+        if not self._stop:
+            self._stop = STOPS[signum]
+            if self.acc.is_local_main_process:
+                _notice(f"\n{self._stop}: stopping after this step to save it (Ctrl-C again stops at once)\n")
+
+    def _stop_asked(self) -> str | None:
+        """The stop a signal asked for; with several processes, agreed by all so that they save the same step."""
+        if self.acc.num_processes == 1:
+            return self._stop
+        codes = ("", "interrupted", "terminated")
+        mine = torch.tensor([codes.index(self._stop or "")], device=self.acc.device)
+        return codes[int(self.acc.gather(mine).max())] or None
+
+    def _stop_here(self, stopped: str) -> str:
+        path = self.save_checkpoint()
+        if self.acc.is_main_process:
+            print(f"\n{stopped} at step {self.step}; checkpoint saved to {path}. Run again with --resume.")
+        return stopped
 
     # ---------------------------------------------------------------- the loop
-    def _one_step(self) -> float:
+    def _gradients(self) -> float:
+        """Accumulates this step's gradients; returns its loss."""
         cfg, total = self.cfg, 0.0
         for _ in range(cfg.gradient_accumulation):
             with self.acc.autocast():
@@ -192,12 +448,26 @@ class Trainer:
                 if p.grad is not None:
                     p.grad = self.acc.reduce(p.grad, reduction="mean")
             total = self.acc.reduce(torch.tensor(total), reduction="mean").item()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        return total
+
+    def _one_step(self) -> None:
+        """One optimizer step. A KeyboardInterrupt before the update rewinds the generator: the step never began."""
+        start = self.gen.get_state()
+        try:
+            loss = self._gradients()
+        except KeyboardInterrupt:
+            if self._stop:  # the second Ctrl-C: stop at once
+                raise
+            self.gen.set_state(start)
+            self.opt.zero_grad(set_to_none=True)
+            raise _Rewound from None
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        return total
+        self.step += 1
+        self.losses.append(loss)
 
     def _preview(self) -> None:
         if not (self.cfg.preview_prompts and self.acc.is_main_process):
@@ -209,37 +479,71 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         make_grid(images, cols=len(images), scale=2).save(folder / f"step-{self.step:06d}.png")
 
-    def train(self, resume: bool = False) -> TrainResult:
-        """Trains to cfg.steps (from the last checkpoint if `resume`); Ctrl-C saves a checkpoint first."""
+    def train(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Trains to cfg.steps, from the newest intact checkpoint if `resume`; SIGINT/SIGTERM save a whole step.
+
+        A new run refuses an `out` that holds checkpoints unless `overwrite`, which deletes them first.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume and not self.resume():
-            print(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
-        t0, stopped = time.perf_counter(), "done"
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=not self.acc.is_local_main_process)
+        self._start(resume, overwrite)
+        t0 = time.perf_counter()
+        with self._signals_caught():
+            stopped = self._loop()
+            if stopped == "done":
+                self._finish()
+        return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
+
+    def _start(self, resume: bool, overwrite: bool) -> None:
+        """Resumes; or, for a new run, refuses (or with `overwrite` deletes) checkpoints already in `out`."""
+        if resume and overwrite:
+            raise InputError("--overwrite", True, "contradicts --resume",
+                             "Pass --resume to continue the run in --out, or --overwrite to discard it")
+        if resume:
+            if not self.resume() and self.acc.is_main_process:
+                print(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
+            return
+        found = _step_folders(self.out)
+        if found and not overwrite:  # checked on every process before any deletes
+            raise InputError("--out", str(self.out), f"holds checkpoints of another run (up to {found[-1][1].name})",
+                             "Pass --resume to continue it, --overwrite to discard them, or choose another --out")
+        self.acc.wait_for_everyone()
+        if found and self.acc.is_main_process:
+            shutil.rmtree(self.out / "checkpoints")
+        self.acc.wait_for_everyone()
+
+    def _loop(self) -> str:
+        """Steps until cfg.steps or a stop signal; returns 'done', 'interrupted' or 'terminated'."""
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.acc.is_local_main_process)
         try:
-            while self.step < self.cfg.steps:
-                loss = self._one_step()
-                self.step += 1
-                self.losses.append(loss)
+            while True:
+                if stopped := self._stop_asked():  # checked between whole steps only: resume stays exact
+                    return self._stop_here(stopped)
+                if self.step >= cfg.steps:
+                    return "done"
+                self._one_step()
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                bar.set_postfix(loss=f"{self.losses[-1]:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self._preview()
+        except _Rewound:
+            return self._stop_here("interrupted")
         except KeyboardInterrupt:
-            stopped = "interrupted"
-            path = self.save_checkpoint()
-            print(f"\ninterrupted at step {self.step}; checkpoint saved to {path}. Run again with --resume.")
+            if self.acc.is_main_process:
+                print(f"\nstopped at once after step {self.step} without saving; the checkpoints in "
+                      f"{self.out / 'checkpoints'} are kept")
+            raise
         finally:
             bar.close()
-        if stopped == "done":
-            self.save_checkpoint()
-            if self.acc.is_main_process:
-                self.method.save_outputs(self.out, self.step, self.losses[-1] if self.losses else None)
-                self._write_curve()
-            self.acc.wait_for_everyone()
-        return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
+
+    def _finish(self) -> None:
+        self.save_checkpoint()
+        if self.acc.is_main_process:
+            self.method.save_outputs(self.out, self.step, self.losses[-1] if self.losses else None)
+            self._write_curve()
+        self.acc.wait_for_everyone()
 
     def _write_curve(self) -> None:
         from conceptlab.plots import plot_loss
