@@ -90,3 +90,15 @@ def test_check_type_names_the_key():
         with pytest.raises(InputError) as e:
             check_type("c.key", value, hint)
         assert str(e.value).startswith("c.key")
+
+
+@pytest.mark.parametrize("key,value", [("lr", float("nan")), ("warmup_steps", -5), ("steps", 10**20),
+                                       ("checkpoint_every", -1), ("max_grad_norm", float("inf")), ("seed", -1),
+                                       ("preview_steps", 0), ("batch_size", 0)])
+def test_train_config_refuses_what_cannot_train(key, value):
+    """The Python API gets the CLI's refusals: TrainConfig.check uses the same bounds."""
+    from conceptlab.training.loop import TrainConfig
+
+    with pytest.raises(InputError) as e:
+        TrainConfig(**{key: value}).check()
+    assert str(e.value).startswith(f"--{key.replace('_', '-')}=")

@@ -81,8 +81,8 @@ def test_init_from_a_saved_embedding_continues_from_it(concept_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("concept,match", [
-    (lambda d: ConceptConfig("<x>", str(d / "missing")), "is not a folder"),
-    (lambda d: ConceptConfig("<x>", str(d / "broccoli"), vectors=0), "vectors must be >= 1"),
+    (lambda d: ConceptConfig("<x>", str(d / "missing")), "does not exist"),
+    (lambda d: ConceptConfig("<x>", str(d / "broccoli"), vectors=0), "vectors=0: is out of range"),
     (lambda d: ConceptConfig("happy", str(d / "broccoli")), "already in the tokenizer"),
     (lambda d: ConceptConfig("<x>", str(d / "broccoli"), template="object-ish"), "neither"),
 ])
@@ -117,6 +117,9 @@ def test_odd_files_are_skipped_and_odd_images_converted(tmp_path):
     assert len(m.latents[0]) == 3 * 2  # three images, each also flipped
     empty = tmp_path / "empty"
     empty.mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        TextualInversion(build_pipeline("tiny"), TextualInversionConfig(concepts=[ConceptConfig("<y>", str(empty))]))
+    (empty / "broken.png").write_bytes(b"\x89PNG not really")  # named like an image, unreadable
     with pytest.raises(InputError, match="no readable images"):
         TextualInversion(build_pipeline("tiny"), TextualInversionConfig(concepts=[ConceptConfig("<y>", str(empty))]))
 

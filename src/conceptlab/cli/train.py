@@ -144,8 +144,8 @@ def run_ti(args) -> int:
     output_dir("--out", args.out)
     _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
                                         overwrite=args.overwrite)
-    if result.stopped != "done":
-        return 130
+    if result.stopped != "done":  # the loop saved a checkpoint and said how to resume
+        return 143 if result.stopped == "terminated" else 130
     tokens = ", ".join(c.token for c in cfg.concepts)
     print(f"learned {tokens} in {result.steps} steps (final loss {result.losses[-1]:.4f}); files in {args.out}/<token>/; "
           f"use them with: conceptlab generate --concepts {args.out} --prompt 'a {cfg.concepts[0].token} ...'")
@@ -176,8 +176,8 @@ def run_dreambooth(args) -> int:
     output_dir("--out", args.out)
     _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
                                  overwrite=args.overwrite)
-    if result.stopped != "done":
-        return 130
+    if result.stopped != "done":  # the loop saved a checkpoint and said how to resume
+        return 143 if result.stopped == "terminated" else 130
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
     print(f"trained {', '.join(s.identifier for s in cfg.subjects)} for {result.steps} steps; {what}")
     return 0

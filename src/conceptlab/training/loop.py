@@ -62,11 +62,18 @@ class TrainConfig:
     preview_seed: int = 0
 
     def check(self) -> None:
-        for name in ("steps", "batch_size", "gradient_accumulation"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", getattr(self, name), "must be >= 1", "Use 1 or more")
-        if self.lr <= 0:
-            raise InputError("--lr", self.lr, "must be > 0", "Use e.g. 5e-3 for textual inversion, 1e-4 for LoRA")
+        """Raises InputError for a setting that cannot train (the shared bounds of conceptlab.validation)."""
+        from conceptlab.validation import BATCH, COUNT0, LR, NONNEG, SAMPLING_STEPS, SEED, TRAIN_STEPS, Bound
+
+        checks = (("steps", TRAIN_STEPS), ("batch_size", BATCH), ("gradient_accumulation", BATCH), ("lr", LR),
+                  ("warmup_steps", COUNT0), ("weight_decay", NONNEG), ("max_grad_norm", NONNEG), ("seed", SEED),
+                  ("checkpoint_every", COUNT0), ("keep_checkpoints", Bound(0, 10_000, integer=True)),
+                  ("preview_every", COUNT0), ("preview_steps", SAMPLING_STEPS), ("preview_seed", SEED))
+        for name, bound in checks:
+            bound.check(f"--{name.replace('_', '-')}", getattr(self, name))
+        for prompt in self.preview_prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise InputError("--validation-prompt", prompt, "is empty", "Give a prompt, e.g. 'a sticker of a <x>'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError("--lr-schedule", self.lr_schedule, "unknown schedule", f"Use one of {LR_SCHEDULES}")
         if self.mixed_precision not in ("no", "bf16"):
