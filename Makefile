@@ -34,3 +34,11 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output bench-output
+
+# Docs: regenerate the CLI and API references and the results pages; run every example in README.md and docs/.
+.PHONY: docs test-docs
+docs: $(STAMP)
+	$(PY) scripts/docs.py all
+
+test-docs: $(STAMP)
+	$(PY) -m pytest -q tests/docs -m "slow or not slow"

@@ -346,8 +346,38 @@ def check_results(all_data: dict[str, dict]) -> list[str]:
 
 
 # ================================================================ images
-# page -> [(file the page's examples write, name under docs/images/, longest side in pixels)]
-IMAGE_SOURCES: dict[str, list[tuple[str, str, int]]] = {}
+# page (relative to the repository) -> [(file its examples write, name under docs/images/, longest side in px)].
+# A page's examples run in order until every file it is asked for exists, so later, slower examples are skipped.
+IMAGE_SOURCES: dict[str, list[tuple[str, str, int]]] = {
+    "README.md": [("apples/grid.png", "generate-apples.png", 480)],
+    "docs/getting-started.md": [("cats/grid.png", "getting-started-cats.png", 480)],
+    "docs/guides/textual-inversion.md": [("sad-broccoli/grid.png", "ti-broccoli.png", 480),
+                                         ("mix/sweep.png", "ti-mix-sweep.png", 640)],
+    "docs/guides/dreambooth-lora.md": [("tuki/grid.png", "dreambooth-tuki.png", 480)],
+    "docs/guides/prompt-to-prompt.md": [("swap/grid.png", "p2p-swap.png", 320), ("global/grid.png", "p2p-global.png", 480),
+                                        ("reweight/grid.png", "p2p-reweight.png", 640),
+                                        ("maps/attention.png", "attention-maps.png", 800)],
+    "docs/guides/real-image-editing.md": [("inverted/reconstruction.png", "invert-reconstruction.png", 320),
+                                          ("real-edit/grid.png", "real-image-edit.png", 480)],
+    "docs/guides/evaluation.md": [("eval/samples.png", "evaluate-samples.png", 640)],
+    "docs/concepts/sticker-world.md": [("monsters.png", "world-monsters.png", 512)],
+    "docs/concepts/base-model.md": [("blue-apples/grid.png", "base-blue-apples.png", 480)],
+}
+
+
+def save_small(im, target: Path, longest: int) -> None:
+    """Fits `im` to `longest` pixels (pixel-doubled when small, so 64 px stickers stay crisp) as a palette PNG."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    side = max(im.size)
+    if side > longest:
+        scale = longest / side
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+    elif side * 2 <= longest:
+        k = longest // side
+        im = im.resize((im.width * k, im.height * k), Image.NEAREST)
+    im.quantize(256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
 
 
 def make_images(work: Path, pages: list[str] | None = None) -> list[Path]:
@@ -370,20 +400,15 @@ def make_images(work: Path, pages: list[str] | None = None) -> list[Path]:
         os.chdir(folder)
         try:
             done = lambda cwd, wanted=wanted: all((cwd / src).exists() for src, _, _ in wanted)  # noqa: E731
-            run_page(DOCS / page if not page.startswith("README") else REPO / page, folder, shrink_sizes=False,
-                     until=done, log=lambda line: print(line, flush=True))
+            if not done(folder):
+                run_page(REPO / page, folder, shrink_sizes=False, until=done, log=lambda line: print(line, flush=True))
         finally:
             os.chdir(here)
         for src, name, longest in wanted:
-            im = Image.open(folder / src)
-            im.load()
-            scale = min(1.0, longest / max(im.size))
-            if scale < 1:
-                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
             target = IMAGES / name
-            im.convert("RGB").save(target, optimize=True)
+            save_small(Image.open(folder / src), target, longest)
             written.append(target)
-            print(f"{target.relative_to(REPO)}: {im.size[0]}x{im.size[1]}, {target.stat().st_size // 1024} KB")
+            print(f"{target.relative_to(REPO)}: {target.stat().st_size // 1024} KB", flush=True)
     return written
 
 
