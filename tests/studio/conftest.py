@@ -24,7 +24,7 @@ def upload(ws, concept_dirs):
 @pytest.fixture
 def fake_python(tmp_path):
     """An executable that stands in for `python -m conceptlab.cli.main train ti ...`: it prints what the CLI
-    prints and exits as FAKE_MODE says (done, fail, slow: sleeps until a signal, then exits 130)."""
+    prints and exits as FAKE_MODE says (done, fail, slow: sleeps until a signal, then exits 143)."""
     path = tmp_path / "fake-python"
     path.write_text(f"""#!{sys.executable}
 import os, signal, sys, time
@@ -35,7 +35,7 @@ if mode == "fail":
     print("conceptlab train ti: error: --concept='x': is broken. Fix it", file=sys.stderr)
     sys.exit(2)
 if mode == "slow":
-    signal.signal(signal.SIGTERM, lambda *a: (print("terminated at step 1; checkpoint saved"), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *a: (print("terminated at step 1; checkpoint saved"), sys.exit(143)))
     print("train:  10%|#    | 1/10 [00:01<00:09,  1.0it/s, loss=0.5000, lr=5.00e-03]", flush=True)
     time.sleep(60)
     sys.exit(1)

@@ -73,7 +73,7 @@ def test_one_job_at_a_time_then_the_next(ws, upload, fake_python):
     assert runner.queue_position(second.id) == 1 and runner.queue_position(first.id) is None
     runner.env["FAKE_MODE"] = "done"
     _started(ws, first.id)
-    runner.cancel(first.id)  # SIGTERM: the stand-in "saves" and exits 130
+    runner.cancel(first.id)  # SIGTERM: the stand-in "saves" and exits 143
     assert runner.wait(first.id, 30).status == "cancelled"
     done = runner.wait(second.id, 30)
     assert done.status == "done" and done.returncode == 0 and done.message.startswith("learned <t>")
@@ -91,6 +91,18 @@ def test_failure_carries_the_cli_message_and_resume_adds_resume(ws, upload, fake
     assert runner.wait(job.id, 30).status == "done"
     with pytest.raises(InputError, match="is done"):
         runner.resume(job.id)
+
+
+def test_a_signal_from_elsewhere_is_an_interruption_and_resumes(ws, upload, fake_python):
+    runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "slow"})
+    job = runner.submit(_settings(upload))
+    _started(ws, job.id)
+    os.kill(runner.store.load(job.id).pid, 15)  # e.g. the system shutting down: the loop saves, exits 143
+    stopped = runner.wait(job.id, 30)
+    assert stopped.status == "interrupted" and stopped.returncode == 143
+    runner.env["FAKE_MODE"] = "done"
+    runner.resume(job.id)
+    assert runner.wait(job.id, 30).status == "done"
 
 
 def test_cancel_a_queued_job(ws, upload, fake_python):

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from conceptlab import __version__
-from conceptlab.cli import classify, concepts, demo, edit, evaluate, generate, lora, report, train, world
+from conceptlab.cli import classify, concepts, demo, edit, evaluate, generate, lora, report, studio, train, world
 from conceptlab.cli.common import HelpFormatter, Parser, apply_config_file
 
-COMMANDS = (generate, world, train, concepts, lora, edit, classify, evaluate, report, demo)
+COMMANDS = (generate, world, train, concepts, lora, edit, classify, evaluate, report, demo, studio)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,8 @@ TRANSITIONS = {
     "interrupted": {"queued"},
 }
 RESUMABLE = ("failed", "cancelled", "interrupted")
-INTERRUPTED_EXIT = 130  # what `conceptlab train` returns after a SIGINT/SIGTERM stop that saved a checkpoint
+# what `conceptlab train` returns after a stop that saved a checkpoint: 130 after SIGINT, 143 after SIGTERM
+INTERRUPTED_EXITS = (130, 143)
 
 
 @dataclass
@@ -316,7 +317,7 @@ class JobRunner:
             return "done", outcome_from_log(self.store.log_path(job.id))[1]
         if job.cancel_requested:
             return "cancelled", "cancelled; resume continues from the checkpoint it saved"
-        if code == INTERRUPTED_EXIT:
+        if code in INTERRUPTED_EXITS:
             return "interrupted", "stopped by a signal; resume continues from the checkpoint it saved"
         status, message = outcome_from_log(self.store.log_path(job.id))
         if status == "failed":

@@ -1,0 +1,285 @@
+"""What the studio's buttons do: the library calls the CLI makes, with their results kept in the workspace.
+
+Each function checks its input with the same validation the CLI uses (an InputError names what is wrong),
+then calls the same library function as the matching command: `run_generation` (generate), `edit`, `invert`
+and `reconstruct` (edit, invert), `mix_embeddings` and `render_sweep` (concepts mix), the judge (evaluate).
+The UI layer only turns widgets into these arguments and results into widgets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from conceptlab.errors import InputError
+from conceptlab.studio import library
+from conceptlab.studio.workspace import Workspace, check_name, check_token, slug
+
+
+class PipelineCache:
+    """One loaded pipeline, kept while the model, concepts and LoRAs asked for stay the same.
+
+    Any change reloads it from disk (as every CLI command does), so a concept or LoRA never lingers in a
+    pipeline that did not ask for it; a warm reload of the shipped model takes ~0.2 s. Calls that use the
+    pipeline hold `lock`: the web server runs handlers in threads.
+    """
+
+    def __init__(self, device: str | None = None, dtype: str | None = None):
+        self.device, self.dtype = device, dtype
+        self.lock = threading.RLock()
+        self._key, self._pipe = None, None
+
+    def get(self, model: str | None, concepts: tuple[Path, ...] = (), loras: tuple[tuple[Path, float], ...] = ()):
+        from conceptlab.models.loading import load_pipeline
+
+        key = (model or None, tuple((str(p), p.stat().st_mtime_ns) for p in concepts),
+               tuple((str(p), s, p.stat().st_mtime_ns) for p, s in loras))
+        with self.lock:
+            if key != self._key or self._pipe is None:
+                self._pipe, self._key = None, None
+                pipe = load_pipeline(model or None, device=self.device, dtype=self.dtype)
+                if concepts:
+                    from conceptlab.concepts.tokens import load_concept_paths
+
+                    load_concept_paths(pipe, list(concepts))
+                if loras:
+                    from conceptlab.concepts.lora import apply_loras
+
+                    apply_loras(pipe, list(loras))
+                self._pipe, self._key = pipe, key
+            return self._pipe
+
+    def invalidate(self) -> None:
+        """Drops the pipeline (after a call that added tokens of its own to it)."""
+        with self.lock:
+            self._key, self._pipe = None, None
+
+
+def model_label(model: str | None) -> str:
+    from conceptlab.models.loading import default_model
+
+    return model or default_model()
+
+
+def _concept_files(ws: Workspace, names) -> tuple[Path, ...]:
+    return tuple(library.find(ws, n, "embedding").file for n in (names or []))
+
+
+def _lora_files(ws: Workspace, names, scale: float) -> tuple[tuple[Path, float], ...]:
+    from conceptlab.validation import SCALE
+
+    SCALE.check("LoRA scale", scale)
+    return tuple((library.find(ws, n, "lora").file, float(scale)) for n in (names or []))
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def generate(ws: Workspace, cache: PipelineCache, cfg, model: str | None = None, concepts=(), loras=(),
+             lora_scale: float = 1.0) -> list[dict]:
+    """`conceptlab generate` into generations/TIME-PROMPT/: returns the rows of generations.jsonl, each with
+    'path' added (the image file, its settings embedded)."""
+    from conceptlab.generation.generate import check_config, run_generation
+    from conceptlab.validation import check_seed_range
+
+    check_config(cfg)
+    check_seed_range("seed", cfg.seed, cfg.n)
+    concept_files, lora_files = _concept_files(ws, concepts), _lora_files(ws, loras, lora_scale)
+    with cache.lock:
+        pipe = cache.get(model, concept_files, lora_files)
+        out = ws.folder("generations", ws.stamped("generations", cfg.prompt))
+        rows = run_generation(pipe, cfg, out, model=model_label(model), progress=False)
+    return [{**r, "path": out / r["file"]} for r in rows]
+
+
+def caption(row: dict) -> str:
+    """A gallery caption: the settings that make the image again."""
+    size = f"{row.get('width')}x{row.get('height')}"
+    return (f"seed {row['seed']} · {row['steps']} steps · guidance {row['guidance']:g} · "
+            f"{row.get('scheduler') or 'default'} · {size}")
+
+
+# ------------------------------------------------------------------------------------------------- edit
+
+
+@dataclass
+class EditOutcome:
+    images: list  # source first, then the edit
+    labels: list[str]
+    grid: Path
+    mask: Path | None
+    mode: str
+    psnr: float | None  # the reconstruction's PSNR when a photo was inverted
+    folder: Path
+
+
+class InversionCache:
+    """The last inversion, kept while the photo, prompt and settings stay the same (null-text takes minutes)."""
+
+    def __init__(self):
+        self._key, self._value = None, None
+
+    def get(self, key, make):
+        if key != self._key:
+            self._key, self._value = None, None
+            self._value, self._key = make(), key
+        return self._value
+
+
+def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source: str, target: str,
+         model: str | None = None, concepts=(), photo: str | Path | None = None, method: str = "null-text",
+         reweight: dict[str, float] | None = None, **settings) -> EditOutcome:
+    """`conceptlab edit` of one target prompt, from seeded noise or from an uploaded photo inverted under
+    `source` with `method` (`conceptlab invert`'s PSNR reported); results saved under edits/."""
+    from conceptlab.editing.edit import EditConfig, check_edit
+    from conceptlab.editing.edit import edit as p2p_edit
+    from conceptlab.editing.inversion import METHODS, check_inversion
+    from conceptlab.imaging import make_grid, save_image
+    from conceptlab.validation import choice, open_image
+
+    reweight = reweight or {}
+    check_edit(EditConfig(source=source, targets=[target], reweight=reweight, **settings))
+    picture = None
+    if photo:
+        picture = open_image("photo", ws.inside(photo, "photo") if _in_workspace(ws, photo) else photo)
+        choice("inversion method", method, METHODS)
+        check_inversion(source, settings.get("steps", 30), settings.get("guidance", 7.5))
+    with cache.lock:
+        pipe = cache.get(model, _concept_files(ws, concepts))
+        psnr, inversion = None, None
+        if picture is not None:
+            inversion, psnr = _inverted(pipe, inversions, picture, source, method, settings, model, concepts)
+        result = p2p_edit(pipe, source, [target], inversion=inversion, reweight=reweight, **settings)
+    out = ws.folder("edits", ws.stamped("edits", target))
+    out.mkdir(parents=True)
+    labels = ["photo (reconstructed)" if picture is not None else "source", "edit"]
+    meta = {**result.settings(), "psnr_db": psnr}
+    for label, image in zip(("source", "edit"), result.images):
+        save_image(image, out / f"{label}.png", meta)
+    grid = out / "grid.png"
+    make_grid(result.images, cols=len(result.images), labels=labels, scale=2).save(grid)
+    mask = None
+    if result.mask is not None:  # (n, 1, h, w): where the edit may differ from the source, white
+        from PIL import Image
+
+        mask = out / "blend-mask.png"
+        values = (result.mask[1, 0].float().clamp(0, 1).numpy() * 255).astype("uint8")
+        Image.fromarray(values).resize(result.images[0].size, Image.NEAREST).save(mask)
+    return EditOutcome(result.images, labels, grid, mask, result.mode, psnr, out)
+
+
+def _in_workspace(ws: Workspace, path) -> bool:
+    try:
+        ws.inside(path)
+        return True
+    except InputError:
+        return False
+
+
+def _inverted(pipe, inversions: InversionCache, picture, source: str, method: str, settings: dict, model, concepts):
+    """(inversion, reconstruction PSNR) of `picture`, from the cache when nothing changed."""
+    from conceptlab.editing.inversion import invert, reconstruct
+    from conceptlab.evaluation.metrics import psnr
+
+    steps, guidance = settings.get("steps", 30), settings.get("guidance", 7.5)
+    digest = hashlib.sha256(picture.tobytes()).hexdigest()
+    key = (digest, picture.size, source, method, steps, guidance, model, tuple(concepts or ()))
+
+    def make():
+        inv = invert(pipe, picture, source, method, steps, guidance)
+        return inv, psnr(inv.image, reconstruct(pipe, inv))
+
+    return inversions.get(key, make)
+
+
+# ------------------------------------------------------------------------------------------------ mix
+
+
+def mix(ws: Workspace, cache: PipelineCache, first: str, second: str, weight: float, token: str,
+        method: str = "lerp", strip: bool = True, prompt: str = "a sticker of a {}", seed: int = 0, steps: int = 20,
+        model: str | None = None) -> library.Concept:
+    """`conceptlab concepts mix`: a new token `weight` of the way from `first` to `second`, saved under
+    concepts/, with its interpolation strip (0-100% of the second) when `strip`."""
+    from conceptlab.concepts.formats import load_embedding, save_all_formats
+    from conceptlab.concepts.mixing import METHODS, mix_embeddings
+    from conceptlab.validation import FRACTION, SAMPLING_STEPS, SEED, choice, text
+
+    check_token("new token", token)
+    FRACTION.check("weight", weight)
+    choice("method", method, METHODS)
+    if strip:
+        if "{}" not in text("strip prompt", prompt):
+            raise InputError("strip prompt", prompt, "has no {} for the mixed token", "e.g. 'a sticker of a {}'")
+        SEED.check("seed", seed)
+        SAMPLING_STEPS.check("steps", steps)
+    embs = [load_embedding(library.find(ws, n, "embedding").file, argument="concept") for n in (first, second)]
+    mixed = mix_embeddings(embs, [1 - float(weight), float(weight)], token, method)
+    name = ws.unique_name("concepts", slug(token.strip("<>"), "mix"))
+    folder = ws.new_folder("concepts", name)
+    save_all_formats(mixed, folder)
+    if strip:
+        from conceptlab.concepts.sweep import render_sweep
+
+        with cache.lock:
+            pipe = cache.get(model)
+            try:
+                render_sweep(pipe, embs, [0, 0.25, 0.5, 0.75, 1], method, prompt, seed, steps, folder)
+            finally:
+                cache.invalidate()  # render_sweep added its <sweep-i> tokens to this pipeline
+    return library.find(ws, ws.relative(folder), "embedding")
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+
+def score_folder(ws: Workspace, name: str, judge: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Judges every image of WORKSPACE/name (e.g. 'generations/...'): (per-attribute rows, per-image rows).
+
+    Each attribute row gives the labels the judge read most often with their shares; where the folder has
+    the sticker world's metadata.jsonl, also the judge's accuracy against those labels."""
+    from collections import Counter
+
+    from conceptlab.evaluation.datasets import list_images
+    from conceptlab.evaluation.recipes.common import load_judge_checked
+    from conceptlab.imaging import open_rgb
+
+    kind, _, sub = str(name).partition("/")
+    if kind not in ("generations", "uploads", "edits"):
+        raise InputError("folder", name, "is not an image folder of the workspace", "Choose one from the list")
+    folder = ws.folder(kind, sub, "folder")
+    files, _ = list_images(folder, "folder")
+    truth = _world_labels(folder)
+    predicted = load_judge_checked(judge).predict([open_rgb(f) for f in files])
+    per_attribute = []
+    for head, labels in predicted.items():
+        counts = Counter(labels).most_common(3)
+        row = {"attribute": head, **{f"#{k + 1}": f"{lab} {n / len(labels):.0%}" for k, (lab, n) in enumerate(counts)}}
+        known = [(p, truth[f.name][head]) for p, f in zip(labels, files) if f.name in truth and head in truth[f.name]]
+        row["accuracy"] = f"{sum(p == t for p, t in known) / len(known):.0%}" if known else ""
+        per_attribute.append(row)
+    per_image = [{"file": f.name, **{h: predicted[h][i] for h in predicted}} for i, f in enumerate(files)]
+    return per_attribute, per_image
+
+
+def _world_labels(folder: Path) -> dict[str, dict]:
+    """file name -> label columns from a sticker-world export's metadata.jsonl ({} when there is none)."""
+    import json
+
+    path = folder / "metadata.jsonl"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            out[row["file_name"]] = {k: str(v) for k, v in row.items() if k != "file_name"}
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def store_upload(ws: Workspace, files, name: str) -> Path:
+    """Training images into uploads/NAME (checked, re-encoded)."""
+    return ws.store_images(files, check_name("data set name", name))
