@@ -297,3 +297,15 @@ def _write_error(e: OSError, out_dir: Path) -> OSError | DiskFullError:
     error = DiskFullError(out_dir, Path(e.filename or "?").name, e, kept)
     error.__cause__ = e  # raised outside the except block, so chain by hand for the traceback
     return error
+
+
+def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per seed: where conceptlab's seeded noise is drawn, whatever the pipeline's device.
+
+    The rule: generators live on the CPU. diffusers' `randn_tensor` draws the starting noise on a CPU
+    generator's device and moves it to the pipeline's, so a seed gives the same noise, hence the same image up
+    to float rounding, on CPU, CUDA or MPS; a generator on the pipeline's device would give another image per
+    device. On a CPU pipeline this changes no pixel. generate_batch (and everything built on it) should draw
+    its generators here.
+    """
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
