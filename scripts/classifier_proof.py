@@ -19,13 +19,13 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from conceptlab.concepts.tokens import load_concept_paths
 from conceptlab.evaluation.classifier import Classifier, ClassifierConfig, recognizability, train_classifier
 from conceptlab.evaluation.datasets import read_labelled_folder
 from conceptlab.evaluation.judge import load_judge
+from conceptlab.generation.generate import generate_batch
 from conceptlab.imaging import make_grid
 from conceptlab.io import atomic_write_json
 from conceptlab.models.loading import load_pipeline
@@ -62,8 +62,8 @@ def generate_synthetic(ti: Path, out: Path, per_class: int) -> Path:
         for start in range(0, per_class, 16):
             n = min(16, per_class - start)
             prompts = [f"a sticker of a {tok}{SCENES[(start + i) % len(SCENES)]}" for i in range(n)]
-            gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-            for i, im in enumerate(pipe(prompts, num_inference_steps=30, generator=gens).images):
+            images = generate_batch(pipe, prompts, list(range(seed, seed + n)), steps=30, batch_size=16, progress=False)
+            for i, im in enumerate(images):
                 name = f"{e.replace(' ', '-')}-{seed + i:05d}.png"
                 im.save(out / name)
                 rows.append({"file_name": name, "emotion": e, "prompt": prompts[i], "seed": seed + i})

@@ -7,20 +7,18 @@ emotions, trained in one run with prior preservation on the class 'monster'; bes
 prior preservation. Scores, with the judge, over 2 subjects x 4 emotions x 5 scenes x 3 seeds = 120
 generations of "a sticker of a <emotion> <id> monster <scene>": identity, emotion, scene. Prior: 48
 generations of the bare class prompt before and after training, with and without prior preservation: the
-attribute distributions and the share judged to be one of the subjects.
+attribute distributions and the share judged to be one of the subjects. The measures are the library's
+(conceptlab.evaluation.recipes.dreambooth); `conceptlab evaluate dreambooth OUT/prior` judges a run the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-from collections import Counter
 from pathlib import Path
 
-import torch
-
 from conceptlab.evaluation.judge import load_judge
+from conceptlab.evaluation.recipes.dreambooth import SCENES, class_scores, subject_prompt, subject_scores
 from conceptlab.imaging import make_grid
 from conceptlab.models.loading import load_pipeline
 from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, train_dreambooth
@@ -29,61 +27,23 @@ from conceptlab.world.export import export_images, read_metadata
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
-SCENES = {"plain": " on a white background", "beach": " at the beach", "snowy mountain": " on a snowy mountain",
-          "jungle": " in the jungle", "desert": " in the desert"}
-CLASS_PROMPT = "a monster"
-
-
-def subject_prompt(ident: str, emotion: str, scene: str) -> str:
-    noun = f"{ident} monster".strip()  # ident "" (captions naming no subject): the bare class word
-    core = f"{noun} in love" if emotion == "in love" else f"{emotion} {noun}"
-    return f"a sticker of a {core}{SCENES[scene]}"
 
 
 def varying_captions(folder: Path) -> None:
     """Rewrites a rendered folder's captions to name only what varies between its images (emotion, scene)."""
     rows = read_metadata(folder)
     for row in rows:
-        row["text"] = subject_prompt("", row["emotion"], row["background"])
+        row["text"] = subject_prompt("", "monster", row["emotion"], row["background"])
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], batch: int = 16) -> list:
-    images = []
-    for i in range(0, len(prompts), batch):
-        gens = [torch.Generator().manual_seed(s) for s in seeds[i:i + batch]]
-        images += pipe(prompts[i:i + batch], num_inference_steps=30, generator=gens).images
-    return images
-
-
-def subject_scores(pipe, judge, out: Path, name: str, seeds: int = 3) -> dict:
-    cases = [(ident, e, sc, s) for ident in SUBJECTS for e in EMOTIONS for sc in SCENES for s in range(seeds)]
-    images = generate(pipe, [subject_prompt(i, e, sc) for i, e, sc, _ in cases], [s for *_, s in cases])
-    pred = judge.predict(images)
-    ok = {"identity": [p == c[0] for p, c in zip(pred["individual"], cases)],
-          "emotion": [p == c[1] for p, c in zip(pred["emotion"], cases)],
-          "scene": [p == c[2] for p, c in zip(pred["background"], cases)]}
-    ok["all"] = [a and b and c for a, b, c in zip(ok["identity"], ok["emotion"], ok["scene"])]
-    per_subject = {ident: sum(ok["identity"][k] for k, c in enumerate(cases) if c[0] == ident) / (len(cases) / 2)
-                   for ident in SUBJECTS}
-    make_grid(images[::seeds], cols=len(SCENES), scale=2).save(out / f"{name}-subjects.png")
-    return {**{k: sum(v) / len(v) for k, v in ok.items()}, "identity_per_subject": per_subject, "images": len(cases)}
-
-
-def entropy(counts: Counter) -> float:
-    n = sum(counts.values())
-    return -sum(c / n * math.log2(c / n) for c in counts.values() if c)
-
-
-def class_scores(pipe, judge, out: Path, name: str, n: int = 48) -> dict:
-    images = generate(pipe, [CLASS_PROMPT] * n, list(range(1000, 1000 + n)))
-    pred = judge.predict(images)
+def scores(pipe, judge, out: Path, name: str) -> dict:
+    """The library's subject and class scores (3 seeds; 48 class images), with their grids."""
+    subjects, images = subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(SCENES), 3)
+    make_grid(images[::3], cols=len(SCENES), scale=2).save(out / f"{name}-subjects.png")
+    cls, images = class_scores(pipe, judge, "monster", SUBJECTS, 48)
     make_grid(images[:24], cols=8, scale=2).save(out / f"{name}-class.png")
-    dist = {h: Counter(pred[h]) for h in ("object", "colour", "emotion", "background", "individual")}
-    return {"judged_as_subject": sum(p in SUBJECTS for p in pred["individual"]) / n,
-            "judged_monster": dist["object"]["monster"] / n,
-            "entropy_bits": {h: round(entropy(c), 3) for h, c in dist.items()},
-            "distribution": {h: dict(c.most_common()) for h, c in dist.items()}, "images": n}
+    return {"subjects": subjects, "class": cls}
 
 
 def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool,
@@ -142,18 +102,14 @@ def main() -> None:
         if args.captions == "varying":
             varying_captions(data / ident)
     if not args.no_baseline:
-        base = load_pipeline(args.model)
-        base.set_progress_bar_config(disable=True)
-        report["base"] = {"subjects": subject_scores(base, judge, out, "base"),
-                          "class": class_scores(base, judge, out, "base")}
+        report["base"] = scores(load_pipeline(args.model), judge, out, "base")
     for prior in (True,) if args.only_prior else (True, False):
         pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder, args.captions,
                            args.lr, args.prior_weight, args.rank, args.class_prompts if prior else "class",
                            args.mask_weight)
         pipe.set_progress_bar_config(disable=True)
         name = "prior" if prior else "no-prior"
-        report[name] = {"train_seconds": secs, "subjects": subject_scores(pipe, judge, out, name),
-                        "class": class_scores(pipe, judge, out, name)}
+        report[name] = {"train_seconds": secs, **scores(pipe, judge, out, name)}
         print(name, json.dumps(report[name]["subjects"]), report[name]["class"]["judged_as_subject"], flush=True)
     (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k in ("base", "prior", "no-prior")}, indent=1)[:3000])

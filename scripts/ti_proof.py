@@ -9,7 +9,8 @@
     judged as broccoli with that emotion, beside the base model's share with the plain word "broccoli".
 (c) as (b) with <broccoli> trained on each image's own caption, the word 'broccoli' replaced by the token.
 Choose settings on one seed range and report on another (--first-seed): 200 judged images vary by +-3 points
-from the seeds alone.
+from the seeds alone. The measure is the library's (conceptlab.evaluation.recipes.ti); each variant's folder is
+a textual-inversion run that `conceptlab evaluate ti OUT/two-concepts` judges the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from conceptlab.concepts.formats import load_embedding
 from conceptlab.concepts.sweep import render_sweep
 from conceptlab.evaluation.judge import load_judge
+from conceptlab.evaluation.recipes.ti import JudgedPrompt, emotion_prompts, judged_at_guidances
 from conceptlab.imaging import make_grid
 from conceptlab.models.loading import load_pipeline
 from conceptlab.training.loop import TrainConfig, Trainer
@@ -33,30 +33,6 @@ EMOTIONS = ("happy", "sad", "angry", "in love")
 VARIANTS = ("baseline", "four_emotions", "two_concepts", "two_concepts_captions")
 PLAIN = {"style": {"sticker"}, "background": {"plain"}, "accessory": {"none"}, "held_item": {"none"},
          "flowers": {"none"}, "colour": {"green"}}
-
-
-def prompt_for(emotion: str, noun: str) -> str:
-    return f"a sticker of a {noun} in love" if emotion == "in love" else f"a sticker of a {emotion} {noun}"
-
-
-def judged_share(pipe, judge, prompts_expect: list[tuple[str, str]], per_prompt: int, out: Path, name: str,
-                 guidance: float = 7.5, first_seed: int = 0) -> dict:
-    """Generates `per_prompt` images per prompt (seeds first_seed..), judges object and emotion; writes a grid."""
-    images, rows = [], []
-    seeds = range(first_seed, first_seed + per_prompt)
-    for prompt, emotion in prompts_expect:
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        batch = pipe([prompt] * per_prompt, num_inference_steps=30, guidance_scale=guidance, generator=gens).images
-        pred = judge.predict(batch)
-        for i, seed in enumerate(seeds):
-            rows.append({"prompt": prompt, "seed": seed, "object": pred["object"][i], "emotion": pred["emotion"][i],
-                         "ok": pred["object"][i] == "broccoli" and pred["emotion"][i] == emotion})
-        images += batch
-    make_grid(images[: per_prompt * len(prompts_expect)], cols=per_prompt, scale=2).save(out / f"{name}.png")
-    share = sum(r["ok"] for r in rows) / len(rows)
-    per = {p: sum(r["ok"] for r in rows if r["prompt"] == p) / per_prompt for p, _ in prompts_expect}
-    return {"share": share, "per_prompt": per, "images": len(rows), "guidance": guidance, "first_seed": first_seed,
-            "judged_broccoli": sum(r["object"] == "broccoli" for r in rows) / len(rows)}
 
 
 def train(pipe, concepts: list[ConceptConfig], args, out: Path) -> float:
@@ -85,19 +61,22 @@ def run_variant(name: str, args, data: Path, judge, out: Path) -> dict:
         tokens = {e: f"<broccoli-{e.replace(' ', '-')}>" for e in EMOTIONS}
         concepts = [ConceptConfig(tokens[e], str(data / f"broccoli-{e.replace(' ', '-')}"), init="broccoli",
                                   vectors=args.vectors) for e in EMOTIONS]
-        prompts = [(f"a sticker of a {tokens[e]}", e) for e in EMOTIONS]
+        prompts = [JudgedPrompt(f"a sticker of a {tokens[e]}", "broccoli", e) for e in EMOTIONS]
     else:  # the seed's second: <broccoli> + <happy-emoji> jointly; captions: the emotion stays in its word
         concepts = [broccoli, emoji]
-        prompts = [(prompt_for(e, "<broccoli>"), e) for e in EMOTIONS]
+        prompts = emotion_prompts("<broccoli>", "broccoli", EMOTIONS)
     secs = train(pipe, concepts, args, out / name.replace("_", "-"))
-    return {**judged_at_guidances(pipe, judge, prompts, args, out, name.replace("_", "-")), "train_seconds": secs}
+    return {**judged(pipe, judge, prompts, args, out, name.replace("_", "-")), "train_seconds": secs}
 
 
-def judged_at_guidances(pipe, judge, prompts_expect, args, out: Path, name: str) -> dict:
-    """judged_share at each --guidance; the first is the headline, the others are kept beside it."""
-    runs = [judged_share(pipe, judge, prompts_expect, args.per_prompt, out, name if k == 0 else f"{name}-cfg{g:g}",
-                         g, args.first_seed) for k, g in enumerate(args.guidance)]
-    return {**runs[0], "other_guidance": {f"{r['guidance']:g}": r for r in runs[1:]}}
+def judged(pipe, judge, prompts: list[JudgedPrompt], args, out: Path, name: str) -> dict:
+    """The library's judged share at each --guidance (the first the headline), with a grid per guidance."""
+    scores, images = judged_at_guidances(pipe, judge, prompts, args.per_prompt, args.guidance, args.first_seed)
+    for k, (g, batch) in enumerate(images.items()):
+        make_grid(batch, cols=args.per_prompt, scale=2).save(out / f"{name if k == 0 else f'{name}-cfg{g:g}'}.png")
+    for s in (scores, *scores["other_guidance"].values()):
+        s.pop("rows")  # per-image rows stay out of the proof's report
+    return scores
 
 
 def main() -> None:
@@ -121,8 +100,8 @@ def main() -> None:
               "guidance": args.guidance, "first_seed": args.first_seed}
     export_data(out / "data", args.images)
     if "baseline" in args.only:
-        report["baseline"] = judged_at_guidances(load_pipeline(args.model), judge,
-                                                 [(prompt_for(e, "broccoli"), e) for e in EMOTIONS], args, out, "baseline")
+        report["baseline"] = judged(load_pipeline(args.model), judge, emotion_prompts("broccoli", "broccoli", EMOTIONS),
+                                    args, out, "baseline")
     for name in args.only:
         if name != "baseline":
             report[name] = run_variant(name, args, out / "data", judge, out)
