@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from conceptlab.concepts.formats import load_embedding
@@ -36,8 +37,10 @@ PLAIN = {"style": {"sticker"}, "background": {"plain"}, "accessory": {"none"}, "
 
 
 def train(pipe, concepts: list[ConceptConfig], args, out: Path) -> float:
-    cfg = TextualInversionConfig(concepts=concepts, train=TrainConfig(steps=args.steps, batch_size=4, lr=args.lr))
-    result = Trainer(TextualInversion(pipe, cfg), cfg.train, out).train()
+    cfg = TextualInversionConfig(model=args.model, concepts=concepts,
+                                 train=TrainConfig(steps=args.steps, batch_size=4, lr=args.lr))
+    # the config in training.json makes the folder a run that `conceptlab evaluate ti` reads
+    result = Trainer(TextualInversion(pipe, cfg), cfg.train, out, config_record=asdict(cfg)).train()
     return result.seconds
 
 
