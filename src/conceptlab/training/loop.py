@@ -1,8 +1,12 @@
 """The one training loop. A method says what it trains and what its loss is; the loop does the rest.
 
-accelerate (processes, mixed precision), gradient accumulation, lr schedule with warm-up, a progress bar
-with the loss, a NaN/inf guard, verified atomic checkpoints, exact resume of the same run only, Ctrl-C and
-SIGTERM that stop after a whole step and save it, preview grids.
+accelerate (processes, mixed precision), gradient accumulation, lr schedule with warm-up (and a floor), a
+progress bar with the loss, a NaN/inf guard, verified atomic checkpoints, exact resume of the same run only,
+Ctrl-C and SIGTERM that stop after a whole step and save it, preview grids.
+
+Four small extension points serve methods that need more: after-step hooks (an EMA, a log row, an
+evaluation; a hook with state_dict() is checkpointed), extra random streams the method draws from (saved and
+rewound with the loop's own generator), `stop_when` (early stopping) and `train(stop_at=k)` (a pause).
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -35,6 +42,8 @@ STEP_FOLDER = re.compile(r"step-(\d+)")  # exactly: a "step-000040.tmp" is a wri
 # memory-for-time trade that leaves the arithmetic alone
 RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_checkpoints", "train.preview_every",
              "train.preview_prompts", "train.preview_steps", "train.preview_seed", "train.gradient_checkpointing")
+# fingerprint keys added since fingerprints began, with the value every run made before them had
+ADDED = {"train.min_lr_ratio": 0.0}
 STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
@@ -49,6 +58,7 @@ class TrainConfig:
     scale_lr: bool = False  # lr *= batch_size * gradient_accumulation * processes
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * this, not to 0 (transformers' min_lr_rate; the base UNet: 0.1)
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16" (CPU autocast)
@@ -66,7 +76,8 @@ class TrainConfig:
         from conceptlab.validation import BATCH, COUNT0, LR, NONNEG, SAMPLING_STEPS, SEED, TRAIN_STEPS, Bound
 
         checks = (("steps", TRAIN_STEPS), ("batch_size", BATCH), ("gradient_accumulation", BATCH), ("lr", LR),
-                  ("warmup_steps", COUNT0), ("weight_decay", NONNEG), ("max_grad_norm", NONNEG), ("seed", SEED),
+                  ("warmup_steps", COUNT0), ("min_lr_ratio", Bound(0, 1)), ("weight_decay", NONNEG),
+                  ("max_grad_norm", NONNEG), ("seed", SEED),
                   ("checkpoint_every", COUNT0), ("keep_checkpoints", Bound(0, 10_000, integer=True)),
                   ("preview_every", COUNT0), ("preview_steps", SAMPLING_STEPS), ("preview_seed", SEED))
         for name, bound in checks:
@@ -116,21 +127,92 @@ class _Damaged(Exception):
 class TrainResult:
     steps: int
     losses: list[float]
-    stopped: str  # "done", "interrupted" (SIGINT, Ctrl-C), "terminated" (SIGTERM)
+    stopped: str  # "done" (also stop_when), "paused" (stop_at), "interrupted" (SIGINT, Ctrl-C), "terminated" (SIGTERM)
     seconds: float
 
 
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
+class TrainingStopped(KeyboardInterrupt):
+    """Raised by a training function that must return a finished model when a signal stopped its run (saved)."""
+
+    def __init__(self, result: TrainResult):
+        super().__init__(f"{result.stopped} at step {result.steps}")
+        self.result = result
+
+
+def _lr_factors(cfg: TrainConfig):
+    """step -> (warm-up, decay) factors of the learning rate."""
+    def f(step: int) -> tuple[float, float]:
         warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         if cfg.lr_schedule in ("constant", "constant_with_warmup"):
-            return warm
+            return warm, 1.0
         progress = min(1.0, step / max(1, cfg.steps))
         if cfg.lr_schedule == "linear":
-            return warm * (1 - progress)
-        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+            return warm, 1 - progress
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return warm, cosine * (1 - cfg.min_lr_ratio) + cfg.min_lr_ratio
 
     return f
+
+
+class _Schedule(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR whose lambda gives (warm-up, decay); lr = base * warm-up * decay, multiplied in that order, as the
+    base-model stages and the judge always did (multiplying the two factors first can differ in the last bit)."""
+
+    def get_lr(self) -> list[float]:
+        factors = [f(self.last_epoch) for f in self.lr_lambdas]
+        return [base * warm * decay for base, (warm, decay) in zip(self.base_lrs, factors)]
+
+
+# ---------------------------------------------------------------- random streams
+def _stream_state(stream):
+    """The state of a torch.Generator, a numpy Generator or a random.Random."""
+    if isinstance(stream, torch.Generator):
+        return stream.get_state()
+    if isinstance(stream, random.Random):
+        return stream.getstate()
+    return stream.bit_generator.state
+
+
+def _set_stream_state(stream, state) -> None:
+    if isinstance(stream, torch.Generator):
+        stream.set_state(state)
+    elif isinstance(stream, random.Random):
+        stream.setstate(state)
+    else:
+        stream.bit_generator.state = state
+
+
+def _check_stream(name: str, stream) -> None:
+    if not isinstance(stream, (torch.Generator, random.Random, np.random.Generator)):
+        raise TypeError(f"stream {name!r} is a {type(stream).__name__}; the loop saves torch.Generator, "
+                        "numpy.random.Generator and random.Random")
+
+
+class EMA:
+    """After-step hook: an exponential moving average of `params`, with diffusers' EMAModel warm-up
+    (decay = min(decay, (1 + step) / (10 + step))); checkpointed with the run."""
+
+    def __init__(self, params, decay: float):
+        self.params, self.decay = list(params), decay
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def __call__(self, trainer: Trainer) -> None:
+        decay = min(self.decay, (1 + trainer.step) / (10 + trainer.step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for s, v in zip(self.shadow, state["shadow"], strict=True):
+            s.copy_(v)
+
+
+def every(n: int, fn: Callable) -> Callable:
+    """An after-step hook that calls fn(trainer) every n steps."""
+    return lambda trainer: fn(trainer) if trainer.step % n == 0 else None
 
 
 # ---------------------------------------------------------------- run fingerprints
@@ -181,7 +263,7 @@ def _write_manifest(folder: Path) -> None:
     atomic_write_json({"files": files}, folder / MANIFEST)
 
 
-def _required(rank: int) -> tuple[str, ...]:
+def _required(rank: int) -> tuple[str, ...]:  # hooks.pt too where a hook keeps state: the manifest lists it
     return "trainable.pt", "optimizer.pt", "loop.json", f"rng-{rank}.pt"
 
 
@@ -261,9 +343,15 @@ def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
 
 
 class Trainer:
-    """Runs a TrainingMethod with TrainConfig, writing checkpoints and outputs into `out`."""
+    """Runs a TrainingMethod with TrainConfig, writing checkpoints and outputs into `out`.
 
-    def __init__(self, method: TrainingMethod, cfg: TrainConfig, out: str | Path, config_record: dict | None = None):
+    `hooks` run after every step, as hook(trainer); `streams` ({name: torch/numpy/python generator}) are the random
+    streams the method draws from besides the loop's generator; `stop_when(trainer)` ends the run early, as done.
+    """
+
+    def __init__(self, method: TrainingMethod, cfg: TrainConfig, out: str | Path, config_record: dict | None = None,
+                 *, hooks: list[Callable] = (), streams: dict | None = None, stop_when: Callable | None = None,
+                 desc: str = "train", progress: bool = True):
         from accelerate import Accelerator
 
         cfg.check()
@@ -273,10 +361,14 @@ class Trainer:
         self.params = [p for p in method.parameters() if p.requires_grad]
         scale = cfg.batch_size * cfg.gradient_accumulation * self.acc.num_processes if cfg.scale_lr else 1
         self.opt = make_optimizer(self.params, cfg.lr * scale, cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
+        self.sched = _Schedule(self.opt, _lr_factors(cfg))
         # each process draws its own batches; the generator's state is part of every checkpoint
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.acc.process_index)
-        self.step, self.losses = 0, []
+        self.hooks, self.streams, self.stop_when = list(hooks), dict(streams or {}), stop_when
+        for name, stream in self.streams.items():
+            _check_stream(name, stream)
+        self.desc, self.progress = desc, progress
+        self.step, self.losses, self.last_lr = 0, [], None  # last_lr: the rate the last step used
         self.fingerprint = run_fingerprint(self.record, cfg, self.acc.num_processes)
         self._stop: str | None = None  # set by a signal: "interrupted" or "terminated"
         self._on_disk: int | None = None  # the step whose state is known to be in checkpoints/ already
@@ -296,8 +388,10 @@ class Trainer:
             self._refuse_non_finite(state.values())
             atomic_save_torch(state, tmp / "trainable.pt")
             atomic_save_torch({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}, tmp / "optimizer.pt")
+            if hook_states := self._hook_states():
+                atomic_save_torch(hook_states, tmp / "hooks.pt")
         self.acc.wait_for_everyone()
-        atomic_save_torch({"generator": self.gen.get_state()}, tmp / f"rng-{self.acc.process_index}.pt")
+        atomic_save_torch(self._rng_state(), tmp / f"rng-{self.acc.process_index}.pt")
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             atomic_write_json({"step": self.step, "steps": self.cfg.steps, "losses": self.losses,
@@ -309,6 +403,21 @@ class Trainer:
         self.acc.wait_for_everyone()
         self._on_disk = self.step
         return final
+
+    def _rng_state(self) -> dict:
+        """The loop's generator and the method's streams, as saved in rng-N.pt."""
+        return {"generator": self.gen.get_state(), "streams": {k: _stream_state(s) for k, s in self.streams.items()}}
+
+    def _set_rng_state(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+        for name, stream in self.streams.items():
+            _set_stream_state(stream, state["streams"][name])
+
+    def _stateful_hooks(self) -> dict:
+        return {str(i): h for i, h in enumerate(self.hooks) if hasattr(h, "state_dict")}
+
+    def _hook_states(self) -> dict:
+        return {k: h.state_dict() for k, h in self._stateful_hooks().items()}
 
     def _refuse_non_finite(self, tensors) -> None:
         """A checkpoint of NaN/inf weights could only diverge again on resume, and would push out good ones."""
@@ -357,11 +466,15 @@ class Trainer:
         try:  # every file is read before any state changes; a failure to apply it is damage too
             trainable = load_torch_checkpoint(ck / "trainable.pt")
             state = load_torch_checkpoint(ck / "optimizer.pt")
-            rng = load_torch_checkpoint(ck / f"rng-{self.acc.process_index}.pt")["generator"]
+            rng = load_torch_checkpoint(ck / f"rng-{self.acc.process_index}.pt")
+            hooks = self._stateful_hooks()
+            hook_states = load_torch_checkpoint(ck / "hooks.pt") if hooks else {}
             self.method.load_trainable_state(trainable)
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
-            self.gen.set_state(rng)
+            self._set_rng_state(rng)
+            for key, hook in hooks.items():
+                hook.load_state_dict(hook_states[key])
         except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the older checkpoint is tried next
             first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's messages run to paragraphs
             raise _Damaged(f"cannot be loaded ({type(e).__name__}: {first})") from e
@@ -374,7 +487,7 @@ class Trainer:
         if old is None:
             self._warn(f"checkpoint {ck} predates run fingerprints: whether it was made with this run's settings "
                        "cannot be checked")
-        elif keys := _differences(old, self.fingerprint):
+        elif keys := _differences(old := {**ADDED, **old}, self.fingerprint):
             raise InputError("--resume", str(ck), f"the checkpoint was made with {_show(old, keys)}; this run asks "
                              f"{_show(self.fingerprint, keys)}",
                              "Resume with the same settings, or start a new run with --overwrite")
@@ -458,23 +571,27 @@ class Trainer:
         return total
 
     def _one_step(self) -> None:
-        """One optimizer step. A KeyboardInterrupt before the update rewinds the generator: the step never began."""
-        start = self.gen.get_state()
+        """One optimizer step, then the hooks. A KeyboardInterrupt before the update rewinds the generator and the
+        streams: the step never began."""
+        start = self._rng_state()
         try:
             loss = self._gradients()
         except KeyboardInterrupt:
             if self._stop:  # the second Ctrl-C: stop at once
                 raise
-            self.gen.set_state(start)
+            self._set_rng_state(start)
             self.opt.zero_grad(set_to_none=True)
             raise _Rewound from None
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.last_lr = self.sched.get_last_lr()[0]
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         self.losses.append(loss)
+        for hook in self.hooks:
+            hook(self)
 
     def _preview(self) -> None:
         if not (self.cfg.preview_prompts and self.acc.is_main_process):
@@ -486,16 +603,17 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         make_grid(images, cols=len(images), scale=2).save(folder / f"step-{self.step:06d}.png")
 
-    def train(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    def train(self, resume: bool = False, overwrite: bool = False, stop_at: int | None = None) -> TrainResult:
         """Trains to cfg.steps, from the newest intact checkpoint if `resume`; SIGINT/SIGTERM save a whole step.
 
-        A new run refuses an `out` that holds checkpoints unless `overwrite`, which deletes them first.
+        A new run refuses an `out` that holds checkpoints unless `overwrite`, which deletes them first. `stop_at`
+        pauses the run after that step, saved as a signal would; resuming it continues exactly.
         """
         self.out.mkdir(parents=True, exist_ok=True)
         self._start(resume, overwrite)
         t0 = time.perf_counter()
         with self._signals_caught():
-            stopped = self._loop()
+            stopped = self._loop(stop_at)
             if stopped == "done":
                 self._finish()
         return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
@@ -518,19 +636,23 @@ class Trainer:
             shutil.rmtree(self.out / "checkpoints")
         self.acc.wait_for_everyone()
 
-    def _loop(self) -> str:
-        """Steps until cfg.steps or a stop signal; returns 'done', 'interrupted' or 'terminated'."""
+    def _loop(self, stop_at: int | None = None) -> str:
+        """Steps until cfg.steps, stop_when, stop_at or a stop signal; returns 'done', 'paused', 'interrupted' or
+        'terminated'."""
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.acc.is_local_main_process)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc,
+                   disable=not (self.progress and self.acc.is_local_main_process))
         try:
             while True:
                 if stopped := self._stop_asked():  # checked between whole steps only: resume stays exact
                     return self._stop_here(stopped)
-                if self.step >= cfg.steps:
+                if self.step >= cfg.steps or (self.stop_when and self.stop_when(self)):
                     return "done"
+                if stop_at is not None and self.step >= stop_at:
+                    return self._stop_here("paused")
                 self._one_step()
                 bar.update(1)
-                bar.set_postfix(loss=f"{self.losses[-1]:.4f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{self.losses[-1]:.4f}", lr=f"{self.last_lr:.2e}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
