@@ -136,7 +136,8 @@ def test_cli_eval_and_filter(trained, colours, tmp_path, capsys):
     for r in red:
         (imgs / r["file_name"]).write_bytes((colours / r["file_name"]).read_bytes())
     assert main(["classify", "eval", "--classifier", str(out), "--images", str(imgs), "--expect", "colour=red"]) == 0
-    report = json.loads((imgs / "recognizability.json").read_text())
+    report = json.loads((tmp_path / "imgs-eval" / "recognizability.json").read_text())  # beside, never inside
+    assert sorted(p.suffix for p in imgs.iterdir()) == [".png"] * 6
     assert 0 <= report["recognizable"] <= 1 and len(report["files"]) == 6
     assert main(["classify", "filter", "--classifier", str(out), "--images", str(imgs), "--keep", "colour=red",
                  "--out", str(tmp_path / "kept")]) == 0
