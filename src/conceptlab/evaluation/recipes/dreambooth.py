@@ -157,8 +157,8 @@ def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, m
                             emotions=EMOTIONS, scenes=tuple(SCENES), class_images: int = 48, baseline: str = "all",
                             steps: int = 30, progress: bool = True) -> dict:
     """Judges a `conceptlab train dreambooth` run: its subjects' identity, emotion and scene, and its class
-    prompt before and after training; writes OUT/scores.json, OUT/grid.png, OUT/index.html (OUT defaults
-    to RUN-eval) and returns the scores.
+    prompt before and after training; writes OUT/scores.json, OUT/grid.png, OUT/class.png (the class prompt
+    before and after), OUT/index.html (OUT defaults to RUN-eval) and returns the scores.
 
     `pipe`: a pipeline holding the trained weights (the one that trained them); by default they are loaded
     from the run. `baseline`: the base model's numbers too ("all"), only its class prompt ("class", needed
@@ -182,19 +182,22 @@ def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, m
     identifiers = {i for i, _ in subjects}
     classes = list(dict.fromkeys(c for _, c in subjects))
     kw = dict(steps=steps, progress=progress)
-    result = {"subjects": {}, "class": {}}
+    result, before_images = {"subjects": {}, "class": {}}, {}
     if baseline != "none":
         base = contextlib.nullcontext(_load_base(model_name, device)) if not config.get("lora") else adapters_disabled(pipe)
         with base as base_pipe:
-            result["base"] = {"class": {c: class_scores(base_pipe, judge, c, identifiers, class_images, **kw)[0]
-                                        for c in classes}}
+            result["base"] = {"class": {}}
+            for c in classes:
+                result["base"]["class"][c], before_images[c] = class_scores(base_pipe, judge, c, identifiers,
+                                                                           class_images, **kw)
             if baseline == "all":
                 result["base"]["subjects"] = subject_scores(base_pipe, judge, subjects, emotions, scenes, seeds, **kw)[0]
     result["subjects"], subject_images = subject_scores(pipe, judge, subjects, emotions, scenes, seeds, **kw)
-    class_images_after = []
+    class_images_after, class_rows = [], []
     for c in classes:
         result["class"][c], images = class_scores(pipe, judge, c, identifiers, class_images, **kw)
         class_images_after += images[:len(scenes)]
+        class_rows += [before_images.get(c, []), images]
     if "base" in result:
         result["drift"] = {c: class_drift(result["base"]["class"][c], result["class"][c]) for c in classes}
     bars = dreambooth_bars(result)
@@ -206,6 +209,8 @@ def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, m
                               f"last row(s): '{'/'.join('a ' + c for c in classes)}' after training"}
     grid = make_grid(subject_images[::seeds] + class_images_after, cols=len(scenes), scale=2)
     write_result(out, record, grid, bars, f"DreamBooth judged: {run.name}")
+    cols = min(class_images, 8)  # class.png: per class word, its prompt before training (if measured), then after
+    make_grid([im for row in class_rows for im in row[:cols]], cols=cols, scale=2).save(out / "class.png")
     return {**record, "out": str(out)}
 
 
