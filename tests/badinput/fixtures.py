@@ -79,6 +79,7 @@ def make_embeddings(f: Path) -> None:
     save_file({"broccoli": torch.randn(1, 32)}, str(f / "realword.safetensors"))
     save_file({"<wide>": torch.randn(1, 1024)}, str(f / "wide.safetensors"))
     save_file({"clip_l": torch.randn(1, 768), "clip_g": torch.randn(1, 1280)}, str(f / "sdxl.safetensors"))
+    save_file({"clip_l": torch.randn(1, 768), "clip_g": torch.tensor(2.0)}, str(f / "sdxl-0d.safetensors"))
     torch.save({"string_to_param": {"x": torch.randn(1, 32)}, "name": "<a>"}, f / "a1111-nostar.pt")
     torch.save({"string_to_param": {"*": "not a tensor"}, "name": "<a>"}, f / "a1111-string.pt")
     torch.save({"string_to_param": {"*": torch.tensor(3.0)}, "name": "<a>"}, f / "a1111-0d.pt")

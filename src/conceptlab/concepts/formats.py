@@ -16,23 +16,29 @@ import torch
 from conceptlab.errors import InputError
 from conceptlab.io import atomic_save_torch, atomic_write_bytes
 
-FORMATS = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy")
+FORMATS = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy", "sdxl")
 _SUFFIX = {"diffusers": ".safetensors", "a1111-pt": ".pt", "a1111-safetensors": ".safetensors",
-           "kohya": ".safetensors", "numpy": ".npy"}
+           "kohya": ".safetensors", "numpy": ".npy", "sdxl": ".safetensors"}
 
 
 @dataclass
 class Embedding:
-    """Learned vectors of one placeholder token, (K, D), with the metadata saved beside them."""
+    """Learned vectors of one placeholder token, (K, D), with the metadata saved beside them.
+
+    `vectors` belong to the first text encoder; a family with more encoders keeps theirs in `extra` by the
+    key its files use (SDXL: vectors = clip_l (K, 768), extra = {"clip_g": (K, 1280)})."""
 
     token: str
     vectors: torch.Tensor  # (K, D)
     meta: dict = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.vectors.ndim == 1:
-            self.vectors = self.vectors[None]
-        self.vectors = self.vectors.detach().float().cpu().contiguous()
+        self.vectors = _as_matrix(self.vectors)
+        self.extra = {k: _as_matrix(v) for k, v in self.extra.items()}
+
+    def widths(self) -> tuple[int, ...]:
+        return (self.dim, *(v.shape[1] for v in self.extra.values()))
 
     @property
     def num_vectors(self) -> int:
@@ -41,6 +47,10 @@ class Embedding:
     @property
     def dim(self) -> int:
         return self.vectors.shape[1]
+
+
+def _as_matrix(t: torch.Tensor) -> torch.Tensor:
+    return (t[None] if t.ndim == 1 else t).detach().float().cpu().contiguous()
 
 
 def _str_meta(meta: dict) -> dict[str, str]:
@@ -57,6 +67,15 @@ def save_embedding(emb: Embedding, path: str | Path, fmt: str) -> Path:
     """Writes `emb` in format `fmt` to `path` atomically."""
     path = Path(path)
     meta = {"token": emb.token, "vectors": emb.num_vectors, **emb.meta}
+    if fmt == "sdxl":  # {clip_l, clip_g}: the SDXL layout A1111 and ComfyUI read (diffusers: one key per encoder)
+        if "clip_g" not in emb.extra:
+            raise InputError("--to", fmt, f"{emb.token} has no clip_g vectors (it was learned on a one-encoder model)",
+                             "Use --to diffusers (or another single-encoder format)")
+        tensors = {"clip_l": emb.vectors, **emb.extra}
+        return atomic_write_bytes(_safetensors_bytes(tensors, {**meta, "format": fmt}), path)
+    if emb.extra:
+        raise InputError("--to", fmt, f"holds one text encoder's vectors, but {emb.token} has {len(emb.widths())}",
+                         "Use --to sdxl for an SDXL embedding")
     if fmt == "diffusers":  # {token: (K, D)}: what pipe.load_textual_inversion reads
         return atomic_write_bytes(_safetensors_bytes({emb.token: emb.vectors}, meta), path)
     if fmt in ("a1111-safetensors", "kohya"):  # one key, emb_params; A1111 reads kohya's files too
@@ -83,6 +102,8 @@ def save_all_formats(emb: Embedding, folder: str | Path, stem: str | None = None
     names = {"diffusers": "learned_embeds.safetensors", "a1111-pt": f"{stem}.a1111.pt",
              "a1111-safetensors": f"{stem}.a1111.safetensors", "kohya": f"{stem}.kohya.safetensors",
              "numpy": f"{stem}.npy"}
+    if emb.extra:  # several encoders: the one layout that carries them all
+        names = {"sdxl": "learned_embeds.safetensors"}
     return {fmt: save_embedding(emb, folder / name, fmt) for fmt, name in names.items()}
 
 
@@ -111,7 +132,9 @@ def detect_format(path: str | Path, argument: str = "embedding") -> str:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 keys = None
             if keys is not None:
-                return "kohya" if keys == {"emb_params"} or {"clip_l", "clip_g"} & keys else "diffusers"
+                if {"clip_l", "clip_g"} <= keys:
+                    return "sdxl"
+                return "kohya" if keys == {"emb_params"} else "diffusers"
     raise InputError(argument, str(path), "is not an embedding file conceptlab can read",
                      f"Use one of the formats {FORMATS}")
 
@@ -125,13 +148,14 @@ def load_embedding(path: str | Path, token: str | None = None, argument: str = "
 
     path = input_file(argument, path, "embedding file")
     fmt = detect_format(path, argument)
+    extra = {}
     if fmt == "numpy":
         token, vectors, meta = _read_numpy(path, token, argument)
     elif fmt == "a1111-pt":
         token, vectors, meta = _read_a1111_pt(path, token, argument)
     else:
-        token, vectors, meta = _read_safetensors(path, fmt, token, argument)
-    return Embedding(token, _checked_vectors(vectors, path, argument), meta)
+        token, vectors, meta, extra = _read_safetensors(path, fmt, token, argument)
+    return Embedding(token, _checked_vectors(vectors, path, argument), meta, extra)
 
 
 def _read_numpy(path: Path, token: str | None, argument: str):
@@ -169,17 +193,17 @@ def _read_safetensors(path: Path, fmt: str, token: str | None, argument: str):
         raw_meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     meta = {k: _maybe_json(v) for k, v in raw_meta.items()}
-    if "clip_g" in tensors:
-        raise InputError(argument, str(path), "is an SDXL embedding (clip_l + clip_g)",
-                         "SDXL is not supported for textual inversion yet; use an SD 1.x/2.x embedding")
+    if fmt == "sdxl":
+        extra = {"clip_g": _checked_vectors(tensors["clip_g"], path, argument)}
+        return token or meta.get("token") or path.stem, tensors["clip_l"], meta, extra
     if any(k.startswith(("lora_", "unet.", "text_encoder.")) for k in tensors):
         raise InputError(argument, str(path), "is a LoRA file, not an embedding", "Load it with --lora instead")
     if fmt == "kohya":
-        return token or meta.get("token") or path.stem, tensors["emb_params"], meta
+        return token or meta.get("token") or path.stem, tensors["emb_params"], meta, {}
     if len(tensors) != 1:
         raise InputError(argument, str(path), f"holds {len(tensors)} tensors", "A diffusers embedding holds exactly one")
     (name, vectors), = tensors.items()
-    return token or name, vectors, meta
+    return token or name, vectors, meta, {}
 
 
 def _checked_vectors(vectors, path: Path, argument: str) -> torch.Tensor:

@@ -112,18 +112,44 @@ def check_new_token(tokenizer, token: str, argument: str) -> None:
                          f"Rename it, e.g. --token '<{token.strip('<>')}>' (concepts convert --token renames a file)")
 
 
+def slot_vectors(emb: Embedding, family) -> list[torch.Tensor]:
+    """The embedding's vectors for each of the family's text encoders, in the family's order."""
+    return [emb.vectors] + [emb.extra.get(slot.key) for slot in family.slots[1:]]
+
+
+def check_fits(pipe, emb: Embedding, argument: str = "embedding") -> None:
+    """An embedding must have one (K, D_i) matrix per text encoder of the pipeline, each of its width."""
+    from conceptlab.models.families import family_of
+
+    family = family_of(pipe)
+    want, have = family.widths(pipe), emb.widths()
+    if have != want or any(v is None for v in slot_vectors(emb, family)):
+        def show(ws):
+            return " + ".join(map(str, ws))
+        raise InputError(argument, emb.token, f"has vectors {show(have)} wide, but this {family.name} model's text "
+                         f"encoders are {show(want)} wide",
+                         "Use an embedding trained for this model family (SD 1.x: 768, SD 2.x: 1024, SDXL: 768 + 1280)")
+
+
 def load_concepts(pipe, embeddings: list[Embedding], argument: str = "--concepts") -> None:
-    """Adds embeddings to a pipeline through diffusers' own loader, after checking sizes and names."""
-    width = pipe.text_encoder.get_input_embeddings().embedding_dim
+    """Adds embeddings to a pipeline through diffusers' own loader (into every text encoder the family has),
+    after checking widths and names."""
+    from conceptlab.models.families import family_of
+
+    family = family_of(pipe)
     seen: set[str] = set()
     for emb in embeddings:
         if emb.token in seen:
             raise InputError(argument, emb.token, "is given twice", "Pass each embedding once")
         seen.add(emb.token)
-        check_dimension(emb, width, argument)
-        check_new_token(pipe.tokenizer, emb.token, argument)
+        check_fits(pipe, emb, argument)
+        for slot in family.slots:
+            check_new_token(slot.parts(pipe)[0], emb.token, argument)
     for emb in embeddings:
-        pipe.load_textual_inversion({emb.token: emb.vectors.to(pipe.text_encoder.dtype)}, token=emb.token)
+        for slot, vectors in zip(family.slots, slot_vectors(emb, family)):
+            tok, te = slot.parts(pipe)
+            pipe.load_textual_inversion({emb.token: vectors.to(te.dtype)}, token=emb.token, tokenizer=tok,
+                                        text_encoder=te)
 
 
 def embedding_files(path: str | Path) -> list[Path]:

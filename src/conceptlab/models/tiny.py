@@ -138,7 +138,7 @@ def build_pipeline(shape: str | PipelineShape = "tiny", seed: int = 0, **overrid
 
 
 def build_sdxl_pipeline(seed: int = 0):
-    """A tiny StableDiffusionXLPipeline (two text encoders, text-time conditioning), for loading tests."""
+    """A tiny StableDiffusionXLPipeline: two text encoders (32 and 48 wide), pooled projection, time ids."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModelWithProjection
 
@@ -148,15 +148,17 @@ def build_sdxl_pipeline(seed: int = 0):
         sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=64,
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=32 + 48,
         projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=8,
     )
+    # two encoders of different widths (32 and 48, as SDXL's are 768 and 1280), so nothing can mix them up
     text = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=64, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
                 projection_dim=32)
+    text_2 = {**text, "hidden_size": 48, "intermediate_size": 96}
     pipe = StableDiffusionXLPipeline(
         vae=build_vae(PipelineShape()), text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
-        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_2)), tokenizer=tokenizer,
         tokenizer_2=copy.deepcopy(tokenizer), unet=unet,
         scheduler=EulerDiscreteScheduler(**{k: v for k, v in sd_scheduler_config().items()
                                             if k not in ("clip_sample", "set_alpha_to_one")}),

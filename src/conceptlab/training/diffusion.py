@@ -8,14 +8,15 @@ import torch.nn.functional as F
 
 def denoising_loss(unet, scheduler, latents: torch.Tensor, cond: torch.Tensor, generator: torch.Generator,
                    offset_noise: float = 0.0, min_snr_gamma: float | None = None,
-                   reduction: str = "mean", pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+                   reduction: str = "mean", pixel_weight: torch.Tensor | None = None,
+                   added_cond_kwargs: dict | None = None) -> torch.Tensor:
     """MSE between the UNet's prediction and its target at a random timestep (Ho et al. 2020, eq. 14).
 
     latents (B, C, h, w) are already scaled; cond (B, T, D) are the text encoder's hidden states.
     `offset_noise` adds a per-channel constant to the noise (Guttenberg 2023); `min_snr_gamma` weights
     timesteps by min(SNR, gamma) / SNR (Hang et al. 2023, arXiv 2303.09556). `pixel_weight` (B, 1, h, w)
     scales each latent pixel's error before the mean (a masked or region-weighted loss; ones = plain MSE).
-    reduction="none" gives (B,).
+    reduction="none" gives (B,). `added_cond_kwargs` is SDXL's pooled text embedding and time ids.
     """
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator)
@@ -23,7 +24,8 @@ def denoising_loss(unet, scheduler, latents: torch.Tensor, cond: torch.Tensor, g
         noise = noise + offset_noise * torch.randn(b, latents.shape[1], 1, 1, generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     noisy = scheduler.add_noise(latents, noise, t)
-    pred = unet(noisy, t, encoder_hidden_states=cond).sample
+    extra = {"added_cond_kwargs": added_cond_kwargs} if added_cond_kwargs is not None else {}
+    pred = unet(noisy, t, encoder_hidden_states=cond, **extra).sample
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, t)
     else:

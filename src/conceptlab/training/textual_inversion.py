@@ -144,40 +144,60 @@ def _looks_like_path(init: str) -> bool:
 
 
 class TextualInversion:
-    """The textual-inversion training method for Trainer (see training/loop.py)."""
+    """The textual-inversion training method for Trainer (see training/loop.py).
+
+    Every text encoder of the model's family learns its own vectors for the token (SDXL: 768 and 1280 wide
+    ones in its two encoders), each spliced in by its own TokenSplice."""
 
     def __init__(self, pipe, cfg: TextualInversionConfig):
-        from conceptlab.models.loading import require_sd
+        from conceptlab.models.families import require_family
 
-        require_sd(pipe, "textual inversion")
+        self.family = require_family(pipe, "textual inversion", ("sd1", "sd2", "sdxl"))
         check_concepts(cfg.concepts)
         check_resolution(cfg.resolution, pipe.vae_scale_factor)
         self.pipe, self.cfg = pipe, cfg
         self.templates = [load_templates(c.template, f"--concept {c.token} template") for c in cfg.concepts]
-        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.res = cfg.resolution or self.family.native_size(pipe)
         self.latents, self.captions = [], []
         for c in cfg.concepts:  # load and check every folder before touching the model
             loaded, names = load_concept_folder(c.folder, f"--concept {c.token}")
-            self.latents.append([prepare_image(im, res, cfg.center_crop, f"of {c.token}") for im in loaded])
+            self.latents.append([prepare_image(im, self.res, cfg.center_crop, f"of {c.token}") for im in loaded])
             self.captions.append(caption_with_token(c, names))
-        tok, te = pipe.tokenizer, pipe.text_encoder
-        for module in (pipe.unet, pipe.vae, te):
+        for module in (pipe.unet, pipe.vae, *(slot.parts(pipe)[1] for slot in self.family.slots)):
             module.requires_grad_(False)
         self.latents = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in self.latents]
-        ids, inits, self.placeholders = [], [], []
-        for c in cfg.concepts:
-            init = load_embedding(c.init) if c.init and _looks_like_path(c.init) else c.init
-            vectors = init.num_vectors if isinstance(init, Embedding) and c.vectors == 1 else c.vectors
-            ph = PlaceholderToken(c.token, vectors)
-            inits.append(init_vectors(tok, te, init, vectors))
-            ids += add_placeholder(tok, te, ph, f"--concept {c.token}")
-            self.placeholders.append(ph)
-        self.splice = TokenSplice(te.get_input_embeddings(), ids, torch.cat(inits))
+        inits = [self._init(c) for c in cfg.concepts]
+        self.placeholders = [PlaceholderToken(c.token, vectors) for c, (vectors, _) in zip(cfg.concepts, inits)]
+        self.splices = [self._splice(k, inits) for k in range(len(self.family.slots))]
+        self.splice = self.splices[0]  # the first encoder's: what SD 1.x/2.x code and tests know
         self.scheduler = training_scheduler(pipe)
+
+    def _init(self, c: ConceptConfig):
+        """(number of vectors, init) of a concept: a word, an Embedding from a file, or None."""
+        init = load_embedding(c.init) if c.init and _looks_like_path(c.init) else c.init
+        if isinstance(init, Embedding):
+            from conceptlab.concepts.tokens import check_fits
+
+            check_fits(self.pipe, init, f"--concept {c.token},init")
+        return (init.num_vectors if isinstance(init, Embedding) and c.vectors == 1 else c.vectors), init
+
+    def _splice(self, k: int, inits) -> TokenSplice:
+        """The placeholders added to text encoder k, with their starting vectors spliced in."""
+        from conceptlab.concepts.tokens import slot_vectors
+
+        slot = self.family.slots[k]
+        tok, te = slot.parts(self.pipe)
+        ids, start = [], []
+        for c, ph, (vectors, init) in zip(self.cfg.concepts, self.placeholders, inits):
+            if isinstance(init, Embedding):
+                init = Embedding(init.token, slot_vectors(init, self.family)[k])
+            start.append(init_vectors(tok, te, init, vectors))
+            ids += add_placeholder(tok, te, ph, f"--concept {c.token}")
+        return TokenSplice(te.get_input_embeddings(), ids, torch.cat(start))
 
     # ---------------------------------------------------------------- what the loop calls
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [self.splice.vectors]
+        return [s.vectors for s in self.splices]
 
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """Latents and captions, balanced across concepts: item i is concept (offset + i) mod n."""
@@ -197,35 +217,43 @@ class TextualInversion:
             texts.append(self.pipe.maybe_convert_prompt(text, self.pipe.tokenizer))
         return torch.cat(latents), texts
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        tok = self.pipe.tokenizer
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        return self.pipe.text_encoder(ids.to(self.pipe.device))[0]  # (B, 77, D)
+    def encode(self, texts: list[str]):
+        """The family's conditioning of `texts`, with gradients reaching the spliced vectors."""
+        return self.family.encode(self.pipe, texts, (self.res, self.res))
 
     def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         latents, texts = self.batch(batch_size, generator)
-        return denoising_loss(self.pipe.unet, self.scheduler, latents, self.encode(texts), generator)
+        cond = self.encode(texts)
+        return denoising_loss(self.pipe.unet, self.scheduler, latents, cond.hidden, generator,
+                              added_cond_kwargs=cond.added)
+
+    def _state_keys(self) -> list[str]:
+        # the first encoder keeps the key older checkpoints use
+        return ["vectors"] + [f"vectors_{slot.key}" for slot in self.family.slots[1:]]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {"vectors": self.splice.vectors.detach().clone()}
+        return {k: s.vectors.detach().clone() for k, s in zip(self._state_keys(), self.splices)}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            self.splice.vectors.copy_(state["vectors"])
+            for k, s in zip(self._state_keys(), self.splices):
+                s.vectors.copy_(state[k])
 
     def embeddings(self, steps: int | None = None, loss: float | None = None) -> list[Embedding]:
         out, start = [], 0
         for c, ph in zip(self.cfg.concepts, self.placeholders):
-            vectors = self.splice.vectors[start:start + ph.num_vectors]
+            rows = [s.vectors[start:start + ph.num_vectors] for s in self.splices]
             start += ph.num_vectors
-            meta = {"base_model": self.cfg.model or "", "token": ph.token, "vectors": ph.num_vectors,
-                    "init": str(c.init or ""), "steps": steps, "final_loss": loss, "conceptlab_version": _version()}
-            out.append(Embedding(ph.token, vectors, meta))
+            meta = {"base_model": self.cfg.model or "", "family": self.family.name, "token": ph.token,
+                    "vectors": ph.num_vectors, "init": str(c.init or ""), "steps": steps, "final_loss": loss,
+                    "conceptlab_version": _version()}
+            extra = {slot.key: r for slot, r in zip(self.family.slots[1:], rows[1:])}
+            out.append(Embedding(ph.token, rows[0], meta, extra))
         return out
 
     def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
-        self.splice.write_into_embedding()
+        for splice in self.splices:
+            splice.write_into_embedding()
         for emb in self.embeddings(step, loss):
             save_all_formats(emb, Path(out) / safe_name(emb.token))
 
