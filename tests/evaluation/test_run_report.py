@@ -25,3 +25,16 @@ def test_report_on_an_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert "holds nothing conceptlab can report on" in capsys.readouterr().err
     with pytest.raises(Exception, match="is not a folder"):
         build_report(tmp_path / "missing")
+
+
+def test_report_command_writes_beside_the_run_and_links_its_images(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    Image.new("RGB", (8, 8)).save(run / "grid.png")
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["report", str(run)]) == 0
+    page = tmp_path / "run-report" / "index.html"
+    srcs = re.findall(r'src="([^"]+)"', page.read_text())
+    assert srcs == ["../run/grid.png"] and (page.parent / srcs[0]).resolve() == (run / "grid.png").resolve()
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written into the run
+    assert main(["report", str(run), "--out", str(run / "sub")]) == 2

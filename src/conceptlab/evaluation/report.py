@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class Report:
         self.parts.append(f"<pre><code>{html.escape(text)}</code></pre>")
 
     def image(self, path: str | Path, caption: str = "", width: int | None = None) -> None:
-        rel = Path(path).resolve().relative_to(Path(self.folder).resolve())
+        rel = Path(os.path.relpath(Path(path).resolve(), Path(self.folder).resolve()))  # may lead up and across
         w = f' width="{width}"' if width else ""
         self.parts.append(f'<figure><img src="{html.escape(str(rel))}"{w}>'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")

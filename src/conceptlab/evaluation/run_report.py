@@ -23,14 +23,15 @@ def _table_from_metrics(report: Report, data: dict) -> None:
         report.table([flat])
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """Writes RUN_DIR/index.html from the images, metrics and logs found there (and one level down)."""
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Writes OUT/index.html (default: RUN_DIR/index.html) from the images, metrics and logs found in the run
+    (and one level down); images are linked, not copied."""
     from conceptlab.errors import InputError
 
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError("RUN_DIR", str(run), "is not a folder", "Pass the --out folder of a conceptlab command")
-    report = Report(f"conceptlab report: {run.name}", run)
+    report = Report(f"conceptlab report: {run.name}", Path(out) if out is not None else run)
     folders = [run] + sorted(p for p in run.iterdir() if p.is_dir() and not p.name.startswith((".", "checkpoints")))
     found = 0
     for folder in folders:
@@ -60,4 +61,5 @@ def build_report(run_dir: str | Path) -> Path:
     if not found:
         raise InputError("RUN_DIR", str(run), "holds nothing conceptlab can report on",
                          "Pass the --out folder of generate, train, classify or evaluate")
+    Path(report.folder).mkdir(parents=True, exist_ok=True)
     return report.write()
