@@ -26,34 +26,34 @@ def _rewrite_with_metadata(path: Path, meta: dict) -> None:
 
 
 def peft_state_dicts(pipe) -> dict[str, dict[str, torch.Tensor]]:
-    """The LoRA weights of the UNet (and text encoder, if it has adapters) in peft's key format."""
+    """The LoRA weights of the UNet and of every text encoder that has adapters, in peft's key format,
+    by pipeline attribute (unet, text_encoder, text_encoder_2)."""
     from peft.utils import get_peft_model_state_dict
 
     out = {"unet": get_peft_model_state_dict(pipe.unet)}
-    if getattr(pipe.text_encoder, "peft_config", None):
-        out["text_encoder"] = get_peft_model_state_dict(pipe.text_encoder)
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(getattr(pipe, name, None), "peft_config", None):
+            out[name] = get_peft_model_state_dict(getattr(pipe, name))
     return out
 
 
 def save_lora(pipe, folder: str | Path, meta: dict) -> dict[str, Path]:
     """Writes the pipeline's LoRA adapters as diffusers' file and a kohya/A1111 file, both with `meta`."""
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     peft = peft_state_dicts(pipe)
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=convert_state_dict_to_diffusers(peft["unet"]),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(peft["text_encoder"]) if "text_encoder" in peft else None,
-        safe_serialization=True,
-    )
+    layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(sd) for name, sd in peft.items()}
+    type(pipe).save_lora_weights(folder, safe_serialization=True, **layers)  # SD or SDXL: the pipeline's own
     diffusers_file = folder / DIFFUSERS_NAME
     _rewrite_with_metadata(diffusers_file, {"conceptlab": meta})
-    # diffusers' converter wants module-prefixed peft keys; it names SD 1.x's text encoder like SDXL's first
-    # one (lora_te1_), which kohya and A1111 call lora_te_ for SD 1.x/2.x
+    # diffusers' converter wants module-prefixed peft keys and names the encoders lora_te1_/lora_te2_, as kohya
+    # does for SDXL; for SD 1.x/2.x kohya and A1111 call the one text encoder lora_te_
     prefixed = {f"{prefix}.{k}": v for prefix, sd in peft.items() for k, v in sd.items()}
-    kohya = {k.replace("lora_te1_", "lora_te_", 1): v for k, v in convert_state_dict_to_kohya(prefixed).items()}
+    kohya = convert_state_dict_to_kohya(prefixed)
+    if not hasattr(pipe, "text_encoder_2"):
+        kohya = {k.replace("lora_te1_", "lora_te_", 1): v for k, v in kohya.items()}
     from safetensors.torch import save
 
     kohya_file = folder / KOHYA_NAME
@@ -68,7 +68,7 @@ def lora_format(path: str | Path, argument: str = "lora") -> str:
     from conceptlab.validation import safetensors_header
 
     keys = [k for k in safetensors_header(argument, path) if k != "__metadata__"]
-    if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys):
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys):
         return "kohya"
     if any(k.startswith(("unet.", "text_encoder.")) for k in keys):
         return "diffusers"
@@ -118,9 +118,13 @@ def check_lora_fits(pipe, path: str | Path, argument: str = "lora") -> None:
     """Refuses a LoRA made for another architecture, naming the first mismatching layer."""
     import re
 
-    from diffusers import StableDiffusionPipeline
+    from conceptlab.models.families import family_of
 
-    state, _ = StableDiffusionPipeline.lora_state_dict(str(path))
+    family = family_of(pipe)
+    if any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in _keys(path)) and len(family.slots) != 2:
+        raise InputError(argument, str(path), f"was made for SDXL (it holds a second text encoder's layers), and "
+                         f"this is a {family.name} pipeline", "Use a LoRA trained for this model family")
+    state, _ = type(pipe).lora_state_dict(str(path))
     modules = dict(pipe.unet.named_modules())
     # peft "x.to_k.lora_A.weight", diffusers "x.to_k.lora.down.weight", processor "x.processor.to_k_lora.down.weight"
     pattern = re.compile(r"^(.*?)(\.lora_A|\.lora_B|\.lora\.down|\.lora\.up|_lora\.down|_lora\.up)\.weight$")
@@ -138,6 +142,12 @@ def check_lora_fits(pipe, path: str | Path, argument: str = "lora") -> None:
         if size != expected:
             raise InputError(argument, str(path), f"layer {name!r} has size {size}, this UNet's has {expected}",
                              "Use a LoRA trained for this model's architecture (e.g. SD 1.x vs SD 2.x)")
+
+
+def _keys(path) -> list[str]:
+    from conceptlab.validation import safetensors_header
+
+    return [k for k in safetensors_header("lora", path) if k != "__metadata__"]
 
 
 def load_lora(pipe, path: str | Path, adapter_name: str = "default", argument: str = "lora") -> None:

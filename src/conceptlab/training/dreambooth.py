@@ -187,12 +187,14 @@ class DreamBooth:
 
     def __init__(self, pipe, cfg: DreamBoothConfig, class_latents: dict[str, CachedLatents] | None = None,
                  class_texts: dict[str, list[str]] | None = None):
-        from conceptlab.models.loading import require_sd
+        from conceptlab.models.families import require_family
 
-        require_sd(pipe, "DreamBooth")
+        self.family = require_family(pipe, "DreamBooth", ("sd1", "sd2", "sdxl"))
         check_subjects(cfg)
         self.pipe, self.cfg = pipe, cfg
-        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        # (attribute, encoder) per text encoder: SDXL's two train (and save) side by side
+        self.text_encoders = [(slot.encoder, slot.parts(pipe)[1]) for slot in self.family.slots]
+        self.res = res = cfg.resolution or self.family.native_size(pipe)
         images, self.captions, files = [], [], []
         for s in cfg.subjects:
             loaded, names = load_concept_folder(s.folder, f"--subject {s.identifier}")
@@ -201,7 +203,7 @@ class DreamBooth:
             self.captions.append(None if not s.captions else substituted_captions(
                 s.folder, names, s.captions, f"{s.identifier} {s.class_word}",
                 f"--subject {s.identifier},captions={s.captions}"))
-        for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        for module in (pipe.vae, pipe.unet, *(te for _, te in self.text_encoders)):
             module.requires_grad_(False)
         self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
         for s, latents, (names, sizes) in zip(cfg.subjects, self.instance, files):
@@ -215,7 +217,7 @@ class DreamBooth:
                              "Call prepare_class_images first (the CLI does)")
         self._setup_trainable()
         self.scheduler = training_scheduler(pipe)
-        self._cond_cache: dict[str, torch.Tensor] = {}
+        self._cond_cache: dict[str, tuple] = {}
         if not cfg.train_text_encoder:
             self._warn_if_indistinct()
 
@@ -224,7 +226,7 @@ class DreamBooth:
         subjects = self.cfg.subjects
         if len(subjects) < 2:
             return
-        cond = self.encode([instance_prompt(s) for s in subjects]).flatten(1)  # (S, 77*D)
+        cond = self.encode([instance_prompt(s) for s in subjects]).hidden.flatten(1)  # (S, 77*D)
         sim = F.cosine_similarity(cond[:, None], cond[None], dim=-1)  # (S, S)
         for i in range(len(subjects)):
             for j in range(i + 1, len(subjects)):
@@ -236,48 +238,56 @@ class DreamBooth:
                         "as distinct tokens", stacklevel=3)
 
     def _setup_trainable(self) -> None:
-        from peft import LoraConfig
+        from peft import LoraConfig, inject_adapter_in_model
 
-        unet, te = self.pipe.unet, self.pipe.text_encoder
+        unet, fam = self.pipe.unet, self.family
+        encoders = [te for _, te in self.text_encoders] if self.cfg.train_text_encoder else []
         if self.cfg.lora:
             unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
-                                        target_modules=LORA_UNET_TARGETS))
-            if self.cfg.train_text_encoder:
-                te.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
-                                          target_modules=LORA_TEXT_TARGETS))
+                                        target_modules=list(fam.lora_unet_targets)))
+            for te in encoders:  # peft's own injection: transformers' add_adapter asks for a newer peft
+                inject_adapter_in_model(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank,
+                                                   init_lora_weights="gaussian",
+                                                   target_modules=list(fam.lora_text_targets)), te)
         else:
-            unet.requires_grad_(True)
-            if self.cfg.train_text_encoder:
-                te.requires_grad_(True)
+            for module in (unet, *encoders):
+                module.requires_grad_(True)
         if self.cfg.train.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
 
     # ---------------------------------------------------------------- what the loop calls
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for m in (self.pipe.unet, self.pipe.text_encoder) for p in m.parameters() if p.requires_grad]
+        modules = (self.pipe.unet, *(te for _, te in self.text_encoders))
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def _named_trainable(self) -> dict[str, torch.nn.Parameter]:
         out = {}
-        for prefix, module in (("unet", self.pipe.unet), ("text_encoder", self.pipe.text_encoder)):
+        for prefix, module in (("unet", self.pipe.unet), *self.text_encoders):
             out.update({f"{prefix}.{n}": p for n, p in module.named_parameters() if p.requires_grad})
         return out
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """Text encoder hidden states (B, 77, D); cached per prompt while the text encoder is frozen."""
+    def encode(self, texts: list[str]):
+        """The family's conditioning of `texts`; cached per prompt while the text encoders are frozen."""
+        from conceptlab.models.families import Conditioning
+
         if self.cfg.train_text_encoder:
             return self._encode(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self._cond_cache]
         if missing:
             with torch.no_grad():
-                for t, c in zip(missing, self._encode(missing)):
-                    self._cond_cache[t] = c
-        return torch.stack([self._cond_cache[t] for t in texts])
+                cond = self._encode(missing)
+                pooled = cond.added["text_embeds"] if cond.added else [None] * len(missing)
+                for k, t in enumerate(missing):
+                    self._cond_cache[t] = (cond.hidden[k], pooled[k], cond.added["time_ids"][k] if cond.added else None)
+        rows = [self._cond_cache[t] for t in texts]
+        hidden = torch.stack([r[0] for r in rows])  # (B, 77, D)
+        if rows[0][1] is None:
+            return Conditioning(hidden)
+        return Conditioning(hidden, {"text_embeds": torch.stack([r[1] for r in rows]),
+                                     "time_ids": torch.stack([r[2] for r in rows])})
 
-    def _encode(self, texts: list[str]) -> torch.Tensor:
-        tok = self.pipe.tokenizer
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        return self.pipe.text_encoder(ids)[0]
+    def _encode(self, texts: list[str]):
+        return self.family.encode(self.pipe, texts, (self.res, self.res))
 
     def batch(self, batch_size: int, generator: torch.Generator):
         """Instance latents and prompts, balanced across subjects; the paired class examples when enabled."""
@@ -306,9 +316,10 @@ class DreamBooth:
         weight = None  # (B, 1, h, w): the instances' mask weights, ones for class images
         if any(s.masks for s in self.cfg.subjects):
             weight = inst_w if cls is None else torch.cat([inst_w, torch.ones(len(cls), *inst_w.shape[1:])])
-        per_sample = denoising_loss(self.pipe.unet, self.scheduler, latents, self.encode(inst_txt + cls_txt), generator,
+        cond = self.encode(inst_txt + cls_txt)
+        per_sample = denoising_loss(self.pipe.unet, self.scheduler, latents, cond.hidden, generator,
                                     self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none",
-                                    pixel_weight=weight)
+                                    pixel_weight=weight, added_cond_kwargs=cond.added)
         loss = per_sample[:batch_size].mean()
         if cls is not None:
             loss = loss + self.cfg.prior_weight * per_sample[batch_size:].mean()
@@ -376,7 +387,9 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     classes: dict[str, CachedLatents] = {}
     texts: dict[str, list[str]] = {}
     if cfg.prior_preservation:
-        res = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        from conceptlab.models.families import family_of
+
+        res = cfg.resolution or family_of(pipe).native_size(pipe)
         fingerprint = weights_fingerprint(pipe)  # once: every prompt folder's manifest checks the same weights
         for word, prompts in class_prompts(cfg).items():
             folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / word
