@@ -165,3 +165,12 @@ def test_progress_from_log_and_checkpoint(tmp_path):
     assert (p.step, p.total, p.eta_seconds, p.checkpoint) == (3, 4, 1.0, 2)
     assert p.losses == {1: 1.0, 2: 0.9, 3: 0.8} and p.preview.name == "step-000002.png"
     assert p.line() == "step 3 of 4, about 0:01 left, loss 0.8000, checkpoint at step 2"
+
+
+def test_log_tail_shows_what_a_terminal_shows(tmp_path):
+    from conceptlab.studio.jobs import log_tail
+
+    log = tmp_path / "log.txt"
+    log.write_text("start\n\x1b[Atrain: 1/3\rtrain: 2/3\rtrain: 3/3\ndone\n")
+    assert log_tail(log, 10) == "start\ntrain: 3/3\ndone"
+    assert log_tail(log, 1) == "done" and log_tail(tmp_path / "none", 5) == ""

@@ -16,6 +16,9 @@ def add_parser(sub):
          help="interface to serve on; anything but loopback (127.0.0.1, localhost, ::1) needs --auth")
     flag(p, "--port", type=PORT.arg, default=7860, help="port to serve on")
     flag(p, "--auth", default=None, metavar="USER:PASS", help="ask for this user name and password")
+    flag(p, "--model", default=None,
+         help="the model the forms start with: hub id, diffusers folder or .safetensors file (default: the shipped "
+              "sticker base model)")
     flag(p, "--device", default=None, help="torch device for generation and edits, e.g. cuda (default: cpu)")
     return p
 
@@ -33,7 +36,7 @@ def run(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise InputError("studio", "gradio", "is not installed", "pip install 'conceptlab[studio]'") from None
-    studio = Studio(args.workspace, device=args.device)
+    studio = Studio(args.workspace, device=args.device, model=args.model)
     studio.ws.claim()
     print(f"conceptlab studio: workspace {studio.ws.root}; open http://{_url_host(args.host)}:{args.port} "
           "(Ctrl-C stops it; a running training job is stopped with a checkpoint and can be resumed)")

@@ -8,6 +8,7 @@ time through Gradio's queue; the status refresh of the Train tab (a gr.Timer) ru
 from __future__ import annotations
 
 import functools
+import html
 import ipaddress
 import os
 from pathlib import Path
@@ -26,8 +27,9 @@ class Studio:
     """What the page works on: a workspace, its job runner, and the loaded pipeline."""
 
     def __init__(self, workspace: str | Path, device: str | None = None, dtype: str | None = None,
-                 python: str | None = None, job_env: dict | None = None):
+                 python: str | None = None, job_env: dict | None = None, model: str | None = None):
         self.ws = Workspace(workspace)
+        self.model = model or ""  # the model the forms start with; "" = the shipped base model
         self.runner = JobRunner(self.ws, env=job_env, **({"python": python} if python else {}))
         self.cache = actions.PipelineCache(device, dtype)
         self.inversions = actions.InversionCache()
@@ -101,13 +103,13 @@ def build_app(studio: Studio):
         gr.Markdown(f"## conceptlab studio\nWorkspace: `{ws.root}`")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                g = _generate_tab(gr, SCHEDULERS)
+                g = _generate_tab(gr, SCHEDULERS, studio.model)
             with gr.Tab("Train", id="train"):
-                t = _train_tab(gr)
+                t = _train_tab(gr, studio.model)
             with gr.Tab("Concepts", id="concepts"):
                 c = _concepts_tab(gr)
             with gr.Tab("Edit", id="edit"):
-                e = _edit_tab(gr)
+                e = _edit_tab(gr, studio.model)
             with gr.Tab("Evaluate", id="evaluate"):
                 v = _evaluate_tab(gr)
         _wire_generate(gr, studio, g, e, tabs)
@@ -131,13 +133,17 @@ def _choices(gr, studio: Studio):
     return (gr.Dropdown(choices=tokens), gr.Dropdown(choices=loras), gr.Dropdown(choices=tokens),
             gr.Dropdown(choices=every), gr.Dropdown(choices=tokens), gr.Dropdown(choices=tokens),
             gr.Dropdown(choices=images, value=images[0] if images else None),
-            gr.Dropdown(choices=studio.ws.image_sets()))
+            _first(gr, studio.ws.image_sets()))
+
+
+def _first(gr, choices: list[str]):
+    return gr.Dropdown(choices=choices, value=choices[0] if choices else None)
 
 
 # ----------------------------------------------------------------------------------------------- Generate
 
 
-def _generate_tab(gr, schedulers) -> dict:
+def _generate_tab(gr, schedulers, model: str) -> dict:
     w = {}
     with gr.Row():
         with gr.Column(scale=2):
@@ -146,14 +152,14 @@ def _generate_tab(gr, schedulers) -> dict:
             with gr.Row():
                 w["seed"] = gr.Number(label="Seed", value=0, precision=0, info="image i uses seed + i")
                 w["n"] = gr.Slider(1, 16, value=4, step=1, label="Images")
-                w["steps"] = gr.Slider(1, 150, value=30, step=1, label="Steps")
+                w["steps"] = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="generate-steps")
                 w["guidance"] = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
             with gr.Row():
                 w["scheduler"] = gr.Dropdown(["default", *schedulers], value="default", label="Scheduler")
                 w["width"] = gr.Number(label="Width", value=0, precision=0, info="0 = the model's size")
                 w["height"] = gr.Number(label="Height", value=0, precision=0, info="0 = the model's size")
         with gr.Column(scale=1):
-            w["model"] = gr.Textbox(label="Model", placeholder="shipped sticker base model",
+            w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model",
                                     info="a diffusers folder, .safetensors file or hub id; empty = the shipped model")
             w["concepts"] = gr.Dropdown([], allow_custom_value=True, multiselect=True,
                                         label="Concepts (their tokens may be used in the prompt)")
@@ -213,7 +219,7 @@ def _wire_generate(gr, studio: Studio, w: dict, e: dict, tabs) -> None:
 # -------------------------------------------------------------------------------------------------- Train
 
 
-def _train_tab(gr) -> dict:
+def _train_tab(gr, model: str) -> dict:
     d, w = TrainSettings.defaults(), {}
     with gr.Row():
         with gr.Column():
@@ -226,6 +232,7 @@ def _train_tab(gr) -> dict:
                 w["world_object"] = gr.Dropdown(_world_objects(), value="broccoli", label="Sticker-world object")
                 w["world_n"] = gr.Slider(2, 12, value=4, step=1, label="Pictures")
             w["world"] = gr.Button("Draw a set from the sticker world", elem_id="draw-world")
+            w["note"] = gr.Markdown()
             w["images"] = gr.Dropdown([], allow_custom_value=True, label="Training images (a data set of the workspace)",
                                       elem_id="train-images")
         with gr.Column():
@@ -237,12 +244,13 @@ def _train_tab(gr) -> dict:
                 w["steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="train-steps",
                                        info="optimizer steps; 500 is the library's default")
                 w["lr"] = gr.Number(label="Learning rate", value=d.lr, info="5e-3 is usual for textual inversion")
-                w["batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, info="images per step")
+                w["batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, info="images per step",
+                                       elem_id="train-batch")
             with gr.Row():
                 w["every"] = gr.Number(label="Checkpoint and preview every", value=d.checkpoint_every, precision=0,
                                        elem_id="train-every", info="steps; resume continues from the last checkpoint")
                 w["seed"] = gr.Number(label="Seed", value=d.seed, precision=0)
-            w["model"] = gr.Textbox(label="Model", placeholder="shipped sticker base model")
+            w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
             with gr.Row():
                 w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
                 w["cancel"] = gr.Button("Cancel", elem_id="train-cancel")
@@ -285,7 +293,7 @@ def _wire_train(gr, studio: Studio, w: dict) -> None:
         export_images(folder, _int("pictures", n), seed=0, size=64, only={"object": {obj}, "emotion": {"happy"}})
         return images_list(name), f"drew {int(n)} happy {obj} stickers into uploads/{name}"
 
-    upload_note = gr.Markdown(visible=True)
+    upload_note = w["note"]
     w["upload"].click(upload, [w["files"], w["set_name"]], [w["images"], upload_note], api_name="upload_images")
     w["world"].click(draw, [w["world_object"], w["world_n"]], [w["images"], upload_note], api_name="draw_images")
 
@@ -338,8 +346,8 @@ def job_view(studio: Studio, job_id: str | None):
     status = f"**{job.id}**: {job.status}" + (f" (number {place} in the queue)" if place else "")
     if job.status in ("running", "cancelled", "interrupted", "failed", "done"):
         status += f" — {progress.line()}"
-    if job.message:
-        status += f"\n\n{job.message}"
+    if job.message:  # tokens look like HTML tags (<my-cat>): shown as text, not swallowed by the markdown
+        status += f"\n\n{html.escape(job.message)}"
     if job.status == "done":
         status += "\n\nThe learned token is in the Concepts tab and can be used in Generate."
     log = _tail(studio.runner.store.log_path(job.id))
@@ -348,9 +356,9 @@ def job_view(studio: Studio, job_id: str | None):
 
 
 def _tail(path: Path) -> str:
-    from conceptlab.studio.jobs import _tail as tail
+    from conceptlab.studio.jobs import log_tail
 
-    return tail(path, LOG_LINES)
+    return log_tail(path, LOG_LINES)
 
 
 # ----------------------------------------------------------------------------------------------- Concepts
@@ -458,7 +466,7 @@ def _need_concept(name: str | None) -> str:
 # --------------------------------------------------------------------------------------------------- Edit
 
 
-def _edit_tab(gr) -> dict:
+def _edit_tab(gr, model: str) -> dict:
     w = {}
     with gr.Row():
         with gr.Column():
@@ -466,13 +474,13 @@ def _edit_tab(gr) -> dict:
                                      value="a sticker of a happy green broccoli", elem_id="edit-source")
             w["target"] = gr.Textbox(label="Target prompt", value="a sticker of a sad green broccoli",
                                      elem_id="edit-target")
-            w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath",
+            w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath", height=220,
                                   elem_id="edit-photo")
             w["method"] = gr.Dropdown(["ddim", "negative-prompt", "null-text"], value="negative-prompt",
                                       label="Inversion", info="ddim: fast, loose; negative-prompt: fast, close; "
                                                               "null-text: exact, slow")
             w["concepts"] = gr.Dropdown([], allow_custom_value=True, multiselect=True, label="Concepts")
-            w["model"] = gr.Textbox(label="Model", placeholder="shipped sticker base model")
+            w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
         with gr.Column():
             w["mode"] = gr.Radio(["auto", "replace", "refine"], value="auto", label="Mode",
                                  info="replace swaps words one for one; refine adds or removes words")
@@ -487,7 +495,7 @@ def _edit_tab(gr) -> dict:
             w["blend_mask"] = gr.Radio(["attention", "difference"], value="attention", label="Blend mask")
             with gr.Row():
                 w["seed"] = gr.Number(label="Seed", value=0, precision=0)
-                w["steps"] = gr.Slider(1, 100, value=30, step=1, label="Steps")
+                w["steps"] = gr.Slider(1, 100, value=30, step=1, label="Steps", elem_id="edit-steps")
                 w["guidance"] = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
     w["go"] = gr.Button("Edit", variant="primary", elem_id="edit-button")
     w["info"] = gr.Markdown(elem_id="edit-info")
@@ -531,7 +539,7 @@ def _evaluate_tab(gr) -> dict:
                 "accuracy where the folder has the world's labels")
     with gr.Row():
         w["folder"] = gr.Dropdown([], allow_custom_value=True, label="Folder", elem_id="evaluate-folder")
-        w["refresh"] = gr.Button("Refresh")
+        w["refresh"] = gr.Button("Refresh", elem_id="evaluate-refresh")
         w["go"] = gr.Button("Score", variant="primary", elem_id="evaluate-button")
     w["attributes"] = gr.Dataframe(label="Per attribute", interactive=False, elem_id="evaluate-table")
     w["images"] = gr.Dataframe(label="Per image", interactive=False)
@@ -549,7 +557,7 @@ def _wire_evaluate(gr, studio: Studio, w: dict) -> None:
         return pd.DataFrame(per_attribute), pd.DataFrame(per_image)
 
     w["go"].click(score, [w["folder"]], [w["attributes"], w["images"]], api_name="evaluate")
-    w["refresh"].click(lambda: gr.Dropdown(choices=studio.ws.image_sets()), None, [w["folder"]], api_name=False)
+    w["refresh"].click(lambda: _first(gr, studio.ws.image_sets()), None, [w["folder"]], api_name=False)
 
 
 # ------------------------------------------------------------------------------------------------- launch

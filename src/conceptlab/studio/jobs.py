@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,6 +201,21 @@ def outcome_from_log(log: Path) -> tuple[str, str]:
         if "error:" in line and line.startswith("conceptlab "):
             return "failed", line.split("error:", 1)[1].strip()
     return "interrupted", "the training process ended without finishing; resume continues from its last checkpoint"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log as a terminal shows them: a progress bar's redraws (\\r) collapsed to
+    their last state, escape codes dropped."""
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 400 * lines))
+        text = ANSI.sub("", f.read().decode(errors="replace"))
+    shown = [line.rstrip("\r").split("\r")[-1] for line in text.rstrip("\n").split("\n")]
+    return "\n".join(shown[-lines:])
 
 
 def _tail(path: Path, lines: int) -> str:
