@@ -38,3 +38,15 @@ def test_sdxl_conditioning_equals_encode_prompt_and_time_ids():
 def test_a_feature_refuses_a_family_it_does_not_support():
     with pytest.raises(InputError, match="sdxl"):
         require_family(build_sdxl_pipeline(), "this feature", ("sd1", "sd2"))
+
+
+def test_the_sdxl_shape_has_sdxl_1_0s_parameter_counts():
+    """Built on the meta device (no memory): the UNet and both encoders have exactly the published SDXL 1.0
+    base sizes (stabilityai/stable-diffusion-xl-base-1.0: 2,567,463,684 / 123,060,480 / 694,659,840)."""
+    from conceptlab.models.tiny import SDXL_SHAPES, build_sdxl_text_encoders, build_sdxl_unet
+
+    with torch.device("meta"):
+        unet = build_sdxl_unet(SDXL_SHAPES["sdxl"])
+        te1, te2 = build_sdxl_text_encoders(SDXL_SHAPES["sdxl"], 49408)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(unet), count(te1), count(te2)) == (2_567_463_684, 123_060_480, 694_659_840)

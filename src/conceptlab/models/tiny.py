@@ -137,28 +137,76 @@ def build_pipeline(shape: str | PipelineShape = "tiny", seed: int = 0, **overrid
     return pipe
 
 
-def build_sdxl_pipeline(seed: int = 0):
-    """A tiny StableDiffusionXLPipeline: two text encoders (32 and 48 wide), pooled projection, time ids."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+@dataclass(frozen=True)
+class SDXLShape:
+    """Layer sizes of an SDXL pipeline: a three-level UNet with text-time conditioning and two text encoders."""
+
+    unet_channels: tuple[int, ...] = (32, 64)
+    transformer_layers: tuple[int, ...] = (0, 1)  # 0: a block without attention
+    head_dim: tuple[int, ...] = (2, 4)
+    layers_per_block: int = 1
+    norm_groups: int = 8
+    time_embed_dim: int = 8
+    text: tuple[tuple[int, int, int, int], ...] = ((32, 2, 4, 64), (48, 2, 4, 96))  # (width, layers, heads, mlp)
+    projection_dim: int = 32
+    vae: PipelineShape = PipelineShape()
+    image_size: int = 32
+
+
+SDXL_SHAPES: dict[str, SDXLShape] = {
+    # two encoders of different widths (32 and 48, as SDXL's are 768 and 1280), so nothing can mix them up
+    "tiny": SDXLShape(),
+    # SDXL 1.0's real layer sizes (2.57B-parameter UNet, CLIP-L and OpenCLIP-bigG) with random weights
+    "sdxl": SDXLShape(unet_channels=(320, 640, 1280), transformer_layers=(0, 2, 10), head_dim=(5, 10, 20),
+                      layers_per_block=2, norm_groups=32, time_embed_dim=256,
+                      text=((768, 12, 12, 3072), (1280, 32, 20, 5120)), projection_dim=1280,
+                      vae=SHAPES["sd15"], image_size=1024),
+}
+
+
+def build_sdxl_unet(s: SDXLShape) -> UNet2DConditionModel:
+    """SDXL's UNet layout: attention-free first level, text-time added conditioning, linear projections."""
+    down = tuple("CrossAttnDownBlock2D" if k else "DownBlock2D" for k in s.transformer_layers)
+    up = tuple("CrossAttnUpBlock2D" if k else "UpBlock2D" for k in reversed(s.transformer_layers))
+    factor = 2 ** (len(s.vae.vae_channels) - 1)
+    return UNet2DConditionModel(
+        sample_size=s.image_size // factor, in_channels=4, out_channels=4, block_out_channels=s.unet_channels,
+        layers_per_block=s.layers_per_block, down_block_types=down, up_block_types=up,
+        attention_head_dim=s.head_dim, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=s.time_embed_dim,
+        transformer_layers_per_block=tuple(max(1, k) for k in s.transformer_layers),
+        cross_attention_dim=sum(w for w, *_ in s.text),
+        projection_class_embeddings_input_dim=s.time_embed_dim * 6 + s.projection_dim, norm_num_groups=s.norm_groups,
+    )
+
+
+def build_sdxl_text_encoders(s: SDXLShape, vocab_size: int):
+    """(CLIPTextModel, CLIPTextModelWithProjection): the second one's projected pooled output conditions SDXL."""
     from transformers import CLIPTextModelWithProjection
 
+    def config(width, layers, heads, mlp):
+        return CLIPTextConfig(vocab_size=max(vocab_size, s.vae.text_vocab_size), hidden_size=width,
+                              num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=mlp,
+                              max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                              projection_dim=s.projection_dim)
+
+    return CLIPTextModel(config(*s.text[0])), CLIPTextModelWithProjection(config(*s.text[1]))
+
+
+def build_sdxl_pipeline(seed: int = 0, shape: str = "tiny"):
+    """A StableDiffusionXLPipeline of the named shape with random weights: "tiny" for tests (encoders 32 and
+    48 wide), "sdxl" for speed and memory at SDXL's real sizes."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    if shape not in SDXL_SHAPES:
+        raise InputError("shape", shape, "unknown SDXL shape", f"Use one of {sorted(SDXL_SHAPES)}")
+    s = SDXL_SHAPES[shape]
     tokenizer = copy.deepcopy(sticker_tokenizer())
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), cross_attention_dim=32 + 48,
-        projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=8,
-    )
-    # two encoders of different widths (32 and 48, as SDXL's are 768 and 1280), so nothing can mix them up
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=64, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-                projection_dim=32)
-    text_2 = {**text, "hidden_size": 48, "intermediate_size": 96}
+    unet = build_sdxl_unet(s)
+    text_encoder, text_encoder_2 = build_sdxl_text_encoders(s, len(tokenizer))
     pipe = StableDiffusionXLPipeline(
-        vae=build_vae(PipelineShape()), text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
-        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_2)), tokenizer=tokenizer,
+        vae=build_vae(s.vae), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=copy.deepcopy(tokenizer), unet=unet,
         scheduler=EulerDiscreteScheduler(**{k: v for k, v in sd_scheduler_config().items()
                                             if k not in ("clip_sample", "set_alpha_to_one")}),
