@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conceptlab.errors import InputError
 from conceptlab.evaluation.recipes.common import Bar, load_judge_checked, output_folder, read_training_record
@@ -107,6 +108,29 @@ def test_psnr_outside_the_words_equals_numpy(tiny_pipe):
         assert row["naive_psnr_out"] == pytest.approx(numpy_psnr(plain_src, naive))
     pred = StubJudge().predict([edited, naive, source])
     assert row["p2p_new"] == (pred["object"][0] == "apple") and row["source_as_asked"] == (pred["object"][2] == "star")
+
+
+def test_psnr_outside_a_box_equals_numpy(tiny_pipe, monkeypatch):
+    """With the words' region fixed to a box, the swap's PSNR is numpy's over the pixels outside it."""
+    import conceptlab.evaluation.recipes.editing as editing
+
+    rng = np.random.default_rng(0)
+    source, edited, plain, naive = (Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+                                    for _ in range(4))
+    box = np.zeros((32, 32), bool)
+    box[4:20, 6:30] = True  # (rows, cols) of the swapped words
+    regions = iter([(plain, box), (naive, np.zeros((32, 32), bool))])
+    monkeypatch.setattr(editing, "word_region", lambda *a, **k: next(regions))
+    row, _, _ = editing.score_swap(tiny_pipe, StubJudge(), "object", "a star", "an apple", "star", "apple", 0,
+                                   source, edited)
+
+    def numpy_psnr(a, b):
+        diff = np.asarray(a, np.float64)[~box] / 255 - np.asarray(b, np.float64)[~box] / 255
+        return 10 * np.log10(1 / np.mean(diff ** 2))
+
+    assert row["outside_share"] == pytest.approx(1 - box.mean())
+    assert row["p2p_psnr_out"] == pytest.approx(numpy_psnr(source, edited))
+    assert row["naive_psnr_out"] == pytest.approx(numpy_psnr(plain, naive))
 
 
 def test_summary_caps_identical_images_and_splits_by_kind():
