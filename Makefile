@@ -29,6 +29,12 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
+# On a machine with a CUDA GPU: every feature at SD-1.5 and SDXL sizes, timed, into gpu-check.json.
+# Elsewhere it says there is no GPU and exits 0.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check --out gpu-check.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
