@@ -51,10 +51,10 @@ def test_sdxl_is_refused_plainly():
         require_sd(FakeXL(), "textual inversion")
 
 
-def test_sdxl_loads_and_generates_but_editing_refuses(tmp_path):
+def test_sdxl_loads_and_generates_but_inversion_refuses(tmp_path):
     from conceptlab.generation import GenerationConfig, generate
     from conceptlab.models.tiny import build_sdxl_pipeline
-    from conceptlab.editing.edit import edit
+    from conceptlab.editing.inversion import invert
 
     build_sdxl_pipeline().save_pretrained(tmp_path)
     pipe = load_pipeline(tmp_path)
@@ -62,4 +62,4 @@ def test_sdxl_loads_and_generates_but_editing_refuses(tmp_path):
     images = generate(pipe, GenerationConfig(prompt="a happy star", n=2, steps=2), progress=False)
     assert len(images) == 2 and images[0].image.size == (32, 32)
     with pytest.raises(InputError, match="does not support SDXL"):
-        edit(pipe, "a happy star", "a sad star", steps=2)
+        invert(pipe, images[0].image, "a happy star", steps=2)

@@ -155,15 +155,18 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     With `inversion` (editing.inversion.invert of a real image under `source`), every prompt starts from the
     image's inverted noise and uses its per-step unconditional embeddings, with its steps and guidance.
     """
-    from conceptlab.models.loading import require_sd
+    from conceptlab.models.families import require_family
 
-    require_sd(pipe, "Prompt-to-Prompt editing")
+    family = require_family(pipe, "Prompt-to-Prompt editing", ("sd1", "sd2", "sdxl"))
     if inversion is not None:
         settings["steps"] = inversion.steps
         if inversion.uncond is not None:
             settings["guidance"] = inversion.guidance
     cfg = EditConfig(source=source, targets=[targets] if isinstance(targets, str) else list(targets), **settings)
     check_edit(cfg)
+    if family.name == "sdxl" and cfg.reweight and cfg.reweight_text:
+        raise InputError("--reweight", cfg.reweight, "on SDXL scales the words' attention only (its two text "
+                         "encoders' states are not re-weighted yet)", "Add --reweight-attention-only")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = cfg.height or size, cfg.width or size
     n = 1 + len(cfg.targets)
