@@ -130,6 +130,11 @@ def test_the_page_generates_and_shows_every_tab(page):
     _type(driver, "#generate-steps input[type=number]", 4)
     _css(driver, "#generate-button").click()
     _wait(driver, lambda d: len(d.find_elements("css selector", "#generate-gallery img")) >= 4)
+    driver.find_elements("css selector", "#generate-gallery img")[1].click()  # select seed 1, then send it
+    _wait(driver, lambda d: '"seed":1,' in "".join(_text(d, "#generate-settings").split()))
+    _css(driver, "#generate-to-edit").click()
+    _wait(driver, lambda d: d.find_elements("css selector", "#edit-photo img"))
+    assert _css(driver, "#edit-source textarea, #edit-source input").get_attribute("value").startswith("a sticker of")
     for name, element in (("Train", "#train-start"), ("Concepts", "#concepts-refresh"), ("Edit", "#edit-button"),
                           ("Evaluate", "#evaluate-button")):
         _tab(driver, name)

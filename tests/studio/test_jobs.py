@@ -116,11 +116,13 @@ def test_cancel_a_queued_job(ws, upload, fake_python):
 def test_restart_marks_a_dead_pid_interrupted_and_keeps_a_live_one(ws, upload, fake_python):
     runner = JobRunner(ws, python=fake_python, env={"FAKE_MODE": "slow"})
     job = runner.submit(_settings(upload))
+    _started(ws, job.id)
     runner.stop(stop_jobs=False)  # the studio "dies" without stopping its child
     alive = runner.store.load(job.id)
     assert alive.status == "running"
     again = JobRunner(ws, python=fake_python)
-    assert again.store.load(job.id).status == "running"  # its process still runs: shown as it is
+    why = f"exit {runner._procs[job.id].poll()}, log: {(ws.root / 'jobs' / job.id / 'log.txt').read_text()[-300:]}"
+    assert again.store.load(job.id).status == "running", why  # its process still runs: shown as it is
     again.poll()
     assert again.store.load(job.id).status == "running"
     os.kill(alive.pid, 9)

@@ -170,8 +170,9 @@ def _generate_tab(gr, schedulers, model: str) -> dict:
     w["rows"] = gr.State([])
     w["picked"] = gr.State(None)
     with gr.Row():
-        w["settings"] = gr.JSON(label="Settings of the selected image (also embedded in the file)")
-        w["to_edit"] = gr.Button("Send selected to Edit")
+        w["settings"] = gr.JSON(label="Settings of the selected image (also embedded in the file)",
+                                elem_id="generate-settings")
+        w["to_edit"] = gr.Button("Send selected to Edit", elem_id="generate-to-edit")
     return w
 
 
