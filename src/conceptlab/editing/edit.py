@@ -174,7 +174,9 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     if inversion is not None:
         latents = inversion.latent.expand(n, -1, -1, -1).clone()
         if inversion.uncond is not None:
-            extra = {"negative_prompt_embeds": inversion.uncond[0].expand(n, -1, -1)}
+            from conceptlab.editing.inversion import negative_kwargs
+
+            extra = negative_kwargs(inversion, n)
     if latents is None:
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))

@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from conceptlab.errors import InputError
+from conceptlab.models.families import Conditioning, family_of, require_family
 
 METHODS = ("ddim", "null-text", "negative-prompt")
 
@@ -35,13 +36,32 @@ class Inversion:
     uncond: list[torch.Tensor] | None  # per step (1, 77, D), for null-text / negative-prompt
     seconds: float
     image: Image.Image  # the input, resized to the model's size
+    uncond_pooled: torch.Tensor | None = None  # SDXL: the unconditional branch's pooled embedding (1, P)
 
 
-def _embed(pipe, prompt: str) -> torch.Tensor:
-    tok = pipe.tokenizer
-    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+def _embed(pipe, prompt: str) -> Conditioning:
+    """The prompt's conditioning as the family builds it (SDXL: both encoders, pooled embedding, time ids)."""
     with torch.no_grad():
-        return pipe.text_encoder(ids.input_ids.to(pipe.device))[0]  # (1, 77, D)
+        return family_of(pipe).encode(pipe, [prompt])  # hidden (1, 77, D)
+
+
+def _null(pipe, cond: Conditioning) -> Conditioning:
+    """The unconditional branch as the pipeline builds it: SDXL zeroes it (force_zeros_for_empty_prompt),
+    SD 1.x/2.x encode the empty prompt."""
+    if cond.added is not None and pipe.config.get("force_zeros_for_empty_prompt", False):
+        return Conditioning(torch.zeros_like(cond.hidden), {**cond.added,
+                                                            "text_embeds": torch.zeros_like(cond.added["text_embeds"])})
+    return _embed(pipe, "")
+
+
+def _as_cond(uncond, like: Conditioning) -> Conditioning:
+    """An unconditional hidden state (1, 77, D) with the added conditioning of `like` (None on SD 1.x/2.x)."""
+    return uncond if isinstance(uncond, Conditioning) else Conditioning(uncond, like.added)
+
+
+def _cat(a: Conditioning, b: Conditioning) -> Conditioning:
+    added = None if a.added is None else {k: torch.cat([a.added[k], b.added[k]]) for k in a.added}
+    return Conditioning(torch.cat([a.hidden, b.hidden]), added)
 
 
 def prepare_image(pipe, image: Image.Image) -> tuple[Image.Image, bool]:
@@ -86,8 +106,8 @@ def refine_latent(vae, z: torch.Tensor, x: torch.Tensor, scale: float, steps: in
     return best
 
 
-def _eps(pipe, latent, t, cond) -> torch.Tensor:
-    return pipe.unet(latent, t, encoder_hidden_states=cond).sample
+def _eps(pipe, latent, t, cond: Conditioning) -> torch.Tensor:
+    return pipe.unet(latent, t, **cond.unet_kwargs()).sample
 
 
 def _to_eps(scheduler, model_out, latent, t):
@@ -122,9 +142,9 @@ def ddim_invert(pipe, latent0: torch.Tensor, cond: torch.Tensor, steps: int) -> 
     return traj
 
 
-def _guided_step(pipe, z, t, t_next, cond, uncond, guidance):
+def _guided_step(pipe, z, t, t_next, cond: Conditioning, uncond, guidance):
     sched = pipe.scheduler
-    out = _eps(pipe, torch.cat([z, z]), t, torch.cat([uncond, cond]))
+    out = _eps(pipe, torch.cat([z, z]), t, _cat(_as_cond(uncond, cond), cond))
     eu, ec = out.chunk(2)
     eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
     return _ddim_step(sched, eps, z, int(t), t_next)
@@ -142,12 +162,16 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(True)
 
 
-def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, inner_steps: int = 10,
-                       lr: float = 1e-2, tolerance: float = 1e-5) -> list[torch.Tensor]:
-    """Per-step unconditional embeddings that make guided DDIM sampling retrace `traj` (Mokady et al. 2022)."""
+def null_text_optimise(pipe, traj, cond: Conditioning, uncond0: Conditioning, steps: int, guidance: float,
+                       inner_steps: int = 10, lr: float = 1e-2, tolerance: float = 1e-5) -> list[torch.Tensor]:
+    """Per-step unconditional embeddings that make guided DDIM sampling retrace `traj` (Mokady et al. 2022).
+
+    The embeddings are optimised in float32 whatever the pipeline's dtype (a float16 Adam step loses them);
+    on SDXL the unconditional pooled embedding and time ids stay as the pipeline makes them."""
     sched = pipe.scheduler
+    dtype = pipe.unet.dtype
     timesteps = [int(t) for t in sched.timesteps]  # descending
-    z, uncond, out = traj[-1], uncond0.clone(), []
+    z, uncond, out = traj[-1], uncond0.hidden.float().clone(), []
     with _frozen(pipe.unet):
         for i, t in enumerate(tqdm(timesteps, desc="null-text inversion")):
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
@@ -158,7 +182,7 @@ def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, i
             with torch.no_grad():
                 ec = _eps(pipe, z, t, cond)
             for _ in range(inner_steps):
-                eu = _eps(pipe, z, t, uncond)
+                eu = _eps(pipe, z, t, Conditioning(uncond.to(dtype), uncond0.added))
                 eps = _to_eps(sched, eu + guidance * (ec - eu), z, t)
                 loss = F.mse_loss(_ddim_step(sched, eps, z, t, t_next), target)
                 opt.zero_grad()
@@ -166,9 +190,9 @@ def null_text_optimise(pipe, traj, cond, uncond0, steps: int, guidance: float, i
                 opt.step()
                 if loss.item() < tolerance + i * 2e-5:
                     break
-            out.append(uncond.detach())
+            out.append(uncond.detach().to(dtype))
             with torch.no_grad():
-                z = _guided_step(pipe, z, t, t_next, cond, out[-1], guidance)
+                z = _guided_step(pipe, z, t, t_next, cond, Conditioning(out[-1], uncond0.added), guidance)
     return out
 
 
@@ -179,7 +203,9 @@ def ddim_sampler(pipe):
     from diffusers import DDIMScheduler
 
     own = pipe.scheduler
-    pipe.scheduler = DDIMScheduler.from_config(own.config)
+    # unclipped: DDIM retraces an inversion only without clipping x0, and a config written for another
+    # scheduler (SDXL's Euler) carries no clip_sample, which DDIM would default to True
+    pipe.scheduler = DDIMScheduler.from_config(own.config, clip_sample=False)
     try:
         yield pipe.scheduler
     finally:
@@ -203,9 +229,7 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
     `refine_steps` > 0 first optimises the image's latent against the decoder (encode_image), which lifts
     the ceiling every inversion shares: the VAE's own round trip."""
 
-    from conceptlab.models.loading import require_sd
-
-    require_sd(pipe, "inversion")
+    require_family(pipe, "inversion", ("sd1", "sd2", "sdxl"))
     if method not in METHODS:
         raise InputError("--method", method, "unknown inversion method", f"Use one of {METHODS}")
     check_inversion(prompt, steps, guidance, refine_steps)
@@ -216,12 +240,13 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
     with ddim_sampler(pipe):
         cond = _embed(pipe, prompt)
         traj = ddim_invert(pipe, encode_image(pipe, image, refine_steps), cond, steps)
-        uncond = None
+        uncond, null = None, _null(pipe, cond)
         if method == "null-text":
-            uncond = null_text_optimise(pipe, traj, cond, _embed(pipe, ""), steps, guidance, inner_steps)
-        elif method == "negative-prompt":
-            uncond = [cond] * steps
-    return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image)
+            uncond = null_text_optimise(pipe, traj, cond, null, steps, guidance, inner_steps)
+        elif method == "negative-prompt":  # the prompt itself is the unconditional branch (Miyake et al.)
+            uncond, null = [cond.hidden] * steps, cond
+    pooled = null.added["text_embeds"] if null.added is not None else None
+    return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image, pooled)
 
 
 @torch.no_grad()
@@ -244,10 +269,18 @@ def swap_uncond(kwargs: dict, inv: Inversion, step: int, n_prompts: int) -> dict
     return kwargs
 
 
+def negative_kwargs(inv: Inversion, n_prompts: int) -> dict:
+    """The first step's unconditional embeddings as pipeline arguments (SDXL also takes the pooled one)."""
+    out = {"negative_prompt_embeds": inv.uncond[0].expand(n_prompts, -1, -1)}
+    if inv.uncond_pooled is not None:
+        out["negative_pooled_prompt_embeds"] = inv.uncond_pooled.expand(n_prompts, -1)
+    return out
+
+
 def uncond_kwargs(pipe, inv: Inversion, n_prompts: int) -> dict:
     """Pipeline arguments that swap in the inversion's unconditional embedding at every step."""
     if inv.uncond is None:
         return {}
-    return {"negative_prompt_embeds": inv.uncond[0].expand(n_prompts, -1, -1),
+    return {**negative_kwargs(inv, n_prompts),
             "callback_on_step_end": lambda p, step, t, kwargs: swap_uncond(kwargs, inv, step, n_prompts),
             "callback_on_step_end_tensor_inputs": ["latents", "prompt_embeds"]}
