@@ -1,0 +1,161 @@
+"""Train: images in, a textual-inversion job started, cancelled or resumed, and its progress refreshed live."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conceptlab.errors import InputError
+from conceptlab.studio import actions
+from conceptlab.studio.jobs import TrainSettings
+from conceptlab.studio.progress import loss_rows, read_progress
+from conceptlab.studio.ui import shown, whole
+
+if TYPE_CHECKING:
+    from conceptlab.studio.app import Studio
+
+REFRESH_SECONDS = 1.0
+LOG_LINES = 30
+
+
+def layout(gr, model: str) -> dict:
+    d, w = TrainSettings.defaults(), {}
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**1. Images** — drop 3-12 pictures of the concept, or draw a set from the sticker world")
+            w["files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="Pictures",
+                                 elem_id="train-files")
+            w["set_name"] = gr.Textbox(label="Data set name", value="my-concept")
+            w["upload"] = gr.Button("Add these pictures")
+            with gr.Row():
+                w["world_object"] = gr.Dropdown(_world_objects(), value="broccoli", label="Sticker-world object")
+                w["world_n"] = gr.Slider(2, 12, value=4, step=1, label="Pictures")
+            w["world"] = gr.Button("Draw a set from the sticker world", elem_id="draw-world")
+            w["note"] = gr.Markdown()
+            w["images"] = gr.Dropdown([], allow_custom_value=True, label="Training images (a data set of the workspace)",
+                                      elem_id="train-images")
+        with gr.Column():
+            gr.Markdown("**2. Textual inversion** — learns a new word for the concept; the model stays as it is")
+            w["token"] = gr.Textbox(label="Token", value="<my-concept>", info="the new word, e.g. <my-cat>",
+                                    elem_id="train-token")
+            w["init"] = gr.Textbox(label="Init word", value="", info="a word it starts from, e.g. cat (empty: random)")
+            with gr.Row():
+                w["steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="train-steps",
+                                       info="optimizer steps; 500 is the library's default")
+                w["lr"] = gr.Number(label="Learning rate", value=d.lr, info="5e-3 is usual for textual inversion")
+                w["batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, info="images per step",
+                                       elem_id="train-batch")
+            with gr.Row():
+                w["every"] = gr.Number(label="Checkpoint and preview every", value=d.checkpoint_every, precision=0,
+                                       elem_id="train-every", info="steps; resume continues from the last checkpoint")
+                w["seed"] = gr.Number(label="Seed", value=d.seed, precision=0)
+            w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
+            with gr.Row():
+                w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+                w["cancel"] = gr.Button("Cancel", elem_id="train-cancel")
+                w["resume"] = gr.Button("Resume", elem_id="train-resume")
+    w["job"] = gr.Dropdown([], allow_custom_value=True, label="Job", elem_id="train-job")
+    w["status"] = gr.Markdown("No job yet.", elem_id="train-status")
+    with gr.Row():
+        w["plot"] = gr.LinePlot(x="step", y="loss", title="Loss", height=240)
+        w["preview"] = gr.Image(label="Latest preview", type="filepath", height=240, elem_id="train-preview")
+    w["log"] = gr.Textbox(label="Log", lines=8, max_lines=12, autoscroll=True)
+    w["jobs"] = gr.Dataframe(label="Jobs", interactive=False)
+    w["timer"] = gr.Timer(REFRESH_SECONDS)
+    return w
+
+
+def _world_objects() -> list[str]:
+    from conceptlab.world.attributes import OBJECTS
+
+    return list(OBJECTS)
+
+
+def wire(gr, studio: Studio, w: dict) -> None:
+    ws, runner = studio.ws, studio.runner
+
+    def images_list(selected):
+        names = ws.image_folders()
+        return gr.Dropdown(choices=names, value=selected if selected in names else (names[0] if names else None))
+
+    @shown
+    def upload(files, name):
+        folder = actions.store_upload(ws, files, (name or "").strip())
+        return images_list(folder.name), f"stored {len(list(folder.glob('*.png')))} pictures in uploads/{folder.name}"
+
+    @shown
+    def draw(obj, n):
+        from conceptlab.world.export import export_images
+
+        name = ws.unique_name("uploads", f"world-{obj}")
+        folder = ws.new_folder("uploads", name)
+        export_images(folder, whole("pictures", n), seed=0, size=64, only={"object": {obj}, "emotion": {"happy"}})
+        return images_list(name), f"drew {int(n)} happy {obj} stickers into uploads/{name}"
+
+    upload_note = w["note"]
+    w["upload"].click(upload, [w["files"], w["set_name"]], [w["images"], upload_note], api_name="upload_images")
+    w["world"].click(draw, [w["world_object"], w["world_n"]], [w["images"], upload_note], api_name="draw_images")
+
+    @shown
+    def start(images, token, init, steps, lr, batch, every, seed, model):
+        every = whole("checkpoint every", every)
+        settings = TrainSettings(token=(token or "").strip(), images=images or "", init=(init or "").strip(),
+                                 steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
+                                 seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every,
+                                 preview_every=every)
+        job = runner.submit(settings)
+        return _job_list(gr, studio, job.id)
+
+    inputs = [w[k] for k in ("images", "token", "init", "steps", "lr", "batch", "every", "seed", "model")]
+    w["start"].click(start, inputs, [w["job"]], api_name="train_start")
+    w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
+                      api_name="train_cancel")
+    w["resume"].click(shown(lambda job: _job_list(gr, studio, runner.resume(_need(job)).id)), [w["job"]], [w["job"]],
+                      api_name="train_resume")
+    outputs = [w["status"], w["plot"], w["preview"], w["log"], w["jobs"]]
+    refresh = shown(lambda job: job_view(studio, job))
+    w["timer"].tick(refresh, [w["job"]], outputs, api_name="job_status", concurrency_limit=None,
+                    show_progress="hidden")
+    w["job"].change(refresh, [w["job"]], outputs, api_name=False, concurrency_limit=None, show_progress="hidden")
+
+
+def _need(job: str | None) -> str:
+    if not job:
+        raise InputError("job", None, "none selected", "Start a job or pick one from the list")
+    return job
+
+
+def _job_list(gr, studio: Studio, selected: str | None):
+    ids = [j.id for j in reversed(studio.runner.jobs())]
+    return gr.Dropdown(choices=ids, value=selected if selected in ids else (ids[0] if ids else None))
+
+
+def job_view(studio: Studio, job_id: str | None):
+    """(status markdown, loss rows, preview path, log tail, jobs table) of a job: what the Train tab shows."""
+    import pandas as pd
+
+    jobs = studio.runner.jobs()
+    table = pd.DataFrame([{"job": j.id, "status": j.status, "token": j.settings.get("token", ""),
+                           "steps": j.settings.get("steps", "")} for j in reversed(jobs)])
+    if not job_id or job_id not in {j.id for j in jobs}:
+        return "No job selected.", pd.DataFrame({"step": [], "loss": []}), None, "", table
+    job = studio.runner.store.load(job_id)
+    progress = read_progress(studio.ws.root / job.run_dir, studio.runner.store.log_path(job.id))
+    place = studio.runner.queue_position(job.id)
+    status = f"**{job.id}**: {job.status}" + (f" (number {place} in the queue)" if place else "")
+    if job.status in ("running", "cancelled", "interrupted", "failed", "done"):
+        status += f" — {progress.line()}"
+    if job.message:  # tokens look like HTML tags (<my-cat>): shown as text, not swallowed by the markdown
+        status += f"\n\n{html.escape(job.message)}"
+    if job.status == "done":
+        status += "\n\nThe learned token is in the Concepts tab and can be used in Generate."
+    log = _tail(studio.runner.store.log_path(job.id))
+    return status, pd.DataFrame(loss_rows(progress) or {"step": [], "loss": []}), \
+        (str(progress.preview) if progress.preview else None), log, table
+
+
+def _tail(path: Path) -> str:
+    from conceptlab.studio.jobs import log_tail
+
+    return log_tail(path, LOG_LINES)
