@@ -176,3 +176,12 @@ def test_log_tail_shows_what_a_terminal_shows(tmp_path):
     log.write_text("start\n\x1b[Atrain: 1/3\rtrain: 2/3\rtrain: 3/3\ndone\n")
     assert log_tail(log, 10) == "start\ntrain: 3/3\ndone"
     assert log_tail(log, 1) == "done" and log_tail(tmp_path / "none", 5) == ""
+
+
+def test_progress_from_the_loops_jsonl_when_there_is_one(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": k, "steps": 10, "loss": 1 / k, "lr": 5e-3, "time": 100.0 + 2 * k} for k in range(1, 5)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    p = read_progress(run, tmp_path / "no-log.txt")
+    assert (p.step, p.total, p.eta_seconds) == (4, 10, 12.0) and p.losses[2] == 0.5

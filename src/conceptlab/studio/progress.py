@@ -15,7 +15,7 @@ from pathlib import Path
 
 BAR = re.compile(r"train:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) \[([0-9:]+)<([0-9:?]+)(?:[^\]]*?loss=([-+0-9.eEnaif]+))?")
 STEP_FOLDER = re.compile(r"step-(\d+)")
-METRICS = "metrics.jsonl"  # the loop's step log, when it writes one: {"step": N, "loss": x, ...} per line
+METRICS = "metrics.jsonl"  # the loop's step log, when it writes one: {"step", "steps", "loss", "lr", "time"} per line
 
 
 @dataclass
@@ -104,14 +104,23 @@ def _read_bar(log: Path, progress: Progress) -> None:
 
 
 def _read_metrics(path: Path, progress: Progress) -> None:
+    """Losses by step from the loop's JSONL; the ETA from the pace of its last rows' "time" stamps."""
+    timed = []  # (step, unix time) of rows that have one
     for line in path.read_text(errors="replace").splitlines():
         try:
             row = json.loads(line)
-            progress.losses[int(row["step"])] = float(row["loss"])
-            progress.step = max(progress.step, int(row["step"]))
+            step = int(row["step"])
+            progress.losses[step] = float(row["loss"])
+            progress.step = max(progress.step, step)
             progress.total = int(row.get("steps", progress.total or 0)) or progress.total
+            if isinstance(row.get("time"), int | float):
+                timed.append((step, float(row["time"])))
         except (ValueError, KeyError, TypeError):
             continue
+    recent = timed[-20:]
+    if len(recent) >= 2 and progress.total and recent[-1][0] > recent[0][0]:
+        pace = (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])  # seconds per step
+        progress.eta_seconds = max(0.0, pace * (progress.total - progress.step))
 
 
 def loss_rows(progress: Progress) -> list[dict]:
