@@ -456,9 +456,13 @@ def run_page(page: Path, cwd: Path, shrink_sizes: bool = True, namespace: dict |
                 where = f"{name}:{cmd.line}"
                 t = time.perf_counter()
                 note = run_command(cmd, cwd, where, shrink_sizes)
-                label = f"{where}: {cmd.source} ({time.perf_counter() - t:.1f} s)"
-                (run.skipped if note.startswith("skipped") else run.ran).append(
-                    f"{label} [{note}]" if note.startswith("skipped") else label)
+                source = " ".join(cmd.source.split())
+                if note.startswith("skipped"):
+                    run.skipped.append(f"{where}: {source}")
+                    label = f"{where}: {note}"
+                else:
+                    label = f"{where}: {source} ({time.perf_counter() - t:.1f} s)"
+                    run.ran.append(label)
                 if log:
                     log(label)
         elif block.language == "python":
