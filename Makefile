@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/conceptlab demo --out demo-output
 	@echo "Results: demo-output/index.html"
+	@echo "The studio (generate, train, edit and evaluate in a browser): $(VENV)/bin/conceptlab studio, then open http://127.0.0.1:7860"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("bench_generation", "bench_textual_inversion", "bench_dreambooth", "bench_editing")
+BENCHMARKS = ("bench_generation", "bench_textual_inversion", "bench_dreambooth", "bench_editing", "bench_studio")
 
 
 def main() -> None:
