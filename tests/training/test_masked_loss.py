@@ -79,7 +79,7 @@ def test_weight_one_is_the_plain_loss_and_other_weights_match_a_direct_computati
     # the same draws, with the weight maps applied by hand to the element-wise error
     g = torch.Generator().manual_seed(3)
     inst, texts, inst_w, _, _ = weighted.batch(2, g)
-    err = denoising_loss(weighted.pipe.unet, weighted.scheduler, inst, weighted.encode(texts), g, reduction="none",
+    err = denoising_loss(weighted.pipe.unet, weighted.scheduler, inst, weighted.encode(texts).hidden, g, reduction="none",
                          pixel_weight=inst_w)
     torch.testing.assert_close(loss["weighted"], err.mean())
     assert not torch.allclose(loss["weighted"], loss["plain"])
