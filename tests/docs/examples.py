@@ -57,6 +57,8 @@ SUBSTITUTIONS: dict[str, str] = {
     "--checkpoint-every": "1",  # so that checkpoints are still written
     "--preview-every": "2",     # so that a preview is still made, once, at the end
     "--batch-size": "2",
+    "--per-prompt": "1",        # evaluate ti: generations per prompt
+    "--seeds": "1",             # evaluate dreambooth: seeds per prompt
 }
 # Added to a conceptlab command whose parser has the flag when the example does not give it (the defaults
 # are real sizes: 30 sampling steps, 500 training steps, 300 prompts, 30 epochs).
@@ -67,6 +69,8 @@ INJECTED: dict[str, str] = {
     "--ti-steps": "2",
     "--db-steps": "2",
     "--epochs": "1",
+    "--per-prompt": "1",
+    "--seeds": "1",
 }
 # Keyword arguments in Python blocks: `name=<integer>` becomes `name=<tiny>`.
 PYTHON_SUBSTITUTIONS: dict[str, str] = {
