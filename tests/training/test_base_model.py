@@ -76,14 +76,15 @@ def test_decoder_stage_keeps_the_encoder_and_lowers_reconstruction_error(straigh
 def test_warm_start_from_a_pipeline_folder_copies_unet_text_encoder_and_vae(straight, tmp_path):
     from diffusers import StableDiffusionPipeline
 
+    # lr 1e-12 (the loop refuses 0): one step moves no weight by more than ~1e-12
     cfg = _cfg(vae_steps=0, vae_init=str(straight / "export"), unet_init=str(straight / "export"), unet_steps=1,
-               unet_lr=0.0)
+               unet_lr=1e-12)
     train_base_model(cfg, tmp_path, tmp_path / "export", stages=("vae", "latents", "unet", "export"))
     src = StableDiffusionPipeline.from_pretrained(straight / "export")
     dst = StableDiffusionPipeline.from_pretrained(tmp_path / "export")
     for part in ("vae", "unet", "text_encoder"):
         a, b = getattr(src, part).state_dict(), getattr(dst, part).state_dict()
-        for name in a:  # lr 0: one step changes nothing, so the export equals its starting point
+        for name in a:  # one step at lr 1e-12 changes nothing to 1e-6, so the export equals its starting point
             assert torch.allclose(a[name], b[name], atol=1e-6), (part, name)
 
 
@@ -189,3 +190,95 @@ def test_unboosted_sampler_draws_exactly_what_earlier_versions_drew():
     assert plain.tolist() == np.random.default_rng(3).integers(0, 50, 32).tolist()
     heavy = _batch_sampler(boosted, 40.0, 50)(np.random.default_rng(3), 4000)
     assert (heavy < 5).mean() > 0.7  # 5 images x 40 against 45 x 1: 200/245 of the draws
+
+
+# ---------------------------------------------------------------- every stage on the shared loop: pause, resume
+def _autoencoder_run(straight, work, stage, stop_at=None, log=lambda row: None):
+    """Runs the VAE or the decoder stage alone on the straight run's images (and, for the decoder, its VAE)."""
+    import numpy as np
+
+    from conceptlab.training.base_model import stage_decoder, stage_latents, stage_vae
+
+    cfg = _cfg(vae_steps=4, decoder_steps=4, decoder_batch=4, decoder_lr=3e-3, vae_face_weight=1.0)
+    images = np.load(straight / "images.npy")
+    work.mkdir(exist_ok=True)
+    if stage == "vae":
+        stage_vae(cfg, work, images, log, stop_at=stop_at)
+        return load_torch_checkpoint(work / "vae.ckpt")
+    import shutil
+
+    for name in ("vae.ckpt", "latents.pt"):
+        if not (work / name).exists():
+            shutil.copy(straight / name, work / name)
+    vae = stage_vae(_cfg(), work, images, lambda row: None)
+    moments, _ = stage_latents(cfg, work, images, vae)
+    stage_decoder(cfg, work, images, moments, vae, log, stop_at=stop_at)
+    return load_torch_checkpoint(work / "decoder.ckpt")
+
+
+@pytest.mark.parametrize("stage", ["vae", "decoder"])
+def test_a_paused_and_resumed_autoencoder_stage_equals_a_straight_one(straight, tmp_path, stage):
+    a = _autoencoder_run(straight, tmp_path / "a", stage)
+    paused = _autoencoder_run(straight, tmp_path / "b", stage, stop_at=2)
+    assert (a["step"], paused["step"]) == (4, 2)  # the paused stage leaves its result for export_from_checkpoints
+    assert (tmp_path / "b" / stage / "checkpoints" / "step-000002").is_dir()
+    b = _autoencoder_run(straight, tmp_path / "b", stage)
+    assert b["step"] == 4 and a["model"].keys() == b["model"].keys()
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+
+
+def test_ctrl_c_in_a_stage_saves_its_step_and_a_second_call_continues_exactly(straight, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from conceptlab.training import base_model
+    from conceptlab.training.loop import TrainingStopped
+
+    a = _autoencoder_run(straight, tmp_path / "a", "vae")
+    calls, pixel_loss = [0], base_model._pixel_loss
+
+    def interrupted_at_3(*args):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # mid-step: the loop finishes step 3 and saves it
+        return pixel_loss(*args)
+
+    monkeypatch.setattr(base_model, "_pixel_loss", interrupted_at_3)
+    with pytest.raises(TrainingStopped) as stop:
+        _autoencoder_run(straight, tmp_path / "b", "vae")
+    assert (stop.value.result.stopped, stop.value.result.steps) == ("interrupted", 3)
+    assert load_torch_checkpoint(tmp_path / "b" / "vae.ckpt")["step"] == 3
+    monkeypatch.setattr(base_model, "_pixel_loss", pixel_loss)
+    b = _autoencoder_run(straight, tmp_path / "b", "vae")
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+def test_a_stage_writes_its_log_rows_from_an_after_step_hook(straight, tmp_path, monkeypatch):
+    from conceptlab.training import base_model
+
+    monkeypatch.setattr(base_model._VaeTraining, "log_every", 2)  # 50 in a real run
+    rows = []
+    _autoencoder_run(straight, tmp_path, "vae", log=rows.append)
+    assert [(r["stage"], r["step"]) for r in rows] == [("vae", 2), ("vae", 4)]
+    assert all(r["loss"] > 0 and 0 < r["psnr"] < 60 for r in rows)
+
+
+def test_settings_the_loop_cannot_train_are_refused_naming_the_config_key(tmp_path):
+    from conceptlab.errors import InputError
+
+    with pytest.raises(InputError, match=r"--config unet_lr=0"):
+        train_base_model(_cfg(unet_lr=0.0), tmp_path)
+    with pytest.raises(InputError, match=r"--config vae_batch=0"):
+        train_base_model(_cfg(vae_batch=0), tmp_path)
+
+
+def test_an_unfinished_stage_from_before_the_shared_loop_is_refused_not_restarted(straight, tmp_path):
+    import shutil
+
+    from conceptlab.errors import InputError
+
+    for name in ("images.npy", "vae.ckpt"):
+        shutil.copy(straight / name, tmp_path / name)
+    with pytest.raises(InputError, match=r"vae\.ckpt.*step 2 of 6 and has no loop checkpoints"):
+        train_base_model(_cfg(vae_steps=6), tmp_path, stages=("vae",))

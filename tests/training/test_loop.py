@@ -155,12 +155,12 @@ def test_cosine_with_a_floor_and_warm_up_gives_each_steps_rate_as_lr_times_warm_
     import math
 
     rates = []
-    cfg = TrainConfig(steps=10, lr=0.3, lr_schedule="cosine", warmup_steps=3, min_lr_ratio=0.1)
+    cfg = TrainConfig(steps=53, lr=0.3, lr_schedule="cosine", warmup_steps=30, min_lr_ratio=0.1)
     Trainer(Quadratic(), cfg, tmp_path, hooks=[lambda t: rates.append(t.last_lr)]).train()
     # written out independently: the base-model UNet stage's formula before it moved onto the loop
-    expected = [0.3 * min(1.0, (s + 1) / 3) * (0.5 * (1 + math.cos(math.pi * s / 10)) * 0.9 + 0.1) for s in range(10)]
+    expected = [0.3 * min(1.0, (s + 1) / 30) * (0.5 * (1 + math.cos(math.pi * s / 53)) * 0.9 + 0.1) for s in range(53)]
     assert rates == expected
-    assert min(rates[3:]) > 0.3 * 0.1
+    assert min(rates[30:]) > 0.3 * 0.1
 
 
 def test_stop_when_ends_the_run_as_done_and_a_resume_does_not_step_on(tmp_path):

@@ -5,6 +5,9 @@ Stages run in order and each one resumes from its last checkpoint: `render` (a f
 decoder fine-tuned on those latents with the encoder frozen), `unet` (UNet and CLIP text
 encoder trained jointly on cached latents, with EMA, caption dropout and min-SNR weighting), `export` (a
 StableDiffusionPipeline folder with the EMA weights, a loss curve and a model card).
+
+The three training stages are TrainingMethods of the shared loop (training/loop.py): each trains in
+work/<stage>/ (checkpoints, loss curve) and leaves its result in work/<stage>.ckpt.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from conceptlab.models.base import HeldOut
 from conceptlab.models.tiny import SHAPES, build_text_encoder, build_unet, build_vae, sticker_tokenizer
 from conceptlab.training.data import CachedLatents
 from conceptlab.training.diffusion import denoising_loss
+from conceptlab.training.loop import EMA, TrainConfig, Trainer, TrainingStopped, every
 from conceptlab.world import StickerSpec, face_box, render, sample_spec
 from conceptlab.world.attributes import caption
 
@@ -94,6 +98,8 @@ class BaseModelConfig:
 
 
 # ------------------------------------------------------------------ stage: render
+
+
 def training_specs(cfg: BaseModelConfig) -> list[StickerSpec]:
     """The base model's training set: random stickers with the held-out parts removed."""
     exclude = {"style": set(cfg.held_out.styles)}
@@ -133,7 +139,95 @@ def _to_tensor(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, H, W) in [-1, 1]
 
 
+# ------------------------------------------------------------------ the training stages on the shared loop
+
+
+class _Stage:
+    """What the VAE, decoder and UNet stages share as TrainingMethods: no previews, their own random streams
+    (`streams`), after-step `hooks`, a log.jsonl row every `log_every` steps, and work/<name>.ckpt, the stage's
+    result that later stages, exports and warm starts read."""
+
+    name, log_every = "", 50
+    hooks: tuple = ()
+    streams: dict  # set by each stage
+
+    def preview(self, prompts, seed, steps) -> list:
+        return []
+
+    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        atomic_save_torch({**self.result(), "step": step}, out.parent / f"{self.name}.ckpt")
+
+    def result(self) -> dict:
+        raise NotImplementedError
+
+    def log_row(self, trainer: Trainer) -> dict:
+        raise NotImplementedError
+
+
+def _stage_train_configs(cfg: BaseModelConfig) -> dict[str, tuple[TrainConfig, dict[str, str]]]:
+    """Each training stage's loop settings, with the BaseModelConfig key behind each (for error messages)."""
+    configs = {}
+    for stage, extra in (("vae", {"weight_decay": 0.0}), ("decoder", {"weight_decay": 0.0}),
+                         # warm-up, then a cosine that decays to a tenth of the peak rate
+                         ("unet", {"weight_decay": 1e-2, "warmup_steps": cfg.unet_warmup, "min_lr_ratio": 0.1})):
+        keys = {"steps": f"{stage}_steps", "batch_size": f"{stage}_batch", "lr": f"{stage}_lr",
+                "warmup_steps": f"{stage}_warmup", "seed": "seed", "checkpoint_every": "checkpoint_every"}
+        train = TrainConfig(steps=getattr(cfg, keys["steps"]), batch_size=getattr(cfg, keys["batch_size"]),
+                            lr=getattr(cfg, keys["lr"]), lr_schedule="cosine", max_grad_norm=1.0, seed=cfg.seed,
+                            checkpoint_every=cfg.checkpoint_every, **extra)
+        configs[stage] = (train, keys)
+    return configs
+
+
+def check_stage_settings(cfg: BaseModelConfig) -> None:
+    """Raises InputError naming the config key (e.g. `--config unet_lr`) of a stage setting that cannot train."""
+    for train, keys in _stage_train_configs(cfg).values():
+        if train.steps == 0:  # a stage with no steps trains nothing: its other settings do not matter
+            continue
+        try:
+            train.check()
+        except InputError as e:
+            key = keys.get(e.argument.removeprefix("--").replace("-", "_"), e.argument)
+            raise InputError(f"--config {key}", e.value, e.problem, e.fix) from None
+
+
+def _finished(ckpt: Path, steps: int) -> dict | None:
+    """The stage's result if it is finished; refuses an unfinished one that left no loop checkpoints to resume."""
+    if not ckpt.exists():
+        return None
+    state = load_torch_checkpoint(ckpt)
+    if state["step"] >= steps:
+        return state
+    if not (ckpt.with_suffix("") / "checkpoints").is_dir():
+        raise InputError("--resume", str(ckpt), f"is at step {state['step']} of {steps} and has no loop checkpoints "
+                         f"in {ckpt.with_suffix('')} to continue from (an earlier conceptlab wrote it)",
+                         "Finish it with the conceptlab that started it, or start a new run in another folder")
+    return None
+
+
+def _run_stage(method: _Stage, cfg: BaseModelConfig, work: Path, log, stop_at: int | None = None) -> str:
+    """Trains `method` on the shared loop in work/<name>, continuing its checkpoints; writes work/<name>.ckpt however
+    the run ends. Returns 'done' or 'paused' (at `stop_at`); after SIGINT/SIGTERM, raises TrainingStopped."""
+    train, _ = _stage_train_configs(cfg)[method.name]
+    folder = work / method.name
+    hooks = [*method.hooks, every(method.log_every, lambda t: log(method.log_row(t)))]
+    trainer = Trainer(method, train, folder, config_record={"stage": method.name, **asdict(cfg)}, hooks=hooks,
+                      streams=method.streams, desc=method.name)
+    result = trainer.train(resume=(folder / "checkpoints").is_dir(), stop_at=stop_at)
+    if result.stopped != "done":  # the loop wrote it only for a finished run: export_from_checkpoints reads it
+        method.save_outputs(folder, result.steps, None)
+    if result.stopped in ("interrupted", "terminated"):
+        raise TrainingStopped(result)
+    return result.stopped
+
+
+def _psnr(rec: torch.Tensor, x: torch.Tensor) -> float:
+    return -10 * math.log10(F.mse_loss(rec / 2, x / 2).item() + 1e-12)
+
+
 # ------------------------------------------------------------------ stage: vae
+
+
 def _edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
     dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
@@ -146,46 +240,66 @@ def _pixel_loss(rec: torch.Tensor, x: torch.Tensor, w: torch.Tensor, edge_weight
     return (err * w).mean() / w.mean() + edge_weight * _edge_loss(rec, x)
 
 
-def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log) -> torch.nn.Module:
-    shape = SHAPES[cfg.shape]
-    torch.manual_seed(cfg.seed)
-    vae = build_vae(shape)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    ckpt = work / "vae.ckpt"
-    step, state = 0, {}
-    if ckpt.exists():
-        state = load_torch_checkpoint(ckpt)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        step = state["step"]
-    elif cfg.vae_init:
-        warm_start(vae, init_weights(cfg.vae_init, "vae"))
-        if cfg.vae_steps == 0:  # used as it is: keep a checkpoint so later stages and exports find it
-            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": 0}, ckpt)
-    rng = np.random.default_rng(cfg.seed + step)
-    if "rng" in state:
-        rng.bit_generator.state = state["rng"]
-    draw, weights, anchor, moved = _vae_targets(cfg, shape, len(images))
-    bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae")
-    while step < cfg.vae_steps:
-        lr = cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = draw(rng, cfg.vae_batch)
-        x = _to_tensor(images[idx])  # (B, 3, H, W)
+class _VaeTraining(_Stage):
+    """The VAE on the rendered images: pixel + image-gradient loss on the decoded posterior mean, a tiny KL on the
+    means, and, fine-tuning a vae_init, face weights, rare-face boost and an anchor to the initial latents."""
+
+    name = "vae"
+
+    def __init__(self, cfg: BaseModelConfig, images: np.ndarray, vae):
+        self.cfg, self.images, self.vae = cfg, images, vae
+        self.rng = np.random.default_rng(cfg.seed)
+        self.streams = {"batches": self.rng}
+        self.draw, self.weights, self.anchor, self.moved = _vae_targets(cfg, SHAPES[cfg.shape], len(images))
+        self.last = None  # (reconstruction, images) of the last step, for the log's PSNR
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.parameters())
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        idx = self.draw(self.rng, batch_size)
+        x = _to_tensor(self.images[idx])  # (B, 3, H, W)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            post = vae.encode(x).latent_dist
+            post = self.vae.encode(x).latent_dist
             # decode the posterior mean: the encoder is made deterministic after training (see below)
-            rec = vae.decode(post.mode()).sample
+            rec = self.vae.decode(post.mode()).sample
         rec = rec.float()
-        loss = _pixel_loss(rec, x, weights[torch.from_numpy(idx)], cfg.vae_edge_weight)
+        loss = _pixel_loss(rec, x, self.weights[torch.from_numpy(idx)], cfg.vae_edge_weight)
         loss = loss + cfg.vae_kl_weight * post.mean.pow(2).mean()
-        if anchor is not None:
-            loss = loss + cfg.vae_anchor_weight * _anchor_loss(anchor, x, post.mean.float(), ~moved[idx])
-        step = _autoencoder_step(opt, list(vae.parameters()), loss, rec, x, step, bar, log, "vae")
-        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                               "rng": rng.bit_generator.state}, ckpt)
-    bar.close()
+        if self.anchor is not None:
+            loss = loss + cfg.vae_anchor_weight * _anchor_loss(self.anchor, x, post.mean.float(), ~self.moved[idx])
+        self.last = (rec.detach(), x)
+        return loss
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return self.vae.state_dict()
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.vae.load_state_dict(state)
+
+    def result(self) -> dict:
+        return {"model": self.vae.state_dict()}
+
+    def log_row(self, trainer: Trainer) -> dict:
+        return {"stage": self.name, "step": trainer.step, "loss": trainer.losses[-1], "psnr": _psnr(*self.last)}
+
+
+def stage_vae(cfg: BaseModelConfig, work: Path, images: np.ndarray, log, stop_at: int | None = None) -> torch.nn.Module:
+    """The VAE with a deterministic encoder: trained on the shared loop (or paused at `stop_at`), or loaded from a
+    finished work/vae.ckpt."""
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(SHAPES[cfg.shape])
+    ckpt = work / "vae.ckpt"
+    if (finished := _finished(ckpt, cfg.vae_steps)) is not None:
+        vae.load_state_dict(finished["model"])
+    else:
+        if cfg.vae_init:
+            warm_start(vae, init_weights(cfg.vae_init, "vae"))
+        if cfg.vae_steps:
+            _run_stage(_VaeTraining(cfg, images, vae), cfg, work, log, stop_at)
+        elif cfg.vae_init:  # used as it is: keep a checkpoint so later stages and exports find it
+            atomic_save_torch({"model": vae.state_dict(), "step": 0}, ckpt)
     make_encoder_deterministic(vae)
     return vae.eval()
 
@@ -240,21 +354,6 @@ def _anchor_loss(anchor, x: torch.Tensor, mean: torch.Tensor, keep: np.ndarray) 
     return F.mse_loss(mean[keep], old) / old.var().clamp_min(1e-8)
 
 
-def _autoencoder_step(opt, params, loss, rec, x, step: int, bar, log, stage: str) -> int:
-    """One clipped optimiser step of an image-reconstruction stage; logs loss and PSNR every 50 steps."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    step += 1
-    bar.update(1)
-    if step % 50 == 0:
-        psnr = -10 * math.log10(F.mse_loss(rec.detach() / 2, x / 2).item() + 1e-12)
-        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
-        log({"stage": stage, "step": step, "loss": loss.item(), "psnr": psnr})
-    return step
-
-
 def init_weights(source: str | Path, part: str) -> dict[str, torch.Tensor]:
     """The state dict of `part` ("vae", "unet" or "te") from a diffusers pipeline folder or a checkpoint of
     this trainer (vae.ckpt, unet.ckpt)."""
@@ -296,6 +395,8 @@ def make_encoder_deterministic(vae, logvar: float = -20.0) -> None:
 
 
 # ------------------------------------------------------------------ stage: latents
+
+
 @torch.no_grad()
 def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> tuple[torch.Tensor, float]:
     path = work / "latents.pt"
@@ -313,48 +414,54 @@ def stage_latents(cfg: BaseModelConfig, work: Path, images: np.ndarray, vae) -> 
 
 
 # ------------------------------------------------------------------ stage: decoder
-def stage_decoder(cfg: BaseModelConfig, work: Path, images: np.ndarray, moments: torch.Tensor, vae, log):
+
+
+class _DecoderTraining(_VaeTraining):
+    """The decoder (post_quant_conv + decoder) mapping the cached latent means back to the images, faces weighted
+    (1 + decoder_face_weight) in the pixel loss."""
+
+    name = "decoder"
+
+    def __init__(self, cfg: BaseModelConfig, images: np.ndarray, moments: torch.Tensor, vae):
+        shape = SHAPES[cfg.shape]
+        self.cfg, self.images, self.vae = cfg, images, vae
+        self.weights = face_weights(training_specs(cfg), shape.image_size, shape.image_size, cfg.decoder_face_weight)
+        self.mean = moments[:, : moments.shape[1] // 2]  # (N, C, h, w) unscaled latent means
+        self.rng = np.random.default_rng(cfg.seed + 17)
+        self.streams = {"batches": self.rng}
+        self.last = None
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.post_quant_conv.parameters()) + list(self.vae.decoder.parameters())
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        idx = self.rng.integers(0, len(self.images), batch_size)
+        x, w = _to_tensor(self.images[idx]), self.weights[torch.from_numpy(idx)]  # (B, 3, H, W), (B, 1, H, W)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            rec = self.vae.decode(self.mean[torch.from_numpy(idx)]).sample
+        rec = rec.float()
+        self.last = (rec.detach(), x)
+        return _pixel_loss(rec, x, w, self.cfg.vae_edge_weight)
+
+
+def stage_decoder(cfg: BaseModelConfig, work: Path, images: np.ndarray, moments: torch.Tensor, vae, log,
+                  stop_at: int | None = None):
     """Fine-tunes the decoder (post_quant_conv + decoder) to map the cached latent means back to the images.
 
     The encoder is untouched, so the latents the UNet learns from stay exactly the same; only how they are
-    drawn improves. Resumes from work/decoder.ckpt; returns the VAE with the fine-tuned decoder.
+    drawn improves. Resumes from the stage's checkpoints; returns the VAE with the fine-tuned decoder.
     """
-    ckpt = work / "decoder.ckpt"
-    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
-    step, state = 0, {}
-    if ckpt.exists():
-        state = load_torch_checkpoint(ckpt)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        step = state["step"]
-    if step >= cfg.decoder_steps:
+    if (finished := _finished(work / "decoder.ckpt", cfg.decoder_steps)) is not None:
+        vae.load_state_dict(finished["model"])
         return vae.eval()
-    shape = SHAPES[cfg.shape]
-    weights = face_weights(training_specs(cfg), shape.image_size, shape.image_size, cfg.decoder_face_weight)
-    mean = moments[:, : moments.shape[1] // 2]  # (N, C, h, w) unscaled latent means
-    rng = np.random.default_rng(cfg.seed + 17 + step)
-    if "rng" in state:
-        rng.bit_generator.state = state["rng"]
     vae.train()
-    bar = tqdm(total=cfg.decoder_steps, initial=step, desc="decoder")
-    while step < cfg.decoder_steps:
-        for g in opt.param_groups:
-            g["lr"] = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps))
-        idx = rng.integers(0, len(images), cfg.decoder_batch)
-        x, w = _to_tensor(images[idx]), weights[torch.from_numpy(idx)]  # (B, 3, H, W), (B, 1, H, W)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            rec = vae.decode(mean[torch.from_numpy(idx)]).sample
-        rec = rec.float()
-        loss = _pixel_loss(rec, x, w, cfg.vae_edge_weight)
-        step = _autoencoder_step(opt, params, loss, rec, x, step, bar, log, "decoder")
-        if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
-            atomic_save_torch({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                               "rng": rng.bit_generator.state}, ckpt)
-    bar.close()
+    _run_stage(_DecoderTraining(cfg, images, moments, vae), cfg, work, log, stop_at)
     return vae.eval()
 
 
 # ------------------------------------------------------------------ stage: unet
+
+
 def face_weights(specs: list[StickerSpec], image_size: int, latent_size: int, extra: float) -> torch.Tensor:
     """(N, 1, h, w) loss weights: 1 everywhere, 1 + extra on the latent pixels under each sticker's face."""
     weights = torch.ones(len(specs), 1, latent_size, latent_size)
@@ -381,83 +488,83 @@ class _Captioner:
         return self.tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
-def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling: float, log, stop_at: int | None = None):
-    """Trains to cfg.unet_steps (or pauses at `stop_at`, checkpointed); resumes exactly from the checkpoint."""
-    from diffusers import DDPMScheduler
+class _UNetTraining(_Stage):
+    """UNet and text encoder jointly on the cached latents: the denoising loss with offset noise, min-SNR weighting,
+    caption and attribute dropout, optional face weights and rare-face boost; an EMA of both."""
 
-    from conceptlab.models.tiny import sd_scheduler_config
+    name, log_every = "unet", 25
 
+    def __init__(self, cfg: BaseModelConfig, unet, te, tok, moments: torch.Tensor, scaling: float):
+        from diffusers import DDPMScheduler
+
+        from conceptlab.models.tiny import sd_scheduler_config
+
+        self.cfg, self.unet, self.te = cfg, unet, te
+        self.params = list(unet.parameters()) + list(te.parameters())
+        sched_cfg = sd_scheduler_config(beta_end=cfg.noise_beta_end)
+        self.noise = DDPMScheduler(**{k: v for k, v in sched_cfg.items() if k != "set_alpha_to_one"})
+        mean, logvar = moments.chunk(2, dim=1)  # (N, C, 16, 16) each
+        self.cached = CachedLatents(mean, logvar, scaling)
+        specs = training_specs(cfg)
+        self.captioner = _Captioner(specs, tok, cfg)
+        self.weights = (face_weights(specs, SHAPES[cfg.shape].image_size, mean.shape[-1], cfg.face_loss_weight)
+                        if cfg.face_loss_weight else None)
+        self.draw = _batch_sampler(_rare_faced(cfg, specs), cfg.unet_rare_face_boost, len(moments))
+        self.rng_np, self.rng_py = np.random.default_rng(cfg.seed * 7), random.Random(cfg.seed * 11)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 13)
+        self.streams = {"batches": self.rng_np, "captions": self.rng_py, "noise": self.gen}
+        self.ema = EMA(self.params, cfg.ema_decay)
+        self.hooks = [self.ema]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.params
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        idx = torch.from_numpy(self.draw(self.rng_np, batch_size))
+        latents = self.cached.sample(idx, self.gen)  # (B, C, 16, 16)
+        ids = self.captioner(idx.numpy(), self.rng_py)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            return denoising_loss(self.unet, self.noise, latents, self.te(ids)[0], self.gen,
+                                  offset_noise=cfg.offset_noise, min_snr_gamma=cfg.min_snr_gamma,
+                                  pixel_weight=None if self.weights is None else self.weights[idx])
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {**{f"unet.{k}": v for k, v in self.unet.state_dict().items()},
+                **{f"te.{k}": v for k, v in self.te.state_dict().items()}}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        for prefix, module in (("unet.", self.unet), ("te.", self.te)):
+            module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+
+    def result(self) -> dict:
+        return {"unet": self.unet.state_dict(), "te": self.te.state_dict(), "ema": self.ema.shadow}
+
+    def log_row(self, trainer: Trainer) -> dict:
+        return {"stage": self.name, "step": trainer.step, "loss": trainer.losses[-1], "lr": trainer.last_lr}
+
+
+def stage_unet(cfg: BaseModelConfig, work: Path, moments: torch.Tensor, scaling: float, log,
+               stop_at: int | None = None) -> str:
+    """Trains to cfg.unet_steps (or pauses at `stop_at`, checkpointed); resumes exactly. Returns 'done' or 'paused'."""
+    if _finished(work / "unet.ckpt", cfg.unet_steps) is not None:
+        return "done"
     shape, tok = SHAPES[cfg.shape], sticker_tokenizer()
     torch.manual_seed(cfg.seed)
     te, unet = build_text_encoder(shape, len(tok)), build_unet(shape, shape.text_hidden)
-    params = list(unet.parameters()) + list(te.parameters())
-    ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    sched_cfg = sd_scheduler_config(beta_end=cfg.noise_beta_end)
-    sched = DDPMScheduler(**{k: v for k, v in sched_cfg.items() if k != "set_alpha_to_one"})
-    mean, logvar = moments.chunk(2, dim=1)  # (N, C, 16, 16) each
-    cached = CachedLatents(mean, logvar, scaling)
-    ckpt, step = work / "unet.ckpt", 0
-    if ckpt.exists():
-        st = load_torch_checkpoint(ckpt)
-        unet.load_state_dict(st["unet"]), te.load_state_dict(st["te"]), opt.load_state_dict(st["opt"])
-        for e, v in zip(ema, st["ema"]):
-            e.copy_(v)
-        step = st["step"]
-    elif cfg.unet_init:
+    if cfg.unet_init:
         warm_start(unet, init_weights(cfg.unet_init, "unet")), warm_start(te, init_weights(cfg.unet_init, "te"))
-        for e, p in zip(ema, params):
-            e.copy_(p.detach())
-        if cfg.unet_steps == 0:  # used as it is (e.g. a decoder-only update): keep a checkpoint for the export
-            atomic_save_torch({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
-                               "ema": ema, "step": 0}, ckpt)
-            return
-    specs = training_specs(cfg)
-    captioner = _Captioner(specs, tok, cfg)
-    weights = face_weights(specs, shape.image_size, mean.shape[-1], cfg.face_loss_weight) if cfg.face_loss_weight else None
-    draw = _batch_sampler(_rare_faced(cfg, specs), cfg.unet_rare_face_boost, len(moments))
-    rng_np, rng_py = np.random.default_rng(cfg.seed * 7 + step), random.Random(cfg.seed * 11 + step)
-    gen = torch.Generator().manual_seed(cfg.seed * 13 + step)
-    if step and "rng" in st:  # exact resume: the streams continue where they stopped
-        rng_np.bit_generator.state = st["rng"]["np"]
-        rng_py.setstate(st["rng"]["py"])
-        gen.set_state(st["rng"]["torch"])
-    bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet")
-    end = min(cfg.unet_steps, stop_at or cfg.unet_steps)
-    while step < end:
-        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.unet_warmup)
-        lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.from_numpy(draw(rng_np, cfg.unet_batch))
-        latents = cached.sample(idx, gen)  # (B, C, 16, 16)
-        ids = captioner(idx.numpy(), rng_py)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = denoising_loss(unet, sched, latents, te(ids)[0], gen, offset_noise=cfg.offset_noise,
-                                  min_snr_gamma=cfg.min_snr_gamma,
-                                  pixel_weight=None if weights is None else weights[idx])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; last checkpoint kept at {ckpt}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        bar.update(1)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log({"stage": "unet", "step": step, "loss": loss.item(), "lr": lr})
-        if step % cfg.checkpoint_every == 0 or step == end:
-            rng = {"np": rng_np.bit_generator.state, "py": rng_py.getstate(), "torch": gen.get_state()}
-            atomic_save_torch({"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
-                               "ema": ema, "step": step, "rng": rng}, ckpt)
-    bar.close()
+    method = _UNetTraining(cfg, unet, te, tok, moments, scaling)
+    if cfg.unet_steps:
+        return _run_stage(method, cfg, work, log, stop_at)
+    if cfg.unet_init:  # used as it is (e.g. a decoder-only update): keep a checkpoint for the export
+        method.save_outputs(work / method.name, 0, None)
+    return "done"
 
 
 # ------------------------------------------------------------------ stage: export
+
+
 def export_pipeline(cfg: BaseModelConfig, work: Path, out: Path, vae, scaling: float):
     """Writes a StableDiffusionPipeline folder with the EMA weights of the latest UNet checkpoint."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -530,30 +637,30 @@ def train_base_model(cfg: BaseModelConfig, work: Path, out: Path | None = None, 
                      stop_at: int | None = None) -> None:
     """Runs the stages in order; each resumes where it stopped. Logs go to work/log.jsonl.
 
-    `stop_at` pauses the UNet stage at that step (checkpointed); a later call continues exactly.
+    `stop_at` pauses the UNet stage at that step (checkpointed); a later call continues exactly. Ctrl-C or SIGTERM
+    saves the running stage's step and raises TrainingStopped (a KeyboardInterrupt); a later call continues it.
     """
+    check_stage_settings(cfg)
     if cfg.bf16:
         from conceptlab.hardware import warn_if_slow_bf16
 
         warn_if_slow_bf16("bf16=true")
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log_file = (work / "log.jsonl").open("a")
+    with (work / "log.jsonl").open("a") as log_file:
 
-    def log(row):
-        log_file.write(json.dumps({**row, "time": time.time()}) + "\n")
-        log_file.flush()
+        def log(row):
+            log_file.write(json.dumps({**row, "time": time.time()}) + "\n")
+            log_file.flush()
 
-    stages = stages or ("render", "vae", "latents", "decoder", "unet", "export")
-    images = stage_render(cfg, work)
-    needs_vae = {"vae", "latents", "decoder", "export"} & set(stages)
-    vae = stage_vae(cfg, work, images, log) if needs_vae else None
-    moments, scaling = stage_latents(cfg, work, images, vae)
-    if cfg.decoder_steps and ("decoder" in stages or "export" in stages):
-        vae = stage_decoder(cfg, work, images, moments, vae, log)
-    if "unet" in stages:
-        stage_unet(cfg, work, moments, scaling, log, stop_at)
-        if stop_at is not None and stop_at < cfg.unet_steps:
+        stages = stages or ("render", "vae", "latents", "decoder", "unet", "export")
+        images = stage_render(cfg, work)
+        needs_vae = {"vae", "latents", "decoder", "export"} & set(stages)
+        vae = stage_vae(cfg, work, images, log) if needs_vae else None
+        moments, scaling = stage_latents(cfg, work, images, vae)
+        if cfg.decoder_steps and ("decoder" in stages or "export" in stages):
+            vae = stage_decoder(cfg, work, images, moments, vae, log)
+        if "unet" in stages and stage_unet(cfg, work, moments, scaling, log, stop_at) == "paused":
             return
-    if "export" in stages and out is not None:
-        export_pipeline(cfg, work, out, vae, scaling)
+        if "export" in stages and out is not None:
+            export_pipeline(cfg, work, out, vae, scaling)

@@ -132,7 +132,8 @@ class TrainResult:
 
 
 class TrainingStopped(KeyboardInterrupt):
-    """Raised by a training function that must return a finished model when a signal stopped its run (saved)."""
+    """Raised by a training function that returns a finished model when its run stopped before the end, saved
+    (SIGINT/SIGTERM, or a pause at stop_at); `result` says how."""
 
     def __init__(self, result: TrainResult):
         super().__init__(f"{result.stopped} at step {result.steps}")
@@ -145,10 +146,10 @@ def _lr_factors(cfg: TrainConfig):
         warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         if cfg.lr_schedule in ("constant", "constant_with_warmup"):
             return warm, 1.0
-        progress = min(1.0, step / max(1, cfg.steps))
         if cfg.lr_schedule == "linear":
-            return warm, 1 - progress
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return warm, 1 - min(1.0, step / max(1, cfg.steps))
+        # pi * step / steps, in that order, as the base-model stages and the judge computed it
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / max(1, cfg.steps)))
         return warm, cosine * (1 - cfg.min_lr_ratio) + cfg.min_lr_ratio
 
     return f
