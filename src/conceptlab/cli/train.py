@@ -146,8 +146,13 @@ def run_ti(args) -> int:
                                         overwrite=args.overwrite)
     if result.stopped != "done":  # the loop saved a checkpoint and said how to resume
         return 143 if result.stopped == "terminated" else 130
+    from pathlib import Path
+
+    from conceptlab.concepts.formats import safe_name
+
     tokens = ", ".join(c.token for c in cfg.concepts)
-    print(f"learned {tokens} in {result.steps} steps (final loss {result.losses[-1]:.4f}); files in {args.out}/<token>/; "
+    folders = ", ".join(str(Path(args.out) / safe_name(c.token)) for c in cfg.concepts)
+    print(f"learned {tokens} in {result.steps} steps (final loss {result.losses[-1]:.4f}); files in {folders}; "
           f"use them with: conceptlab generate --concepts {args.out} --prompt 'a {cfg.concepts[0].token} ...'")
     return 0
 

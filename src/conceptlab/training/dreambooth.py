@@ -337,7 +337,7 @@ class DreamBooth:
     def metadata(self, steps: int | None, loss: float | None) -> dict:
         from conceptlab import __version__
 
-        return {"base_model": self.cfg.model or "", "subjects": [s.identifier for s in self.cfg.subjects],
+        return {"base_model": self.cfg.model or "sticker_base", "subjects": [s.identifier for s in self.cfg.subjects],
                 "classes": [s.class_word for s in self.cfg.subjects], "rank": self.cfg.rank if self.cfg.lora else None,
                 "lora": self.cfg.lora, "steps": steps, "final_loss": loss, "conceptlab_version": __version__}
 

@@ -244,7 +244,7 @@ class TextualInversion:
         for c, ph in zip(self.cfg.concepts, self.placeholders):
             rows = [s.vectors[start:start + ph.num_vectors] for s in self.splices]
             start += ph.num_vectors
-            meta = {"base_model": self.cfg.model or "", "family": self.family.name, "token": ph.token,
+            meta = {"base_model": self.cfg.model or "sticker_base", "family": self.family.name, "token": ph.token,
                     "vectors": ph.num_vectors, "init": str(c.init or ""), "steps": steps, "final_loss": loss,
                     "conceptlab_version": _version()}
             extra = {slot.key: r for slot, r in zip(self.family.slots[1:], rows[1:])}
