@@ -1,9 +1,10 @@
 """Maintainer tool: train the sticker-world judge and measure it on fresh renders.
 
-    python scripts/train_judge.py OUT [--steps 1500] [--images 24000] [--copy]   # --copy: install as shipped
+    python scripts/train_judge.py OUT [--steps 1500] [--images 24000] [--resume] [--copy]   # --copy: install as shipped
 
 Renders JudgeConfig.images stickers (every attribute, held-out ones included), trains with blur/noise/
-colour-jitter augmentation, then reports per-head accuracy on 3,000 renders from unseen seeds, plain and
+colour-jitter augmentation on the shared training loop (checkpoints in OUT/checkpoints; Ctrl-C saves, --resume
+continues), then reports per-head accuracy on 3,000 renders from unseen seeds, plain and
 softened, and the named-individual head on monsters alone; the numbers go into the safetensors metadata.
 """
 
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from conceptlab.evaluation.judge import JudgeConfig, judge_accuracy, render_dataset, shipped_judge, train_judge
+from conceptlab.training.loop import TrainingStopped
 
 
-def main(out: str, steps: int, images: int, copy: bool) -> None:
+def main(out: str, steps: int, images: int, copy: bool, resume: bool = False) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = JudgeConfig(steps=steps, images=images)
@@ -30,7 +32,7 @@ def main(out: str, steps: int, images: int, copy: bool) -> None:
     else:
         images, labels = render_dataset(cfg)
         np.savez(cache, imgs=images, **labels)
-    judge = train_judge(cfg, images, labels)
+    judge = train_judge(cfg, images, labels, out, resume=resume)
     test_images, test_labels = render_dataset(JudgeConfig(images=3000, seed=99))
     plain = judge_accuracy(judge, test_images, test_labels)
     soft = judge_accuracy(judge, test_images, test_labels, soften=True)
@@ -48,4 +50,7 @@ def main(out: str, steps: int, images: int, copy: bool) -> None:
 if __name__ == "__main__":
     argv = sys.argv[1:]
     opt = lambda name, default: int(argv[argv.index(name) + 1]) if name in argv else default  # noqa: E731
-    main(argv[0], opt("--steps", 1500), opt("--images", 24000), "--copy" in argv)
+    try:
+        main(argv[0], opt("--steps", 1500), opt("--images", 24000), "--copy" in argv, "--resume" in argv)
+    except TrainingStopped as stop:  # the loop saved the step and said how to continue
+        sys.exit(143 if stop.result.stopped == "terminated" else 130)

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conceptlab.cli.main import main
@@ -144,3 +145,31 @@ def test_cli_eval_and_filter(trained, colours, tmp_path, capsys):
     kept = [json.loads(x) for x in (tmp_path / "kept" / "metadata.jsonl").read_text().splitlines()]
     assert len(kept) == round(report["recognizable"] * 6)
     assert main(["classify", "eval", "--classifier", str(out), "--images", str(imgs), "--expect", "emotion=happy"]) == 2
+
+
+# 3 steps an epoch; at lr 5e-2 the validation loss stops improving after epoch 4, and patience 1 ends the run there
+@pytest.mark.parametrize("lr,epochs,patience,trained", [(1e-2, 4, 12, 4), (5e-2, 6, 1, 5)],
+                         ids=["all epochs", "early stop"])
+def test_training_on_the_shared_loop_paused_and_resumed_equals_a_straight_run(colours, tmp_path, lr, epochs, patience,
+                                                                              trained):
+    from safetensors.torch import load_file
+
+    from conceptlab.training.loop import TrainingStopped
+
+    data = read_labelled_folder(colours, "colour")
+
+    def cfg():
+        return ClassifierConfig(label="colour", arch="resnet-tiny", epochs=epochs, image_size=32, lr=lr,
+                                batch_size=16, patience=patience)
+
+    straight = train_classifier(data, cfg(), tmp_path / "a", progress=False)
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert len(history) == trained
+    with pytest.raises(TrainingStopped, match="paused at step 4"):  # mid-epoch 2
+        train_classifier(data, cfg(), tmp_path / "b", progress=False, stop_at=4)
+    resumed = train_classifier(data, cfg(), tmp_path / "b", progress=False, resume=True)
+    assert resumed == straight
+    for name in ("history.json", "metrics.json", "labels.json", "conceptlab_classifier.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

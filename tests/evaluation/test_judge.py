@@ -47,3 +47,20 @@ def test_augment_keeps_range_and_shape():
 def test_empty_input():
     cfg = JudgeConfig(widths=(4, 8), convs=(1, 1))
     assert Judge(JudgeNet(cfg), cfg).predict([]) == {k: [] for k in ATTRIBUTES}
+
+
+def test_training_on_the_shared_loop_paused_and_resumed_equals_a_straight_run(tmp_path):
+    from conceptlab.evaluation.judge import render_dataset, train_judge
+    from conceptlab.training.loop import TrainingStopped
+
+    cfg = JudgeConfig(widths=(4, 8), convs=(1, 1), images=16, steps=6, batch=4)
+    images, labels = render_dataset(cfg)
+    straight = train_judge(cfg, images, labels, tmp_path / "a")
+    with pytest.raises(TrainingStopped, match="paused at step 3"):
+        train_judge(cfg, images, labels, tmp_path / "b", stop_at=3)
+    resumed = train_judge(cfg, images, labels, tmp_path / "b", resume=True)
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # BatchNorm's running statistics too
+    assert (tmp_path / "b" / "loss.png").is_file() and not resumed.net.training
+    again = train_judge(cfg, images, labels, tmp_path / "b")  # without resume: starts over, the same run again
+    assert all(torch.equal(a[k], v) for k, v in again.net.state_dict().items())

@@ -8,6 +8,7 @@ class-balanced metrics, and every artifact a user wants to look at.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from conceptlab.errors import InputError
 from conceptlab.evaluation.datasets import LabelledImages, open_rgb, read_labelled_folder
@@ -155,8 +155,80 @@ def check_classifier_config(cfg: ClassifierConfig) -> None:
     Bound(1, 10_000, integer=True).check("--patience", cfg.patience)
 
 
-def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Path, progress: bool = True) -> dict:
-    """Trains, keeps the weights of the best validation loss, writes every artifact; returns the metrics."""
+class _ClassifierTraining:
+    """The classifier as a TrainingMethod of the shared loop: cross-entropy on class-balanced batches of the
+    training split (drawn with replacement, augmented), so that a rare class is not drowned out."""
+
+    def __init__(self, model, cfg: ClassifierConfig, x_tr: torch.Tensor, y_tr: torch.Tensor):
+        self.model, self.cfg, self.x_tr, self.y_tr = model.train(), cfg, x_tr, y_tr
+        counts = torch.bincount(y_tr, minlength=len(cfg.classes)).float()
+        self.weights = (1.0 / counts.clamp(min=1))[y_tr]
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.streams = {"batches": self.gen}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.gen)
+        x = _augment(self.x_tr[idx], self.gen) if self.cfg.augment else self.x_tr[idx]
+        return F.cross_entropy(self.model(pixel_values=x).logits, self.y_tr[idx])
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()  # BatchNorm's running statistics included
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        pass  # train_classifier writes the artifacts from the best weights
+
+    def preview(self, prompts, seed, steps) -> list:
+        return []
+
+
+class _EarlyStopping:
+    """After-step hook: at the end of every epoch (`every` steps) records the epoch in `history`, keeps the weights
+    of the best validation loss, and counts the epochs since it last improved (checkpointed with the run)."""
+
+    def __init__(self, model, x_va: torch.Tensor, y_va: torch.Tensor, every: int, patience: int):
+        self.model, self.x_va, self.y_va, self.every, self.patience = model, x_va, y_va, every, patience
+        self.history, self.best, self.best_state, self.waited = [], float("inf"), None, 0
+
+    def __call__(self, trainer) -> None:
+        if trainer.step % self.every:
+            return
+        val_loss, pred = _evaluate(self.model, self.x_va, self.y_va)
+        self.model.train()
+        self.history.append({"epoch": trainer.step // self.every, "train_loss": sum(trainer.losses[-self.every:]) /
+                             self.every, "val_loss": val_loss, "val_accuracy": float((pred == self.y_va.numpy()).mean())})
+        if val_loss < self.best - 1e-4:
+            self.best, self.waited = val_loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.waited += 1
+
+    def exhausted(self, trainer) -> bool:
+        """True once the validation loss has not improved for `patience` epochs: the loop's stop_when."""
+        return self.waited >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best, "best_state": self.best_state, "waited": self.waited}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best, self.waited = list(state["history"]), state["best"], state["waited"]
+        self.best_state = state["best_state"]
+
+
+def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Path, progress: bool = True,
+                     resume: bool = False, stop_at: int | None = None) -> dict:
+    """Trains, keeps the weights of the best validation loss, writes every artifact; returns the metrics.
+
+    Trains on the shared loop in `out` (its checkpoints beside the artifacts): `resume` continues the run there,
+    otherwise it starts over. After SIGINT/SIGTERM (saved) raises TrainingStopped; `stop_at` pauses the same way.
+    """
+    from conceptlab.training.loop import TrainConfig, Trainer, TrainingStopped
+
     check_classifier_config(cfg)
     classes = sorted(set(data.labels))
     if len(classes) < 2:
@@ -167,39 +239,29 @@ def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Pat
     tr, va = stratified_split(data.labels, cfg.val_split, cfg.seed)
     x_tr, y_tr = _load_tensors(data, tr, pre, classes)
     x_va, y_va = _load_tensors(data, va, pre, classes)
-    # class-balanced sampling weights, so a rare class is not drowned out
-    counts = torch.bincount(y_tr, minlength=len(classes)).float()
-    weights = (1.0 / counts.clamp(min=1))[y_tr]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    method = _ClassifierTraining(model, cfg, x_tr, y_tr)
     steps_per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
-    history, best, best_state, waited = [], float("inf"), None, 0
-    for epoch in tqdm(range(cfg.epochs), desc="classify train", disable=not progress):
-        model.train()
-        total = 0.0
-        for _ in range(steps_per_epoch):
-            idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen)
-            x = _augment(x_tr[idx], gen) if cfg.augment else x_tr[idx]
-            loss = F.cross_entropy(model(pixel_values=x).logits, y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        val_loss, pred = _evaluate(model, x_va, y_va)
-        history.append({"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "val_loss": val_loss,
-                        "val_accuracy": float((pred == y_va.numpy()).mean())})
-        if val_loss < best - 1e-4:
-            best, waited = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+    early = _EarlyStopping(model, x_va, y_va, steps_per_epoch, cfg.patience)
+    train = TrainConfig(steps=cfg.epochs * steps_per_epoch, batch_size=cfg.batch_size, lr=cfg.lr,
+                        weight_decay=1e-4, max_grad_norm=0.0, seed=cfg.seed, keep_checkpoints=1)
+    record = {"classifier": asdict(cfg), "data": _data_digest(data)}
+    trainer = Trainer(method, train, out, config_record=record, hooks=[early], streams=method.streams,
+                      stop_when=early.exhausted, desc="classify train", progress=progress)
+    result = trainer.train(resume=resume, overwrite=not resume, stop_at=stop_at)
+    if result.stopped != "done":
+        raise TrainingStopped(result)
+    model.load_state_dict(early.best_state)
     _, pred = _evaluate(model, x_va, y_va)
     result = metrics(y_va.numpy(), pred, classes)
-    save_classifier(model, pre, cfg, out, result, history)
+    save_classifier(model, pre, cfg, out, result, early.history)
     return result
+
+
+def _data_digest(data: LabelledImages) -> str:
+    """sha256 of the images' paths and labels: a resumed run must train on the same data."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([[str(p), lab] for p, lab in zip(data.paths, data.labels)]).encode()).hexdigest()
 
 
 def save_classifier(model, pre: Preprocess, cfg: ClassifierConfig, out: Path, result: dict, history: list) -> None:

@@ -7,7 +7,6 @@ softer pictures a diffusion model draws. Heads and label strings are the world's
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from conceptlab.world.attributes import ATTRIBUTES
 
 JUDGE_SIZE = 64
+JUDGE_CHECKPOINT_EVERY = 250  # training steps between checkpoints (a run is 1,500)
 
 
 def shipped_judge() -> Path:
@@ -166,30 +166,57 @@ def render_dataset(cfg: JudgeConfig, offset: int = 0) -> tuple[np.ndarray, dict[
     return np.stack(images), {k: np.array(v) for k, v in labels.items()}
 
 
-def train_judge(cfg: JudgeConfig, images: np.ndarray, labels: dict[str, np.ndarray], log=print) -> Judge:
-    torch.manual_seed(cfg.seed)
-    net = JudgeNet(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, 64, 64) uint8
-    y_all = {k: torch.from_numpy(v) for k, v in labels.items()}
-    bar = tqdm(range(cfg.steps), desc="judge")
-    net.train()
-    for step in bar:
-        lr = cfg.lr * min(1, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.from_numpy(rng.integers(0, len(images), cfg.batch))
-        x = augment(x_all[idx].float() / 127.5 - 1, gen)
-        out = net(x)
-        loss = sum(F.cross_entropy(out[k], y_all[k][idx], label_smoothing=0.05) for k in cfg.heads)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    return Judge(net.eval(), cfg)
+class _JudgeTraining:
+    """The judge as a TrainingMethod of the shared loop: every head's label-smoothed cross-entropy on augmented
+    rendered stickers, batches drawn uniformly."""
+
+    def __init__(self, cfg: JudgeConfig, images: np.ndarray, labels: dict[str, np.ndarray]):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.net = cfg, JudgeNet(cfg).train()
+        self.x_all = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, 64, 64) uint8
+        self.y_all = {k: torch.from_numpy(v) for k, v in labels.items()}
+        self.gen, self.rng = torch.Generator().manual_seed(cfg.seed), np.random.default_rng(cfg.seed)
+        self.streams = {"augment": self.gen, "batches": self.rng}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.from_numpy(self.rng.integers(0, len(self.x_all), batch_size))
+        out = self.net(augment(self.x_all[idx].float() / 127.5 - 1, self.gen))
+        return sum(F.cross_entropy(out[k], self.y_all[k][idx], label_smoothing=0.05) for k in self.cfg.heads)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return self.net.state_dict()  # BatchNorm's running statistics included
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)
+
+    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        pass  # the caller saves the judge, with what it measured in the metadata
+
+    def preview(self, prompts, seed, steps) -> list:
+        return []
+
+
+def train_judge(cfg: JudgeConfig, images: np.ndarray, labels: dict[str, np.ndarray], out: str | Path,
+                resume: bool = False, stop_at: int | None = None) -> Judge:
+    """Trains a judge on the shared loop in `out` (checkpoints, loss curve): AdamW, 100 warm-up steps, cosine to 0.
+
+    Continues the run in `out` if `resume`, else starts over. After SIGINT/SIGTERM (saved) raises TrainingStopped;
+    `stop_at` pauses after that step the same way.
+    """
+    from conceptlab.training.loop import TrainConfig, Trainer, TrainingStopped
+
+    method = _JudgeTraining(cfg, images, labels)
+    train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch, lr=cfg.lr, lr_schedule="cosine", warmup_steps=100,
+                        weight_decay=5e-4, max_grad_norm=0.0, seed=cfg.seed, checkpoint_every=JUDGE_CHECKPOINT_EVERY)
+    trainer = Trainer(method, train, out, config_record={"judge": asdict(cfg), "images": len(images)}, desc="judge",
+                      streams=method.streams)
+    result = trainer.train(resume=resume, overwrite=not resume, stop_at=stop_at)
+    if result.stopped != "done":
+        raise TrainingStopped(result)
+    return Judge(method.net.eval(), cfg)
 
 
 def judge_accuracy(judge: Judge, images: np.ndarray, labels: dict[str, np.ndarray],
