@@ -21,7 +21,9 @@ def add_parser(sub):
 
 def run(args) -> int:
     from conceptlab.demo import run_demo
+    from conceptlab.validation import output_dir
 
+    output_dir("--out", args.out)
     path = run_demo(args.out, model=args.model, n=args.n, steps=args.steps, ti_steps=args.ti_steps,
                     db_steps=args.db_steps)
     print(f"demo report: {path}")
