@@ -94,8 +94,10 @@ def check_settings(ws: Workspace, s: TrainSettings) -> None:
     check_concepts([ConceptConfig(token=s.token, folder=str(folder), init=s.init or None, vectors=s.vectors)])
 
 
-def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str = sys.executable) -> list[str]:
-    """The `conceptlab train ti` command line of a job (what a person would type)."""
+def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str | None = None) -> list[str]:
+    """The `conceptlab train ti` command line of a job (what a person would type); `python` defaults to the
+    interpreter running the studio."""
+    python = python or sys.executable
     concept = f"{s.token}={ws.folder('uploads', s.images)}" + (f",init={s.init}" if s.init else "")
     concept += f",vectors={s.vectors}" if s.vectors != 1 else ""
     cmd = [python, "-m", "conceptlab.cli.main", "train", "ti", "--concept", concept, "--steps", str(s.steps),
@@ -230,10 +232,10 @@ def _tail(path: Path, lines: int) -> str:
 class JobRunner:
     """Starts queued jobs one at a time as child processes, watches them, cancels and resumes them."""
 
-    def __init__(self, ws: Workspace, python: str = sys.executable, poll_seconds: float = 0.5,
+    def __init__(self, ws: Workspace, python: str | None = None, poll_seconds: float = 0.5,
                  env: dict | None = None):
         self.ws, self.store = ws, JobStore(ws)
-        self.python, self.poll_seconds = python, poll_seconds
+        self.python, self.poll_seconds = python or sys.executable, poll_seconds
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}
