@@ -172,18 +172,19 @@ def test_stop_when_ends_the_run_as_done_and_a_resume_does_not_step_on(tmp_path):
     assert result.steps == 4 and torch.equal(again.w, m.w)
 
 
-def test_checkpoints_from_before_min_lr_ratio_resume_without_complaint(tmp_path):
+def test_checkpoints_from_before_min_lr_ratio_and_fused_adamw_resume_without_complaint(tmp_path):
     import json
     import warnings
 
-    from conceptlab.training.loop import MANIFEST, _write_manifest
+    from conceptlab.training.loop import ADDED, MANIFEST, _write_manifest
 
     straight = Quadratic()
     Trainer(straight, TrainConfig(steps=4, lr=0.1), tmp_path / "a").train()
     Trainer(Quadratic(), TrainConfig(steps=4, lr=0.1), tmp_path / "b").train(stop_at=2)
     ck = tmp_path / "b" / "checkpoints" / "step-000002"
     loop = json.loads((ck / "loop.json").read_text())
-    del loop["fingerprint"]["train.min_lr_ratio"]  # as a checkpoint written before the field existed
+    for key in ADDED:  # as a checkpoint written before these fields existed
+        del loop["fingerprint"][key]
     (ck / "loop.json").write_text(json.dumps(loop))
     (ck / MANIFEST).unlink()
     _write_manifest(ck)
@@ -197,3 +198,17 @@ def test_checkpoints_from_before_min_lr_ratio_resume_without_complaint(tmp_path)
 def test_a_stream_the_loop_cannot_save_is_refused(tmp_path):
     with pytest.raises(TypeError, match="stream 'x' is a list"):
         Trainer(Quadratic(), TrainConfig(steps=2), tmp_path, streams={"x": []})
+
+
+def test_fused_adamw_off_is_torchs_default_adamw_bit_for_bit(tmp_path):
+    """What the base model, the judge and the classifier train with, so that they reproduce their earlier runs."""
+    m = Quadratic()
+    trainer = Trainer(m, TrainConfig(steps=5, lr=0.1, weight_decay=1e-2, max_grad_norm=0, fused_adamw=False), tmp_path)
+    trainer.train()
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt, gen = torch.optim.AdamW([w], lr=0.1, weight_decay=1e-2), torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ((w - torch.randn(4, generator=gen)) ** 2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert trainer.opt.defaults["fused"] is None and torch.equal(m.w, w)

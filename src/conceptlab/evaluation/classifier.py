@@ -243,7 +243,7 @@ def train_classifier(data: LabelledImages, cfg: ClassifierConfig, out: str | Pat
     steps_per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
     early = _EarlyStopping(model, x_va, y_va, steps_per_epoch, cfg.patience)
     train = TrainConfig(steps=cfg.epochs * steps_per_epoch, batch_size=cfg.batch_size, lr=cfg.lr,
-                        weight_decay=1e-4, max_grad_norm=0.0, seed=cfg.seed, keep_checkpoints=1)
+                        weight_decay=1e-4, max_grad_norm=0.0, fused_adamw=False, seed=cfg.seed, keep_checkpoints=1)
     record = {"classifier": asdict(cfg), "data": _data_digest(data)}
     trainer = Trainer(method, train, out, config_record=record, hooks=[early], streams=method.streams,
                       stop_when=early.exhausted, desc="classify train", progress=progress)

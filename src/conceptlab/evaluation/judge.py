@@ -210,7 +210,8 @@ def train_judge(cfg: JudgeConfig, images: np.ndarray, labels: dict[str, np.ndarr
 
     method = _JudgeTraining(cfg, images, labels)
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch, lr=cfg.lr, lr_schedule="cosine", warmup_steps=100,
-                        weight_decay=5e-4, max_grad_norm=0.0, seed=cfg.seed, checkpoint_every=JUDGE_CHECKPOINT_EVERY)
+                        weight_decay=5e-4, max_grad_norm=0.0, fused_adamw=False, seed=cfg.seed,
+                        checkpoint_every=JUDGE_CHECKPOINT_EVERY)
     trainer = Trainer(method, train, out, config_record={"judge": asdict(cfg), "images": len(images)}, desc="judge",
                       streams=method.streams)
     result = trainer.train(resume=resume, overwrite=not resume, stop_at=stop_at)

@@ -174,7 +174,7 @@ def _stage_train_configs(cfg: BaseModelConfig) -> dict[str, tuple[TrainConfig, d
                 "warmup_steps": f"{stage}_warmup", "seed": "seed", "checkpoint_every": "checkpoint_every"}
         train = TrainConfig(steps=getattr(cfg, keys["steps"]), batch_size=getattr(cfg, keys["batch_size"]),
                             lr=getattr(cfg, keys["lr"]), lr_schedule="cosine", max_grad_norm=1.0, seed=cfg.seed,
-                            checkpoint_every=cfg.checkpoint_every, **extra)
+                            checkpoint_every=cfg.checkpoint_every, fused_adamw=False, **extra)
         configs[stage] = (train, keys)
     return configs
 
@@ -214,8 +214,8 @@ def _run_stage(method: _Stage, cfg: BaseModelConfig, work: Path, log, stop_at: i
     trainer = Trainer(method, train, folder, config_record={"stage": method.name, **asdict(cfg)}, hooks=hooks,
                       streams=method.streams, desc=method.name)
     result = trainer.train(resume=(folder / "checkpoints").is_dir(), stop_at=stop_at)
-    if result.stopped != "done":  # the loop wrote it only for a finished run: export_from_checkpoints reads it
-        method.save_outputs(folder, result.steps, None)
+    if result.stopped != "done" and trainer.acc.is_main_process:  # the loop writes it for a finished run only;
+        method.save_outputs(folder, result.steps, None)  # export_from_checkpoints reads a stopped one's too
     if result.stopped in ("interrupted", "terminated"):
         raise TrainingStopped(result)
     return result.stopped
