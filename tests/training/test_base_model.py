@@ -282,3 +282,14 @@ def test_an_unfinished_stage_from_before_the_shared_loop_is_refused_not_restarte
         shutil.copy(straight / name, tmp_path / name)
     with pytest.raises(InputError, match=r"vae\.ckpt.*step 2 of 6 and has no loop checkpoints"):
         train_base_model(_cfg(vae_steps=6), tmp_path, stages=("vae",))
+
+
+def test_resume_accepts_the_config_a_run_was_started_with_and_names_a_changed_key(straight):
+    from conceptlab.errors import InputError
+    from conceptlab.training.base_model import check_work_folder
+
+    check_work_folder(_cfg(), straight, resume=True)  # the default held_out's tuples are lists in config.json
+    with pytest.raises(InputError, match=r"--work=.*holds a base-model run already.*--resume"):
+        check_work_folder(_cfg(), straight, resume=False)
+    with pytest.raises(InputError, match=r"other settings \(unet_lr: 0.0004 -> 0.001\)"):
+        check_work_folder(_cfg(unet_lr=1e-3), straight, resume=True)

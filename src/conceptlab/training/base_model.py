@@ -626,9 +626,10 @@ def check_work_folder(cfg: BaseModelConfig, work: Path, resume: bool) -> None:
         raise InputError("--work", str(work), "holds a base-model run already",
                          "Pass --resume to continue it, or choose another --out/--work")
     old = json.loads(record.read_text())
-    changed = sorted(k for k in set(old) | set(asdict(cfg)) if old.get(k) != asdict(cfg).get(k))
+    new = json.loads(json.dumps(asdict(cfg)))  # as config.json holds it: held_out's tuples read back as lists
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
-        pairs = ", ".join(f"{k}: {old.get(k)!r} -> {asdict(cfg).get(k)!r}" for k in changed[:4])
+        pairs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
         raise InputError("--resume", str(work), f"was started with other settings ({pairs})",
                          "Resume with the config it was started with, or start a new run in another folder")
 
