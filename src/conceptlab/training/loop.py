@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -355,7 +355,7 @@ class Trainer:
     """
 
     def __init__(self, method: TrainingMethod, cfg: TrainConfig, out: str | Path, config_record: dict | None = None,
-                 *, hooks: list[Callable] = (), streams: dict | None = None, stop_when: Callable | None = None,
+                 *, hooks: Sequence[Callable] = (), streams: dict | None = None, stop_when: Callable | None = None,
                  desc: str = "train", progress: bool = True):
         from accelerate import Accelerator
 
