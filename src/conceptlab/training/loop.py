@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from conceptlab.errors import ConceptlabError, InputError
-from conceptlab.io import atomic_save_torch, atomic_write_json, load_torch_checkpoint
+from conceptlab.io import atomic_save_torch, atomic_write_json, atomic_write_text, load_torch_checkpoint
 
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 MANIFEST = "manifest.json"
@@ -623,6 +623,28 @@ class Trainer:
                 self._finish()
         return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
 
+    def _log_metrics(self) -> None:
+        """Appends the step to OUT/metrics.jsonl (step, loss, lr, time), which the studio plots live."""
+        if self.acc.is_main_process:
+            row = {"step": self.step, "steps": self.cfg.steps, "loss": self.losses[-1], "lr": self.last_lr,
+                   "time": time.time()}
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """Keeps metrics.jsonl's rows up to the step the run continues from (none for a new run)."""
+        path = self.out / "metrics.jsonl"
+        if not (self.acc.is_main_process and path.is_file()):
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                continue
+        atomic_write_text("".join(kept), path)
+
     def _start(self, resume: bool, overwrite: bool) -> None:
         """Resumes; or, for a new run, refuses (or with `overwrite` deletes) checkpoints already in `out`."""
         if resume and overwrite:
@@ -631,6 +653,7 @@ class Trainer:
         if resume:
             if not self.resume() and self.acc.is_main_process:
                 print(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
+            self._trim_metrics()
             return
         found = _step_folders(self.out)
         if found and not overwrite:  # checked on every process before any deletes
@@ -639,6 +662,7 @@ class Trainer:
         self.acc.wait_for_everyone()
         if found and self.acc.is_main_process:
             shutil.rmtree(self.out / "checkpoints")
+        self._trim_metrics()  # step 0: a new run starts a new log
         self.acc.wait_for_everyone()
 
     def _loop(self, stop_at: int | None = None) -> str:
@@ -658,6 +682,7 @@ class Trainer:
                 self._one_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.losses[-1]:.4f}", lr=f"{self.last_lr:.2e}")
+                self._log_metrics()
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
