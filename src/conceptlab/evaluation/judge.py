@@ -120,7 +120,8 @@ def load_judge(path: str | Path | None = None) -> Judge:
     if not file.is_file():
         from conceptlab.errors import InputError
 
-        raise InputError("judge", str(path), "no judge.safetensors there", "Train one with `conceptlab judge train`")
+        raise InputError("judge", str(path), "no judge.safetensors there",
+                         "Train one with `python scripts/train_judge.py JUDGE_DIR` and pass that folder")
     with safe_open(str(file), framework="pt") as f:
         cfg = dataclass_from_dict(JudgeConfig, json.loads(f.metadata()["config"]))
     net = JudgeNet(cfg)
