@@ -244,6 +244,9 @@ def editing_section(report: Report, out: Path, pipe, judge, steps: int) -> list[
     bars = swap_bars(summary, len(swaps))
     bars.append(Bar("style and scene edits judged right, object kept", sum(global_hits) / len(global_hits),
                     floor=SWAP_FLOOR, n=len(global_hits), why="the floor the swaps have"))
+    bars.append(Bar("real image edited to sad: PSNR outside the emoji's box", real["p2p_out"],
+                    floor=round(real["naive_out"], 1), unit="dB",
+                    why="the sad prompt regenerated from the same inverted noise: an edit must keep more of the rest"))
     report.heading("Prompt-to-Prompt editing")
     locality = ("the swapped words attend to nearly the whole image, so no outside is left to measure"
                 if summary["p2p_psnr_out"] is None else f"PSNR outside the swapped words {summary['p2p_psnr_out']:.1f} dB "
@@ -257,7 +260,8 @@ def editing_section(report: Report, out: Path, pipe, judge, steps: int) -> list[
     report.image(out / "edit-reweight.png", "re-weighting 'happy' from -1 to 1.5 (two seeds); judged happy: " +
                  ", ".join(f"x{w}: {h}/2" for w, h in zip(REWEIGHTS, happy)), width=520)
     report.image(out / "edit-real.png", f"a real (rendered) image, its negative-prompt inversion, latent refined "
-                 f"({real:.1f} dB), edited to sad and to a painting", width=520)
+                 f"({real['psnr']:.1f} dB), edited to sad and to a painting; last, the naive way: the sad prompt "
+                 "regenerated from the same inverted noise", width=650)
     return bars
 
 
@@ -276,21 +280,31 @@ def reweight_strip(pipe, judge, out: Path, steps: int, bar) -> list[int]:
     return [sum(emotions[k + j * len(REWEIGHTS)] == "happy" for j in range(2)) for k in range(len(REWEIGHTS))]
 
 
-def real_image_edit(pipe, out: Path, steps: int) -> float:
-    """A rendered emoji inverted (negative prompt, latent refined), reconstructed and edited twice; returns the
-    reconstruction's PSNR against the input."""
+def real_image_edit(pipe, out: Path, steps: int) -> dict:
+    """A rendered emoji inverted (negative prompt, latent refined), reconstructed, edited to sad (a local edit,
+    difference mask) and to a painting. Its box is known, so the sad edit's locality is measured: PSNR outside
+    the box (grown 6 px) against the edit's source, for P2P and for the naive way (the sad prompt from the same
+    inverted noise)."""
     from conceptlab.editing.edit import edit
-    from conceptlab.editing.inversion import invert, reconstruct
-    from conceptlab.evaluation.metrics import psnr
+    from conceptlab.editing.inversion import invert, reconstruct, uncond_kwargs
+    from conceptlab.evaluation.metrics import box_mask, psnr
+    from conceptlab.evaluation.recipes.editing import PSNR_CAP
     from conceptlab.world import StickerSpec
 
-    prompt = "a sticker of a happy yellow emoji"
-    real = render(StickerSpec(object="emoji", emotion="happy", colour="yellow", seed=5))
+    prompt, sad = "a sticker of a happy yellow emoji", "a sticker of a sad yellow emoji"
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the box is in the render's pixels
+    real = render(StickerSpec(object="emoji", emotion="happy", colour="yellow", seed=5), size)
     inv = invert(pipe, real.image, prompt, "negative-prompt", steps, refine_steps=100)
     rec = reconstruct(pipe, inv)
-    edited = edit(pipe, prompt, ["a sticker of a sad yellow emoji", "a painting of a happy yellow emoji"], inversion=inv)
-    make_grid([inv.image, rec, *edited.images[1:]], cols=4, scale=2).save(out / "edit-real.png")
-    return psnr(inv.image, rec)
+    edited = edit(pipe, prompt, [sad], inversion=inv, blend_mask="difference")  # local: the rest is kept
+    painting = edit(pipe, prompt, ["a painting of a happy yellow emoji"], inversion=inv).images[1]
+    naive = pipe(sad, num_inference_steps=inv.steps, guidance_scale=inv.guidance, latents=inv.latent.clone(),
+                 **uncond_kwargs(pipe, inv, 1)).images[0]
+    make_grid([inv.image, rec, edited.images[1], painting, naive], cols=5, scale=2).save(out / "edit-real.png")
+    outside = ~box_mask(real.image.size, real.bbox, margin=6)
+    return {"psnr": psnr(inv.image, rec),
+            "p2p_out": min(psnr(edited.images[0], edited.images[1], outside), PSNR_CAP),
+            "naive_out": min(psnr(edited.images[0], naive, outside), PSNR_CAP)}
 
 
 def dreambooth_section(report: Report, out: Path, pipe, label: str, judge, db_steps: int, steps: int) -> list[Bar]:
@@ -325,6 +339,10 @@ def dreambooth_section(report: Report, out: Path, pipe, label: str, judge, db_st
                        f"{i} {v:.0%}" for i, v in s["identity_per_subject"].items()),
                    "'a monster' judged a subject (before -> after)":
                    f"{scores['base']['class']['monster']['judged_as_subject']:.0%} -> {c['judged_as_subject']:.0%}"}])
+    drift = scores["drift"]["monster"]["total_variation"]
+    report.text("How far 'a monster' moved (total variation between its judged attributes before and after training, "
+                "0: the same spread, 1: nothing in common; 8 images each): " +
+                ", ".join(f"{h} {v:.2f}" for h, v in drift.items()) + ".")
     report.image(data / "tuki" / "005000.png", "one training image of tuki", width=128)
     report.image(out / "dreambooth-eval" / "grid.png", "a row per subject and emotion (happy, sad, angry, in love); "
                  "columns: on a white background, at the beach (seed 0); last row: 'a monster' after training")
@@ -366,7 +384,7 @@ def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int =
         clock.end(textual_inversion_section(report, out, pipe, label, judge, ti_steps, steps))
     clock.start("editing", f"{len(EDIT_CASES) * EDIT_SEEDS} edits (6 scored against regenerating), "
                 f"{2 * len(REWEIGHTS)} re-weighted, a real image inverted and edited",
-                (len(EDIT_CASES) * EDIT_SEEDS * 2 + 12 + 2 * len(REWEIGHTS) * 2 + 3) * steps * EDIT_IMAGE + 2 * 100 + steps)
+                (len(EDIT_CASES) * EDIT_SEEDS * 2 + 12 + 2 * len(REWEIGHTS) * 2 + 4) * steps * EDIT_IMAGE + 2 * 100 + steps)
     clock.end(editing_section(report, out, pipe, judge, steps))
     if db_steps:  # last: it adds LoRA adapters to the pipeline's UNet
         clock.start("DreamBooth", f"24 class images, {db_steps} training steps, 32 judged images",
