@@ -52,7 +52,10 @@ class Stages:
     rate: float = 0.05  # seconds per image-step; replaced by the probe and by every stage measured
     done: list[tuple[float, float]] = field(default_factory=list)  # (work, seconds) of measured stages
     verdicts: list[dict] = field(default_factory=list)
-    k: int = 0
+    k: int = 0  # the running stage: its number, name, estimated work and start time
+    name: str = ""
+    work: float = 0.0
+    t0: float = 0.0
 
     def start(self, name: str, what: str, work: float = 0.0):
         self.k, self.name, self.work, self.t0 = self.k + 1, name, work, time.perf_counter()
