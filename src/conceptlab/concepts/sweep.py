@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from conceptlab.concepts.formats import Embedding
 from conceptlab.concepts.mixing import mix_embeddings
 from conceptlab.concepts.tokens import load_concepts
@@ -30,7 +28,9 @@ def render_sweep(model, embeddings: list[Embedding], ts: list[float], method: st
     images = []
     for s in range(n_seeds):
         prompts = [prompt.format(m.token) for m in mixes]
-        gens = [torch.Generator().manual_seed(seed + s) for _ in mixes]
+        from conceptlab.generation.generate import seeded_generators
+
+        gens = seeded_generators([seed + s] * len(mixes))
         images += pipe(prompts, num_inference_steps=steps, generator=gens).images
     path = Path(out) / "sweep.png"
     make_grid(images, cols=len(ts), labels=[f"{t:.0%}" for t in ts] * n_seeds, scale=2).save(path)

@@ -104,7 +104,7 @@ def generate_batch(pipe, prompts: list[str], seeds: list[int], negative_prompt: 
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
-        generators = [torch.Generator(pipe.device).manual_seed(s) for s in chunk_seeds]
+        generators = seeded_generators(chunk_seeds)  # on the CPU: the same image for a seed on every device
         out += pipe(
             chunk, negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
             num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,

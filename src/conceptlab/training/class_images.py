@@ -74,7 +74,9 @@ def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, mode
     while len(files) < count:
         seeds = list(range(next_seed, next_seed + batch_size))
         next_seed += batch_size
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        from conceptlab.generation.generate import seeded_generators
+
+        gens = seeded_generators(seeds)
         images = pipe([prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
         for s, im in zip(seeds, images):
             if is_blank(im) or len(files) >= count:  # rejected: replaced by the next seed

@@ -259,7 +259,9 @@ class TextualInversion:
 
     @torch.no_grad()
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:
-        generators = [torch.Generator().manual_seed(seed) for _ in prompts]
+        from conceptlab.generation.generate import seeded_generators
+
+        generators = seeded_generators([seed] * len(prompts))
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
 
 
