@@ -176,11 +176,16 @@ def _probe_writable(argument: str, path: Path, folder: Path) -> None:
                          "Choose a folder you can write to") from None
 
 
+def _given(argument: str, path, fix: str) -> Path:
+    """`path` as a Path, or an error when it is missing or blank."""
+    if path is None or str(path).strip() == "":
+        raise InputError(argument, path, "is empty", fix)
+    return Path(path)
+
+
 def output_dir(argument: str, path, *, empty: bool = False) -> Path:
     """A folder to write into: may exist (as a folder) or be creatable; nothing is created here."""
-    if path is None or str(path).strip() == "":
-        raise InputError(argument, path, "is empty", "Pass a folder path (it is created if missing)")
-    path = Path(path)
+    path = _given(argument, path, "Pass a folder path (it is created if missing)")
     if path.exists() and not path.is_dir():
         raise InputError(argument, str(path), "is a file, not a folder", "Pass a folder path (it is created if missing)")
     ancestor = _existing_ancestor(path)
@@ -195,9 +200,7 @@ def output_dir(argument: str, path, *, empty: bool = False) -> Path:
 
 def output_file(argument: str, path, *, suffixes: tuple[str, ...] = ()) -> Path:
     """A file to write: not an existing folder, its folder creatable and writable."""
-    if path is None or str(path).strip() == "":
-        raise InputError(argument, path, "is empty", "Pass a file path")
-    path = Path(path)
+    path = _given(argument, path, "Pass a file path")
     if path.is_dir():
         raise InputError(argument, str(path), "is a folder, not a file", f"Pass a file path, e.g. {path / 'out'}"
                          + (suffixes[0] if suffixes else ""))
@@ -214,9 +217,7 @@ def output_file(argument: str, path, *, suffixes: tuple[str, ...] = ()) -> Path:
 
 def input_file(argument: str, path, what: str = "file") -> Path:
     """An existing, non-empty, readable file."""
-    if path is None or str(path).strip() == "":
-        raise InputError(argument, path, "is empty", f"Pass the path of a {what}")
-    path = Path(path)
+    path = _given(argument, path, f"Pass the path of a {what}")
     if not path.exists():
         raise InputError(argument, str(path), "does not exist", f"Pass the path of an existing {what}")
     if path.is_dir():
@@ -230,9 +231,7 @@ def input_file(argument: str, path, what: str = "file") -> Path:
 
 def input_dir(argument: str, path, what: str = "folder") -> Path:
     """An existing folder."""
-    if path is None or str(path).strip() == "":
-        raise InputError(argument, path, "is empty", f"Pass a {what}")
-    path = Path(path)
+    path = _given(argument, path, f"Pass a {what}")
     if not path.is_dir():
         problem = "is a file" if path.exists() else "does not exist"
         raise InputError(argument, str(path), problem, f"Pass an existing {what}")

@@ -77,7 +77,7 @@ def apply_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
     leaf = args._leaf
     data = load_config_file(args.config)
-    actions = {a.dest: a for a in leaf._actions if a.option_strings or a.dest not in ("help",)}
+    actions = {a.dest: a for a in leaf._actions}
     known = sorted(d for d in actions if d not in ("help", "config", "_leaf", "run", "_generic_config"))
     values = {}
     for key, value in data.items():

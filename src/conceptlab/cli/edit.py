@@ -98,7 +98,7 @@ def run_edit(args) -> int:
 
     from conceptlab.editing.edit import EditConfig, check_edit, edit
     from conceptlab.errors import InputError
-    from conceptlab.imaging import make_grid, save_image
+    from conceptlab.imaging import make_grid
     from conceptlab.io import atomic_write_json
     from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import check_seed_range, open_image, output_dir
@@ -131,7 +131,7 @@ def run_edit(args) -> int:
             results = [edit(pipe, args.prompt, args.to, seed=seed, reweight=weights, inversion=inversion, **settings)]
             strip += results[0].images
             labels += ["source"] + [f"edit {j + 1}" for j in range(len(args.to))]
-        rows += _save_edits(results, series, seed, out, args.format, save_image)
+        rows += _save_edits(results, series, seed, out, args.format)
     cols = (len(series) + 1) if series else (1 + len(args.to))
     make_grid(strip, cols=cols, labels=labels, scale=2).save(out / "grid.png")
     atomic_write_json(rows, out / "edits.json")
@@ -140,8 +140,10 @@ def run_edit(args) -> int:
     return 0
 
 
-def _save_edits(results, series, seed: int, out, fmt: str, save_image) -> list[dict]:
+def _save_edits(results, series, seed: int, out, fmt: str) -> list[dict]:
     """Writes each result's images (and blend mask) named by seed (and weight); returns their rows."""
+    from conceptlab.imaging import save_image
+
     rows = []
     for k, result in enumerate(results):
         tag = f"-w{series[k]:g}" if series else ""

@@ -134,18 +134,21 @@ def ti_config(args):
                           {"concepts": concepts})
 
 
+def _stopped_code(result) -> int:
+    """A run the loop stopped with a checkpoint (it said how to resume): 143 after SIGTERM, 130 after Ctrl-C."""
+    return 143 if result.stopped == "terminated" else 130
+
+
 def run_ti(args) -> int:
-    from conceptlab.training.textual_inversion import check_concepts, train_textual_inversion
+    from conceptlab.training.textual_inversion import train_textual_inversion
     from conceptlab.validation import output_dir
 
     cfg = ti_config(args)
-    check_concepts(cfg.concepts)
-    cfg.train.check()
-    output_dir("--out", args.out)
+    output_dir("--out", args.out)  # the library checks every setting before it loads the model
     _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
                                         overwrite=args.overwrite)
-    if result.stopped != "done":  # the loop saved a checkpoint and said how to resume
-        return 143 if result.stopped == "terminated" else 130
+    if result.stopped != "done":
+        return _stopped_code(result)
     from pathlib import Path
 
     from conceptlab.concepts.formats import safe_name
@@ -172,17 +175,15 @@ def dreambooth_config(args):
 def run_dreambooth(args) -> int:
     from pathlib import Path
 
-    from conceptlab.training.dreambooth import check_subjects, train_dreambooth
+    from conceptlab.training.dreambooth import train_dreambooth
     from conceptlab.validation import output_dir
 
     cfg = dreambooth_config(args)
-    check_subjects(cfg)
-    cfg.train.check()
-    output_dir("--out", args.out)
+    output_dir("--out", args.out)  # the library checks every setting before it loads the model
     _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
                                  overwrite=args.overwrite)
-    if result.stopped != "done":  # the loop saved a checkpoint and said how to resume
-        return 143 if result.stopped == "terminated" else 130
+    if result.stopped != "done":
+        return _stopped_code(result)
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
     print(f"trained {', '.join(s.identifier for s in cfg.subjects)} for {result.steps} steps; {what}")
     return 0

@@ -25,11 +25,11 @@ def render_sweep(model, embeddings: list[Embedding], ts: list[float], method: st
     pipe = load_pipeline(model) if not hasattr(model, "unet") else model
     mixes = [mix_embeddings(embeddings, [1 - t, t], f"<sweep-{i}>", method) for i, t in enumerate(ts)]
     load_concepts(pipe, mixes)
+    from conceptlab.generation.generate import seeded_generators
+
     images = []
     for s in range(n_seeds):
         prompts = [prompt.format(m.token) for m in mixes]
-        from conceptlab.generation.generate import seeded_generators
-
         gens = seeded_generators([seed + s] * len(mixes))
         images += pipe(prompts, num_inference_steps=steps, generator=gens).images
     path = Path(out) / "sweep.png"

@@ -71,11 +71,11 @@ def prepare_class_images(pipe, prompt: str, count: int, folder: str | Path, mode
     folder.mkdir(parents=True, exist_ok=True)
     next_seed = max([int(f.split("seed")[1].split(".")[0]) for f in files], default=seed - 1) + 1
     bar = tqdm(total=count, initial=min(len(files), count), desc=f"class images '{prompt}'")
+    from conceptlab.generation.generate import seeded_generators
+
     while len(files) < count:
         seeds = list(range(next_seed, next_seed + batch_size))
         next_seed += batch_size
-        from conceptlab.generation.generate import seeded_generators
-
         gens = seeded_generators(seeds)
         images = pipe([prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
         for s, im in zip(seeds, images):
