@@ -9,7 +9,6 @@ import torch
 from conceptlab.editing.controllers import AttentionController
 from conceptlab.editing.edit import attention_maps, edit
 from conceptlab.editing.processor import controlled
-from conceptlab.errors import InputError
 from conceptlab.models.tiny import build_sdxl_pipeline
 
 
@@ -51,11 +50,11 @@ def test_difference_mask_keeps_the_source_on_sdxl(pipe):
     assert r.mode == "refine" and r.mask is not None and r.mask.shape == (2, 1, 16, 16) and not r.mask[0].any()
 
 
-def test_reweighting_text_states_is_refused_with_the_fix_and_attention_only_works(pipe):
-    with pytest.raises(InputError, match="--reweight-attention-only"):
-        edit(pipe, "a happy star", "a happy star", reweight={"happy": 2.0}, steps=2)
-    r = edit(pipe, "a happy star", "a happy star", reweight={"happy": 2.0}, reweight_text=False, steps=2)
-    assert len(r.images) == 2
+def test_reweighting_scales_text_states_by_default_and_attention_only_on_request(pipe):
+    text = edit(pipe, "a happy star", "a happy star", reweight={"happy": 2.0}, steps=2)
+    attn = edit(pipe, "a happy star", "a happy star", reweight={"happy": 2.0}, reweight_text=False, steps=2)
+    assert text.settings()["reweight_text"] and not attn.settings()["reweight_text"]
+    assert len(text.images) == len(attn.images) == 2
 
 
 def test_attention_maps_at_sdxl_map_sizes(pipe):

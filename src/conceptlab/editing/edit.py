@@ -1,4 +1,4 @@
-"""edit(): Prompt-to-Prompt on any SD 1.x/2.x pipeline - word swap, refinement, re-weighting, local blend."""
+"""edit(): Prompt-to-Prompt on any SD 1.x/2.x/SDXL pipeline - word swap, refinement, re-weighting, local blend."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 
 from conceptlab.editing.alignment import encoded, refine_alignment, replace_mapper, swapped_words, token_positions
 from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend
+from conceptlab.editing.inversion import ddim_sampler, follow_trajectory, negative_kwargs, swap_uncond
 from conceptlab.editing.processor import controlled
-from conceptlab.editing.text_weights import weighted_prompt_embeds
+from conceptlab.editing.text_weights import weighted_prompt_inputs
 from conceptlab.errors import InputError
 
 MODES = ("auto", "replace", "refine")
@@ -153,20 +154,18 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     """Generates `source` and its edits `targets` from the same noise; returns all images and the settings.
 
     With `inversion` (editing.inversion.invert of a real image under `source`), every prompt starts from the
-    image's inverted noise and uses its per-step unconditional embeddings, with its steps and guidance.
+    image's inverted noise and uses its per-step unconditional embeddings, with its steps and guidance; a Direct
+    Inversion puts the source branch back on the inversion's trajectory after every step.
     """
     from conceptlab.models.families import require_family
 
-    family = require_family(pipe, "Prompt-to-Prompt editing", ("sd1", "sd2", "sdxl"))
+    require_family(pipe, "Prompt-to-Prompt editing", ("sd1", "sd2", "sdxl"))
     if inversion is not None:
         settings["steps"] = inversion.steps
-        if inversion.uncond is not None:
+        if inversion.guided:
             settings["guidance"] = inversion.guidance
     cfg = EditConfig(source=source, targets=[targets] if isinstance(targets, str) else list(targets), **settings)
     check_edit(cfg)
-    if family.name == "sdxl" and cfg.reweight and cfg.reweight_text:
-        raise InputError("--reweight", cfg.reweight, "on SDXL scales the words' attention only (its two text "
-                         "encoders' states are not re-weighted yet)", "Add --reweight-attention-only")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = cfg.height or size, cfg.width or size
     n = 1 + len(cfg.targets)
@@ -174,14 +173,10 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     if inversion is not None:
         latents = inversion.latent.expand(n, -1, -1, -1).clone()
         if inversion.uncond is not None:
-            from conceptlab.editing.inversion import negative_kwargs
-
             extra = negative_kwargs(inversion, n)
     if latents is None:
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
-    from conceptlab.editing.inversion import ddim_sampler
-
     sampler = ddim_sampler(pipe) if inversion is not None else contextlib.nullcontext()
     with sampler, controlled(pipe.unet, controller):
         images = pipe(**_prompt_inputs(pipe, cfg), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
@@ -197,17 +192,19 @@ def _prompt_inputs(pipe, cfg: EditConfig) -> dict:
     if not (cfg.reweight and cfg.reweight_text):
         return {"prompt": prompts}
     weights = [{}] + [cfg.reweight] * len(cfg.targets)  # the source is never re-weighted
-    return {"prompt_embeds": weighted_prompt_embeds(pipe, prompts, weights)}
+    return weighted_prompt_inputs(pipe, prompts, weights)
 
 
 def _step_end(controller, inversion=None, n: int = 1):
-    """After each step: the controller's step (local blend), then the inversion's next null-text embedding."""
+    """After each step: Direct Inversion's source correction, the controller's step (local blend, which keeps the
+    corrected source outside its mask, as Ju et al.'s code orders them), then the inversion's next null-text
+    embedding."""
 
     def callback(pipe, step, timestep, kwargs):
+        if inversion is not None:
+            follow_trajectory(kwargs, inversion, step)
         kwargs["latents"] = controller.step_end(kwargs["latents"])
         if inversion is not None:
-            from conceptlab.editing.inversion import swap_uncond
-
             swap_uncond(kwargs, inversion, step, n)
         return kwargs
 

@@ -1,9 +1,13 @@
 """Real images into the sampler's noise: DDIM inversion, null-text inversion (Mokady et al. 2022,
-arXiv 2211.09794) and negative-prompt inversion (Miyake et al. 2023, arXiv 2305.16807).
+arXiv 2211.09794), negative-prompt inversion (Miyake et al. 2023, arXiv 2305.16807) and Direct Inversion
+(Ju et al. 2024, "PnP Inversion", arXiv 2310.01506).
 
-All three start from DDIM inversion with the source prompt. Null-text inversion then optimises the
+All four start from DDIM inversion with the source prompt. Null-text inversion then optimises the
 unconditional embedding of every step so that guided sampling retraces the inversion; negative-prompt
-inversion instead uses the prompt's own embedding as the unconditional one, with no optimisation.
+inversion instead uses the prompt's own embedding as the unconditional one, with no optimisation. Direct
+Inversion keeps the plain null text and the DDIM trajectory itself: while editing, after every step the source
+branch's latent gets back the difference between the trajectory and where guided sampling took it, so the
+source branch follows the trajectory exactly and the targets read its attention from there.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tqdm.auto import tqdm
 from conceptlab.errors import InputError
 from conceptlab.models.families import Conditioning, family_of, require_family
 
-METHODS = ("ddim", "null-text", "negative-prompt")
+METHODS = ("ddim", "null-text", "negative-prompt", "direct")
 
 
 @dataclass
@@ -37,6 +41,12 @@ class Inversion:
     seconds: float
     image: Image.Image  # the input, resized to the model's size
     uncond_pooled: torch.Tensor | None = None  # SDXL: the unconditional branch's pooled embedding (1, P)
+    trajectory: list[torch.Tensor] | None = None  # direct: the DDIM trajectory z_0 ... z_T, each (1, C, h, w)
+
+    @property
+    def guided(self) -> bool:
+        """Whether sampling from it must use its own guidance scale (every method but plain DDIM)."""
+        return self.uncond is not None or self.trajectory is not None
 
 
 def _embed(pipe, prompt: str) -> Conditioning:
@@ -246,15 +256,17 @@ def invert(pipe, image: Image.Image, prompt: str, method: str = "null-text", ste
         elif method == "negative-prompt":  # the prompt itself is the unconditional branch (Miyake et al.)
             uncond, null = [cond.hidden] * steps, cond
     pooled = null.added["text_embeds"] if null.added is not None else None
-    return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image, pooled)
+    kept = traj if method == "direct" else None  # direct: the pipeline's own null text, and the trajectory
+    return Inversion(traj[-1], prompt, method, steps, guidance, uncond, time.perf_counter() - t0, image, pooled, kept)
 
 
 @torch.no_grad()
 def reconstruct(pipe, inv: Inversion, output_type: str = "pil"):
     """Samples back from the inversion with its per-step unconditional embeddings (DDIM, same steps).
 
-    output_type="latent" gives the final latent (1, C, h, w), to compare with encode_image()."""
-    guidance = 1.0 if inv.method == "ddim" else inv.guidance
+    output_type="latent" gives the final latent (1, C, h, w), to compare with encode_image(). Direct Inversion's
+    source branch follows the trajectory, so its reconstruction is the VAE's round trip of the image."""
+    guidance = inv.guidance if inv.guided else 1.0
     with ddim_sampler(pipe):
         images = pipe(inv.prompt, num_inference_steps=inv.steps, guidance_scale=guidance, latents=inv.latent,
                       output_type=output_type, **uncond_kwargs(pipe, inv, 1)).images
@@ -269,6 +281,20 @@ def swap_uncond(kwargs: dict, inv: Inversion, step: int, n_prompts: int) -> dict
     return kwargs
 
 
+def follow_trajectory(kwargs: dict, inv: Inversion, step: int) -> dict:
+    """In a step callback: Direct Inversion's correction (Ju et al. 2024): the source branch (row 0) gets back the
+    difference between the inversion's latent at this step and its own, z_src + (z*_t - z_src) = z*_t.
+
+    The reference code measures that difference in a separate guided pass at inversion time; the edit's own
+    source branch makes the same step from the same latent, so taking it here gives the same latents without
+    that pass (inversion then costs what DDIM inversion costs)."""
+    if inv.trajectory is not None:
+        latents = kwargs["latents"].clone()  # (n, C, h, w), the source first
+        latents[:1] = inv.trajectory[len(inv.trajectory) - 2 - step].to(latents.device, latents.dtype)
+        kwargs["latents"] = latents
+    return kwargs
+
+
 def negative_kwargs(inv: Inversion, n_prompts: int) -> dict:
     """The first step's unconditional embeddings as pipeline arguments (SDXL also takes the pooled one)."""
     out = {"negative_prompt_embeds": inv.uncond[0].expand(n_prompts, -1, -1)}
@@ -278,7 +304,11 @@ def negative_kwargs(inv: Inversion, n_prompts: int) -> dict:
 
 
 def uncond_kwargs(pipe, inv: Inversion, n_prompts: int) -> dict:
-    """Pipeline arguments that swap in the inversion's unconditional embedding at every step."""
+    """Pipeline arguments that replay the inversion: its unconditional embedding at every step, or (direct) the
+    source branch put back on the trajectory after every step."""
+    if inv.trajectory is not None:
+        return {"callback_on_step_end": lambda p, step, t, kwargs: follow_trajectory(kwargs, inv, step),
+                "callback_on_step_end_tensor_inputs": ["latents"]}
     if inv.uncond is None:
         return {}
     return {**negative_kwargs(inv, n_prompts),
