@@ -17,6 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from conceptlab.errors import InputError
+from conceptlab.training.buckets import (
+    BucketConfig,
+    bucketing_for,
+    check_bucket_config,
+    draw_bucket_items,
+    run_record,
+)
 from conceptlab.training.data import (
     CachedLatents,
     check_image_folder,
@@ -49,6 +56,10 @@ class SubjectConfig:
     # a folder of masks named like the images (white = the subject): the loss counts the subject's pixels
     # DreamBoothConfig.mask_weight times as much as the background's
     masks: str | None = None
+    # this subject's prior: its class images' loss weight and the prompts they are drawn from ("class",
+    # "captions" or a text file of prompts, one a line); None takes DreamBoothConfig.prior_weight / class_prompts
+    prior_weight: float | None = None
+    class_prompts: str | None = None
 
 
 @dataclass
@@ -74,22 +85,31 @@ class DreamBoothConfig:
     offset_noise: float = 0.0  # 0.05-0.1 lets the model learn very dark or light images
     min_snr_gamma: float | None = None  # e.g. 5.0
     mask_weight: float = 5.0  # subjects with masks: a subject pixel's loss weight against a background pixel's
+    buckets: BucketConfig = field(default_factory=BucketConfig)  # aspect-ratio buckets instead of square crops
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=1, lr=1e-4))
 
 
+SUBJECT_OPTIONS = ("class", "template", "captions", "masks", "prior_weight", "class_prompts")
+
+
 def parse_subject(text: str) -> SubjectConfig:
-    """'tuki=DIR,class=monster[,template=...]' -> SubjectConfig."""
+    """'tuki=DIR,class=monster[,template=...][,prior_weight=W][,class_prompts=class|captions|FILE]' -> SubjectConfig."""
     head, *opts = text.split(",")
     ident, sep, folder = head.partition("=")
     kw = dict(o.partition("=")[::2] for o in opts)
-    unknown = set(kw) - {"class", "template", "captions", "masks"}
+    unknown = set(kw) - set(SUBJECT_OPTIONS)
     if not sep or not ident or not folder or unknown:
-        raise InputError("--subject", text, "expected ID=DIR,class=WORD[,template=...]",
-                         "e.g. --subject 'tuki=data/tuki,class=monster'")
+        raise InputError("--subject", text, f"expected ID=DIR,class=WORD[,OPTION=VALUE] (options: {', '.join(SUBJECT_OPTIONS)})",
+                         "e.g. --subject 'tuki=data/tuki,class=monster,prior_weight=0.5'")
     if not kw.get("class"):
         raise InputError("--subject", text, "has no class word", "Add class=WORD, e.g. class=monster")
+    weight = kw.get("prior_weight") or None
+    if weight is not None:
+        from conceptlab.validation import NONNEG
+
+        weight = float(NONNEG.check(f"--subject {ident},prior_weight", weight))
     return SubjectConfig(ident, folder, kw["class"], kw.get("template", "a {identifier} {class_word}"),
-                         kw.get("captions") or None, kw.get("masks") or None)
+                         kw.get("captions") or None, kw.get("masks") or None, weight, kw.get("class_prompts") or None)
 
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
@@ -99,6 +119,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
     check_resolution(cfg.resolution)
+    check_bucket_config(cfg.buckets, cfg.resolution)
     RANK.check("--rank", cfg.rank)
     COUNT0.check("--class-images", cfg.class_images)
     if cfg.prior_preservation and cfg.class_images < 1:
@@ -126,9 +147,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         if s.identifier.lower() in COMMON_WORDS:
             warnings.warn(f"identifier {s.identifier!r} is a common word: the model already means something by it. "
                           "A rare token such as 'sks', 'tuki' or 'bnh' works better", stacklevel=2)
-        if cfg.class_prompts == "captions" and not s.captions:
-            raise InputError("--class-prompts", "captions", f"subject {s.identifier!r} has no captions to draw class "
-                             "prompts from", f"Add captions=WORD to --subject {s.identifier}, or use --class-prompts class")
+        _check_class_prompts(cfg, s)
         if "{identifier}" not in s.template:
             raise InputError("--subject", s.template, "template lacks {identifier}",
                              "e.g. template='a {identifier} {class_word}'")
@@ -147,15 +166,48 @@ def _check_subject(s: SubjectConfig) -> None:
         input_dir(f"{where},masks", s.masks, "folder of masks named like the images")
 
 
-def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool):
-    """The subject's masks, resized and cropped exactly as its images (`names`, of `sizes`) were."""
+def _check_class_prompts(cfg: DreamBoothConfig, s: SubjectConfig) -> None:
+    """A subject's class prompts: 'class', 'captions' (it must have captions) or a file of prompts."""
+    setting, argument = _class_prompt_setting(cfg, s)
+    if setting == "captions" and not s.captions:
+        raise InputError(argument, "captions", f"subject {s.identifier!r} has no captions to draw class prompts from",
+                         f"Add captions=WORD to --subject {s.identifier}, or use class prompts 'class'")
+    if setting not in ("class", "captions"):
+        _prompt_file(setting, argument)
+
+
+def _class_prompt_setting(cfg: DreamBoothConfig, s: SubjectConfig) -> tuple[str, str]:
+    """(the subject's class-prompt setting, the argument it came from)."""
+    if s.class_prompts:
+        return s.class_prompts, f"--subject {s.identifier},class_prompts"
+    return cfg.class_prompts, "--class-prompts"
+
+
+def _prompt_file(path: str, argument: str) -> list[str]:
+    """The prompts of a text file, one a line; InputError for a missing or empty file."""
+    from conceptlab.validation import input_file
+
+    lines = [x.strip() for x in input_file(argument, path, "text file of class prompts").read_text().splitlines()]
+    if not any(lines):
+        raise InputError(argument, path, "holds no prompt", "Write one class prompt a line, e.g. 'a happy monster'")
+    return [x for x in lines if x]
+
+
+def checked_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]]):
+    """The subject's masks, one per image (`names`, of `sizes`), each the size of its image."""
     masks = read_masks(s.masks, names, f"--subject {s.identifier},masks")
-    out = []
     for name, mask, size in zip(names, masks, sizes):
         if mask.size != size:
             raise InputError(f"--subject {s.identifier},masks", f"{s.masks}/{name}",
                              f"mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
                              "Make each mask the size of its image")
+    return masks
+
+
+def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool):
+    """The subject's masks, resized and cropped exactly as its images (`names`, of `sizes`) were."""
+    out = []
+    for mask in checked_masks(s, names, sizes):
         with warnings.catch_warnings():  # an upscaled image has already said so
             warnings.simplefilter("ignore")
             out.append(prepare_image(mask, res, center_crop))
@@ -170,16 +222,36 @@ def class_prompt(s: SubjectConfig) -> str:
     return f"a {s.class_word}"
 
 
+def prior_key(s: SubjectConfig) -> str:
+    """The class-image pool a subject draws from: its class word's, shared by the subjects of that class, or
+    its own ('monster/tuki') when it names its own class prompts."""
+    return s.class_word if s.class_prompts is None else f"{s.class_word}/{s.identifier}"
+
+
+def prior_weight_of(cfg: DreamBoothConfig, s: SubjectConfig) -> float:
+    """The weight of the subject's class images in the loss: its own, or the run's."""
+    return cfg.prior_weight if s.prior_weight is None else s.prior_weight
+
+
+def subject_class_prompts(cfg: DreamBoothConfig, s: SubjectConfig) -> list[str]:
+    """The prompts the subject's class images are drawn from (see SubjectConfig.class_prompts)."""
+    setting, argument = _class_prompt_setting(cfg, s)
+    if setting not in ("class", "captions"):
+        return _prompt_file(setting, argument)
+    prompts = [class_prompt(s)]
+    if setting == "captions":
+        names = load_concept_folder(s.folder, f"--subject {s.identifier}")[1]
+        prompts += substituted_captions(s.folder, names, s.captions, s.class_word,
+                                        f"--subject {s.identifier},captions={s.captions}")
+    return prompts
+
+
 def class_prompts(cfg: DreamBoothConfig) -> dict[str, list[str]]:
-    """The prompts class images are drawn from, per class word (see DreamBoothConfig.class_prompts)."""
+    """The prompts class images are drawn from, per pool (prior_key: the class word unless a subject has its own)."""
     out: dict[str, list[str]] = {}
     for s in cfg.subjects:
-        prompts = out.setdefault(s.class_word, [class_prompt(s)])
-        if cfg.class_prompts == "captions":
-            names = load_concept_folder(s.folder, f"--subject {s.identifier}")[1]
-            prompts += substituted_captions(s.folder, names, s.captions, s.class_word,
-                                            f"--subject {s.identifier},captions={s.captions}")
-    return {word: list(dict.fromkeys(prompts)) for word, prompts in out.items()}
+        out.setdefault(prior_key(s), []).extend(subject_class_prompts(cfg, s))
+    return {key: list(dict.fromkeys(prompts)) for key, prompts in out.items()}
 
 
 class DreamBooth:
@@ -195,11 +267,14 @@ class DreamBooth:
         # (attribute, encoder) per text encoder: SDXL's two train (and save) side by side
         self.text_encoders = [(slot.encoder, slot.parts(pipe)[1]) for slot in self.family.slots]
         self.res = res = cfg.resolution or self.family.native_size(pipe)
-        images, self.captions, files = [], [], []
+        self.bucketing = bucketing_for(pipe, cfg.buckets, res, cfg.center_crop, cfg.train.seed)
+        images, self.captions, files, loaded_all = [], [], [], []
         for s in cfg.subjects:
             loaded, names = load_concept_folder(s.folder, f"--subject {s.identifier}")
             files.append((names, [im.size for im in loaded]))
-            images.append([prepare_image(im, res, cfg.center_crop, f"of {s.identifier}") for im in loaded])
+            if self.bucketing is None:
+                images.append([prepare_image(im, res, cfg.center_crop, f"of {s.identifier}") for im in loaded])
+            loaded_all.append(loaded)
             self.captions.append(None if not s.captions else substituted_captions(
                 s.folder, names, s.captions, f"{s.identifier} {s.class_word}",
                 f"--subject {s.identifier},captions={s.captions}"))
@@ -210,9 +285,14 @@ class DreamBooth:
             if s.masks:
                 masks = prepared_masks(s, names, sizes, res, cfg.center_crop)
                 latents.weight = mask_weights(masks, tuple(latents.mean.shape[2:]), cfg.mask_weight, cfg.flip)
+        # with buckets: per subject, {bucket (w, h): its images' latents and masks}; None keeps the square path
+        self.buckets = None if self.bucketing is None else [
+            self.bucketing.encode(pipe.vae, ims, cfg.flip, f"of {s.identifier}",
+                                  checked_masks(s, names, sizes) if s.masks else None, cfg.mask_weight)
+            for s, ims, (names, sizes) in zip(cfg.subjects, loaded_all, files)]
         self.classes = class_latents or {}
         self.class_texts = class_texts or {}  # per class word: each class image's prompt (default "a CLASS")
-        if cfg.prior_preservation and any(s.class_word not in self.classes for s in cfg.subjects):
+        if cfg.prior_preservation and any(prior_key(s) not in self.classes for s in cfg.subjects):
             raise InputError("--prior-preservation", True, "class images were not prepared",
                              "Call prepare_class_images first (the CLI does)")
         self._setup_trainable()
@@ -266,12 +346,13 @@ class DreamBooth:
             out.update({f"{prefix}.{n}": p for n, p in module.named_parameters() if p.requires_grad})
         return out
 
-    def encode(self, texts: list[str]):
-        """The family's conditioning of `texts`; cached per prompt while the text encoders are frozen."""
+    def encode(self, texts: list[str], sizes=None):
+        """The family's conditioning of `texts`; cached per prompt while the text encoders are frozen. `sizes` are
+        the images' SDXL size conditioning (None: whole images at the training resolution)."""
         from conceptlab.models.families import Conditioning
 
         if self.cfg.train_text_encoder:
-            return self._encode(texts)
+            return self._encode(texts, sizes)
         missing = [t for t in dict.fromkeys(texts) if t not in self._cond_cache]
         if missing:
             with torch.no_grad():
@@ -283,14 +364,16 @@ class DreamBooth:
         hidden = torch.stack([r[0] for r in rows])  # (B, 77, D)
         if rows[0][1] is None:
             return Conditioning(hidden)
-        return Conditioning(hidden, {"text_embeds": torch.stack([r[1] for r in rows]),
-                                     "time_ids": torch.stack([r[2] for r in rows])})
+        pooled = torch.stack([r[1] for r in rows])  # (B, P)
+        time_ids = torch.stack([r[2] for r in rows]) if sizes is None else self.family.time_ids(sizes, pooled)
+        return Conditioning(hidden, {"text_embeds": pooled, "time_ids": time_ids})
 
-    def _encode(self, texts: list[str]):
-        return self.family.encode(self.pipe, texts, (self.res, self.res))
+    def _encode(self, texts: list[str], sizes=None):
+        return self.family.encode(self.pipe, texts, (self.res, self.res), sizes)
 
-    def batch(self, batch_size: int, generator: torch.Generator):
-        """Instance latents and prompts, balanced across subjects; the paired class examples when enabled."""
+    def batch(self, batch_size: int, generator: torch.Generator, with_subjects: bool = False):
+        """Instance latents and prompts, balanced across subjects; the paired class examples when enabled;
+        `with_subjects` adds each item's subject index (B,) last."""
         n = len(self.cfg.subjects)
         offset = int(torch.randint(0, n, (1,), generator=generator))
         inst, inst_txt, inst_w, cls, cls_txt = [], [], [], [], []
@@ -303,15 +386,66 @@ class DreamBooth:
             own = self.captions[s]  # latents hold the images, then their mirror images
             inst_txt.append(own[int(idx) % len(own)] if own else instance_prompt(subject))
             if self.cfg.prior_preservation:
-                pool = self.classes[subject.class_word]
-                cidx = torch.randint(0, len(pool), (1,), generator=generator)
-                cls.append(pool.sample(cidx, generator))
-                texts = self.class_texts.get(subject.class_word)  # latents: the images, then their mirrors
-                cls_txt.append(texts[int(cidx) % len(texts)] if texts else class_prompt(subject))
-        return torch.cat(inst), inst_txt, torch.cat(inst_w), (torch.cat(cls) if cls else None), cls_txt
+                latents, text = self._class_example(subject, generator)
+                cls.append(latents)
+                cls_txt.append(text)
+        drawn = torch.cat(inst), inst_txt, torch.cat(inst_w), (torch.cat(cls) if cls else None), cls_txt
+        return (*drawn, (offset + torch.arange(batch_size)) % n) if with_subjects else drawn
+
+    def _class_example(self, subject: SubjectConfig, generator: torch.Generator):
+        """(latents (1, C, h, w), prompt) of a class image from the subject's prior pool."""
+        pool = self.classes[prior_key(subject)]
+        cidx = torch.randint(0, len(pool), (1,), generator=generator)
+        latents = pool.sample(cidx, generator)
+        texts = self.class_texts.get(prior_key(subject))  # latents: the images, then their mirrors
+        return latents, (texts[int(cidx) % len(texts)] if texts else class_prompt(subject))
+
+    def bucket_batch(self, batch_size: int, generator: torch.Generator):
+        """As `batch(with_subjects=True)`, every instance from one bucket, plus each instance's SDXL size
+        conditioning; the subjects with images in the bucket take turns."""
+        inst, inst_txt, inst_w, cls, cls_txt, subjects, sizes = [], [], [], [], [], [], []
+        for s, part, row in draw_bucket_items(self.buckets, batch_size, generator):
+            subject, idx = self.cfg.subjects[s], torch.tensor([row])
+            inst.append(part.latents.sample(idx, generator))  # (1, C, h, w) of the bucket
+            inst_w.append(part.latents.pixel_weight(idx))
+            own = self.captions[s]
+            inst_txt.append(own[part.sources[row]] if own else instance_prompt(subject))
+            subjects.append(s)
+            sizes.append(part.sizes[row])
+            if self.cfg.prior_preservation:
+                latents, text = self._class_example(subject, generator)
+                cls.append(latents)
+                cls_txt.append(text)
+        return (torch.cat(inst), inst_txt, torch.cat(inst_w), (torch.cat(cls) if cls else None), cls_txt,
+                torch.tensor(subjects), sizes)
+
+    def _bucket_loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """The loss of a batch from one bucket. Class images are square: they share the instances' UNet call
+        when the bucket is square too, else they get their own."""
+        from conceptlab.models.families import SizeConditioning
+
+        inst, inst_txt, inst_w, cls, cls_txt, subjects, sizes = self.bucket_batch(batch_size, generator)
+        square = SizeConditioning((self.res, self.res), (0, 0), (self.res, self.res))
+        cond = self.encode(inst_txt + cls_txt, sizes + [square] * len(cls_txt))
+        masked = any(s.masks for s in self.cfg.subjects)
+        calls = [(inst, inst_w if masked else None, cond.rows(0, batch_size))]  # (latents, pixel weight, cond)
+        if cls is not None and cls.shape[1:] == inst.shape[1:]:
+            weight = torch.cat([inst_w, torch.ones(len(cls), *inst_w.shape[1:])]) if masked else None
+            calls = [(torch.cat([inst, cls]), weight, cond)]
+        elif cls is not None:
+            calls.append((cls, None, cond.rows(batch_size)))
+        per_sample = torch.cat([denoising_loss(self.pipe.unet, self.scheduler, x, c.hidden, generator,
+                                               self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none",
+                                               pixel_weight=w, added_cond_kwargs=c.added) for x, w, c in calls])
+        loss = per_sample[:batch_size].mean()
+        if cls is not None:
+            loss = loss + self.prior_term(per_sample[batch_size:], subjects)
+        return loss
 
     def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        inst, inst_txt, inst_w, cls, cls_txt = self.batch(batch_size, generator)
+        if self.buckets is not None:
+            return self._bucket_loss(batch_size, generator)
+        inst, inst_txt, inst_w, cls, cls_txt, subjects = self.batch(batch_size, generator, with_subjects=True)
         latents = inst if cls is None else torch.cat([inst, cls])
         weight = None  # (B, 1, h, w): the instances' mask weights, ones for class images
         if any(s.masks for s in self.cfg.subjects):
@@ -322,8 +456,15 @@ class DreamBooth:
                                     pixel_weight=weight, added_cond_kwargs=cond.added)
         loss = per_sample[:batch_size].mean()
         if cls is not None:
-            loss = loss + self.cfg.prior_weight * per_sample[batch_size:].mean()
+            loss = loss + self.prior_term(per_sample[batch_size:], subjects)
         return loss
+
+    def prior_term(self, class_losses: torch.Tensor, subjects: torch.Tensor) -> torch.Tensor:
+        """mean_i w[s_i] * L_class_i: each class example weighted by its paired subject's prior weight (B,)."""
+        weights = [prior_weight_of(self.cfg, s) for s in self.cfg.subjects]
+        if len(set(weights)) == 1:  # one weight: the same arithmetic as before weights per subject
+            return weights[0] * class_losses.mean()
+        return (torch.tensor(weights, dtype=class_losses.dtype)[subjects] * class_losses).mean()
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {k: p.detach().clone() for k, p in self._named_trainable().items()}
@@ -371,6 +512,37 @@ def prompt_folder(prompt: str) -> str:
     return f"{slug}-{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
 
 
+def prepare_priors(cfg: DreamBoothConfig, pipe, out) -> tuple[dict[str, CachedLatents], dict[str, list[str]]]:
+    """(class latents, each class image's prompt) per prior pool (prior_key); empty without prior preservation.
+
+    Images are drawn once per prompt into OUT/class-images/CLASS (or --class-dir), a subject with its own class
+    prompts in a subfolder named by its identifier, and reused while their manifest matches."""
+    from conceptlab.models.families import family_of
+    from conceptlab.training.class_images import prepare_class_images, weights_fingerprint
+
+    classes: dict[str, CachedLatents] = {}
+    texts: dict[str, list[str]] = {}
+    if not cfg.prior_preservation:
+        return classes, texts
+    res = cfg.resolution or family_of(pipe).native_size(pipe)
+    fingerprint = weights_fingerprint(pipe)  # once: every prompt folder's manifest checks the same weights
+    owner = {prior_key(s): s for s in cfg.subjects}
+    for key, prompts in class_prompts(cfg).items():
+        s = owner[key]
+        folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / s.class_word
+        folder = folder / s.identifier if key != s.class_word else folder
+        images, texts[key] = [], []
+        for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
+            sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
+            made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
+                                        cfg.model or "sticker_base", replace_stale=not cfg.class_dir,
+                                        fingerprint=fingerprint)
+            images += made
+            texts[key] += [prompt] * len(made)
+        classes[key] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
+    return classes, texts
+
+
 def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None,
                      **train_kwargs):
     """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
@@ -380,30 +552,13 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     from dataclasses import asdict
 
     from conceptlab.models.loading import load_pipeline
-    from conceptlab.training.class_images import prepare_class_images, weights_fingerprint
     from conceptlab.training.loop import Trainer
 
     check_subjects(cfg)
     cfg.train.check()
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
-    classes: dict[str, CachedLatents] = {}
-    texts: dict[str, list[str]] = {}
-    if cfg.prior_preservation:
-        from conceptlab.models.families import family_of
-
-        res = cfg.resolution or family_of(pipe).native_size(pipe)
-        fingerprint = weights_fingerprint(pipe)  # once: every prompt folder's manifest checks the same weights
-        for word, prompts in class_prompts(cfg).items():
-            folder = Path(cfg.class_dir) if cfg.class_dir else Path(out) / "class-images" / word
-            images, texts[word] = [], []
-            for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
-                sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
-                made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
-                                            cfg.model or "sticker_base", replace_stale=not cfg.class_dir,
-                                            fingerprint=fingerprint)
-                images += made
-                texts[word] += [prompt] * len(made)
-            classes[word] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)
+    classes, texts = prepare_priors(cfg, pipe, out)
     method = DreamBooth(pipe, cfg, classes, texts)
-    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume, **train_kwargs)
+    record = run_record(asdict(cfg))
+    result = Trainer(method, cfg.train, out, config_record=record).train(resume=resume, **train_kwargs)
     return pipe, result

@@ -342,8 +342,9 @@ def make_optimizer(params, lr: float, weight_decay: float, fused: bool = True) -
     """AdamW, with torch's fused kernel for floating-point tensors on CPU or CUDA: the same update, and on CPU
     2.3x faster than the per-tensor loop torch picks by default (102M parameters: 0.08 s against 0.18 s).
     fused=False gives torch's default, whose results differ from the fused kernel's in the last bits."""
-    params = list(params)
-    fused = fused and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    params = list(params)  # tensors, or torch param groups ({"params": [...], "lr": ...})
+    tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
+    fused = fused and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
@@ -365,7 +366,10 @@ class Trainer:
         self.record = config_record or {}
         self.params = [p for p in method.parameters() if p.requires_grad]
         scale = cfg.batch_size * cfg.gradient_accumulation * self.acc.num_processes if cfg.scale_lr else 1
-        self.opt = make_optimizer(self.params, cfg.lr * scale, cfg.weight_decay, cfg.fused_adamw)
+        # a method may train some tensors at their own rate: param_groups() -> [(params, factor of the lr)]
+        groups = method.param_groups() if hasattr(method, "param_groups") else [(self.params, 1.0)]
+        self.opt = make_optimizer([{"params": list(ps), "lr": cfg.lr * scale * f} for ps, f in groups],
+                                  cfg.lr * scale, cfg.weight_decay, cfg.fused_adamw)
         self.sched = _Schedule(self.opt, _lr_factors(cfg))
         # each process draws its own batches; the generator's state is part of every checkpoint
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.acc.process_index)

@@ -1,0 +1,181 @@
+"""Pivotal tuning: tokens and a UNet LoRA trained together, files that diffusers' own loaders read, bundles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conceptlab.concepts.bundle import is_bundle, load_bundle, read_bundle
+from conceptlab.concepts.lora import DIFFUSERS_NAME
+from conceptlab.errors import InputError
+from conceptlab.models.tiny import build_pipeline, build_sdxl_pipeline
+from conceptlab.training.dreambooth import SubjectConfig
+from conceptlab.training.loop import TrainConfig, Trainer
+from conceptlab.training.pivotal import PivotalConfig, PivotalTuning, check_pivotal, train_pivotal
+
+PROMPT = "a sticker of a <tuki> monster on a beach"
+
+
+def _cfg(concept_dirs, steps=3, **kw):
+    return PivotalConfig(subjects=[SubjectConfig("<tuki>", str(concept_dirs / "emoji"), "monster")], rank=2,
+                         train=TrainConfig(steps=steps, batch_size=2, lr=1e-2), **kw)
+
+
+def _frozen(pipe) -> dict[str, torch.Tensor]:
+    """Every weight of the pipeline that is not a LoRA matrix, by name."""
+    out = {}
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, part, None)
+        for k, v in ({} if module is None else module.state_dict()).items():
+            if "lora_" not in k:  # peft moves a wrapped layer's own weight to .base_layer
+                out[f"{part}.{k.replace('.base_layer', '')}"] = v.detach().clone()
+    return out
+
+
+def _unet_out(pipe, prompt=PROMPT):
+    """The UNet's noise prediction for a fixed latent and timestep under `prompt` (SD or SDXL conditioning)."""
+    from conceptlab.models.families import family_of
+
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, pipe.unet.config.in_channels, pipe.unet.config.sample_size,
+                          pipe.unet.config.sample_size, generator=g)
+    with torch.no_grad():
+        prompt = pipe.maybe_convert_prompt(prompt, pipe.tokenizer)
+        cond = family_of(pipe).encode(pipe, [prompt])
+        return pipe.unet(latents, torch.tensor([500]), **cond.unet_kwargs()).sample, cond.hidden
+
+
+@pytest.fixture(scope="module")
+def sd1_run(concept_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pivotal-sd1")
+    pipe = build_pipeline("tiny")
+    before = _frozen(pipe)
+    cfg = _cfg(concept_dirs, steps=3, vectors=2)
+    method = PivotalTuning(pipe, cfg)
+    init = {k: v.clone() for k, v in method.trainable_state().items()}
+    result = Trainer(method, cfg.train, out, hooks=method.hooks()).train()
+    return pipe, method, before, init, out, result
+
+
+def test_trains_token_rows_and_lora_and_leaves_every_other_weight_bit_identical(sd1_run):
+    pipe, method, before, init, _, result = sd1_run
+    assert result.stopped == "done" and len(result.losses) == 3
+    after = method.trainable_state()
+    tokens = [k for k in after if k.startswith("tokens.")]
+    lora = [k for k in after if k.startswith("lora.") and "lora_B" in k]
+    assert tokens == ["tokens.vectors"] and after["tokens.vectors"].shape == (2, 32)
+    assert not torch.equal(after["tokens.vectors"], init["tokens.vectors"])
+    assert lora and all(not torch.equal(after[k], init[k]) for k in lora)  # B starts at zero and moved
+    now = _frozen(pipe)
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<tuki>", "<tuki>_1"])
+    emb = "text_encoder.embeddings.token_embedding.weight"
+    old_rows = before[emb].shape[0]
+    assert min(ids) >= old_rows  # the new rows are appended; every old row must stay as it was
+    assert torch.equal(now[emb][:old_rows], before[emb])
+    changed = [k for k in before if k != emb and not torch.equal(before[k], now[k])]
+    assert changed == []
+    # the learned vectors were written into the new rows at the end, so the pipe works without the hook
+    assert torch.equal(now[emb][ids], after["tokens.vectors"])
+
+
+def test_separate_files_load_in_diffusers_and_give_our_embeddings_and_unet_outputs(sd1_run):
+    pipe, _, _, _, out, _ = sd1_run
+    ours_unet, ours_hidden = _unet_out(pipe)
+    fresh = build_pipeline("tiny")
+    base_unet, _ = _unet_out(fresh, "a sticker of a monster on a beach")
+    fresh.load_textual_inversion(str(out / "tuki" / "learned_embeds.safetensors"))
+    fresh.load_lora_weights(str(out / "lora" / DIFFUSERS_NAME))
+    theirs_unet, theirs_hidden = _unet_out(fresh)
+    assert torch.allclose(theirs_hidden, ours_hidden, atol=1e-6)
+    assert torch.allclose(theirs_unet, ours_unet, atol=1e-5)
+    assert not torch.allclose(theirs_unet, base_unet, atol=1e-3)  # the check can fail: the LoRA and token matter
+
+
+def test_bundle_holds_both_with_its_config_and_loads_like_the_separate_files(sd1_run):
+    pipe, _, _, _, out, _ = sd1_run
+    path = out / "bundle.safetensors"
+    assert is_bundle(path) and not is_bundle(out / "lora" / DIFFUSERS_NAME)
+    bundle = read_bundle(path)
+    assert bundle.family == "sd1" and bundle.meta["method"] == "pivotal" and bundle.meta["config"]["vectors"] == 2
+    assert [e.token for e in bundle.embeddings] == ["<tuki>"] and bundle.embeddings[0].vectors.shape == (2, 32)
+    assert any(k.startswith("lora_unet_") for k in bundle.lora)  # kohya keys, as OneTrainer and A1111 write
+    fresh = build_pipeline("tiny")
+    load_bundle(fresh, path, adapter_name="b")
+    fresh.set_adapters(["b"])
+    ours_unet, ours_hidden = _unet_out(pipe)
+    theirs_unet, theirs_hidden = _unet_out(fresh)
+    assert torch.allclose(theirs_hidden, ours_hidden, atol=1e-6)
+    assert torch.allclose(theirs_unet, ours_unet, atol=1e-5)
+
+
+def test_a_bundle_for_another_family_is_refused_naming_both(sd1_run):
+    _, _, _, _, out, _ = sd1_run
+    with pytest.raises(InputError, match=r"sd1 bundle, but this model is sdxl"):
+        load_bundle(build_sdxl_pipeline(), out / "bundle.safetensors", adapter_name="b")
+
+
+def test_tokens_first_then_lora_then_lora_alone(concept_dirs, tmp_path):
+    """token_steps=2: the LoRA stays at its start for 2 steps; token_frac=0.75 of 4: the tokens stop after 3."""
+    pipe = build_pipeline("tiny")
+    cfg = _cfg(concept_dirs, steps=4, token_steps=2, token_frac=0.75)
+    method = PivotalTuning(pipe, cfg)
+    states = [method.trainable_state()]
+    Trainer(method, cfg.train, tmp_path, hooks=[*method.hooks(), lambda t: states.append(t.method.trainable_state())]).train()
+    lora_b = [k for k in states[0] if "lora_B" in k]
+
+    def moved(a, b, keys):
+        return any(not torch.equal(states[a][k], states[b][k]) for k in keys)
+    assert moved(0, 1, ["tokens.vectors"]) and moved(1, 2, ["tokens.vectors"]) and moved(2, 3, ["tokens.vectors"])
+    assert not moved(0, 2, lora_b) and moved(2, 3, lora_b)  # the LoRA joins at step 3
+    assert not moved(3, 4, ["tokens.vectors"]) and moved(3, 4, lora_b)  # step 4: the LoRA alone
+
+
+def test_resume_is_bit_identical_across_a_phase_change(concept_dirs, tmp_path):
+    def run(out, stop_at=None, resume=False):
+        method = PivotalTuning(build_pipeline("tiny"), _cfg(concept_dirs, steps=4, token_steps=1, token_frac=0.75))
+        Trainer(method, method.cfg.train, out, hooks=method.hooks()).train(resume=resume, stop_at=stop_at)
+        return method.trainable_state()
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=2)
+    resumed = run(tmp_path / "b", resume=True)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_sdxl_token_in_both_encoders_files_load_in_diffusers(concept_dirs, tmp_path):
+    cfg = _cfg(concept_dirs, steps=2)
+    pipe, result = train_pivotal(cfg, tmp_path, pipe=build_sdxl_pipeline())
+    assert result.stopped == "done"
+    state = load_file(str(tmp_path / "tuki" / "learned_embeds.safetensors"))
+    assert state["clip_l"].shape == (1, 32) and state["clip_g"].shape == (1, 48)
+    fresh = build_sdxl_pipeline()
+    fresh.load_textual_inversion(state["clip_l"], token="<tuki>", text_encoder=fresh.text_encoder,
+                                 tokenizer=fresh.tokenizer)
+    fresh.load_textual_inversion(state["clip_g"], token="<tuki>", text_encoder=fresh.text_encoder_2,
+                                 tokenizer=fresh.tokenizer_2)
+    fresh.load_lora_weights(str(tmp_path / "lora" / DIFFUSERS_NAME))
+    ours_unet, ours_hidden = _unet_out(pipe)
+    theirs_unet, theirs_hidden = _unet_out(fresh)
+    assert torch.allclose(theirs_hidden, ours_hidden, atol=1e-6)
+    assert torch.allclose(theirs_unet, ours_unet, atol=1e-5)
+    bundle = read_bundle(tmp_path / "bundle.safetensors")
+    assert bundle.family == "sdxl" and bundle.embeddings[0].extra["clip_g"].shape == (1, 48)
+    with pytest.raises(InputError, match=r"sdxl bundle, but this model is sd1"):
+        load_bundle(build_pipeline("tiny"), tmp_path / "bundle.safetensors", adapter_name="b")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"lora": False}, "--lora"), ({"train_text_encoder": True}, "--train-text-encoder"),
+    ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
+    ({"subjects": [SubjectConfig("tuki", "x", "monster")]}, None),
+])
+def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
+    cfg = _cfg(concept_dirs, steps=3)
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    if k == "subjects":
+        cfg.subjects[0].folder = str(concept_dirs / "emoji")
+        match = "angle brackets"
+    with pytest.raises(InputError, match=match):
+        check_pivotal(cfg)
