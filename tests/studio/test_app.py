@@ -1,5 +1,6 @@
 """The studio through gradio_client, launched in-process on a free port with the tiny pipeline: generate, a
-2-step textual-inversion job to completion and then its token in a prompt, an edit, refused input."""
+2-step textual-inversion job and a 3-step DreamBooth-LoRA job to completion and then their token and LoRA in a
+prompt, edits (a re-weight slider, the blend mask, attention maps), judging a folder, refused input."""
 
 import os
 import socket
@@ -15,6 +16,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from conceptlab.imaging import read_settings  # noqa: E402
 from conceptlab.studio.app import Studio, check_host, launch  # noqa: E402
+from conceptlab.studio.tabs.edit import MAX_WORDS  # noqa: E402
 
 
 def free_port() -> int:
@@ -36,9 +38,19 @@ def served(tmp_path_factory):
     studio.close()
 
 
-def generate(client, prompt, model, n=2, concepts=(), steps=4):
-    return client.predict(prompt, "", 0, n, steps, 7.5, "default", 0, 0, str(model), list(concepts), [], 1.0,
+def generate(client, prompt, model, n=2, concepts=(), steps=4, loras=()):
+    return client.predict(prompt, "", 0, n, steps, 7.5, "default", 0, 0, str(model), list(concepts), list(loras), 1.0,
                           api_name="/generate")
+
+
+def _wait_done(client, job, timeout=240):
+    """(status, log) once the job is done or failed, polling /job_status as the page's timer does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, _, log, _ = client.predict(job, api_name="/job_status")
+        if "done" in status or "failed" in status or time.monotonic() > deadline:
+            return status, log
+        time.sleep(1)
 
 
 def test_generate_saves_images_with_their_settings(served, tiny_dir):
@@ -83,12 +95,8 @@ def test_train_to_completion_then_generate_with_the_token(served, tiny_dir, conc
     client.predict(files, "broc-set", api_name="/upload_images")
     job = client.predict("broc-set", "<broc>", "broccoli", 2, 5e-3, 2, 2, 0, str(tiny_dir), api_name="/train_start")
     job = job["value"]  # the job list's update: the new job is selected
-    deadline = time.monotonic() + 150
-    while True:
-        status, _, preview, log, _ = client.predict(job, api_name="/job_status")
-        if "done" in status or "failed" in status or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    status, log = _wait_done(client, job)
+    preview = client.predict(job, api_name="/job_status")[2]
     assert f"**{job}**: done — step 2 of 2" in status, log
     assert preview is not None and "learned <broc> in 2 steps" in log
     client.predict(api_name="/concepts")
@@ -99,17 +107,110 @@ def test_train_to_completion_then_generate_with_the_token(served, tiny_dir, conc
     assert len(gallery) == 1 and settings["prompt"] == "a sticker of a <broc>"
 
 
+def edit_args(model, photo=None, weights=(), blend="", blend_mask="attention", maps=False):
+    """The /edit endpoint's inputs after the two prompts: one weight per word of the target (1 = unchanged)."""
+    sliders = [*weights, *[1] * (MAX_WORDS - len(weights))]
+    return [photo, "ddim", [], str(model), "auto", 0.8, 0.4, *sliders, blend, blend_mask, 0, 4, 7.5, maps]
+
+
 def test_edit_generated_and_an_inverted_photo(served, tiny_dir, concept_dirs):
     _, client, _ = served
-    args = [None, "ddim", [], str(tiny_dir), "auto", 0.8, 0.4, "", 1, "", "attention", 0, 4, 7.5]
-    gallery, mask, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli", *args,
-                                         api_name="/edit")
+    gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
+                                               *edit_args(tiny_dir), api_name="/edit")
     assert [g["caption"] for g in gallery] == ["source", "edit"] and info.startswith("mode: **replace**")
+    assert maps == [] and "re-weighted" not in info
     photo = handle_file(str(sorted((concept_dirs / "broccoli").glob("*.png"))[0]))
-    args[0] = photo
-    gallery, mask, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli", *args,
-                                         api_name="/edit")
+    gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
+                                               *edit_args(tiny_dir, photo), api_name="/edit")
     assert "ddim inversion: reconstruction PSNR" in info and gallery[0]["caption"] == "photo (reconstructed)"
+
+
+def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tiny_dir):
+    """Slider k weighs word k of the target ('a sticker of sad broccoli': 'sad' is the fourth); the weight reaches
+    the library as --reweight does: the edit equals the library's own edit with reweight={'sad': 3}."""
+    import numpy as np
+    from PIL import Image
+
+    from conceptlab.editing.edit import edit
+    from conceptlab.models.loading import load_pipeline
+
+    _, client, _ = served
+    source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
+    gallery, mask, maps, info = client.predict(source, target, *edit_args(tiny_dir, weights=[1, 1, 1, 3], blend="broccoli",
+                                                                          maps=True), api_name="/edit")
+    assert "re-weighted: sad x3" in info
+    settings = read_settings(gallery[1]["image"])
+    assert settings["reweight"] == {"sad": 3.0} and settings["blend"] == ["broccoli"]
+    expected = edit(load_pipeline(str(tiny_dir)), source, [target], reweight={"sad": 3.0}, blend=["broccoli"], seed=0,
+                    steps=4, guidance=7.5, cross_steps=0.8, self_steps=0.4).images[1]
+    got = np.asarray(Image.open(gallery[1]["image"]).convert("RGB"), dtype=float)
+    assert np.abs(got - np.asarray(expected, dtype=float)).max() <= 1  # PNG round trip only
+    plain = client.predict(source, target, *edit_args(tiny_dir, blend="broccoli"), api_name="/edit")[0]
+    assert not np.array_equal(np.asarray(Image.open(plain[1]["image"])), got.astype("uint8"))  # the slider mattered
+    assert mask is not None and Image.open(mask).mode == "L"  # the blend mask is shown
+    assert [m["caption"] for m in maps] == [f"source: {source}", f"target: {target}"]
+    assert all(Image.open(m["image"]).width > Image.open(m["image"]).height for m in maps)  # image + one map a word
+
+
+def test_dreambooth_lora_job_to_completion_then_its_lora_in_the_library(served, tiny_dir, concept_dirs):
+    """A 3-step DreamBooth-LoRA job through the CLI: progress and preview shown, the LoRA listed, loadable by
+    diffusers' own loader, and usable in Generate."""
+    from diffusers import StableDiffusionPipeline
+
+    studio, client, _ = served
+    files = [handle_file(str(p)) for p in sorted((concept_dirs / "broccoli").glob("*.png"))]
+    client.predict(files, "db-set", api_name="/upload_images")
+    job = client.predict("db-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                         api_name="/train_dreambooth")["value"]
+    status, log = _wait_done(client, job)
+    assert f"**{job}**: done — step 3 of 3" in status and "LoRA is in the Concepts tab" in status, log
+    _, curve, preview, _, table = client.predict(job, api_name="/job_status")
+    assert [r[0] for r in curve["data"]] == [1, 2, 3] and preview is not None  # loss curve from metrics.jsonl
+    assert "tuki broccoli (LoRA rank 4)" in str(table)
+    client.predict(api_name="/concepts")
+    name = f"runs/{job}/lora"
+    meta = client.predict(name, api_name="/concept")[0]
+    assert meta["kind"] == "lora" and meta["steps"] == 3 and meta["token"] == "tuki broccoli"
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_dir))
+    pipe.load_lora_weights(str(studio.ws.root / name))  # diffusers reads the file the job wrote
+    assert any("lora" in n for n, _ in pipe.unet.named_parameters())
+    gallery, settings = generate(client, "a sticker of a tuki broccoli", tiny_dir, n=1, loras=[name])
+    assert len(gallery) == 1 and settings["prompt"] == "a sticker of a tuki broccoli"
+
+
+def test_bad_dreambooth_settings_are_the_cli_messages(served, tiny_dir):
+    _, client, _ = served
+    with pytest.raises(AppError, match=r"identifier='\.\./x': is not one new word"):
+        client.predict("broc-set", "../x", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       api_name="/train_dreambooth")
+    with pytest.raises(AppError, match=r"--rank=0"):
+        client.predict("broc-set", "tuki", "broccoli", True, 0, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       api_name="/train_dreambooth")
+
+
+def test_evaluate_a_world_set_with_the_judge(served):
+    """A drawn sticker-world set carries its labels: the table's accuracies and the confusion matrices agree with
+    the judge run directly on the files; the HTML report is served from the workspace."""
+    from conceptlab.evaluation.judge import load_judge
+    from conceptlab.imaging import open_rgb
+    from conceptlab.world.export import read_metadata
+
+    studio, client, url = served
+    client.predict("broccoli", 6, api_name="/draw_images")
+    folder = sorted((studio.ws.root / "uploads").glob("world-broccoli*"))[-1]
+    summary, table, confusion, report, per_image = client.predict(f"uploads/{folder.name}", "judge", "", "",
+                                                                  api_name="/evaluate")
+    rows = {r[0]: r for r in table["data"]}
+    assert set(rows) >= {"object", "emotion", "colour"} and len(per_image["data"]) == 6
+    meta = read_metadata(folder)
+    read = load_judge().predict([open_rgb(folder / m["file_name"]) for m in meta])
+    right = sum(p == m["object"] for p, m in zip(read["object"], meta))
+    assert rows["object"][-1] == f"{right / 6:.2f} of 6"
+    assert len(confusion) == len(read) and all(c["image"].endswith(".png") for c in confusion)
+    assert report.endswith("index.html")
+    served_page = studio.ws.root / summary.split("](/gradio_api/file=")[1].rstrip(")").split(str(studio.ws.root) + "/")[1]
+    page = urllib.request.urlopen(f"{url}/gradio_api/file={served_page}", timeout=10).read().decode()
+    assert "confusion-object.png" in page and "Per image" in page
 
 
 def test_host_beyond_loopback_needs_auth():

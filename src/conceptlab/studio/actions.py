@@ -2,8 +2,9 @@
 
 Each function checks its input with the same validation the CLI uses (an InputError names what is wrong),
 then calls the same library function as the matching command: `run_generation` (generate), `edit`, `invert`
-and `reconstruct` (edit, invert), `mix_embeddings` and `render_sweep` (concepts mix), the judge (evaluate).
-The UI layer only turns widgets into these arguments and results into widgets.
+and `reconstruct` (edit, invert), `attention_maps` (attention), `mix_embeddings` and `render_sweep` (concepts
+mix), `judge_folder` and `recognizability` (evaluate, classify eval). The UI layer only turns widgets into
+these arguments and results into widgets.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class EditOutcome:
     mode: str
     psnr: float | None  # the reconstruction's PSNR when a photo was inverted
     folder: Path
+    reweight: dict[str, float]  # the words re-weighted, as passed to the library
 
 
 class InversionCache:
@@ -167,7 +169,28 @@ def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source
         mask = out / "blend-mask.png"
         values = (result.mask[1, 0].float().clamp(0, 1).numpy() * 255).astype("uint8")
         Image.fromarray(values).resize(result.images[0].size, Image.NEAREST).save(mask)
-    return EditOutcome(result.images, labels, grid, mask, result.mode, psnr, out)
+    return EditOutcome(result.images, labels, grid, mask, result.mode, psnr, out, dict(reweight))
+
+
+def attention(ws: Workspace, cache: PipelineCache, prompts: dict[str, str], out: Path, model: str | None = None,
+              concepts=(), seed: int = 0, steps: int = 30, guidance: float = 7.5) -> list[Path]:
+    """`conceptlab attention` of each prompt (label -> prompt) from `seed`: OUT/attention-LABEL.png, the image
+    and one heat map per word."""
+    from conceptlab.editing.edit import attention_maps
+    from conceptlab.plots import plot_attention
+    from conceptlab.validation import GUIDANCE, SAMPLING_STEPS, SEED, text
+
+    for label, prompt in prompts.items():
+        text(f"{label} prompt", prompt, example="'a sticker of a happy star'")
+    SEED.check("seed", seed), SAMPLING_STEPS.check("steps", steps), GUIDANCE.check("guidance", guidance)
+    out = ws.inside(out, "attention folder")
+    paths = []
+    with cache.lock:
+        pipe = cache.get(model, _concept_files(ws, concepts))
+        for label, prompt in prompts.items():
+            image, tokens, maps = attention_maps(pipe, prompt, seed, steps, guidance)  # maps: (T, h, w)
+            paths.append(plot_attention(image, tokens, maps, out / f"attention-{slug(label)}.png"))
+    return paths
 
 
 def _in_workspace(ws: Workspace, path) -> bool:
@@ -234,50 +257,67 @@ def mix(ws: Workspace, cache: PipelineCache, first: str, second: str, weight: fl
 # --------------------------------------------------------------------------------------------- evaluate
 
 
-def score_folder(ws: Workspace, name: str, judge: str | None = None) -> tuple[list[dict], list[dict]]:
-    """Judges every image of WORKSPACE/name (e.g. 'generations/...'): (per-attribute rows, per-image rows).
+@dataclass
+class Evaluation:
+    """What the Evaluate tab shows: tables, confusion matrices (PNG) and the HTML report, all under `folder`."""
 
-    Each attribute row gives the labels the judge read most often with their shares; where the folder has
-    the sticker world's metadata.jsonl, also the judge's accuracy against those labels."""
-    from collections import Counter
+    per_attribute: list[dict]
+    per_image: list[dict]
+    confusion: list[Path]
+    report: Path
+    folder: Path
 
-    from conceptlab.evaluation.datasets import list_images
-    from conceptlab.evaluation.recipes.common import load_judge_checked
-    from conceptlab.imaging import open_rgb
 
-    kind, _, sub = str(name).partition("/")
+def image_set(ws: Workspace, name: str) -> Path:
+    """WORKSPACE/KIND/NAME for a folder the Evaluate tab lists ('generations/...', 'uploads/...', 'edits/...')."""
+    kind, _, sub = str(name or "").partition("/")
     if kind not in ("generations", "uploads", "edits"):
         raise InputError("folder", name, "is not an image folder of the workspace", "Choose one from the list")
-    folder = ws.folder(kind, sub, "folder")
-    files, _ = list_images(folder, "folder")
-    truth = _world_labels(folder)
-    predicted = load_judge_checked(judge).predict([open_rgb(f) for f in files])
-    per_attribute = []
-    for head, labels in predicted.items():
-        counts = Counter(labels).most_common(3)
-        row = {"attribute": head, **{f"#{k + 1}": f"{lab} {n / len(labels):.0%}" for k, (lab, n) in enumerate(counts)}}
-        known = [(p, truth[f.name][head]) for p, f in zip(labels, files) if f.name in truth and head in truth[f.name]]
-        row["accuracy"] = f"{sum(p == t for p, t in known) / len(known):.0%}" if known else ""
-        per_attribute.append(row)
-    per_image = [{"file": f.name, **{h: predicted[h][i] for h in predicted}} for i, f in enumerate(files)]
-    return per_attribute, per_image
+    return ws.folder(kind, sub, "folder")
 
 
-def _world_labels(folder: Path) -> dict[str, dict]:
-    """file name -> label columns from a sticker-world export's metadata.jsonl ({} when there is none)."""
-    import json
+def evaluate(ws: Workspace, name: str, classifier: str | None = None, expect: str | None = None) -> Evaluation:
+    """Scores the folder `name` into evaluations/TIME-NAME/: with the sticker-world judge (the library's
+    judge_folder), or with a `classify train` folder as `conceptlab classify eval` does."""
+    folder = image_set(ws, name)
+    out = ws.folder("evaluations", ws.stamped("evaluations", folder.name))
+    if not classifier:
+        from conceptlab.evaluation.folder import confusion_pictures, judge_folder, write_folder_report
 
-    path = folder / "metadata.jsonl"
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-            out[row["file_name"]] = {k: str(v) for k, v in row.items() if k != "file_name"}
-        except (ValueError, KeyError, TypeError):
-            continue
-    return out
+        scores = judge_folder(folder, argument="folder")
+        report = write_folder_report(scores, out)
+        return Evaluation(scores.per_attribute(), scores.per_image(), confusion_pictures(out), report, out)
+    return _classify(folder, classifier, expect, out)
+
+
+def _classify(folder: Path, classifier: str, expect: str | None, out: Path) -> Evaluation:
+    """`conceptlab classify eval --classifier C --images FOLDER [--expect LABEL=VALUE] --out OUT`."""
+    from conceptlab.evaluation.classifier import Classifier, expected_labels, recognizability
+    from conceptlab.evaluation.datasets import list_images
+    from conceptlab.evaluation.report import Report
+    from conceptlab.io import atomic_write_json
+    from conceptlab.plots import plot_confusion
+
+    clf = Classifier(classifier)
+    paths, skipped = list_images(folder, "folder")
+    value = None
+    if expect:
+        label, sep, value = expect.partition("=")
+        if not sep or label != clf.cfg.label:
+            raise InputError("expect", expect, f"is not {clf.cfg.label}=VALUE", f"e.g. {clf.cfg.label}={clf.classes[0]}")
+    result = recognizability(clf, paths, expected_labels(paths, clf.classes, value, "expect", label=clf.cfg.label))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json({**result, "skipped": skipped}, out / "recognizability.json")
+    picture = plot_confusion(result["confusion_matrix"], clf.classes, out / "confusion.png", folder.name)
+    per_class = [{"class": c, **{k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()}}
+                 for c, m in result["per_class"].items()]
+    report = Report(f"Classified images: {folder.name}", out)
+    report.text(f"{len(paths)} images recognized as expected: {result['recognizable']:.3f} (classifier {classifier})")
+    report.table(per_class)
+    report.image(picture, "rows expected, columns predicted", width=420)
+    report.table(result["files"])
+    per_image = [{**f, "confidence": round(f["confidence"], 3)} for f in result["files"]]
+    return Evaluation(per_class, per_image, [picture], report.write(), out)
 
 
 def store_upload(ws: Workspace, files, name: str) -> Path:

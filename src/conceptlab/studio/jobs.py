@@ -1,5 +1,8 @@
 """Training jobs: each runs the CLI itself in its own process, one at a time, recorded in the workspace.
 
+Two kinds: textual inversion (`conceptlab train ti`, TrainSettings) and DreamBooth, LoRA or full fine-tune
+(`conceptlab train dreambooth`, DreamBoothSettings); both write the shared loop's run folder.
+
 A job is a folder jobs/ID/ with job.json (status, settings, command, pid, times) and log.txt (the process's
 output), and a run folder runs/ID/ (the command's --out: checkpoints/, previews/, the learned files). A crash
 or an out-of-memory in training ends that process, never the studio; a studio that died leaves job.json
@@ -111,6 +114,103 @@ def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str | Non
 
 
 @dataclass
+class DreamBoothSettings:
+    """A DreamBooth job (LoRA by default) as a person fills it in; defaults are the library's (DreamBoothConfig)."""
+
+    identifier: str  # the rare word that names the subject, e.g. 'tuki'
+    class_word: str  # what the subject is, e.g. 'broccoli'
+    images: str  # an uploads/ folder name
+    lora: bool = True  # LoRA adapters (a small file) instead of every UNet weight (a whole pipeline)
+    rank: int = 4
+    train_text_encoder: bool = False
+    prior_preservation: bool = False
+    class_images: int = 50
+    prior_weight: float = 1.0
+    steps: int = 400
+    lr: float = 1e-4
+    batch_size: int = 1
+    seed: int = 0
+    model: str = ""  # "" = the shipped base model
+    checkpoint_every: int = 50
+    preview_every: int = 50
+    preview_prompt: str = "a sticker of a {}"  # {} is 'IDENTIFIER CLASS'
+    name: str = ""  # the run's name; "" = made from the identifier
+
+    @classmethod
+    def defaults(cls) -> DreamBoothSettings:
+        """The library's own defaults, so the form and `conceptlab train dreambooth` agree (LoRA aside: the
+        form starts with it, the CLI without)."""
+        from conceptlab.training.dreambooth import DreamBoothConfig
+
+        lib = DreamBoothConfig()
+        return cls(identifier="", class_word="", images="", rank=lib.rank, train_text_encoder=lib.train_text_encoder,
+                   prior_preservation=lib.prior_preservation, class_images=lib.class_images,
+                   prior_weight=lib.prior_weight, steps=lib.train.steps, lr=lib.train.lr,
+                   batch_size=lib.train.batch_size, seed=lib.train.seed)
+
+    @property
+    def subject(self) -> str:
+        return f"{self.identifier} {self.class_word}"
+
+
+def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
+    """The checks `conceptlab train dreambooth` makes before it loads a model (the library's check_subjects)."""
+    from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, check_subjects
+    from conceptlab.validation import BATCH, COUNT0, LR, SEED, TRAIN_STEPS, text
+
+    check_token("identifier", s.identifier)
+    text("class word", s.class_word, example="broccoli")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,40}", s.class_word.strip()):
+        raise InputError("class word", s.class_word, "is not a plain word", "e.g. broccoli")
+    check_name("images", s.images)
+    if s.name:
+        check_name("run name", s.name)
+    for argument, bound, value in (("steps", TRAIN_STEPS, s.steps), ("batch size", BATCH, s.batch_size),
+                                   ("seed", SEED, s.seed), ("checkpoint every", COUNT0, s.checkpoint_every),
+                                   ("preview every", COUNT0, s.preview_every)):
+        bound.check(argument, value)
+    LR.check("learning rate", s.lr)
+    if s.preview_every and "{}" not in text("preview prompt", s.preview_prompt):
+        raise InputError("preview prompt", s.preview_prompt, "has no {} for the subject", "e.g. 'a sticker of a {}'")
+    folder = ws.folder("uploads", s.images, "images")
+    subject = SubjectConfig(s.identifier, str(folder), s.class_word.strip())
+    check_subjects(DreamBoothConfig(subjects=[subject], lora=s.lora, rank=s.rank, class_images=s.class_images,
+                                    prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
+
+
+def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, python: str | None = None) -> list[str]:
+    """The `conceptlab train dreambooth` command line of a job (what a person would type)."""
+    python = python or sys.executable
+    cmd = [python, "-m", "conceptlab.cli.main", "train", "dreambooth",
+           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}",
+           "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
+           "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
+    if s.lora:
+        cmd += ["--lora", "--rank", str(s.rank)]
+    if s.train_text_encoder:
+        cmd += ["--train-text-encoder"]
+    if s.prior_preservation:
+        cmd += ["--prior-preservation", "--class-images", str(s.class_images), "--prior-weight", repr(float(s.prior_weight))]
+    if s.model:
+        cmd += ["--model", s.model]
+    if s.preview_every:
+        cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.subject)]
+    return cmd + ["--out", str(run_dir)]
+
+
+# each kind of job: its settings' class, their check, its command line, the field its run is named after
+KINDS = {"ti": (TrainSettings, check_settings, ti_command, "token"),
+         "dreambooth": (DreamBoothSettings, check_dreambooth_settings, dreambooth_command, "identifier")}
+
+
+def kind_of(settings) -> str:
+    for kind, (cls, *_) in KINDS.items():
+        if isinstance(settings, cls):
+            return kind
+    raise TypeError(f"not a job's settings: {type(settings).__name__}")
+
+
+@dataclass
 class Job:
     """One training job as recorded in jobs/ID/job.json."""
 
@@ -198,7 +298,7 @@ def outcome_from_log(log: Path) -> tuple[str, str]:
     """The status and message of a finished run whose exit code nobody saw, read from its log's last lines."""
     lines = [ln for ln in _tail(log, 40).splitlines() if ln.strip()]
     for line in reversed(lines):
-        if line.startswith("learned "):
+        if line.startswith(("learned ", "trained ")):  # train ti's and train dreambooth's last line
             return "done", line
         if "error:" in line and line.startswith("conceptlab "):
             return "failed", line.split("error:", 1)[1].strip()
@@ -244,16 +344,19 @@ class JobRunner:
         self.recover()
 
     # ---------------------------------------------------------------- what the UI calls
-    def submit(self, settings: TrainSettings) -> Job:
+    def submit(self, settings: TrainSettings | DreamBoothSettings) -> Job:
         """Checks the settings, records a queued job and its run folder name; the runner starts it in turn."""
-        check_settings(self.ws, settings)
+        kind = kind_of(settings)
+        _, check, command, named_after = KINDS[kind]
+        check(self.ws, settings)
         with self._lock:
-            job_id = self.ws.unique_name("jobs", settings.name or slug(settings.token.strip("<>"), "concept"))
+            job_id = self.ws.unique_name("jobs", settings.name or slug(getattr(settings, named_after).strip("<>"),
+                                                                               "concept"))
             while (self.ws.root / "runs" / job_id).exists():
                 job_id = self.ws.unique_name("jobs", job_id + "-1")
             run_dir = self.ws.folder("runs", job_id)
-            job = Job(id=job_id, kind="ti", settings=asdict(settings),
-                      command=ti_command(self.ws, settings, run_dir, self.python), run_dir=self.ws.relative(run_dir))
+            job = Job(id=job_id, kind=kind, settings=asdict(settings),
+                      command=command(self.ws, settings, run_dir, self.python), run_dir=self.ws.relative(run_dir))
             self.store.folder(job.id).mkdir(parents=True)
             self.store.save(job)
         self.poll()

@@ -79,8 +79,10 @@ def _lora(ws: Workspace, file: Path) -> Concept | None:
         record = json.loads(meta.get("conceptlab", "{}"))
     except (InputError, ValueError):
         return None
-    return Concept("lora", ws.relative(file.parent), file, "", record if isinstance(record, dict) else {},
-                   _preview(ws, file))
+    record = record if isinstance(record, dict) else {}
+    # a DreamBooth LoRA's words to prompt with ('tuki broccoli'), as its metadata records them
+    words = ", ".join(f"{i} {c}" for i, c in zip(record.get("subjects") or [], record.get("classes") or []))
+    return Concept("lora", ws.relative(file.parent), file, words, record, _preview(ws, file))
 
 
 def _preview(ws: Workspace, file: Path) -> Path | None:

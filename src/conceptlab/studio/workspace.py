@@ -6,6 +6,7 @@
       concepts/NAME/       embeddings and LoRAs made in the studio (mixes, conversions, checked uploads)
       generations/NAME/    generated images with their settings embedded, and generations.jsonl
       edits/NAME/          Prompt-to-Prompt edits and inversions
+      evaluations/NAME/    scores of a folder: tables, confusion matrices, index.html (the report)
       jobs/ID/             one training job: job.json (status, settings, pid, times) and log.txt
       .cache/              the web server's own copies of files it shows (gradio's temp folder)
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from conceptlab.errors import InputError
 
-FOLDERS = ("uploads", "runs", "concepts", "generations", "edits", "jobs", ".cache")
+FOLDERS = ("uploads", "runs", "concepts", "generations", "edits", "evaluations", "jobs", ".cache")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # a placeholder token: one new word, optionally in <angle brackets>; no ',' or '=' (the --concept spec's
 # separators), no space, no path characters

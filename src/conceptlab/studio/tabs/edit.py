@@ -1,4 +1,8 @@
-"""Edit: Prompt-to-Prompt on a generated image or an uploaded photo inverted first, side by side."""
+"""Edit: Prompt-to-Prompt on a generated image or an uploaded photo inverted first, side by side.
+
+A slider per word of the target prompt re-weights that word (the CLI's --reweight WORD=SCALE; 1 = unchanged);
+the blend mask and, when asked, each prompt's per-word attention maps (`conceptlab attention`) are shown.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ def layout(gr, model: str) -> dict:
         with gr.Column():
             w["source"] = gr.Textbox(label="Source prompt (with a photo: what it shows)",
                                      value="a sticker of a happy green broccoli", elem_id="edit-source")
-            w["target"] = gr.Textbox(label="Target prompt", value="a sticker of a sad green broccoli",
-                                     elem_id="edit-target")
+            w["target"] = gr.Textbox(label="Target prompt", value=TARGET, elem_id="edit-target",
+                                     info="each of its words gets a weight slider")
             w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath", height=220,
                                   elem_id="edit-photo")
             w["method"] = gr.Dropdown(["ddim", "negative-prompt", "null-text"], value="negative-prompt",
@@ -33,43 +37,99 @@ def layout(gr, model: str) -> dict:
                                    info="share of steps whose word maps come from the source (more keeps the layout)")
             w["self"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Self-attention steps",
                                   info="share of steps whose self-attention comes from the source (more keeps the look)")
-            with gr.Row():
-                w["word"] = gr.Textbox(label="Re-weight word", placeholder="e.g. sad")
-                w["scale"] = gr.Slider(-2, 4, value=1, step=0.1, label="Its weight", info="1 = unchanged")
-            w["blend"] = gr.Textbox(label="Blend words", placeholder="words whose region may change, e.g. broccoli")
-            w["blend_mask"] = gr.Radio(["attention", "difference"], value="attention", label="Blend mask")
+            gr.Markdown("**Re-weight words** of the target prompt: 1 leaves a word as it is, more strengthens it, "
+                        "less weakens it, below 0 pushes it away")
+            w["words"] = gr.State(words_of(TARGET))
+            w["weights"] = [gr.Slider(-2, 4, value=1, step=0.1, label=word, visible=True, min_width=120,
+                                      elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
+                            for k, word in enumerate(words_of(TARGET))]
+            w["weights"] += [gr.Slider(-2, 4, value=1, step=0.1, label="", visible=False, min_width=120,
+                                       elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
+                             for k in range(len(w["weights"]), MAX_WORDS)]
+            w["blend"] = gr.Textbox(label="Blend words", placeholder="words whose region may change, e.g. broccoli",
+                                    elem_id="edit-blend", info="only where these words attend may the image change")
+            w["blend_mask"] = gr.Radio(["attention", "difference"], value="attention", label="Blend mask",
+                                       elem_id="edit-blend-mask",
+                                       info="attention: the blend words' maps; difference: where source and edit "
+                                            "drift apart (no words needed)")
             with gr.Row():
                 w["seed"] = gr.Number(label="Seed", value=0, precision=0)
                 w["steps"] = gr.Slider(1, 100, value=30, step=1, label="Steps", elem_id="edit-steps")
                 w["guidance"] = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
+            w["attention"] = gr.Checkbox(label="Per-word attention maps", value=False, elem_id="edit-attention",
+                                         info="of the source and target prompts from this seed (one more image each)")
     w["go"] = gr.Button("Edit", variant="primary", elem_id="edit-button")
     w["info"] = gr.Markdown(elem_id="edit-info")
     with gr.Row():
         w["gallery"] = gr.Gallery(label="Source and edit", columns=2, object_fit="contain", elem_id="edit-gallery")
-        w["mask"] = gr.Image(label="Blend mask", type="filepath")
+        w["mask"] = gr.Image(label="Blend mask (white: where the edit may differ)", type="filepath",
+                             elem_id="edit-mask")
+    w["maps"] = gr.Gallery(label="Per-word attention maps", columns=1, object_fit="contain", height="auto",
+                           elem_id="edit-maps")
     return w
 
 
-def wire(gr, studio: Studio, w: dict) -> None:
+TARGET = "a sticker of a sad green broccoli"
+MAX_WORDS = 16  # sliders on the page; a longer prompt's later words keep weight 1
+
+
+def words_of(prompt: str | None) -> list[str]:
+    """The distinct words of a prompt in order, as --reweight names them ('sad', not 'sad,')."""
+    seen = []
+    for word in (prompt or "").split():
+        word = word.strip(".,!?;:\"'()")
+        if word and word.lower() not in (w.lower() for w in seen):
+            seen.append(word)
+    return seen[:MAX_WORDS]
+
+
+def reweighting(target: str, weights) -> dict[str, float]:
+    """{word: weight} for the sliders moved away from 1 (slider k is word k of the target)."""
     from conceptlab.validation import WEIGHT
 
+    return {word: WEIGHT.check(f"weight of {word!r}", float(weight))
+            for word, weight in zip(words_of(target), weights) if weight is not None and float(weight) != 1.0}
+
+
+def wire(gr, studio: Studio, w: dict) -> None:
     @shown
-    def run(source, target, photo, method, concepts, model, mode, cross, self_steps, word, scale, blend, blend_mask,
-            seed, steps, guidance, progress=gr.Progress()):  # noqa: B008 - gradio's progress tracker
+    def run(source, target, photo, method, concepts, model, mode, cross, self_steps, *rest, progress=gr.Progress()):  # noqa: B008 - gradio's progress tracker
+        weights, (blend, blend_mask, seed, steps, guidance, maps) = rest[:MAX_WORDS], rest[MAX_WORDS:]
         progress(0, desc="inverting the photo" if photo else "editing")
-        word = (word or "").strip()
-        reweight = {word: WEIGHT.check("weight", scale)} if word else {}
+        model, seed, steps = (model or "").strip() or None, whole("seed", seed), whole("steps", steps)
         outcome = actions.edit(
-            studio.ws, studio.cache, studio.inversions, source, target, model=(model or "").strip() or None,
-            concepts=concepts, photo=photo, method=method, reweight=reweight, mode=mode, cross_steps=float(cross),
+            studio.ws, studio.cache, studio.inversions, source, target, model=model, concepts=concepts, photo=photo,
+            method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
-            blend_mask=blend_mask, seed=whole("seed", seed), steps=whole("steps", steps), guidance=float(guidance))
+            blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance))
         info = f"mode: **{outcome.mode}**"
+        if outcome.reweight:
+            info += " · re-weighted: " + ", ".join(f"{k} x{v:g}" for k, v in outcome.reweight.items())
         if outcome.psnr is not None:
             info += f" · {method} inversion: reconstruction PSNR **{outcome.psnr:.2f} dB**"
+        shown_maps = []
+        if maps:
+            progress(0.5, desc="attention maps")
+            paths = actions.attention(studio.ws, studio.cache, {"source": source, "target": target}, outcome.folder,
+                                      model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance))
+            shown_maps = [(str(p), f"{label}: {prompt}") for (label, prompt), p in
+                          zip({"source": source, "target": target}.items(), paths)]
+            if photo:
+                info += " · attention maps: of the prompts from this seed, not of the photo"
         files = [str(outcome.folder / "source.png"), str(outcome.folder / "edit.png")]
-        return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, info
+        return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, shown_maps, info
 
-    inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self",
-                             "word", "scale", "blend", "blend_mask", "seed", "steps", "guidance")]
-    w["go"].click(run, inputs, [w["gallery"], w["mask"], w["info"]], api_name="edit")
+    inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self")]
+    inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention")]
+    w["go"].click(run, inputs, [w["gallery"], w["mask"], w["maps"], w["info"]], api_name="edit")
+
+    def relabel(target, old_words, *weights):
+        """One slider per word of the new target; a word that stays keeps its weight."""
+        kept = {word.lower(): weight for word, weight in zip(old_words or [], weights)}
+        words = words_of(target)
+        sliders = [gr.Slider(label=words[k], value=kept.get(words[k].lower(), 1), visible=True) if k < len(words)
+                   else gr.Slider(label="", value=1, visible=False) for k in range(MAX_WORDS)]
+        return words, *sliders
+
+    w["target"].change(relabel, [w["target"], w["words"], *w["weights"]], [w["words"], *w["weights"]],
+                       api_name=False, show_progress="hidden", queue=False)

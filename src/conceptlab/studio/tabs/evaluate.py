@@ -1,4 +1,5 @@
-"""Evaluate: a folder of the workspace scored by the sticker-world judge, per attribute and per image."""
+"""Evaluate: score a folder of the workspace with the judge or a trained classifier: tables, confusion matrices,
+and the HTML report (served from the workspace, and downloadable)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,37 @@ if TYPE_CHECKING:
 
 def layout(gr) -> dict:
     w = {}
-    gr.Markdown("Score a folder of images with the sticker-world judge: what it reads in each attribute, and its "
-                "accuracy where the folder has the world's labels")
+    gr.Markdown("Score a folder of images: the sticker-world judge reads every attribute (accuracy where the "
+                "folder says what each image should show: a world set's labels, or the prompts it was generated "
+                "from), or a classifier trained with `conceptlab classify train` says how many it recognizes")
     with gr.Row():
-        w["folder"] = gr.Dropdown([], allow_custom_value=True, label="Folder", elem_id="evaluate-folder")
-        w["refresh"] = gr.Button("Refresh", elem_id="evaluate-refresh")
-        w["go"] = gr.Button("Score", variant="primary", elem_id="evaluate-button")
-    w["attributes"] = gr.Dataframe(label="Per attribute", interactive=False, elem_id="evaluate-table")
-    w["images"] = gr.Dataframe(label="Per image", interactive=False)
+        with gr.Column(scale=2):
+            with gr.Row():
+                w["folder"] = gr.Dropdown([], allow_custom_value=True, label="Folder", elem_id="evaluate-folder",
+                                          info="a run's generations, an upload or an edit")
+                w["refresh"] = gr.Button("Refresh", elem_id="evaluate-refresh", scale=0)
+            with gr.Row():
+                w["scorer"] = gr.Radio(["judge", "classifier"], value="judge", label="Score with",
+                                       elem_id="evaluate-scorer")
+                w["classifier"] = gr.Textbox(label="Classifier", placeholder="the --out folder of classify train",
+                                             elem_id="evaluate-classifier")
+                w["expect"] = gr.Textbox(label="Expected label", placeholder="LABEL=VALUE for every image",
+                                         info="empty: from the folder's prompts or labels")
+        with gr.Column(scale=1):
+            w["files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                                 label="Or upload a folder of images", elem_id="evaluate-files", height=120)
+            with gr.Row():
+                w["set_name"] = gr.Textbox(label="Its name", value="to-score", scale=2)
+                w["upload"] = gr.Button("Add", scale=1, elem_id="evaluate-upload")
+    w["go"] = gr.Button("Score", variant="primary", elem_id="evaluate-button")
+    w["summary"] = gr.Markdown(elem_id="evaluate-summary")
+    with gr.Row():
+        w["attributes"] = gr.Dataframe(label="Per attribute (or class)", interactive=False, elem_id="evaluate-table",
+                                       scale=3)
+        w["confusion"] = gr.Gallery(label="Confusion matrices (rows: expected, columns: read)", columns=2,
+                                    object_fit="contain", height=320, elem_id="evaluate-confusion", scale=2)
+    w["report"] = gr.File(label="HTML report (index.html)", elem_id="evaluate-report")
+    w["images"] = gr.Dataframe(label="Per image", interactive=False, max_height=300)
     return w
 
 
@@ -29,11 +53,27 @@ def wire(gr, studio: Studio, w: dict) -> None:
     import pandas as pd
 
     @shown
-    def score(folder):
+    def score(folder, scorer, classifier, expect):
         if not folder:
             raise InputError("folder", None, "none selected", "Generate or upload images, then pick their folder")
-        per_attribute, per_image = actions.score_folder(studio.ws, folder)
-        return pd.DataFrame(per_attribute), pd.DataFrame(per_image)
+        classifier = (classifier or "").strip() if scorer == "classifier" else None
+        if scorer == "classifier" and not classifier:
+            raise InputError("classifier", "", "no classifier given", "Type the --out folder of `classify train`")
+        result = actions.evaluate(studio.ws, folder, classifier, (expect or "").strip() or None)
+        url = f"/gradio_api/file={result.report}"  # allowed: the report lies inside the workspace
+        summary = (f"Scored **{len(result.per_image)}** images of `{folder}` into "
+                   f"`{studio.ws.relative(result.folder)}` · [open the report]({url})")
+        return summary, pd.DataFrame(result.per_attribute), [str(p) for p in result.confusion], str(result.report), \
+            pd.DataFrame(result.per_image)
 
-    w["go"].click(score, [w["folder"]], [w["attributes"], w["images"]], api_name="evaluate")
+    outputs = [w["summary"], w["attributes"], w["confusion"], w["report"], w["images"]]
+    w["go"].click(score, [w["folder"], w["scorer"], w["classifier"], w["expect"]], outputs, api_name="evaluate")
     w["refresh"].click(lambda: first_choice(gr, studio.ws.image_sets()), None, [w["folder"]], api_name=False)
+
+    @shown
+    def upload(files, name):
+        folder = actions.store_upload(studio.ws, files, (name or "").strip())
+        sets = studio.ws.image_sets()
+        return gr.Dropdown(choices=sets, value=f"uploads/{folder.name}")
+
+    w["upload"].click(upload, [w["files"], w["set_name"]], [w["folder"]], api_name="evaluate_upload")

@@ -1,4 +1,4 @@
-"""Train: images in, a textual-inversion job started, cancelled or resumed, and its progress refreshed live."""
+"""Train: images in, a textual-inversion or DreamBooth/LoRA job started, cancelled or resumed, its progress live."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from conceptlab.errors import InputError
 from conceptlab.studio import actions
-from conceptlab.studio.jobs import TrainSettings
+from conceptlab.studio.jobs import DreamBoothSettings, TrainSettings
 from conceptlab.studio.progress import loss_rows, read_progress
 from conceptlab.studio.ui import shown, whole
 
@@ -36,23 +36,17 @@ def layout(gr, model: str) -> dict:
             w["images"] = gr.Dropdown([], allow_custom_value=True, label="Training images (a data set of the workspace)",
                                       elem_id="train-images")
         with gr.Column():
-            gr.Markdown("**2. Textual inversion** — learns a new word for the concept; the model stays as it is")
-            w["token"] = gr.Textbox(label="Token", value="<my-concept>", info="the new word, e.g. <my-cat>",
-                                    elem_id="train-token")
-            w["init"] = gr.Textbox(label="Init word", value="", info="a word it starts from, e.g. cat (empty: random)")
-            with gr.Row():
-                w["steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="train-steps",
-                                       info="optimizer steps; 500 is the library's default")
-                w["lr"] = gr.Number(label="Learning rate", value=d.lr, info="5e-3 is usual for textual inversion")
-                w["batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, info="images per step",
-                                       elem_id="train-batch")
+            with gr.Tabs():
+                with gr.Tab("Textual inversion", id="ti"):
+                    _ti_layout(gr, w)
+                with gr.Tab("DreamBooth / LoRA", id="dreambooth", elem_id="train-dreambooth-tab"):
+                    _dreambooth_layout(gr, w)
             with gr.Row():
                 w["every"] = gr.Number(label="Checkpoint and preview every", value=d.checkpoint_every, precision=0,
                                        elem_id="train-every", info="steps; resume continues from the last checkpoint")
                 w["seed"] = gr.Number(label="Seed", value=d.seed, precision=0)
             w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
             with gr.Row():
-                w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
                 w["cancel"] = gr.Button("Cancel", elem_id="train-cancel")
                 w["resume"] = gr.Button("Resume", elem_id="train-resume")
     w["job"] = gr.Dropdown([], allow_custom_value=True, label="Job", elem_id="train-job")
@@ -64,6 +58,51 @@ def layout(gr, model: str) -> dict:
     w["jobs"] = gr.Dataframe(label="Jobs", interactive=False)
     w["timer"] = gr.Timer(REFRESH_SECONDS)
     return w
+
+
+def _ti_layout(gr, w: dict) -> None:
+    d = TrainSettings.defaults()
+    gr.Markdown("**2. Textual inversion** — learns a new word for the concept; the model stays as it is")
+    w["token"] = gr.Textbox(label="Token", value="<my-concept>", info="the new word, e.g. <my-cat>",
+                            elem_id="train-token")
+    w["init"] = gr.Textbox(label="Init word", value="", info="a word it starts from, e.g. cat (empty: random)")
+    with gr.Row():
+        w["steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="train-steps",
+                               info="optimizer steps; 500 is the library's default")
+        w["lr"] = gr.Number(label="Learning rate", value=d.lr, info="5e-3 is usual for textual inversion")
+        w["batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, info="images per step",
+                               elem_id="train-batch")
+    w["start"] = gr.Button("Start textual inversion", variant="primary", elem_id="train-start")
+
+
+def _dreambooth_layout(gr, w: dict) -> None:
+    d = DreamBoothSettings.defaults()
+    gr.Markdown("**2. DreamBooth** — teaches the model a subject under a rare word and its class; with LoRA only "
+                "small adapters are trained (a file of a few MB), without it every UNet weight (a whole model)")
+    with gr.Row():
+        w["db_identifier"] = gr.Textbox(label="Identifier", value="tuki", elem_id="db-identifier",
+                                        info="a rare word that names the subject: tuki, sks, bnh")
+        w["db_class"] = gr.Textbox(label="Class", value="broccoli", elem_id="db-class",
+                                   info="what it is; prompts say 'a tuki broccoli'")
+    with gr.Row():
+        w["db_lora"] = gr.Checkbox(label="LoRA", value=d.lora, elem_id="db-lora",
+                                   info="off: full fine-tune (slow, large)")
+        w["db_rank"] = gr.Number(label="LoRA rank", value=d.rank, precision=0, elem_id="db-rank",
+                                 info="4 is the library's default; 8-16 hold more detail")
+        w["db_text"] = gr.Checkbox(label="Train the text encoder", value=d.train_text_encoder, elem_id="db-text",
+                                   info="learns the words too; more faithful, easier to overfit")
+    with gr.Row():
+        w["db_prior"] = gr.Checkbox(label="Prior preservation", value=d.prior_preservation, elem_id="db-prior",
+                                    info="also trains on class images the model draws, so the class keeps its meaning")
+        w["db_class_images"] = gr.Number(label="Class images", value=d.class_images, precision=0,
+                                         info="drawn once per class and reused")
+        w["db_prior_weight"] = gr.Number(label="Prior weight", value=d.prior_weight, info="their loss's weight")
+    with gr.Row():
+        w["db_steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="db-steps",
+                                  info="400 is the library's default")
+        w["db_lr"] = gr.Number(label="Learning rate", value=d.lr, info="1e-4 is usual for DreamBooth and LoRA")
+        w["db_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, elem_id="db-batch")
+    w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
 
 
 def _world_objects() -> list[str]:
@@ -109,6 +148,24 @@ def wire(gr, studio: Studio, w: dict) -> None:
 
     inputs = [w[k] for k in ("images", "token", "init", "steps", "lr", "batch", "every", "seed", "model")]
     w["start"].click(start, inputs, [w["job"]], api_name="train_start")
+
+    @shown
+    def start_dreambooth(images, identifier, class_word, lora, rank, text_encoder, prior, class_images, prior_weight,
+                         steps, lr, batch, every, seed, model):
+        every = whole("checkpoint every", every)
+        settings = DreamBoothSettings(
+            identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
+            lora=bool(lora), rank=whole("LoRA rank", rank), train_text_encoder=bool(text_encoder),
+            prior_preservation=bool(prior), class_images=whole("class images", class_images),
+            prior_weight=float(prior_weight), steps=whole("steps", steps), lr=float(lr),
+            batch_size=whole("batch size", batch), seed=whole("seed", seed), model=(model or "").strip(),
+            checkpoint_every=every, preview_every=every)
+        return _job_list(gr, studio, runner.submit(settings).id)
+
+    db_inputs = [w[k] for k in ("images", "db_identifier", "db_class", "db_lora", "db_rank", "db_text", "db_prior",
+                                "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
+                                "model")]
+    w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth")
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel")
     w["resume"].click(shown(lambda job: _job_list(gr, studio, runner.resume(_need(job)).id)), [w["job"]], [w["job"]],
@@ -136,7 +193,7 @@ def job_view(studio: Studio, job_id: str | None):
     import pandas as pd
 
     jobs = studio.runner.jobs()
-    table = pd.DataFrame([{"job": j.id, "status": j.status, "token": j.settings.get("token", ""),
+    table = pd.DataFrame([{"job": j.id, "kind": j.kind, "status": j.status, "concept": _learns(j),
                            "steps": j.settings.get("steps", "")} for j in reversed(jobs)])
     if not job_id or job_id not in {j.id for j in jobs}:
         return "No job selected.", pd.DataFrame({"step": [], "loss": []}), None, "", table
@@ -149,10 +206,30 @@ def job_view(studio: Studio, job_id: str | None):
     if job.message:  # tokens look like HTML tags (<my-cat>): shown as text, not swallowed by the markdown
         status += f"\n\n{html.escape(job.message)}"
     if job.status == "done":
-        status += "\n\nThe learned token is in the Concepts tab and can be used in Generate."
+        status += "\n\n" + _where_it_went(job)
     log = _tail(studio.runner.store.log_path(job.id))
     return status, pd.DataFrame(loss_rows(progress) or {"step": [], "loss": []}), \
         (str(progress.preview) if progress.preview else None), log, table
+
+
+def _learns(job) -> str:
+    """What a job teaches: its token, or its subject ('tuki broccoli') and how."""
+    s = job.settings
+    if job.kind == "dreambooth":
+        how = f"LoRA rank {s.get('rank')}" if s.get("lora") else "full fine-tune"
+        return f"{s.get('identifier', '')} {s.get('class_word', '')} ({how})"
+    return s.get("token", "")
+
+
+def _where_it_went(job) -> str:
+    s = job.settings
+    if job.kind != "dreambooth":
+        return "The learned token is in the Concepts tab and can be used in Generate."
+    subject = html.escape(f"{s.get('identifier', '')} {s.get('class_word', '')}")
+    if s.get("lora"):
+        return (f"The LoRA is in the Concepts tab (runs/{job.id}/lora); pick it under LoRAs in Generate and "
+                f"prompt with 'a {subject}'.")
+    return f"The fine-tuned model is {job.run_dir}/pipeline: type that path as the Model in Generate."
 
 
 def _tail(path: Path) -> str:

@@ -1,0 +1,152 @@
+"""Scores for a folder of images: what the sticker-world judge reads in each, and how often it is right.
+
+What each image should show comes from the folder itself: a world export's metadata.jsonl (every attribute),
+or the prompts in a `conceptlab generate` folder's generations.jsonl (the attributes a prompt names: 'a sticker
+of a happy green broccoli' expects style sticker, emotion happy, colour green, object broccoli). Attributes
+with an expectation get an accuracy and a confusion matrix (rows = expected, as `classify eval` writes them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from conceptlab.errors import InputError
+
+
+@dataclass
+class AttributeScores:
+    """One judge head over the folder: its reading of each image and, where known, the expected label."""
+
+    name: str
+    classes: list[str]
+    predicted: list[str]
+    expected: list[str | None]  # None: the folder does not say
+    accuracy: float | None = None  # over the images with an expectation
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # (expected, predicted) over `shown`
+    shown: list[str] = field(default_factory=list)  # the classes the matrix covers: those expected or read
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The `k` labels read most often, with their shares."""
+        return [(label, n / len(self.predicted)) for label, n in Counter(self.predicted).most_common(k)]
+
+
+@dataclass
+class FolderScores:
+    folder: str
+    files: list[str]
+    attributes: dict[str, AttributeScores]
+
+    def per_attribute(self) -> list[dict]:
+        """One row per attribute: the three labels read most often, and the accuracy where it is known."""
+        rows = []
+        for a in self.attributes.values():
+            top = a.top()
+            row = {"attribute": a.name, **{f"#{k + 1}": f"{top[k][0]} ({top[k][1]:.2f})" if k < len(top) else ""
+                                           for k in range(3)}}
+            known = sum(e is not None for e in a.expected)
+            row["accuracy"] = f"{a.accuracy:.2f} of {known}" if a.accuracy is not None else ""
+            rows.append(row)
+        return rows
+
+    def per_image(self) -> list[dict]:
+        return [{"file": f, **{a.name: a.predicted[i] for a in self.attributes.values()}}
+                for i, f in enumerate(self.files)]
+
+
+def expected_from_prompt(prompt: str, heads: dict[str, list[str]]) -> dict[str, str]:
+    """The attributes a prompt names: {head: label} where exactly one of the head's labels is in it as words."""
+    text = f" {re.sub(r'[^a-z ]+', ' ', prompt.lower())} "
+    found = {}
+    for head, labels in heads.items():
+        named = [lab for lab in labels if lab != "none" and f" {lab.lower()} " in text]
+        named = [lab for lab in named if not any(lab != other and lab in other for other in named)]  # 'love' < 'in love'
+        if len(named) == 1:
+            found[head] = named[0]
+    return found
+
+
+def expected_labels(folder: Path, files: list[Path], heads: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Per image, the labels the folder says it should show ({} each when it says nothing)."""
+    meta, gens = folder / "metadata.jsonl", folder / "generations.jsonl"
+    rows: dict[str, dict[str, str]] = {}
+    for path, key in ((meta, "file_name"), (gens, "file")):
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                name = row[key]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if key == "file_name":
+                rows[name] = {h: str(row[h]) for h in heads if h in row and str(row[h]) in heads[h]}
+            else:
+                rows.setdefault(name, expected_from_prompt(str(row.get("prompt", "")), heads))
+    return [rows.get(f.name, {}) for f in files]
+
+
+def _confusion(expected: list[str | None], predicted: list[str], classes: list[str]) -> tuple[list[list[int]], list[str]]:
+    pairs = [(e, p) for e, p in zip(expected, predicted) if e is not None]
+    shown = [c for c in classes if any(c in pair for pair in pairs)]
+    cm = [[0] * len(shown) for _ in shown]
+    for e, p in pairs:
+        cm[shown.index(e)][shown.index(p)] += 1
+    return cm, shown
+
+
+def judge_folder(folder: str | Path, judge: str | Path | None = None, argument: str = "--images") -> FolderScores:
+    """The judge's reading of every image in `folder`, with accuracy and a confusion matrix per attribute
+    whose expected labels the folder gives."""
+    from conceptlab.evaluation.datasets import list_images
+    from conceptlab.evaluation.recipes.common import load_judge_checked
+    from conceptlab.imaging import open_rgb
+
+    folder = Path(folder)
+    files, _ = list_images(folder, argument)
+    if not files:
+        raise InputError(argument, str(folder), "holds no images", "Generate or upload some first")
+    model = load_judge_checked(judge)
+    heads = model.cfg.heads
+    predicted = model.predict([open_rgb(f) for f in files])
+    expected = expected_labels(folder, files, heads)
+    attributes = {}
+    for head, labels in predicted.items():
+        exp = [e.get(head) for e in expected]
+        known = [(e, p) for e, p in zip(exp, labels) if e is not None]
+        score = AttributeScores(head, list(heads[head]), labels, exp)
+        if known:
+            score.accuracy = sum(e == p for e, p in known) / len(known)
+            score.confusion_matrix, score.shown = _confusion(exp, labels, heads[head])
+        attributes[head] = score
+    return FolderScores(str(folder), [f.name for f in files], attributes)
+
+
+def write_folder_report(scores: FolderScores, out: str | Path, title: str = "Judged images") -> Path:
+    """OUT/scores.json, OUT/confusion-ATTRIBUTE.png for each attribute with an accuracy, and OUT/index.html."""
+    from conceptlab.evaluation.report import Report
+    from conceptlab.io import atomic_write_json
+    from conceptlab.plots import plot_confusion
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json({"folder": scores.folder, "files": scores.files,
+                       "attributes": {k: asdict(v) for k, v in scores.attributes.items()}}, out / "scores.json")
+    report = Report(f"{title}: {Path(scores.folder).name}", out)
+    report.text(f"{len(scores.files)} images of {scores.folder}, read by the sticker-world judge")
+    report.table(scores.per_attribute())
+    for a in scores.attributes.values():
+        if a.confusion_matrix:
+            path = plot_confusion(a.confusion_matrix, a.shown, out / f"confusion-{a.name}.png", a.name)
+            report.image(path, f"{a.name}: rows expected, columns read (accuracy {a.accuracy:.2f})", width=360)
+    report.heading("Per image")
+    report.table(scores.per_image())
+    return report.write()
+
+
+def confusion_pictures(out: str | Path) -> list[Path]:
+    """The confusion matrices write_folder_report drew into `out`."""
+    return sorted(Path(out).glob("confusion-*.png"))
