@@ -57,7 +57,8 @@ def _reference(method, opt, pixels, batch, gen):
 
 def _floor(method, opt, batch, gen, cond):
     latents = method.instance[0].sample(torch.zeros(batch, dtype=torch.long), gen)
-    denoising_loss(method.pipe.unet, method.scheduler, latents, cond, gen).backward()
+    denoising_loss(method.pipe.unet, method.scheduler, latents, cond.hidden, gen,
+                   added_cond_kwargs=cond.added).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 

@@ -58,7 +58,9 @@ class ReferenceTI:
             latents.append(dist.sample(generator=gen) * vae.config.scaling_factor)
             texts.append(self.pipe.maybe_convert_prompt(rng.choice(m.templates[0]).format(m.placeholders[0].token),
                                                         self.pipe.tokenizer))
-        loss = denoising_loss(self.pipe.unet, m.scheduler, torch.cat(latents), m.encode(texts), gen)
+        cond = m.encode(texts)
+        loss = denoising_loss(self.pipe.unet, m.scheduler, torch.cat(latents), cond.hidden, gen,
+                              added_cond_kwargs=cond.added)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -77,7 +79,7 @@ def _ours_step(method: TextualInversion, opt, batch: int, gen) -> float:
 
 def _floor_step(method: TextualInversion, batch: int, gen, cond) -> None:
     latents = method.latents[0].sample(torch.zeros(batch, dtype=torch.long), gen)
-    c = cond[:batch].detach().requires_grad_(True)  # gradient flows to the text embeddings and stops
+    c = cond.hidden[:batch].detach().requires_grad_(True)  # gradient flows to the text embeddings and stops
     denoising_loss(method.pipe.unet, method.scheduler, latents, c, gen).backward()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil  # installed with accelerate
 
@@ -18,6 +18,7 @@ class Result:
     reference: float
     unit: str
     target: str  # e.g. "ratio <= 1.02"
+    detail: dict = field(default_factory=dict)  # what else the run measured (every sample, memory, load), for the JSON
 
     @property
     def ratio(self) -> float:
