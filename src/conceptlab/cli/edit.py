@@ -26,7 +26,9 @@ def _parse_reweight(items: list[str] | None) -> tuple[dict[str, float], list[flo
 
 
 REFINE_HELP = "first fit the image's latent to the decoder for N Adam steps (0 = off; ~100 lifts the VAE's ceiling)"
-INVERSIONS = ("ddim", "null-text", "negative-prompt")
+INVERSIONS = ("ddim", "null-text", "negative-prompt", "direct")
+INVERSION_HELP = ("ddim (fast, loose), null-text (exact, slow), negative-prompt (fast, close) or direct (fast: the source "
+                  "branch is put back on the inversion's trajectory at every step, Ju et al. 2024)")
 
 
 def add_parser(sub):
@@ -63,9 +65,14 @@ def add_parser(sub):
          help="edit this picture instead of a generated one: it is inverted under --prompt (best at the model's "
               "native size, on a plain background, drawn like the model's own images)")
     flag(e, "--method", "--inversion", dest="method", default="null-text", choices=INVERSIONS,
-         help="how --from-image is inverted: ddim (fast, loose), null-text (exact, slow), negative-prompt (fast, "
-              "close)")
+         help="how --from-image is inverted: " + INVERSION_HELP)
     flag(e, "--refine-steps", type=REFINE_STEPS.arg, default=0, help=REFINE_HELP)
+    flag(e, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
+         help="embedding files or `train ti` output folders whose tokens the prompts may use, e.g. --to 'a <tuki> "
+              "monster on a beach' (an added token is an inserted word: refine mode)")
+    flag(e, "--lora", action="append", default=[], metavar="FILE[:SCALE]",
+         help="a LoRA file (diffusers or kohya) applied at SCALE (default 1.0) to every branch, the source and its "
+              "inversion too; the target names its subject's word. Repeat for several")
     flag(e, "--format", default="png", choices=("png", "jpg"), help="image file format")
     flag(e, "--out", required=True, help="output folder for the images, grid.png and edits.json")
     a = add_command(sub, "attention", help="a grid of per-word cross-attention maps over the image", run=run_attention)
@@ -78,8 +85,7 @@ def add_parser(sub):
     add_model_flags(i)
     flag(i, "image", help="the picture to invert (PNG/JPEG; resized to the model's size)")
     flag(i, "--prompt", required=True, help="what the picture shows, e.g. 'a sticker of a happy emoji'")
-    flag(i, "--method", "--inversion", dest="method", default="null-text", choices=INVERSIONS,
-         help="ddim (fast, loose), null-text (exact, slow) or negative-prompt (fast, close)")
+    flag(i, "--method", "--inversion", dest="method", default="null-text", choices=INVERSIONS, help=INVERSION_HELP)
     flag(i, "--steps", type=SAMPLING_STEPS.arg, default=30, help="DDIM steps")
     flag(i, "--guidance", type=GUIDANCE.arg, default=7.5, help="guidance the inversion is fitted for")
     flag(i, "--refine-steps", type=REFINE_STEPS.arg, default=0, help=REFINE_HELP)
@@ -96,6 +102,7 @@ def _edit_settings(args) -> dict:
 
 def run_edit(args) -> int:
 
+    from conceptlab.concepts.lora import parse_lora_specs
     from conceptlab.editing.edit import EditConfig, check_edit, edit
     from conceptlab.errors import InputError
     from conceptlab.imaging import make_grid
@@ -110,8 +117,10 @@ def run_edit(args) -> int:
     check_edit(EditConfig(source=args.prompt, targets=args.to, reweight=weights, seed=args.seed, **settings))
     check_seed_range("--seed", args.seed, args.n)
     picture = open_image("--from-image", args.from_image) if args.from_image else None
+    loras = parse_lora_specs(args.lora)
     out = output_dir("--out", args.out)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    _add_learned(pipe, args.concepts, loras)  # before inversion: the source is inverted with the LoRA applied
     inversion = None
     if picture is not None:
         from conceptlab.editing.inversion import invert
@@ -138,6 +147,20 @@ def run_edit(args) -> int:
     why = "words or phrases swapped one for one" if rows[0]["mode_used"] == "replace" else "words added or removed"
     print(f"mode: {rows[0]['mode_used']} ({why}); {len(rows)} edits in {out} (grid.png)")
     return 0
+
+
+def _add_learned(pipe, concepts: list[str], loras: list) -> None:
+    """Loads the --concepts and applies the --lora files (parsed before the model loaded) the prompts may use."""
+    from conceptlab.concepts.lora import apply_loras
+
+    if concepts:
+        from conceptlab.concepts.tokens import load_concept_paths
+
+        loaded = load_concept_paths(pipe, concepts)
+        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded))
+    if loras:
+        apply_loras(pipe, loras)
+        print("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
 
 
 def _save_edits(results, series, seed: int, out, fmt: str) -> list[dict]:
