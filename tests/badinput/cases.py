@@ -1,7 +1,7 @@
 """The bad-input corpus: (command line, what the one-line error must name).
 
 Placeholders: {F} the folder of bad files (tests/badinput/fixtures.py), {O} an output folder that does not
-exist yet, {M} a tiny pipeline saved to disk, {I} a folder of three good pictures. Each case must exit with
+exist yet, {M} a tiny pipeline saved to disk, {X} a tiny SDXL pipeline saved to disk, {I} a folder of three good pictures. Each case must exit with
 code 2, print no traceback, name the fragment (the argument; sometimes also the problem) and leave {O}
 absent and {F} unchanged.
 """
@@ -202,6 +202,23 @@ CASES = [
     (f"{GEN} --lora {{F}}/lora.safetensors --lora {{F}}/lora.safetensors", "--lora"),
     (f"{GENM} --lora {{F}}/lora-nan.safetensors", "--lora"),
     (f"{GEN} --model {{F}}/model-noweights", "--model"),
+    # ------------------------------------------------------------------ model families (SDXL and beyond)
+    (f"{GEN} --model {{F}}/sdxl-single.safetensors", "--model-config"),
+    (f"{GEN} --model {{F}}/sdxl-single.safetensors --model-config {{I}}", "--model-config"),
+    (f"{GEN} --model {{F}}/sdxl-single.safetensors --model-config {{X}}", "StableDiffusionXLPipeline checkpoint"),
+    (f"{TI} --model {{F}}/sdxl-single.safetensors", "--model-config"),
+    (f"{GEN} --model {{F}}/model-sd3", "SD3"),
+    (f"{EDIT} --model {{F}}/model-flux", "Flux"),
+    (f"{TI} --model {{F}}/model-sd3", "SD3"),
+    (f"{DB} --model {{F}}/model-flux", "Flux"),
+    ("generate --model {X} --prompt 'a star' --steps 1 -n 1 --width 63 --out {O}", "--width"),
+    ("generate --model {X} --prompt 'a star' --steps 1 -n 1 --height 30 --out {O}", "--height"),
+    ("generate --model {X} --prompt 'a star' --steps 1 -n 1 --lora {F}/lora-sdxl-te2.safetensors --out {O}", "--lora"),
+    (f"{GENM} --lora {{F}}/lora-sdxl-te2.safetensors", "SDXL"),
+    ("generate --model {X} --prompt 'a star' --steps 1 -n 1 --concepts {F}/good.safetensors --out {O}", "--concepts"),
+    ("train ti --model {X} --concept '<a>={I}' --steps 1 --resolution 63 --out {O}", "--resolution"),
+    ("train dreambooth --model {X} --subject 'tuki={I},class=monster' --steps 1 --resolution 60 --out {O}",
+     "--resolution"),
     (f"{GEN} --model {{F}}/good.png", "--model"),
     (f"{GEN} --model ./no/such/folder", "--model"),
     ("concepts inspect {F}/missing.safetensors", "files"),

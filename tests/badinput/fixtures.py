@@ -145,6 +145,18 @@ def make_model_dirs(f: Path) -> None:
     clf = f / "clf-noweights"
     clf.mkdir()
     (clf / "conceptlab_classifier.json").write_text(json.dumps({"label": "emotion", "classes": ["happy", "sad"]}))
+    for name, cls in (("model-sd3", "StableDiffusion3Pipeline"), ("model-flux", "FluxPipeline")):
+        (f / name).mkdir()  # families conceptlab has no adapter for: refused by name before any weights load
+        (f / name / "model_index.json").write_text(json.dumps({"_class_name": cls,
+                                                               "transformer": ["diffusers", "SomeTransformer"]}))
+    # a single-file SDXL checkpoint (its second text encoder's keys give it away) with no configs in the cache
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.ones(4),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)},
+              str(f / "sdxl-single.safetensors"))
+    # a kohya SDXL LoRA for the second text encoder only
+    save_file({"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.randn(4, 48),
+               "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.randn(48, 4)},
+              str(f / "lora-sdxl-te2.safetensors"))
     clf_bad = f / "clf-badjson"
     clf_bad.mkdir()
     (clf_bad / "conceptlab_classifier.json").write_text("{oops")

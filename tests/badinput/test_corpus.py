@@ -23,9 +23,18 @@ def _snapshot(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _argv(template: str, files: Path, out: Path, model: Path) -> list[str]:
+@pytest.fixture(scope="session")
+def tiny_xl_dir(tmp_path_factory) -> Path:
+    from conceptlab.models.tiny import build_sdxl_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sdxl")
+    build_sdxl_pipeline().save_pretrained(path)
+    return path
+
+
+def _argv(template: str, files: Path, out: Path, model: Path, xl: Path) -> list[str]:
     text = (template.replace("{F}", str(files)).replace("{O}", str(out)).replace("{M}", str(model))
-            .replace("{I}", str(files / "imgs")))
+            .replace("{X}", str(xl)).replace("{I}", str(files / "imgs")))
     return shlex.split(text)
 
 
@@ -44,10 +53,10 @@ def test_the_corpus_is_large_and_unique():
 
 
 @pytest.mark.parametrize("template,fragment", CASES, ids=[t[:90] for t, _ in CASES])
-def test_bad_input_is_refused_in_one_line(template, fragment, bad_files, tiny_dir, tmp_path, capsys):
+def test_bad_input_is_refused_in_one_line(template, fragment, bad_files, tiny_dir, tiny_xl_dir, tmp_path, capsys):
     out = tmp_path / "out"
     before = _snapshot(bad_files)
-    code, err = _run(_argv(template, bad_files, out, tiny_dir), capsys)
+    code, err = _run(_argv(template, bad_files, out, tiny_dir, tiny_xl_dir), capsys)
     assert code == 2, f"exit code {code}; stderr: {err[-800:]}"
     assert "Traceback" not in err and "internal error" not in err, err[-800:]
     last = [line for line in err.strip().splitlines() if line.strip()][-1]

@@ -56,6 +56,9 @@ def flag(parser: argparse.ArgumentParser, *names: str, **kwargs):
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     flag(parser, "--model", default=None,
          help="hub id, diffusers folder or .safetensors/.ckpt file (default: the shipped sticker base model)")
+    flag(parser, "--model-config", default=None,
+         help="for a single-file --model: a diffusers folder (or cached hub id) of the same architecture whose "
+              "configs describe it")
     flag(parser, "--device", default=None, help="torch device, e.g. cuda or cpu (default: cpu, or the accelerate "
                                                 "process's)")
     flag(parser, "--dtype", default=None, choices=("float32", "float16", "bfloat16"),

@@ -83,7 +83,7 @@ def run_mix(args) -> int:
         from conceptlab.concepts.sweep import render_sweep
         from conceptlab.models.loading import load_pipeline
 
-        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
         path = render_sweep(pipe, embs, ts, args.method, args.prompt, args.seed, args.steps, out)
         print(f"interpolation strip: {path}")
     return 0

@@ -119,7 +119,7 @@ def run_edit(args) -> int:
     picture = open_image("--from-image", args.from_image) if args.from_image else None
     loras = parse_lora_specs(args.lora)
     out = output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     _add_learned(pipe, args.concepts, loras)  # before inversion: the source is inverted with the LoRA applied
     inversion = None
     if picture is not None:
@@ -202,7 +202,7 @@ def run_attention(args) -> int:
 
     text("--prompt", args.prompt, example="'a sticker of a happy red star on a beach'")
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     image, tokens, maps = attention_maps(pipe, args.prompt, args.seed, args.steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def run_invert(args) -> int:
     check_inversion(args.prompt, args.steps, args.guidance, args.refine_steps)
     picture = open_image("image", args.image)
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     inv = invert(pipe, picture, args.prompt, args.method, args.steps, args.guidance,
                  refine_steps=args.refine_steps)
     rec = reconstruct(pipe, inv)

@@ -74,7 +74,7 @@ def run_prompts(args) -> int:
     if args.n < 1 or args.unseen < 0:
         raise InputError("-n/--unseen", (args.n, args.unseen), "need n >= 1 and unseen >= 0", "Pass -n 300 --unseen 100")
     judge = load_judge_checked(args.judge)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     scores = evaluate_prompts(pipe, standard_prompts(args.n, args.unseen), judge, steps=args.steps,
                               guidance=args.guidance)
     path = write_prompt_report(scores, Path(args.out), title=f"Prompt accuracy of {args.model or 'the base model'}")

@@ -46,7 +46,7 @@ def run(args) -> int:
     check_seed_range("--seed", args.seed, args.n)
     loras = parse_lora_specs(args.lora)
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     if args.concepts:
         from conceptlab.concepts.tokens import load_concept_paths
 

@@ -28,7 +28,7 @@ def run_convert(args) -> int:
 
     lora_format(args.file, "file")
     output_file("--out", args.out, suffixes=(".safetensors",))
-    print(convert_lora(args.file, args.to, args.out, load_pipeline(args.model, device=args.device, dtype=args.dtype)))
+    print(convert_lora(args.file, args.to, args.out, load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)))
     return 0
 
 
@@ -40,6 +40,6 @@ def run_merge(args) -> int:
     lora_format(args.file, "file")
     check_lora_values(args.file, "file")
     output_dir("--out", args.out, empty=True)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
     print(f"merged pipeline: {merge_lora(pipe, args.file, args.out, args.scale)}")
     return 0

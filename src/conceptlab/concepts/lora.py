@@ -153,7 +153,12 @@ def _keys(path) -> list[str]:
 def load_lora(pipe, path: str | Path, adapter_name: str = "default", argument: str = "lora") -> None:
     lora_format(path, argument)
     check_lora_fits(pipe, path, argument)
-    pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    try:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    except (ValueError, KeyError) as e:  # diffusers cannot map the file's keys onto this pipeline
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise InputError(argument, str(path), f"cannot be loaded into this {type(pipe).__name__} ({reason})",
+                         "Use a LoRA in diffusers or kohya format trained for this model family") from None
 
 
 def convert_lora(path: str | Path, to: str, out: str | Path, pipe) -> Path:

@@ -69,11 +69,19 @@ def check_config(cfg: GenerationConfig, pipe=None) -> None:
         if value is not None:
             SIZE.check(name, value)
     if pipe is not None:
-        factor = pipe.vae_scale_factor
+        factor = size_factor(pipe)
         for name, value in (("--width", cfg.width), ("--height", cfg.height)):
             if value is not None and value % factor:
-                raise InputError(name, value, f"must be a positive multiple of the VAE's factor {factor}",
+                raise InputError(name, value, f"must be a positive multiple of {factor} (the VAE's factor "
+                                 f"{pipe.vae_scale_factor}; diffusers' pipelines also require 8)",
                                  f"Use {max(factor, round(value / factor) * factor)}")
+
+
+def size_factor(pipe) -> int:
+    """The pixel multiple every image size must be: the VAE's factor, and 8, which diffusers' pipelines check."""
+    import math
+
+    return math.lcm(8, pipe.vae_scale_factor)
 
 
 def native_size(pipe) -> int:

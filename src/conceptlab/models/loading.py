@@ -11,6 +11,13 @@ from conceptlab.errors import InputError, ModelNotAvailableError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 FAMILIES = ("sd1", "sd2", "sdxl")
+# The pipeline classes conceptlab drives; other model_index classes are refused by name before any weights load.
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd1/sd2", "StableDiffusionXLPipeline": "sdxl"}
+_KNOWN_OTHERS = {"StableDiffusion3Pipeline": "SD3", "FluxPipeline": "Flux", "PixArtAlphaPipeline": "PixArt-alpha",
+                 "PixArtSigmaPipeline": "PixArt-sigma", "KandinskyV22Pipeline": "Kandinsky 2.2",
+                 "StableCascadeCombinedPipeline": "Stable Cascade", "AuraFlowPipeline": "AuraFlow",
+                 "SanaPipeline": "Sana", "LuminaText2ImgPipeline": "Lumina"}
+SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -33,11 +40,14 @@ def resolve_dtype(dtype) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
-def load_pipeline(source: str | Path | None = None, device: str | None = None, dtype=None):
+def load_pipeline(source: str | Path | None = None, device: str | None = None, dtype=None,
+                  config: str | Path | None = None):
     """Returns a diffusers pipeline from a hub id, a diffusers folder or a .safetensors/.ckpt file.
 
     `source=None` loads the shipped base model. Hub ids resolve through the local Hugging Face cache;
-    HF_HUB_OFFLINE=1 is honoured. The progress bars of the pipeline's own loop are left to the caller.
+    HF_HUB_OFFLINE=1 is honoured. `config` is for single files: a diffusers folder (or cached hub id) of the
+    same architecture whose component configs describe the checkpoint, as diffusers' `from_single_file(config=)`
+    takes it. The progress bars of the pipeline's own loop are left to the caller.
     """
     source = str(source) if source is not None else default_model()
     torch_dtype = resolve_dtype(dtype)
@@ -46,7 +56,7 @@ def load_pipeline(source: str | Path | None = None, device: str | None = None, d
     if path.is_dir():
         pipe = _from_folder(path, kwargs)
     elif path.is_file():
-        pipe = _from_single_file(path, kwargs)
+        pipe = _from_single_file(path, kwargs, config)
     elif _is_hub_id(source):
         pipe = _from_hub(source, kwargs)
     else:
@@ -73,6 +83,7 @@ def _from_folder(path: Path, kwargs: dict):
         raise InputError("--model", str(path), "is a folder without model_index.json",
                          "Pass a diffusers pipeline folder (one written by save_pretrained)")
     extra = _sd_kwargs(path / "model_index.json")
+    _check_pipeline_class(path)
     try:
         return DiffusionPipeline.from_pretrained(path, **extra, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # a folder missing weights or configs
@@ -80,6 +91,19 @@ def _from_folder(path: Path, kwargs: dict):
         raise InputError("--model", str(path), f"cannot be loaded as a pipeline ({reason})",
                          "Pass a complete diffusers folder (model_index.json and every component's config and "
                          "weights), a .safetensors/.ckpt checkpoint or a hub id") from None
+
+
+def _check_pipeline_class(path: Path) -> None:
+    """Refuses a pipeline of a family conceptlab has no adapter for (SD3, Flux, ...), before loading weights."""
+    from conceptlab.validation import read_json_object
+
+    name = read_json_object("--model", path / "model_index.json").get("_class_name")
+    if name in SUPPORTED_PIPELINES or name is None:
+        return
+    family = _KNOWN_OTHERS.get(name, "a family")
+    raise InputError("--model", str(path), f"is a {name} ({family}), which conceptlab does not support yet",
+                     "Use a Stable Diffusion 1.x, 2.x or SDXL model (StableDiffusionPipeline or "
+                     "StableDiffusionXLPipeline); docs/concepts/model-families.md says what a new family needs")
 
 
 def _sd_kwargs(model_index: Path) -> dict:
@@ -92,7 +116,7 @@ def _sd_kwargs(model_index: Path) -> dict:
     return {}
 
 
-def _from_single_file(path: Path, kwargs: dict):
+def _from_single_file(path: Path, kwargs: dict, config=None):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if path.suffix not in SINGLE_FILE_SUFFIXES:
@@ -102,15 +126,42 @@ def _from_single_file(path: Path, kwargs: dict):
         from conceptlab.validation import safetensors_header
 
         safetensors_header("--model", path)
-    cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
+    sdxl = _is_sdxl_checkpoint(path)
+    cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+    if config is not None:
+        _check_config_source(config)
+        kwargs = {**kwargs, "config": str(config)}
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
     try:
         return cls.from_single_file(str(path), **kwargs)
     except OSError as e:
-        raise ModelNotAvailableError(
-            f"--model={str(path)!r}: diffusers needs the model's config files to read a single-file checkpoint "
-            f"and could not get them ({e}). On a connected machine run the same command once so they are "
-            "cached, or convert the file to a diffusers folder and pass that."
-        ) from None
+        raise ModelNotAvailableError(_single_file_help(path, sdxl, config, e)) from None
+    except (SingleFileComponentError, ValueError, KeyError, RuntimeError) as e:  # weights missing or misshapen
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise InputError("--model", str(path), f"cannot be read as a {cls.__name__} checkpoint ({reason})",
+                         "Pass a complete checkpoint, and a --model-config of the same architecture") from None
+
+
+def _check_config_source(config) -> None:
+    folder = Path(config).expanduser()
+    if folder.exists() and not (folder / "model_index.json").is_file():
+        raise InputError("--model-config", str(config), "is not a diffusers pipeline folder (no model_index.json)",
+                         "Pass the folder of a diffusers pipeline of the checkpoint's architecture, or a cached hub id")
+
+
+def _single_file_help(path: Path, sdxl: bool, config, error: OSError) -> str:
+    reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    if config is not None:
+        return (f"--model-config={str(config)!r}: diffusers could not read the component configs for "
+                f"{path.name} from it ({reason}). Pass a complete diffusers folder of the same architecture.")
+    kind = (f"an SDXL checkpoint; diffusers reads its layout from the configs of {SDXL_CONFIG_REPO}" if sdxl else
+            "a Stable Diffusion 1.x/2.x checkpoint; diffusers reads its layout from the matching hub configs")
+    repo = SDXL_CONFIG_REPO if sdxl else "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    return (f"--model={str(path)!r} is {kind} and could not get them ({reason}). Pass --model-config with a "
+            f"diffusers folder of the same architecture (e.g. `huggingface-cli download {repo} --exclude "
+            "'*.safetensors' '*.bin'` on a connected machine, then copy the folder here), or run the same command "
+            "once where the hub is reachable so the configs are cached.")
 
 
 def _is_sdxl_checkpoint(path: Path) -> bool:
