@@ -6,6 +6,9 @@ from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
 from conceptlab.validation import BATCH, COUNT0, FRACTION, LR, NONNEG, RANK, SEED, SIZE, TRAIN_STEPS, Bound
 
 GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
+# the bounds training.buckets checks again for config files (the CLI stays light: no torch at parse time)
+BUCKET_STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
+BUCKET_ASPECT = Bound(1, 16, hint="4 is usual")
 
 
 def add_train_flags(p) -> None:
@@ -34,6 +37,21 @@ def add_train_flags(p) -> None:
     flag(p, "--overwrite", action="store_true", help="discard another run's checkpoints found in --out")
 
 
+def add_bucket_flags(p) -> None:
+    """--buckets and its settings (training.buckets.BucketConfig); None means 'not given'."""
+    flag(p, "--buckets", action="store_const", const=True,
+         help="aspect-ratio buckets: each image trains at the bucket (about resolution^2 pixels) nearest its own shape "
+              "instead of a square centre crop; on SDXL its real size and crop condition the UNet (default: off)")
+    flag(p, "--bucket-step", type=BUCKET_STEP.arg,
+         help="bucket sides are multiples of this many pixels (default: resolution / 16, e.g. 64 at 1024)")
+    flag(p, "--bucket-max-aspect", type=BUCKET_ASPECT.arg,
+         help="the longest bucket side over its shortest, at most (default: 4)")
+
+
+def bucket_overrides(args) -> dict:
+    return {"enabled": args.buckets, "step": args.bucket_step, "max_aspect": args.bucket_max_aspect}
+
+
 def train_overrides(args) -> dict:
     names = ("steps", "lr", "scale_lr", "lr_schedule", "warmup_steps", "batch_size", "gradient_accumulation",
              "mixed_precision", "gradient_checkpointing", "seed", "checkpoint_every", "preview_prompts",
@@ -59,8 +77,9 @@ def add_parser(sub):
               "replaced by the token")
     flag(t, "--resolution", type=SIZE.arg, help="training size in pixels (default: the model's native size)")
     flag(t, "--random-crop", dest="center_crop", action="store_const", const=False,
-         help="crop at the top left instead of the centre")
+         help="crop at the top left instead of the centre (with --buckets: at a place drawn once per image from --seed)")
     flag(t, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
+    add_bucket_flags(t)
     add_train_flags(t)
     d = add_command(tsub, "dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior "
                     "preservation", run=run_dreambooth, config=False)
@@ -87,6 +106,7 @@ def add_parser(sub):
     flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
     flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
+    add_bucket_flags(d)
     add_train_flags(d)
     return tsub
 
@@ -130,7 +150,8 @@ def ti_config(args):
 
     concepts = [asdict(parse_concept(c)) for c in args.concept] if args.concept else None
     return _method_config(TextualInversionConfig, args, {"model": args.model, "resolution": args.resolution,
-                                                         "center_crop": args.center_crop, "flip": args.flip},
+                                                         "center_crop": args.center_crop, "flip": args.flip,
+                                                         "buckets": bucket_overrides(args)},
                           {"concepts": concepts})
 
 
@@ -168,7 +189,8 @@ def dreambooth_config(args):
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
-    return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names}},
+    return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
+                                                   "buckets": bucket_overrides(args)},
                           {"subjects": subjects})
 
 

@@ -8,6 +8,7 @@ branching on the model themselves. docs/concepts/model-families.md says what an 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -29,6 +30,14 @@ class TextSlot:
         return getattr(pipe, self.encoder).get_input_embeddings().embedding_dim
 
 
+class SizeConditioning(NamedTuple):
+    """One image's SDXL size conditioning (Podell et al. 2023, arXiv 2307.01952, sec. 2.2), each (h, w) pixels."""
+
+    original_size: tuple[int, int]  # the image as loaded, before resizing
+    crop_top_left: tuple[int, int]  # (top, left) of the crop in the resized image
+    target_size: tuple[int, int]  # the size trained at
+
+
 @dataclass
 class Conditioning:
     """What the UNet is conditioned on: hidden states (B, T, D) and, for SDXL, added_cond_kwargs."""
@@ -39,6 +48,11 @@ class Conditioning:
     def unet_kwargs(self) -> dict:
         return {"encoder_hidden_states": self.hidden,
                 **({"added_cond_kwargs": self.added} if self.added is not None else {})}
+
+    def rows(self, start: int, stop: int | None = None) -> Conditioning:
+        """The conditioning of rows start..stop of the batch."""
+        added = None if self.added is None else {k: v[start:stop] for k, v in self.added.items()}
+        return Conditioning(self.hidden[start:stop], added)
 
 
 @dataclass(frozen=True)
@@ -59,8 +73,10 @@ class ModelFamily:
     def widths(self, pipe) -> tuple[int, ...]:
         return tuple(slot.width(pipe) for slot in self.slots)
 
-    def encode(self, pipe, texts: list[str], size: tuple[int, int] | None = None) -> Conditioning:
-        """The conditioning of `texts` (with gradients, for training); `size` is the (h, w) trained at."""
+    def encode(self, pipe, texts: list[str], size: tuple[int, int] | None = None,
+               sizes: list[SizeConditioning] | None = None) -> Conditioning:
+        """The conditioning of `texts` (with gradients, for training); `size` is the (h, w) trained at, `sizes`
+        each text's image size conditioning where the family has one (SDXL; SD 1.x/2.x ignore both)."""
         tok, te = self.slots[0].parts(pipe)
         return Conditioning(te(_ids(tok, texts).to(te.device))[0])  # (B, 77, D)
 
@@ -75,17 +91,25 @@ class SDXLFamily(ModelFamily):
     """Two encoders: the penultimate hidden states of both, concatenated (768 + 1280 = 2048 wide), and the
     second encoder's pooled projection with the added time ids (original size, crop, target size)."""
 
-    def encode(self, pipe, texts: list[str], size: tuple[int, int] | None = None) -> Conditioning:
+    def encode(self, pipe, texts: list[str], size: tuple[int, int] | None = None,
+               sizes: list[SizeConditioning] | None = None) -> Conditioning:
         hidden, pooled = [], None
         for slot in self.slots:
             tok, te = slot.parts(pipe)
             out = te(_ids(tok, texts).to(te.device), output_hidden_states=True)
             hidden.append(out.hidden_states[-2])  # (B, 77, D_i): SDXL reads the penultimate layer
             pooled = out[0]  # the last encoder's: its projected pooled output (B, P)
-        h, w = size or (self.native_size(pipe),) * 2
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=pooled.dtype, device=pooled.device)
-        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(texts), 1)}
+        if sizes is None:  # every image trained whole at `size`: no resize, no crop
+            h, w = size or (self.native_size(pipe),) * 2
+            sizes = [SizeConditioning((h, w), (0, 0), (h, w))] * len(texts)
+        added = {"text_embeds": pooled, "time_ids": self.time_ids(sizes, pooled)}
         return Conditioning(torch.cat(hidden, dim=-1), added)  # (B, 77, sum D_i)
+
+    def time_ids(self, sizes: list[SizeConditioning], like: torch.Tensor) -> torch.Tensor:
+        """The added time ids (B, 6): original size, crop top-left, target size per image, in `like`'s dtype and
+        device, laid out as diffusers' SDXL pipeline and training scripts lay them out."""
+        rows = [[*s.original_size, *s.crop_top_left, *s.target_size] for s in sizes]
+        return torch.tensor(rows, dtype=like.dtype, device=like.device)  # (B, 6)
 
 
 SD1 = ModelFamily("sd1", (TextSlot("clip_l", "tokenizer", "text_encoder"),))

@@ -16,6 +16,13 @@ import torch
 from conceptlab.concepts.formats import Embedding, load_embedding, safe_name, save_all_formats
 from conceptlab.concepts.tokens import PlaceholderToken, TokenSplice, add_placeholder, init_vectors
 from conceptlab.errors import InputError
+from conceptlab.training.buckets import (
+    BucketConfig,
+    bucketing_for,
+    check_bucket_config,
+    draw_bucket_items,
+    run_record,
+)
 from conceptlab.training.data import (
     CachedLatents,
     check_image_folder,
@@ -60,8 +67,9 @@ class TextualInversionConfig:
     model: str | None = None
     concepts: list[ConceptConfig] = field(default_factory=list)
     resolution: int | None = None  # None: the model's native size
-    center_crop: bool = True
+    center_crop: bool = True  # with buckets off; with them on, False crops at a place drawn from the seed
     flip: bool = True
+    buckets: BucketConfig = field(default_factory=BucketConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, batch_size=4, lr=5e-3))
 
 
@@ -158,14 +166,20 @@ class TextualInversion:
         self.pipe, self.cfg = pipe, cfg
         self.templates = [load_templates(c.template, f"--concept {c.token} template") for c in cfg.concepts]
         self.res = cfg.resolution or self.family.native_size(pipe)
-        self.latents, self.captions = [], []
+        self.bucketing = bucketing_for(pipe, cfg.buckets, self.res, cfg.center_crop, cfg.train.seed)
+        self.latents, self.captions, loaded_all = [], [], []
         for c in cfg.concepts:  # load and check every folder before touching the model
             loaded, names = load_concept_folder(c.folder, f"--concept {c.token}")
-            self.latents.append([prepare_image(im, self.res, cfg.center_crop, f"of {c.token}") for im in loaded])
+            if self.bucketing is None:
+                self.latents.append([prepare_image(im, self.res, cfg.center_crop, f"of {c.token}") for im in loaded])
+            loaded_all.append(loaded)
             self.captions.append(caption_with_token(c, names))
         for module in (pipe.unet, pipe.vae, *(slot.parts(pipe)[1] for slot in self.family.slots)):
             module.requires_grad_(False)
         self.latents = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in self.latents]
+        # with buckets: per concept, {bucket (w, h): its images' latents}; None keeps the square path above
+        self.buckets = None if self.bucketing is None else [
+            self.bucketing.encode(pipe.vae, ims, cfg.flip, f"of {c.token}") for c, ims in zip(cfg.concepts, loaded_all)]
         inits = [self._init(c) for c in cfg.concepts]
         self.placeholders = [PlaceholderToken(c.token, vectors) for c, (vectors, _) in zip(cfg.concepts, inits)]
         self.splices = [self._splice(k, inits) for k in range(len(self.family.slots))]
@@ -217,13 +231,33 @@ class TextualInversion:
             texts.append(self.pipe.maybe_convert_prompt(text, self.pipe.tokenizer))
         return torch.cat(latents), texts
 
-    def encode(self, texts: list[str]):
-        """The family's conditioning of `texts`, with gradients reaching the spliced vectors."""
-        return self.family.encode(self.pipe, texts, (self.res, self.res))
+    def bucket_batch(self, batch_size: int, generator: torch.Generator):
+        """(latents (B, C, h, w) of one bucket, captions, each image's SDXL size conditioning); the concepts
+        with images in the bucket take turns, as in `batch`."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        rng = random.Random(seed)
+        latents, texts, sizes = [], [], []
+        for c, part, row in draw_bucket_items(self.buckets, batch_size, generator):
+            latents.append(part.latents.sample(torch.tensor([row]), generator))
+            sizes.append(part.sizes[row])
+            if self.captions[c] is not None:
+                text = self.captions[c][part.sources[row]]
+            else:
+                text = rng.choice(self.templates[c]).format(self.placeholders[c].token)
+            texts.append(self.pipe.maybe_convert_prompt(text, self.pipe.tokenizer))
+        return torch.cat(latents), texts, sizes
+
+    def encode(self, texts: list[str], sizes=None):
+        """The family's conditioning of `texts`, with gradients reaching the spliced vectors; `sizes` are the
+        images' SDXL size conditioning (None: whole images at the training resolution)."""
+        return self.family.encode(self.pipe, texts, (self.res, self.res), sizes)
 
     def loss(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        latents, texts = self.batch(batch_size, generator)
-        cond = self.encode(texts)
+        if self.buckets is None:
+            latents, texts, sizes = *self.batch(batch_size, generator), None
+        else:
+            latents, texts, sizes = self.bucket_batch(batch_size, generator)
+        cond = self.encode(texts, sizes)
         return denoising_loss(self.pipe.unet, self.scheduler, latents, cond.hidden, generator,
                               added_cond_kwargs=cond.added)
 
@@ -283,8 +317,10 @@ def train_textual_inversion(cfg: TextualInversionConfig, out, resume: bool = Fal
 
     check_concepts(cfg.concepts)
     check_resolution(cfg.resolution)
+    check_bucket_config(cfg.buckets, cfg.resolution)
     cfg.train.check()
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     method = TextualInversion(pipe, cfg)
-    result = Trainer(method, cfg.train, out, config_record=asdict(cfg)).train(resume=resume, **train_kwargs)
+    record = run_record(asdict(cfg))
+    result = Trainer(method, cfg.train, out, config_record=record).train(resume=resume, **train_kwargs)
     return pipe, result
