@@ -77,6 +77,10 @@ def test_subject_and_class_scores_equal_a_hand_count(tiny_pipe):
     assert scores["scene"] == np.mean(scene)
     assert scores["all"] == np.mean([a and b and c for a, b, c in zip(identity, emotion, scene)])
     assert scores["identity_per_subject"] == {"tuki": np.mean(identity[:8]), "bnh": np.mean(identity[8:])}
+    for name, rows in (("tuki", slice(0, 8)), ("bnh", slice(8, 16))):  # every metric, per subject
+        mine = scores["per_subject"][name]
+        assert mine["emotion"] == np.mean(emotion[rows]) and mine["scene"] == np.mean(scene[rows])
+        assert mine["identity"] == np.mean(identity[rows]) and mine["images"] == 8
 
     cls, class_images = class_scores(tiny_pipe, judge, "monster", {"tuki", "bnh"}, n=3, steps=STEPS, progress=False)
     assert same_pixels(class_images, old_script_images(tiny_pipe, ["a monster"] * 3, [1000, 1001, 1002]))

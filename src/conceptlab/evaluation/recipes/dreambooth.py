@@ -58,12 +58,12 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
           "emotion": [p == c[2] for p, c in zip(pred["emotion"], cases)],
           "scene": [p == c[3] for p, c in zip(pred["background"], cases)]}
     ok["all"] = [a and b and c for a, b, c in zip(ok["identity"], ok["emotion"], ok["scene"])]
-    per_subject = {}
+    per_subject = {}  # every metric per subject, so that a weak subject is not hidden by a strong one
     for ident, _ in subjects:
         mine = [k for k, c in enumerate(cases) if c[0] == ident]
-        per_subject[ident] = sum(ok["identity"][k] for k in mine) / len(mine)
-    return {**{k: sum(v) / len(v) for k, v in ok.items()}, "identity_per_subject": per_subject,
-            "images": len(cases)}, images
+        per_subject[ident] = {**{m: sum(v[k] for k in mine) / len(mine) for m, v in ok.items()}, "images": len(mine)}
+    return {**{k: sum(v) / len(v) for k, v in ok.items()}, "per_subject": per_subject,
+            "identity_per_subject": {i: s["identity"] for i, s in per_subject.items()}, "images": len(cases)}, images
 
 
 def entropy(counts: Counter) -> float:
@@ -225,6 +225,9 @@ def dreambooth_bars(result: dict) -> list[Bar]:
     s = result["subjects"]
     bars = [Bar(f"{k} judged right", s[k], floor=DB_FLOORS[k], why="the project's floor for DreamBooth", n=s["images"])
             for k in ("identity", "emotion", "scene")]
+    if len(s.get("per_subject", {})) > 1:  # each subject must pass on its own
+        bars += [Bar(f"{ident}: {k} judged right", mine[k], floor=DB_FLOORS[k], why="the floor, per subject",
+                     n=mine["images"]) for ident, mine in s["per_subject"].items() for k in ("identity", "emotion", "scene")]
     for c, after in result["class"].items():
         bars.append(Bar(f"'a {c}' judged as a subject after training", after["judged_as_subject"],
                         ceiling=SUBJECT_CEILING, why="prior preservation keeps the class apart", n=after["images"]))
