@@ -82,9 +82,10 @@ class _LoraOnTrainedTokens(DreamBooth):
     """DreamBooth-LoRA whose prompts hold tokens that train: their conditioning changes every step, so it is
     encoded each time, with gradients (DreamBooth caches it while the text encoders are frozen)."""
 
-    def encode(self, texts: list[str]):
-        # a token of K vectors is K words ('<tuki> <tuki>_1'), as the pipeline itself expands it
-        return self._encode([self.pipe.maybe_convert_prompt(t, self.pipe.tokenizer) for t in texts])
+    def encode(self, texts: list[str], sizes=None):
+        # a token of K vectors is K words ('<tuki> <tuki>_1'), as the pipeline itself expands it; `sizes`: the
+        # images' SDXL size conditioning when buckets are on
+        return self._encode([self.pipe.maybe_convert_prompt(t, self.pipe.tokenizer) for t in texts], sizes)
 
 
 class PhaseClock:
