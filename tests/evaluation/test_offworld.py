@@ -139,3 +139,19 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_pipeline(tiny_pipe):
         assert s["n"] == 2 and s["by_kind"]["face"]["n"] == 1 and 0 <= s["judged"] <= 1
         assert all(np.isfinite(row["edit_psnr_out"]) and -1 <= row["edit_ssim_out"] <= 1 for row in r["rows"])
         assert [b["name"] for b in r["bars"]][0] == "asked change judged"
+
+
+def test_world_offworld_command_writes_the_set(tmp_path):
+    import argparse
+
+    from conceptlab.cli import world
+
+    parser = argparse.ArgumentParser()
+    world.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["world", "offworld", "-n", "2", "--seed", "3", "--out", str(tmp_path / "set")])
+    assert args.run(args) == 0
+    rows = (tmp_path / "set" / "metadata.jsonl").read_text().splitlines()
+    assert [json.loads(r)["text"] for r in rows] == [p.prompt for p in offworld_set(OffworldConfig(n=2, seed=3))]
+    args = parser.parse_args(["world", "offworld", "-n", "1", "--out", str(tmp_path / "one")])
+    with pytest.raises(InputError, match="--n=1"):
+        args.run(args)

@@ -23,7 +23,22 @@ def add_parser(sub):
     flag(e, "--masks", nargs="?", const="silhouette", default=False, choices=("silhouette", "face"),
          help="also write a mask per image to OUT/masks/ for a masked loss: the object's silhouette (the default), "
               "or 'face': the face white, the rest of the object dark grey")
+    o = add_command(wsub, "offworld", help="write the out-of-world test set: pictures drawn unlike the sticker world, "
+                    "with the region each edit may change (masks/) and metadata.jsonl", run=run_offworld)
+    flag(o, "--n", "-n", dest="n", type=RENDERS.arg, default=40, help="pictures, half faces and half objects")
+    flag(o, "--seed", type=SEED.arg, default=0, help="the set is drawn from this seed")
+    flag(o, "--out", required=True, help="output folder (images, masks/, metadata.jsonl)")
     return wsub
+
+
+def run_offworld(args) -> int:
+    from conceptlab.evaluation.offworld import OffworldConfig, export_offworld
+    from conceptlab.validation import output_dir
+
+    output_dir("--out", args.out)
+    path = export_offworld(args.out, OffworldConfig(n=args.n, seed=args.seed))
+    print(f"wrote {args.n} pictures, their masks and {path}")
+    return 0
 
 
 def run_export(args) -> int:
