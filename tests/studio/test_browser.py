@@ -1,8 +1,10 @@
 """A real headless Chromium drives the studio as a person would. Quick tier: the page loads, generates and
-opens every tab. Slow tier (the whole workflow): generate and see the images; draw a training set, train a
-10-step token and watch the status, loss and preview; find it in the library; edit an uploaded photo; score
-a folder. It takes a screenshot of each tab; CONCEPTLAB_SCREENSHOTS=DIR keeps them there and
-runs on the shipped base model instead of the tiny one, so the pictures show stickers (for the docs).
+opens every tab (DreamBooth's form too), and the Edit tab's weight sliders follow the target prompt. Slow tier
+(the whole workflow): generate and see the images; draw a training set, train a 10-step token and watch the
+status, loss and preview; find it in the library; edit an uploaded photo with a re-weighted word, its blend
+mask and attention maps; score the drawn set with the judge, its confusion matrices and report. It takes a
+screenshot of each tab; CONCEPTLAB_SCREENSHOTS=DIR keeps them there and runs on the shipped base model
+instead of the tiny one, so the pictures show stickers (for the docs).
 
 Debian's chromium and chromium-driver are used as installed (.ci/run installs them); without them the test
 is skipped with the reason."""
@@ -135,10 +137,23 @@ def test_the_page_generates_and_shows_every_tab(page):
     _css(driver, "#generate-to-edit").click()
     _wait(driver, lambda d: d.find_elements("css selector", "#edit-photo img"))
     assert _css(driver, "#edit-source textarea, #edit-source input").get_attribute("value").startswith("a sticker of")
-    for name, element in (("Train", "#train-start"), ("Concepts", "#concepts-refresh"), ("Edit", "#edit-button"),
-                          ("Evaluate", "#evaluate-button")):
+    for name, element in (("Train", "#train-start"), ("DreamBooth / LoRA", "#db-start"), ("Concepts", "#concepts-refresh"),
+                          ("Edit", "#edit-button"), ("Evaluate", "#evaluate-button")):
         _tab(driver, name)
         _wait(driver, lambda d, element=element: d.find_element("css selector", element).is_displayed(), timeout=10)
+    for element in ("#evaluate-scorer", "#evaluate-files", "#evaluate-classifier"):
+        assert _css(driver, element).is_displayed()
+    # Edit: a weight slider per word of the target prompt, relabelled as the prompt changes
+    _tab(driver, "Edit")
+    _type(driver, "#edit-target textarea, #edit-target input", "a sticker of a happy red star")
+    _wait(driver, lambda d: "happy" in _text(d, "#edit-weight-3"), timeout=20)
+    assert "star" in _text(driver, "#edit-weight-5") and not _visible(driver, "#edit-weight-6")
+    assert _css(driver, "#edit-attention").is_displayed() and _css(driver, "#edit-blend-mask").is_displayed()
+
+
+def _visible(driver, selector) -> bool:
+    found = driver.find_elements("css selector", selector)
+    return bool(found) and found[0].is_displayed()
 
 
 @pytest.mark.browser
@@ -181,17 +196,30 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _css(driver, "#edit-photo input[type=file]").send_keys(str(photo))
     _wait(driver, lambda d: d.find_elements("css selector", "#edit-photo img"))
     _type(driver, "#edit-steps input[type=number]", 10)
+    _type(driver, "#edit-target textarea, #edit-target input", "a sticker of a sad green broccoli")
+    _wait(driver, lambda d: "sad" in _text(d, "#edit-weight-3"), timeout=20)
+    _type(driver, "#edit-weight-3 input[type=number]", 2)  # the slider of 'sad'
+    _type(driver, "#edit-blend textarea, #edit-blend input", "broccoli")
+    _css(driver, "#edit-attention input").click()
     _css(driver, "#edit-button").click()
     _wait(driver, lambda d: "reconstruction PSNR" in _text(d, "#edit-info"))
+    assert "re-weighted: sad x2" in _text(driver, "#edit-info")
     assert len(driver.find_elements("css selector", "#edit-gallery img")) >= 2
+    _wait(driver, lambda d: d.find_elements("css selector", "#edit-mask img"))
+    _wait(driver, lambda d: len(d.find_elements("css selector", "#edit-maps img")) >= 2)
+    driver.execute_script("arguments[0].scrollIntoView()", _css(driver, "#edit-button"))  # results and maps
     _shoot(driver, shots, "edit")
+    driver.execute_script("window.scrollTo(0, 0)")
 
-    # Evaluate: score the generated images with the judge
+    # Evaluate: score the drawn sticker-world set with the judge (it knows their labels)
     _tab(driver, "Evaluate")
     _css(driver, "#evaluate-refresh").click()
     _wait(driver, lambda d: _css(d, "#evaluate-folder input").get_attribute("value"))
+    _type(driver, "#evaluate-folder input", "uploads/world-broccoli")
     _css(driver, "#evaluate-button").click()
     _wait(driver, lambda d: "emotion" in _text(d, "#evaluate-table"))
+    _wait(driver, lambda d: d.find_elements("css selector", "#evaluate-confusion img"))
+    assert "open the report" in _text(driver, "#evaluate-summary")
     _shoot(driver, shots, "evaluate")
     assert all((shots / f"{n}.png").stat().st_size < 150_000 for n in ("generate", "train", "concepts", "edit",
                                                                          "evaluate"))

@@ -81,9 +81,10 @@ def build_app(studio: Studio):
         concepts.wire(gr, studio, c)
         edit.wire(gr, studio, e)
         evaluate.wire(gr, studio, v)
+        # outside the queue: the page's lists must not wait behind a generation that holds the model
         app.load(shown(lambda: _choices(gr, studio)), None,
                  [g["concepts"], g["loras"], e["concepts"], c["pick"], c["first"], c["second"], t["images"],
-                  v["folder"]], api_name="lists")
+                  v["folder"]], api_name="lists", queue=False)
     return app
 
 
