@@ -179,3 +179,45 @@ def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, mat
         match = "angle brackets"
     with pytest.raises(InputError, match=match):
         check_pivotal(cfg)
+
+
+def test_cli_trains_with_selection_and_generate_uses_the_bundle(tiny_dir, concept_dirs, tmp_path, capsys):
+    """`train pivotal --select-by` then `generate --concepts BUNDLE`: the images equal diffusers' own loaders'."""
+    import json
+
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    from conceptlab.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", "pivotal", "--model", str(tiny_dir), "--subject", f"<tuki>={concept_dirs / 'emoji'},class=monster",
+                 "--rank", "2", "--steps", "2", "--batch-size", "1", "--token-steps", "1", "--select-by",
+                 "emotion=1,scene=0.5", "--validate-every", "1", "--validation-seeds", "1", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    record = json.loads((out / "selected" / "selection.json").read_text())
+    assert f"selected step {record['step']} of 2" in said and record["select_by"] == {"emotion": 1.0, "scene": 0.5}
+    assert (out / "selected" / "bundle.safetensors").is_file() and "emotion/tuki" in record["computed"]
+    assert main(["generate", "--model", str(tiny_dir), "--concepts", str(out / "bundle.safetensors"), "--prompt",
+                 PROMPT, "-n", "1", "--steps", "2", "--out", str(tmp_path / "gen")]) == 0
+    ours = np.asarray(Image.open(next((tmp_path / "gen").glob("*.png"))))
+    ref = StableDiffusionPipeline.from_pretrained(tiny_dir)
+    ref.load_textual_inversion(str(out / "tuki" / "learned_embeds.safetensors"))
+    ref.load_lora_weights(str(out / "lora" / DIFFUSERS_NAME))
+    from conceptlab.generation.generate import generate_batch
+
+    theirs = np.asarray(generate_batch(ref, [PROMPT], [0], steps=2, progress=False)[0])
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1  # PNG rounding
+
+
+def test_cli_select_by_errors_come_before_a_model_loads(concept_dirs, tmp_path, capsys):
+    from conceptlab.cli.main import main
+
+    base = ["train", "pivotal", "--model", str(tmp_path / "no-model"), "--subject",
+            f"<tuki>={concept_dirs / 'emoji'},class=monster", "--out", str(tmp_path / "x")]
+    assert main([*base, "--select-by", "clip-t"]) == 2
+    assert "metric clip-t needs CLIP weights: pass --clip-model PATH" in capsys.readouterr().err
+    assert main([*base, "--select-by", "sharpness"]) == 2
+    err = capsys.readouterr().err
+    assert "names sharpness, which this run does not compute" in err and "identity/tuki" in err

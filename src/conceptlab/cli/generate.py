@@ -21,7 +21,8 @@ def add_parser(sub):
     flag(p, "--format", default="png", choices=("png", "jpg"), help="image file format")
     flag(p, "--batch-size", type=BATCH.arg, default=4, help="images per pipeline call (does not change the pixels)")
     flag(p, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
-         help="embedding files or `train ti` output folders whose tokens the prompt may use")
+         help="embedding files, `train ti` output folders, or `train pivotal` bundles (a bundle.safetensors or its "
+              "run folder: tokens and LoRA) whose tokens the prompt may use")
     flag(p, "--lora", action="append", default=[], metavar="FILE[:SCALE]",
          help="a LoRA file (diffusers or kohya) applied at SCALE (default 1.0); repeat for several")
     flag(p, "--grid", action="store_true", help="also write grid.png")
@@ -47,13 +48,17 @@ def run(args) -> int:
     loras = parse_lora_specs(args.lora)
     output_dir("--out", args.out)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    adapters: tuple[str, ...] = ()
     if args.concepts:
-        from conceptlab.concepts.tokens import load_concept_paths
+        from conceptlab.concepts.bundle import load_concepts_and_bundles
 
-        loaded = load_concept_paths(pipe, args.concepts)
-        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded))
+        loaded, bundles, adapters = load_concepts_and_bundles(pipe, args.concepts)
+        loaded += [e for b in bundles for e in b.embeddings]
+        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded)
+              + "".join(f"; bundle {b.path} (tokens and LoRA)" for b in bundles))
+    if loras or adapters:
+        apply_loras(pipe, loras, keep=adapters)
     if loras:
-        apply_loras(pipe, loras)
         print("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
     rows = run_generation(pipe, cfg, args.out, model=model_label(args.model))
     if rows:

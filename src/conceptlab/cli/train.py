@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
-from conceptlab.validation import BATCH, COUNT0, FRACTION, LR, NONNEG, RANK, SEED, SIZE, TRAIN_STEPS, Bound
+from conceptlab.validation import (
+    BATCH,
+    COUNT0,
+    FRACTION,
+    IMAGES,
+    LR,
+    NONNEG,
+    RANK,
+    SEED,
+    SIZE,
+    TRAIN_STEPS,
+    VECTORS,
+    Bound,
+)
 
 GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
 # the bounds training.buckets checks again for config files (the CLI stays light: no torch at parse time)
@@ -81,16 +94,41 @@ def add_parser(sub):
     flag(t, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
     add_bucket_flags(t)
     add_train_flags(t)
+    add_selection_flags(t)
     d = add_command(tsub, "dreambooth", help="DreamBooth on subjects (full fine-tune or --lora), with prior "
                     "preservation", run=run_dreambooth, config=False)
     add_model_flags(d)
-    flag(d, "--subject", action="append", default=None,
-         help="ID=DIR,class=WORD[,template=...][,captions=WORD][,masks=DIR]; repeat for several. captions=WORD trains "
-              "on each image's own caption (metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'; masks=DIR "
-              "holds a mask per image, named like it (white = subject), and weights the loss toward the subject")
     flag(d, "--lora", action="store_const", const=True, help="train LoRA adapters instead of every UNet weight")
-    flag(d, "--rank", type=RANK.arg, help="LoRA rank (default: 4)")
     flag(d, "--train-text-encoder", action="store_const", const=True, help="also train the text encoder")
+    add_subject_flags(d)
+    add_bucket_flags(d)
+    add_train_flags(d)
+    add_selection_flags(d)
+    pv = add_command(tsub, "pivotal", help="pivotal tuning: new tokens trained together with a UNet LoRA, saved as "
+                     "one bundle and as embedding + LoRA files", run=run_pivotal, config=False)
+    add_model_flags(pv)
+    add_subject_flags(pv, example="'<tuki>'")
+    flag(pv, "--vectors", type=VECTORS.arg, help="embedding vectors per token (default: 1)")
+    flag(pv, "--token-lr", type=LR.arg, help="the tokens' learning rate; --lr is the LoRA's (default: 5e-3)")
+    flag(pv, "--token-steps", type=COUNT0.arg, help="steps that train the tokens alone before the LoRA joins "
+                                                    "(default: 0, together from the start)")
+    flag(pv, "--token-frac", type=FRACTION.arg, help="share of the steps after which the tokens stop, as diffusers' "
+                                                     "--train_text_encoder_ti_frac (default: 1.0, to the end)")
+    add_bucket_flags(pv)
+    add_train_flags(pv)
+    add_selection_flags(pv)
+    return tsub
+
+
+def add_subject_flags(d, example: str = "tuki") -> None:
+    """The subject, LoRA-rank and prior-preservation flags `train dreambooth` and `train pivotal` share."""
+    flag(d, "--subject", action="append", default=None,
+         help=f"ID=DIR,class=WORD[,template=...][,captions=WORD][,masks=DIR][,prior_weight=W][,class_prompts=class|"
+              f"captions|FILE]; repeat for several (ID e.g. {example}). captions=WORD trains on each image's own caption "
+              "(metadata.jsonl or NAME.txt) with WORD replaced by 'ID CLASS'; masks=DIR holds a mask per image, named "
+              "like it (white = subject), and weights the loss toward the subject; prior_weight and class_prompts set "
+              "this subject's prior apart from --prior-weight and --class-prompts")
+    flag(d, "--rank", type=RANK.arg, help="LoRA rank (default: 4)")
     flag(d, "--prior-preservation", action="store_const", const=True,
          help="also train on class images the base model draws, so the class keeps its meaning")
     flag(d, "--class-images", type=COUNT0.arg, help="class images to generate per class (default: 50)")
@@ -106,9 +144,22 @@ def add_parser(sub):
     flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
     flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
-    add_bucket_flags(d)
-    add_train_flags(d)
-    return tsub
+
+
+def add_selection_flags(p) -> None:
+    """Checkpoint selection: validate every N steps, keep the best by a metric (training/selection.py)."""
+    flag(p, "--select-by", default=None, metavar="SPEC",
+         help="keep the checkpoint that scores best by a metric (identity, emotion, scene, object, colour, classifier, "
+              "clip-t, clip-i, dino; per subject as identity/NAME) or a weighted sum such as identity=1,emotion=0.5; "
+              "its files go to OUT/selected (default: off)")
+    flag(p, "--validate-every", type=TRAIN_STEPS.arg, default=50,
+         help="steps between validations with --select-by; the last step is validated too")
+    flag(p, "--validation-seeds", type=IMAGES.arg, default=2,
+         help="seeds per validation prompt (2 emotions x 2 scenes per subject or concept)")
+    flag(p, "--judge", default=None, metavar="PATH", help="judge for the judged metrics (default: the shipped one)")
+    flag(p, "--classifier", default=None, metavar="PATH", help="a `classify train` folder: adds the classifier metric")
+    flag(p, "--clip-model", default=None, metavar="PATH", help="a local CLIPModel folder: adds clip-t and clip-i")
+    flag(p, "--dino-model", default=None, metavar="PATH", help="a local DINO ViT folder: adds dino")
 
 
 def run_base(args) -> int:
@@ -160,14 +211,29 @@ def _stopped_code(result) -> int:
     return 143 if result.stopped == "terminated" else 130
 
 
+def selection_hooks(args, subjects=None, concepts=None) -> list:
+    """The checkpoint-selection hook --select-by asks for (none without it); every error comes before a model loads."""
+    if not args.select_by:
+        return []
+    from conceptlab.training.selection import make_selection
+
+    check_subjects_or_concepts = subjects if subjects is not None else concepts
+    if not check_subjects_or_concepts:
+        return []  # the library refuses the missing --subject / --concept with its own message
+    return [make_selection(args.select_by, args.validate_every, subjects=subjects, concepts=concepts,
+                           seeds=args.validation_seeds, judge=args.judge, classifier=args.classifier,
+                           clip_model=args.clip_model, dino_model=args.dino_model)]
+
+
 def run_ti(args) -> int:
     from conceptlab.training.textual_inversion import train_textual_inversion
     from conceptlab.validation import output_dir
 
     cfg = ti_config(args)
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
+    hooks = selection_hooks(args, concepts=cfg.concepts)
     _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, hooks=hooks)
     if result.stopped != "done":
         return _stopped_code(result)
     from pathlib import Path
@@ -202,10 +268,46 @@ def run_dreambooth(args) -> int:
 
     cfg = dreambooth_config(args)
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
+    hooks = selection_hooks(args, subjects=cfg.subjects)
     _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, hooks=hooks)
     if result.stopped != "done":
         return _stopped_code(result)
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
     print(f"trained {', '.join(s.identifier for s in cfg.subjects)} for {result.steps} steps; {what}")
+    return 0
+
+
+def pivotal_config(args):
+    from dataclasses import asdict
+
+    from conceptlab.training.dreambooth import parse_subject
+    from conceptlab.training.pivotal import PivotalConfig
+
+    names = ("rank", "prior_preservation", "class_images", "prior_weight", "class_dir", "class_prompts", "resolution",
+             "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr", "token_steps", "token_frac")
+    subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
+    return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
+                                                "buckets": bucket_overrides(args)},
+                          {"subjects": subjects})
+
+
+def run_pivotal(args) -> int:
+    from pathlib import Path
+
+    from conceptlab.training.pivotal import BUNDLE_NAME, train_pivotal
+    from conceptlab.validation import output_dir
+
+    cfg = pivotal_config(args)
+    output_dir("--out", args.out)  # the library checks every setting before it loads the model
+    hooks = selection_hooks(args, subjects=cfg.subjects)
+    _, result = train_pivotal(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
+                              overwrite=args.overwrite, hooks=hooks)
+    if result.stopped != "done":
+        return _stopped_code(result)
+    bundle = Path(args.out) / BUNDLE_NAME
+    print(f"trained {', '.join(s.identifier for s in cfg.subjects)} (tokens + LoRA) for {result.steps} steps; bundle "
+          f"{bundle}, embeddings in {args.out}/<token>/, LoRA in {Path(args.out) / 'lora'}; use them with: conceptlab "
+          f"generate --concepts {bundle} --prompt 'a sticker of a {cfg.subjects[0].identifier} "
+          f"{cfg.subjects[0].class_word}'")
     return 0

@@ -140,3 +140,18 @@ def bundle_file(path: str | Path) -> Path | None:
     path = Path(path)
     candidate = path / "bundle.safetensors" if path.is_dir() else path
     return candidate if is_bundle(candidate) else None
+
+
+def load_concepts_and_bundles(pipe, paths: list[str | Path], argument: str = "--concepts"):
+    """Loads every path of --concepts: bundles (tokens and LoRA) and embeddings (files or `train ti` folders).
+
+    Returns (embeddings loaded, bundles loaded, the bundles' adapter names): activate the adapters with
+    concepts.lora.apply_loras(pipe, loras, keep=names), so that --lora files and bundles apply together."""
+    from conceptlab.concepts.tokens import load_concept_paths
+
+    bundles = [(p, f) for p in paths if (f := bundle_file(p)) is not None]
+    plain = [p for p in paths if bundle_file(p) is None]
+    embeddings = load_concept_paths(pipe, plain) if plain else []
+    loaded = [load_bundle(pipe, f, adapter_name=f"bundle{k}", argument=argument) for k, (_, f) in enumerate(bundles)]
+    names = tuple(f"bundle{k}" for k, b in enumerate(loaded) if b.lora)
+    return embeddings, loaded, names

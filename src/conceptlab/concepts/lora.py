@@ -104,14 +104,15 @@ def parse_lora_specs(specs: list[str], argument: str = "--lora") -> list[tuple[P
     return out
 
 
-def apply_loras(pipe, loras: list[tuple[Path, float]], argument: str = "--lora") -> None:
-    """Loads each LoRA as its own adapter and activates them all at their scales (diffusers' set_adapters)."""
+def apply_loras(pipe, loras: list[tuple[Path, float]], argument: str = "--lora", keep: tuple[str, ...] = ()) -> None:
+    """Loads each LoRA as its own adapter and activates them all at their scales (diffusers' set_adapters);
+    `keep`: adapters loaded already (a bundle's, see concepts.bundle) that stay active at scale 1."""
     names = []
     for k, (path, _) in enumerate(loras):
         check_lora_values(path, argument)
         load_lora(pipe, path, adapter_name=f"lora{k}", argument=argument)
         names.append(f"lora{k}")
-    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+    pipe.set_adapters([*keep, *names], adapter_weights=[*[1.0] * len(keep), *(scale for _, scale in loras)])
 
 
 def check_lora_fits(pipe, path: str | Path, argument: str = "lora") -> None:

@@ -512,6 +512,14 @@ def prompt_folder(prompt: str) -> str:
     return f"{slug}-{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
 
 
+def without_unset_priors(record: dict) -> dict:
+    """A config record whose subjects leave out prior_weight and class_prompts while unset: runs checkpointed
+    before subjects had them keep their fingerprint, so they still resume."""
+    subjects = [{k: v for k, v in s.items() if not (k in ("prior_weight", "class_prompts") and v is None)}
+                for s in record.get("subjects", [])]
+    return {**record, "subjects": subjects}
+
+
 def prepare_priors(cfg: DreamBoothConfig, pipe, out) -> tuple[dict[str, CachedLatents], dict[str, list[str]]]:
     """(class latents, each class image's prompt) per prior pool (prior_key); empty without prior preservation.
 
@@ -543,7 +551,7 @@ def prepare_priors(cfg: DreamBoothConfig, pipe, out) -> tuple[dict[str, CachedLa
     return classes, texts
 
 
-def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None,
+def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=None, dtype=None, pipe=None, hooks=(),
                      **train_kwargs):
     """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
 
@@ -559,6 +567,7 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     classes, texts = prepare_priors(cfg, pipe, out)
     method = DreamBooth(pipe, cfg, classes, texts)
-    record = run_record(asdict(cfg))
-    result = Trainer(method, cfg.train, out, config_record=record).train(resume=resume, **train_kwargs)
+    record = run_record(without_unset_priors(asdict(cfg)))
+    result = Trainer(method, cfg.train, out, config_record=record, hooks=hooks).train(resume=resume,
+                                                                                        **train_kwargs)
     return pipe, result

@@ -313,3 +313,62 @@ class CheckpointSelection:
 
 def _spec(weights: dict[str, float]) -> str:
     return ",".join(m if w == 1 and len(weights) == 1 else f"{m}={w:g}" for m, w in weights.items())
+
+
+def make_selection(select_by: str, every: int, *, subjects: list | None = None, concepts: list | None = None,
+                   seeds: int = 2, judge: str | None = None, classifier: str | None = None,
+                   clip_model: str | None = None, dino_model: str | None = None, steps: int = 20) -> CheckpointSelection:
+    """The selection hook a run asks for: its validation set from `subjects` (SubjectConfig) or `concepts`
+    (ConceptConfig), the judge always, and the classifier, CLIP and DINO whose weights are given; every error
+    (weights missing, a metric not computed) is raised here, before a model loads."""
+    from conceptlab.evaluation.recipes.common import load_judge_checked
+
+    weights = parse_select_by(select_by)
+    paths = {"--clip-model": clip_model, "--dino-model": dino_model}
+    check_weights_available(weights, paths)
+    judged = load_judge_checked(judge)
+    heads = judged.cfg.heads
+    if subjects:
+        cases = subject_cases([(s.identifier, s.class_word) for s in subjects], set(heads["individual"]), seeds)
+        folders = {judge_name(s.identifier): (s.folder, f"--subject {s.identifier}") for s in subjects}
+    else:
+        cases = concept_cases([(c.token, _init_word(c.init)) for c in concepts or []], heads, seeds)
+        folders = {judge_name(c.token): (c.folder, f"--concept {c.token}") for c in concepts or []}
+    evaluators: list[Evaluator] = [JudgeEvaluator(judged)]
+    if classifier:
+        from conceptlab.evaluation.classifier import Classifier
+
+        evaluators.append(ClassifierEvaluator(Classifier(classifier)))
+    if clip_model or dino_model:
+        references = _references(folders)
+        if clip_model:
+            evaluators.append(ClipEvaluator(_load_scorer("clip", clip_model), references))
+        if dino_model:
+            evaluators.append(DinoEvaluator(_load_scorer("dino", dino_model), references))
+    return CheckpointSelection(evaluators, cases, SelectionConfig(weights, every, steps))
+
+
+def _init_word(init: str | None) -> str | None:
+    return init if init and "/" not in init and "." not in init else None  # a word, not an embedding file
+
+
+def _references(folders: dict[str, tuple[str, str]]) -> dict[str, list]:
+    """Each group's training images: what CLIP-I and DINO compare the renders with."""
+    from conceptlab.training.data import load_concept_folder
+
+    return {g: load_concept_folder(folder, argument)[0] for g, (folder, argument) in folders.items()}
+
+
+def _load_scorer(kind: str, path: str):
+    """A ClipScorer or DinoScorer from a local folder; InputError naming the flag for one that is not."""
+    from conceptlab.evaluation.metrics import ClipScorer, DinoScorer
+    from conceptlab.validation import input_dir
+
+    flag = "--clip-model" if kind == "clip" else "--dino-model"
+    input_dir(flag, path, "model folder")
+    try:
+        return (ClipScorer if kind == "clip" else DinoScorer).load(str(path))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise InputError(flag, path, f"cannot be loaded ({type(e).__name__}: {first})",
+                         "Pass a folder saved with save_pretrained, holding the model and its processor") from None

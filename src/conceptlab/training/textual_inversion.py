@@ -306,7 +306,7 @@ def _version() -> str:
 
 
 def train_textual_inversion(cfg: TextualInversionConfig, out, resume: bool = False, device=None, dtype=None,
-                            pipe=None, **train_kwargs):
+                            pipe=None, hooks=(), **train_kwargs):
     """Checks every setting, loads the model (unless `pipe` is given) and trains; returns (pipe, TrainResult).
 
     The learned tokens are written to out/<token>/ in every format (see concepts.formats)."""
@@ -322,5 +322,6 @@ def train_textual_inversion(cfg: TextualInversionConfig, out, resume: bool = Fal
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     method = TextualInversion(pipe, cfg)
     record = run_record(asdict(cfg))
-    result = Trainer(method, cfg.train, out, config_record=record).train(resume=resume, **train_kwargs)
+    result = Trainer(method, cfg.train, out, config_record=record, hooks=hooks).train(resume=resume,
+                                                                                        **train_kwargs)
     return pipe, result
