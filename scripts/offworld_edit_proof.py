@@ -61,7 +61,8 @@ SETTINGS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--phase", choices=("choose", "report"), default="choose")
+    ap.add_argument("--phase", choices=("choose", "report", "record"), default="choose",
+                    help="record: write docs/results/data/offworld.json from OUT's choose and report JSON")
     ap.add_argument("--settings", nargs="*", default=None, help="names from SETTINGS to run (default: all)")
     ap.add_argument("--report-settings", nargs="*", default=["readme", "direct"],
                     help="--phase report: settings to report on (also the choose phase's winner if OUT holds it)")
@@ -71,6 +72,8 @@ def main() -> None:
                     help="null-text inversion takes minutes per picture on a shared CPU: run it on this many only")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     args = ap.parse_args()
+    if args.phase == "record":
+        return write_record(args.out)
     from conceptlab.evaluation.judge import load_judge
     from conceptlab.imaging import make_grid
     from conceptlab.models.loading import load_pipeline
@@ -84,27 +87,97 @@ def main() -> None:
     pipe, judge = load_pipeline(args.model), load_judge()
     pipe.set_progress_bar_config(disable=True)
     cache, path = InversionCache(pipe), args.out / f"offworld-{args.phase}.json"
-    report = json.loads(path.read_text()) if path.exists() else {"phase": args.phase, "results": {}}
-    report.update(pictures=[p.index for p in pictures], n_set=args.n)
-    for name in names:
-        setting = by_name[name]
-        subset = pictures[:args.null_text_limit] if setting.method == "null-text" else pictures
-        t0, grid = time.perf_counter(), []
-        rows = run_setting(pipe, judge, subset, setting, cache, grid)
-        summary = summarize(rows)
-        bars = floor_bars(summary)
-        report["results"][name] = {"setting": setting.__dict__, "summary": summary, "rows": rows,
-                                   "bars": [b.record() for b in bars], "wall_seconds": time.perf_counter() - t0}
-        make_grid(grid[:30], cols=6, scale=2).save(args.out / f"offworld-{args.phase}-{name}.png")
-        print(f"{name} (n={summary['n']}): judged {summary['judged']:.0%}, outside {summary['edit_psnr_out']:.1f} dB "
-              f"vs reconstruction {summary['rec_psnr_out']:.1f} dB (gap {summary['gap_db']:.1f} dB), SSIM "
-              f"{summary['edit_ssim_out']:.3f} vs {summary['rec_ssim_out']:.3f}, both {summary['changed_and_kept']:.0%}; "
-              f"faces judged {summary['by_kind']['face']['judged']}, objects {summary['by_kind']['object']['judged']} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        full = {k: v for k, v in report["results"].items() if v["summary"]["n"] == len(pictures)}
-        if full:
-            report["best"] = best_setting(full)
+    settings = [by_name[name] for name in names]
+    rows = {s.name: [] for s in settings}
+    grids = {s.name: [] for s in settings}
+    compare = []
+    report = {"phase": args.phase, "n_set": args.n, "pictures": [], "results": {}}
+    # pictures outer, settings inner: wherever the run is stopped, every setting has seen the same pictures
+    for k, picture in enumerate(pictures):
+        t0 = time.perf_counter()
+        for s in settings:
+            if s.method == "null-text" and k >= args.null_text_limit:
+                continue
+            rows[s.name] += run_setting(pipe, judge, [picture], s, cache, grids[s.name])
+        report["pictures"].append(picture.index)
+        for s in settings:
+            summary = summarize(rows[s.name])
+            report["results"][s.name] = {"setting": s.__dict__, "summary": summary, "rows": rows[s.name],
+                                         "bars": [b.record() for b in floor_bars(summary)]}
+            make_grid(grids[s.name][:36], cols=6, scale=2).save(args.out / f"offworld-{args.phase}-{s.name}.png")
+        if k < 6:  # side by side: the picture, then each setting's reconstruction and edit
+            compare.append([picture.image] + [im for s in settings for im in grids[s.name][-2:]])
+            make_grid([im for row in compare for im in row], cols=len(compare[0]), scale=2).save(
+                args.out / f"offworld-{args.phase}-compare.png")
+        full = {n: v for n, v in report["results"].items() if v["summary"]["n"] == k + 1}
+        report["best"] = best_setting(full)
         path.write_text(json.dumps(report, indent=1))
+        print(f"picture {picture.index} ({picture.kind}, {time.perf_counter() - t0:.0f} s); after {k + 1}:", flush=True)
+        for name, v in report["results"].items():
+            m = v["summary"]
+            print(f"  {name} (n={m['n']}): judged {m['judged']:.0%}, outside {m['edit_psnr_out']:.1f} dB vs "
+                  f"reconstruction {m['rec_psnr_out']:.1f} dB (gap {m['gap_db']:.1f}), SSIM {m['edit_ssim_out']:.3f} "
+                  f"vs {m['rec_ssim_out']:.3f}, both {m['changed_and_kept']:.0%}", flush=True)
+
+
+RECORD = Path(__file__).resolve().parents[1] / "docs" / "results" / "data" / "offworld.json"
+COLUMNS = [("setting", "id"), ("pictures", "settings.pictures"), ("asked change judged", "metrics.judged", "pct"),
+           ("faces / objects judged", "metrics.judged_by_kind", "pct"),
+           ("PSNR outside the region", "metrics.edit_psnr_out_db", "db"),
+           ("reconstruction's PSNR there", "metrics.rec_psnr_out_db", "db"), ("gap", "metrics.gap_db", "db"),
+           ("edits within 3 dB", "metrics.within_3db", "pct"), ("judged and within 3 dB", "metrics.both", "pct"),
+           ("SSIM outside (reconstruction's)", "metrics.ssim_out")]
+
+
+def _record(phase: str, name: str, result: dict, pictures: int, date: str, commit: str) -> dict:
+    m, kinds = result["summary"], result["summary"]["by_kind"]
+    pct = lambda v: round(100 * v, 1)  # noqa: E731
+    return {"id": f"{phase}-{name}", "date": date, "commit": commit, "model": "v9",
+            "seeds": f"offworld set seed 0, the {phase} split", "samples": f"{m['n']} pictures "
+            f"({kinds['face']['n']} faces, {kinds['object']['n']} objects), one edit each",
+            "command": f"python scripts/offworld_edit_proof.py OUT --phase {phase}", "settings": {
+                **{k: v for k, v in result["setting"].items() if v not in ({}, None)}, "pictures": m["n"]},
+            "metrics": {"judged": pct(m["judged"]), "judged_by_kind": [pct(kinds["face"]["judged"]),
+                                                                       pct(kinds["object"]["judged"])],
+                        "source_judged": pct(m["source_judged"]), "edit_psnr_out_db": round(m["edit_psnr_out"], 1),
+                        "rec_psnr_out_db": round(m["rec_psnr_out"], 1), "gap_db": round(m["gap_db"], 1),
+                        "within_3db": pct(m["within_3db"]), "both": pct(m["changed_and_kept"]),
+                        "ssim_out": [round(m["edit_ssim_out"], 3), round(m["rec_ssim_out"], 3)],
+                        "seconds_per_edit": round(m["seconds"], 1)},
+            "source": f"OUT/offworld-{phase}.json of the command"}
+
+
+def write_record(out: Path) -> None:
+    """docs/results/data/offworld.json from OUT/offworld-choose.json and OUT/offworld-report.json (tables of
+    every setting measured; the intro and notes kept from the file if it exists)."""
+    import datetime
+    import subprocess
+
+    date = datetime.date.today().isoformat()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    old = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    records, tables = [], []
+    for phase in ("choose", "report"):
+        path = out / f"offworld-{phase}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        ids = []
+        for name, result in data["results"].items():
+            records.append(_record(phase, name, result, len(data["pictures"]), date, commit))
+            ids.append(records[-1]["id"])
+        title = "Choosing settings (a quarter of the set)" if phase == "choose" else "Reported (the other three quarters)"
+        kept = next((t for t in old.get("tables", []) if t["title"] == title), {})
+        tables.append({"title": title, "intro": kept.get("intro", ""), "notes": kept.get("notes", ""), "rows": ids,
+                       "columns": [dict(header=c[0], value=c[1], **({"format": c[2]} if len(c) > 2 else {}))
+                                   for c in COLUMNS]})
+    RECORD.write_text(json.dumps({"title": old.get("title", "Editing pictures from outside the sticker world"),
+                                  "summary": old.get("summary", "emotion and object swaps on inverted pictures drawn "
+                                                     "unlike the sticker world: the change judged, and how much of "
+                                                     "the rest is kept against the picture's own reconstruction"),
+                                  "intro": old.get("intro", ""), "tables": tables, "sections": old.get("sections", []),
+                                  "records": records}, indent=1) + "\n")
+    print(f"wrote {RECORD}")
 
 
 if __name__ == "__main__":

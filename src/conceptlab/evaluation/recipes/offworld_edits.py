@@ -82,14 +82,14 @@ def score_picture(picture, edited, rec, judge_pred_edit: str, judge_pred_source:
     from conceptlab.evaluation.metrics import psnr, ssim
 
     out = ~picture.mask
-    cap = lambda v: min(v, PSNR_CAP)  # noqa: E731
+    cap = lambda v: float(min(v, PSNR_CAP))  # noqa: E731  (psnr gives numpy floats, JSON wants Python's)
     edit_out, rec_out = cap(psnr(picture.image, edited, out)), cap(psnr(picture.image, rec, out))
     return {"index": picture.index, "kind": picture.kind, "split": picture.split, "source": picture.prompt,
             "target": picture.target, "head": picture.head, "old": picture.old, "new": picture.new,
-            "judged": judge_pred_edit == picture.new, "judged_as": judge_pred_edit,
-            "source_judged": judge_pred_source == picture.old,
+            "judged": bool(judge_pred_edit == picture.new), "judged_as": judge_pred_edit,
+            "source_judged": bool(judge_pred_source == picture.old),
             "edit_psnr_out": edit_out, "rec_psnr_out": rec_out, "rec_psnr": cap(psnr(picture.image, rec)),
-            "gap_db": rec_out - edit_out, "within_3db": rec_out - edit_out <= GAP_CEILING_DB,
+            "gap_db": rec_out - edit_out, "within_3db": bool(rec_out - edit_out <= GAP_CEILING_DB),
             "edit_ssim_out": ssim(picture.image, edited, out), "rec_ssim_out": ssim(picture.image, rec, out),
             "outside_share": float(out.mean())}
 
