@@ -37,8 +37,13 @@ def add_train_flags(p) -> None:
     flag(p, "--warmup-steps", type=COUNT0.arg, help="steps of linear warm-up (default: 0)")
     flag(p, "--batch-size", type=BATCH.arg, help="images per step (default: 4 textual inversion, 1 DreamBooth)")
     flag(p, "--gradient-accumulation", type=BATCH.arg, help="batches per optimizer step (default: 1)")
-    flag(p, "--mixed-precision", choices=("no", "bf16"), help="bf16 autocast, fast only on CPUs with native bf16 "
-                                                             "(default: no)")
+    flag(p, "--mixed-precision", choices=("no", "fp16", "bf16"),
+         help="autocast the frozen model's compute to this dtype (fp16 with a GradScaler), trainable weights stay "
+              "float32; pair with --dtype float16|bfloat16 to store the frozen weights so. On a CPU bf16 is fast only "
+              "with native bf16 and fp16 is slow (default: no)")
+    flag(p, "--report-to", choices=("none", "tensorboard", "wandb"),
+         help="also log step, loss, lr and validation scores through accelerate's tracker, into OUT/logs "
+              "(tensorboard: pip install tensorboard; default: none, OUT/metrics.jsonl only)")
     flag(p, "--gradient-checkpointing", action="store_const", const=True, help="trade compute for memory")
     flag(p, "--seed", type=SEED.arg, help="seed of batches, noise and timesteps (default: 0)")
     flag(p, "--checkpoint-every", type=COUNT0.arg, help="steps between checkpoints; 0 = only at the end and on "
@@ -68,7 +73,7 @@ def bucket_overrides(args) -> dict:
 def train_overrides(args) -> dict:
     names = ("steps", "lr", "scale_lr", "lr_schedule", "warmup_steps", "batch_size", "gradient_accumulation",
              "mixed_precision", "gradient_checkpointing", "seed", "checkpoint_every", "preview_prompts",
-             "preview_every")
+             "preview_every", "report_to")
     return {n: getattr(args, n) for n in names}
 
 

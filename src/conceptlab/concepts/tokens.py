@@ -81,8 +81,9 @@ class TokenSplice(nn.Module):
 
     def __init__(self, embedding: nn.Embedding, token_ids: list[int], init: torch.Tensor):
         super().__init__()
-        self.vectors = nn.Parameter(init.detach().clone().float())  # (K_total, D)
-        self.register_buffer("ids", torch.tensor(token_ids), persistent=False)
+        device = embedding.weight.device  # float32 whatever the encoder's dtype (trained under mixed precision)
+        self.vectors = nn.Parameter(init.detach().to(device, torch.float32, copy=True))  # (K_total, D)
+        self.register_buffer("ids", torch.tensor(token_ids, device=device), persistent=False)
         self.embedding = [embedding]  # a list, so the frozen matrix is not a submodule of ours
         self.handle = embedding.register_forward_hook(self._hook)
 

@@ -102,6 +102,14 @@ class AttentionEdit(AttentionController):
         self.self_until = int(self_steps * num_steps)
         self.reweight, self.blend = reweight, local_blend
         self.self_max_pixels = self_max_pixels
+        self._placed: dict[tuple, torch.Tensor] = {}  # the tables above on the attention's device, moved once
+
+    def placed(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Table `name` (built on the CPU) on `device` in `dtype`: copied once per device and dtype, not per layer."""
+        key = (name, device, dtype)
+        if key not in self._placed:
+            self._placed[key] = getattr(self, name).to(device, dtype)
+        return self._placed[key]
 
     def wants(self, is_cross, place, pixels) -> bool:
         if is_cross:
@@ -121,23 +129,24 @@ class AttentionEdit(AttentionController):
         if is_cross:
             if self.blend is not None:
                 self.blend.collect(probs)
-            alpha = self.cross[min(self.step, self.num_steps - 1)].to(probs.dtype)  # (T,)
-            if alpha.any():
+            step = min(self.step, self.num_steps - 1)
+            if self.cross[step].any():  # decided on the CPU table: no device sync per layer
+                alpha = self.placed("cross", probs.device, probs.dtype)[step]  # (T,)
                 if self.mode == "replace":
-                    new = torch.einsum("hpw,bwt->bhpt", src[0], self.mapper.to(probs.dtype))
+                    new = torch.einsum("hpw,bwt->bhpt", src[0], self.placed("mapper", probs.device, probs.dtype))
                 else:
                     new = src[0][None, :, :, :].expand_as(tgt).gather(-1, self._refine_index(tgt))
-                    a = self.alphas.to(probs.dtype)[:, None, None, :]  # (n-1, 1, 1, T)
+                    a = self.placed("alphas", probs.device, probs.dtype)[:, None, None, :]  # (n-1, 1, 1, T)
                     new = new * a + tgt * (1 - a)
                 tgt = new * alpha + tgt * (1 - alpha)
             if self.reweight is not None:
-                tgt = tgt * self.reweight.to(probs.dtype)[:, None, None, :]
+                tgt = tgt * self.placed("reweight", probs.device, probs.dtype)[:, None, None, :]
         elif self.step < self.self_until:
             tgt = src.expand_as(tgt)
         return torch.cat([src, tgt])
 
     def _refine_index(self, tgt: torch.Tensor) -> torch.Tensor:
-        idx = self.mapper.long()[:, None, None, :]  # (n-1, 1, 1, T)
+        idx = self.placed("mapper", tgt.device, torch.long)[:, None, None, :]  # (n-1, 1, 1, T)
         return idx.expand(tgt.shape[0], tgt.shape[1], tgt.shape[2], tgt.shape[3])
 
     def step_end(self, latents):
@@ -168,7 +177,7 @@ class LocalBlend:
         if pixels > self.max_pixels:
             return
         h, w = _grid(pixels, self.hw)
-        per_word = (cond.mean(1) * self.words.to(cond.dtype)[:, None, :]).sum(-1)  # (n, P)
+        per_word = (cond.mean(1) * self.words.to(cond.device, cond.dtype)[:, None, :]).sum(-1)  # (n, P)
         self._maps.append(F.interpolate(per_word.reshape(-1, 1, h, w).float(), size=self.hw, mode="bilinear"))
 
     def mask(self) -> torch.Tensor:

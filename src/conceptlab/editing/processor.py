@@ -59,7 +59,7 @@ class ControlledAttnProcessor:
         value = attn.to_v(context)  # (skip+n, T, C)
         cond_v = value[skip:]
         if is_cross:  # targets see the source's map through the token mapping: V_k <- M_k @ V_k
-            mapper = self.controller.mapper.to(value.dtype)  # (n-1, T_src, T_tgt)
+            mapper = self.controller.placed("mapper", value.device, value.dtype)  # (n-1, T_src, T_tgt)
             cond_v = torch.cat([cond_v[:1], torch.bmm(mapper, cond_v[1:])])
         (m, p, c), t = query.shape, key.shape[1]
         d = c // heads

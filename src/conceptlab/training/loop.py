@@ -41,10 +41,15 @@ STEP_FOLDER = re.compile(r"step-(\d+)")  # exactly: a "step-000040.tmp" is a wri
 # fingerprint keys a resumed run may change: how far it trains, how often it saves and previews, and a
 # memory-for-time trade that leaves the arithmetic alone
 RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_checkpoints", "train.preview_every",
-             "train.preview_prompts", "train.preview_steps", "train.preview_seed", "train.gradient_checkpointing")
+             "train.preview_prompts", "train.preview_steps", "train.preview_seed", "train.gradient_checkpointing",
+             "train.report_to")
 # fingerprint keys added since fingerprints began, with the value every run made before them had
 ADDED = {"train.min_lr_ratio": 0.0, "train.fused_adamw": True}
 STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+# --mixed-precision -> the autocast dtype (None: no autocast)
+AUTOCAST = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# --report-to -> the package accelerate's tracker needs (none: metrics.jsonl only, which is always written)
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 @dataclass
@@ -64,7 +69,10 @@ class TrainConfig:
     # torch's fused AdamW kernel (make_optimizer); False: its default per-tensor AdamW, which the base model, the
     # judge and the classifier were always trained with, so that they reproduce bit for bit
     fused_adamw: bool = True
-    mixed_precision: str = "no"  # "no" or "bf16" (CPU autocast)
+    # "no", "fp16" or "bf16": the forward and backward under autocast to that dtype (fp16 with a GradScaler), as
+    # diffusers' --mixed_precision; whatever it is, trainable weights and the optimizer state stay float32
+    mixed_precision: str = "no"
+    report_to: str = "none"  # "tensorboard" or "wandb": accelerate's tracker logs step, loss, lr and scores too
     gradient_checkpointing: bool = False
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end (and on Ctrl-C)
@@ -90,12 +98,29 @@ class TrainConfig:
                 raise InputError("--validation-prompt", prompt, "is empty", "Give a prompt, e.g. 'a sticker of a <x>'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError("--lr-schedule", self.lr_schedule, "unknown schedule", f"Use one of {LR_SCHEDULES}")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise InputError("--mixed-precision", self.mixed_precision, "unsupported", "Use 'no' or 'bf16'")
+        if self.mixed_precision not in AUTOCAST:
+            raise InputError("--mixed-precision", self.mixed_precision, "unsupported", f"Use one of {tuple(AUTOCAST)}")
+        _check_tracker(self.report_to)
         if self.mixed_precision == "bf16":
             from conceptlab.hardware import warn_if_slow_bf16
 
             warn_if_slow_bf16("--mixed-precision=bf16")
+
+
+def _check_tracker(report_to: str) -> None:
+    """--report-to names a known tracker whose package is installed."""
+    import importlib.util
+
+    if report_to not in TRACKERS:
+        raise InputError("--report-to", report_to, "unknown tracker", f"Use one of {tuple(TRACKERS)}")
+    package = TRACKERS[report_to]
+    try:
+        missing = package is not None and importlib.util.find_spec(package) is None
+    except ValueError:  # a module set to None in sys.modules: not importable either
+        missing = True
+    if missing:
+        raise InputError("--report-to", report_to, f"needs the {package} package, which is not installed",
+                         f"pip install {package}, or drop --report-to (metrics.jsonl is written anyway)")
 
 
 class TrainingMethod(Protocol):
@@ -359,12 +384,19 @@ class Trainer:
                  *, hooks: Sequence[Callable] = (), streams: dict | None = None, stop_when: Callable | None = None,
                  desc: str = "train", progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         cfg.check()
         self.method, self.cfg, self.out = method, cfg, Path(out)
-        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        # autocast and the GradScaler are the loop's own (_autocast, _setup_precision): accelerate's state keeps
+        # the first precision a process asks for, and a process may train several methods one after another
+        tracker = None if cfg.report_to == "none" else cfg.report_to
+        self.acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=tracker,
+                               project_config=ProjectConfiguration(project_dir=str(self.out),
+                                                                   logging_dir=str(self.out / "logs")))
         self.record = config_record or {}
         self.params = [p for p in method.parameters() if p.requires_grad]
+        self._setup_precision()
         scale = cfg.batch_size * cfg.gradient_accumulation * self.acc.num_processes if cfg.scale_lr else 1
         # a method may train some tensors at their own rate: param_groups() -> [(params, factor of the lr)]
         groups = method.param_groups() if hasattr(method, "param_groups") else [(self.params, 1.0)]
@@ -382,6 +414,31 @@ class Trainer:
         self._stop: str | None = None  # set by a signal: "interrupted" or "terminated"
         self._on_disk: int | None = None  # the step whose state is known to be in checkpoints/ already
 
+    def _setup_precision(self) -> None:
+        """Trainable weights in float32 (diffusers' cast_training_params), whatever the frozen model's dtype; the
+        autocast dtype; for fp16 a GradScaler (accelerate's on an accelerator, torch's CPU one on the CPU)."""
+        for p in self.params:  # the same Parameter objects: the method's modules and state dicts see the change
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
+        self.autocast_dtype = AUTOCAST[self.cfg.mixed_precision]
+        self.scaler = None
+        if self.cfg.mixed_precision != "fp16":
+            return
+        if self.acc.device.type == "cpu":
+            self._warn("--mixed-precision fp16 on the CPU: accelerate gives no fp16 autocast there, so the loop uses "
+                       "torch's CPU autocast to float16 and torch's CPU GradScaler; most CPUs compute float16 slower "
+                       "than float32 (use --mixed-precision no, or bf16 on a CPU with native bf16)")
+            self.scaler = torch.amp.GradScaler("cpu")
+        else:
+            from accelerate.utils import get_grad_scaler
+
+            self.scaler = get_grad_scaler(self.acc.distributed_type)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.acc.device.type, dtype=self.autocast_dtype)
+
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
         """Saves the state after step self.step as checkpoints/step-N: into a .tmp folder, manifest last, renamed."""
@@ -396,7 +453,10 @@ class Trainer:
             state = {k: v.detach().cpu() for k, v in self.method.trainable_state().items()}
             self._refuse_non_finite(state.values())
             atomic_save_torch(state, tmp / "trainable.pt")
-            atomic_save_torch({"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}, tmp / "optimizer.pt")
+            state = {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
+            atomic_save_torch(state, tmp / "optimizer.pt")
             if hook_states := self._hook_states():
                 atomic_save_torch(hook_states, tmp / "hooks.pt")
         self.acc.wait_for_everyone()
@@ -481,6 +541,8 @@ class Trainer:
             self.method.load_trainable_state(trainable)
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
             self._set_rng_state(rng)
             for key, hook in hooks.items():
                 hook.load_state_dict(hook_states[key])
@@ -563,14 +625,15 @@ class Trainer:
         """Accumulates this step's gradients; returns its loss."""
         cfg, total = self.cfg, 0.0
         for _ in range(cfg.gradient_accumulation):
-            with self.acc.autocast():
+            with self._autocast():
                 loss = self.method.loss(cfg.batch_size, self.gen)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at step {self.step + 1}; training stopped without saving it. "
                     f"The last good checkpoint is kept in {self.out / 'checkpoints'}; try a lower --lr"
                 )
-            (loss / cfg.gradient_accumulation).backward()
+            scaled = loss / cfg.gradient_accumulation
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.item() / cfg.gradient_accumulation
         if self.acc.num_processes > 1:  # average gradients across processes
             for p in self.params:
@@ -591,10 +654,16 @@ class Trainer:
             self._set_rng_state(start)
             self.opt.zero_grad(set_to_none=True)
             raise _Rewound from None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)  # clip the true gradients
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.last_lr = self.sched.get_last_lr()[0]
-        self.opt.step()
+        if self.scaler is not None:  # skips the update when fp16 gradients overflowed, and lowers the scale
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
@@ -621,19 +690,48 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._start(resume, overwrite)
         t0 = time.perf_counter()
-        with self._signals_caught():
-            stopped = self._loop(stop_at)
-            if stopped == "done":
-                self._finish()
+        self._start_trackers()
+        try:
+            with self._signals_caught():
+                stopped = self._loop(stop_at)
+                if stopped == "done":
+                    self._finish()
+        finally:
+            self._end_trackers()
         return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
 
     def _log_metrics(self) -> None:
-        """Appends the step to OUT/metrics.jsonl (step, loss, lr, time), which the studio plots live."""
+        """Appends the step to OUT/metrics.jsonl (step, loss, lr, time), which the studio plots live, and sends loss
+        and lr to the --report-to tracker."""
         if self.acc.is_main_process:
             row = {"step": self.step, "steps": self.cfg.steps, "loss": self.losses[-1], "lr": self.last_lr,
                    "time": time.time()}
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+        self.log({"loss": self.losses[-1], "lr": self.last_lr})
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        """Sends the numbers among `values` (a hook's validation scores, say) to the --report-to tracker, at `step`
+        (default: the step just taken); other values are left out. Nothing happens without a tracker."""
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers and self.acc.trackers:
+            self.acc.log(numbers, step=self.step if step is None else step)
+
+    def _start_trackers(self) -> None:
+        """accelerate's tracker for --report-to, in OUT/logs/<desc>, with the run's settings as its config. A resumed
+        run hides the events past its checkpoint (TensorBoard's purge_step), as metrics.jsonl drops their rows."""
+        if self.cfg.report_to == "none":
+            return
+        flat = _flatten(json.loads(json.dumps({**self.record, "train": asdict(self.cfg)}, default=str)))
+        config = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in flat.items()}
+        kwargs = {"tensorboard": {"purge_step": self.step + 1}} if self.step and self.cfg.report_to == "tensorboard" else {}
+        self.acc.init_trackers(self.desc, config=config, init_kwargs=kwargs)
+
+    def _end_trackers(self) -> None:
+        """Flushes and closes the trackers (not accelerate's end_training, which also ends the process group)."""
+        for tracker in self.acc.trackers:
+            tracker.finish()
+        self.acc.trackers = []
 
     def _trim_metrics(self) -> None:
         """Keeps metrics.jsonl's rows up to the step the run continues from (none for a new run)."""
