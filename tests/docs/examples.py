@@ -52,6 +52,7 @@ SUBSTITUTIONS: dict[str, str] = {
     "--class-images": "2",      # DreamBooth prior-preservation images
     "--ti-steps": "2",          # demo
     "--db-steps": "2",          # demo
+    "--token-steps": "1",       # train pivotal: tokens alone, below the 2 steps
     "--epochs": "1",            # classify train
     "--refine-steps": "2",      # latent refinement before inversion
     "--checkpoint-every": "1",  # so that checkpoints are still written

@@ -168,15 +168,12 @@ def test_sdxl_token_in_both_encoders_files_load_in_diffusers(concept_dirs, tmp_p
 @pytest.mark.parametrize("change, match", [
     ({"lora": False}, "--lora"), ({"train_text_encoder": True}, "--train-text-encoder"),
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
-    ({"subjects": [SubjectConfig("tuki", "x", "monster")]}, None),
+    ({"identifier": "tuki"}, "angle brackets"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)
     for k, v in change.items():
-        setattr(cfg, k, v)
-    if k == "subjects":
-        cfg.subjects[0].folder = str(concept_dirs / "emoji")
-        match = "angle brackets"
+        setattr(cfg.subjects[0] if k == "identifier" else cfg, k, v)
     with pytest.raises(InputError, match=match):
         check_pivotal(cfg)
 
@@ -209,6 +206,9 @@ def test_cli_trains_with_selection_and_generate_uses_the_bundle(tiny_dir, concep
 
     theirs = np.asarray(generate_batch(ref, [PROMPT], [0], steps=2, progress=False)[0])
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1  # PNG rounding
+    assert main(["edit", "--model", str(tiny_dir), "--concepts", str(out), "--prompt", "a monster on a beach", "--to",
+                 "a <tuki> monster on a beach", "--steps", "2", "--out", str(tmp_path / "edit")]) == 0
+    assert "bundle" in capsys.readouterr().out and (tmp_path / "edit" / "edits.json").is_file()
 
 
 def test_cli_select_by_errors_come_before_a_model_loads(concept_dirs, tmp_path, capsys):

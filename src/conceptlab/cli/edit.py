@@ -68,8 +68,9 @@ def add_parser(sub):
          help="how --from-image is inverted: " + INVERSION_HELP)
     flag(e, "--refine-steps", type=REFINE_STEPS.arg, default=0, help=REFINE_HELP)
     flag(e, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
-         help="embedding files or `train ti` output folders whose tokens the prompts may use, e.g. --to 'a <tuki> "
-              "monster on a beach' (an added token is an inserted word: refine mode)")
+         help="embedding files, `train ti` output folders or `train pivotal` bundles (tokens and LoRA) whose tokens "
+              "the prompts may use, e.g. --to 'a <tuki> monster on a beach' (an added token is an inserted word: "
+              "refine mode)")
     flag(e, "--lora", action="append", default=[], metavar="FILE[:SCALE]",
          help="a LoRA file (diffusers or kohya) applied at SCALE (default 1.0) to every branch, the source and its "
               "inversion too; the target names its subject's word. Repeat for several")
@@ -151,16 +152,10 @@ def run_edit(args) -> int:
 
 def _add_learned(pipe, concepts: list[str], loras: list) -> None:
     """Loads the --concepts and applies the --lora files (parsed before the model loaded) the prompts may use."""
-    from conceptlab.concepts.lora import apply_loras
+    from conceptlab.concepts.bundle import add_learned
 
-    if concepts:
-        from conceptlab.concepts.tokens import load_concept_paths
-
-        loaded = load_concept_paths(pipe, concepts)
-        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded))
-    if loras:
-        apply_loras(pipe, loras)
-        print("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
+    if concepts or loras:  # embeddings, pivotal bundles (tokens and LoRA) and LoRA files, applied together
+        print("\n".join(add_learned(pipe, concepts, loras)))
 
 
 def _save_edits(results, series, seed: int, out, fmt: str) -> list[dict]:

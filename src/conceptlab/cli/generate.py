@@ -33,7 +33,7 @@ def add_parser(sub):
 def run(args) -> int:
     from pathlib import Path
 
-    from conceptlab.concepts.lora import apply_loras, parse_lora_specs
+    from conceptlab.concepts.lora import parse_lora_specs
     from conceptlab.generation.generate import GenerationConfig, check_config, run_generation
     from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import check_seed_range, output_dir
@@ -48,18 +48,10 @@ def run(args) -> int:
     loras = parse_lora_specs(args.lora)
     output_dir("--out", args.out)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
-    adapters: tuple[str, ...] = ()
-    if args.concepts:
-        from conceptlab.concepts.bundle import load_concepts_and_bundles
+    if args.concepts or loras:
+        from conceptlab.concepts.bundle import add_learned
 
-        loaded, bundles, adapters = load_concepts_and_bundles(pipe, args.concepts)
-        loaded += [e for b in bundles for e in b.embeddings]
-        print("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded)
-              + "".join(f"; bundle {b.path} (tokens and LoRA)" for b in bundles))
-    if loras or adapters:
-        apply_loras(pipe, loras, keep=adapters)
-    if loras:
-        print("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
+        print("\n".join(add_learned(pipe, args.concepts, loras)))
     rows = run_generation(pipe, cfg, args.out, model=model_label(args.model))
     if rows:
         print(f"wrote {len(rows)} images to {args.out} (seeds {rows[0]['seed']}..{rows[-1]['seed']}); "

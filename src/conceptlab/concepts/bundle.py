@@ -155,3 +155,21 @@ def load_concepts_and_bundles(pipe, paths: list[str | Path], argument: str = "--
     loaded = [load_bundle(pipe, f, adapter_name=f"bundle{k}", argument=argument) for k, (_, f) in enumerate(bundles)]
     names = tuple(f"bundle{k}" for k, b in enumerate(loaded) if b.lora)
     return embeddings, loaded, names
+
+
+def add_learned(pipe, concepts: list[str | Path], loras: list[tuple[Path, float]]) -> list[str]:
+    """Loads --concepts (embeddings and bundles) and applies --lora files (parsed already) together; returns
+    the lines that say what was loaded."""
+    from conceptlab.concepts.lora import apply_loras
+
+    lines, adapters = [], ()
+    if concepts:
+        loaded, bundles, adapters = load_concepts_and_bundles(pipe, concepts)
+        loaded += [e for b in bundles for e in b.embeddings]
+        lines.append("loaded concepts: " + ", ".join(f"{e.token} ({e.num_vectors} vectors)" for e in loaded)
+                     + "".join(f"; bundle {b.path} (tokens and LoRA)" for b in bundles))
+    if loras or adapters:
+        apply_loras(pipe, loras, keep=adapters)
+    if loras:
+        lines.append("applied LoRAs: " + ", ".join(f"{path} x{scale:g}" for path, scale in loras))
+    return lines
