@@ -1,0 +1,170 @@
+"""Textual inversion on concepts the base model has never seen: the `pixel art` style and a named monster.
+
+The shipped base model never drew pixel art and never saw the named monsters (`world.attributes.INDIVIDUALS`),
+so a token that makes them is the token's work, not the base model's. This module holds the data, the
+prompts, the judging and the floors; scripts/ti_heldout_proof.py trains each concept with conceptlab's
+textual inversion and with a loop built the way diffusers' example works, and judges both with these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conceptlab.world.attributes import INDIVIDUALS, StickerSpec
+
+STYLE_TOKEN, MONSTER_TOKEN = "<pixel-art>", "<tuki>"
+STYLE_TRAIN_OBJECTS = ("apple", "star", "fish", "cat")  # the style token sees these ...
+STYLE_TEST_OBJECTS = ("broccoli", "emoji", "cloud", "monster")  # ... and is judged on these
+STYLE_TEST_COLOURS = ("red", "blue", "yellow", "green")
+MONSTER_EMOTIONS = ("happy", "sad", "angry", "in love")
+MONSTER_SCENES = ("plain", "beach", "snowy mountain", "jungle")
+_SCENE_WORDS = {"plain": "", "beach": " on a beach", "snowy mountain": " on a snowy mountain",
+                "jungle": " in a jungle"}
+_PLAIN = {"accessory": {"none"}, "held_item": {"none"}, "flowers": {"none"}}
+
+
+@dataclass
+class HeldOutConfig:
+    """One held-out proof: how both loops train and how their tokens are judged."""
+
+    model: str | None = None
+    steps: int = 400
+    batch_size: int = 4
+    lr: float = 5e-3  # ours (conceptlab's default for textual inversion)
+    reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
+    images: int = 8
+    per_prompt: int = 25  # 16 prompts x 25 = 400 judged images per token
+    first_seed: int = 2000
+    guidance: float = 7.5
+    sampling_steps: int = 30
+    seed: int = 0
+    concepts: tuple[str, ...] = ("style", "monster")
+    loops: tuple[str, ...] = ("ours", "reference")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A prompt and the judge's readings a right image of it has."""
+
+    prompt: str
+    want: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- data and prompts
+def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0) -> tuple[str, str, str]:
+    """Renders the training images; returns (token, init word, the caption words the token replaces)."""
+    from conceptlab.world.export import export_images
+
+    if concept == "style":
+        export_images(folder, n, seed=seed, only={**_PLAIN, "style": {"pixel art"}, "background": {"plain"},
+                                                  "object": set(STYLE_TRAIN_OBJECTS)})
+        return STYLE_TOKEN, "pixel", "pixel art"
+    look, colour = INDIVIDUALS["tuki"]
+    export_images(folder, n, seed=seed, individual_rate=1.0,
+                  only={**_PLAIN, "style": {"sticker"}, "object": {"monster"}, "individual": {"tuki"},
+                        "emotion": set(MONSTER_EMOTIONS), "background": set(MONSTER_SCENES)})
+    return MONSTER_TOKEN, "monster", f"{colour} monster"
+
+
+def style_prompts(noun: str) -> list[Expect]:
+    """'<pixel-art> of a blue cloud' (or 'pixel art of ...'): pixel art, with the object and colour kept."""
+    return [Expect(f"{noun} of a {c} {o}", {"style": "pixel art", "object": o, "colour": c})
+            for o in STYLE_TEST_OBJECTS for c in STYLE_TEST_COLOURS]
+
+
+def monster_prompts(noun: str) -> list[Expect]:
+    """'a sticker of a sad <tuki> on a beach': that individual, with the asked emotion and scene."""
+    from conceptlab.evaluation.recipes.ti import prompt_for
+
+    return [Expect(prompt_for(e, noun) + _SCENE_WORDS[s], {"individual": "tuki", "emotion": e, "background": s})
+            for e in MONSTER_EMOTIONS for s in MONSTER_SCENES]
+
+
+def prompts_for(concept: str, noun: str) -> list[Expect]:
+    return style_prompts(noun) if concept == "style" else monster_prompts(noun)
+
+
+# ------------------------------------------------------------------------------------------------- judging
+def judge_prompts(pipe, judge, prompts: list[Expect], per_prompt: int, first_seed: int, guidance: float,
+                  steps: int) -> tuple[list[dict], list]:
+    """Generates `per_prompt` images per prompt (seeds first_seed..) and returns (rows, images)."""
+    from conceptlab.generation.generate import generate_batch
+
+    seeds, rows, images = list(range(first_seed, first_seed + per_prompt)), [], []
+    for p in prompts:
+        batch = generate_batch(pipe, [p.prompt] * per_prompt, seeds, steps=steps, guidance=guidance,
+                               batch_size=per_prompt, progress=False)
+        pred = judge.predict(batch)
+        for i, seed in enumerate(seeds):
+            rows.append({"prompt": p.prompt, "seed": seed, **{a: pred[a][i] == v for a, v in p.want.items()}})
+        images += batch
+    return rows, images
+
+
+def shares(rows: list[dict], groups: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    """{name: share of rows where every listed attribute was read as asked}."""
+    return {name: sum(all(r[a] for a in attrs) for r in rows) / len(rows) for name, attrs in groups.items()}
+
+
+def score_groups(concept: str) -> dict[str, tuple[str, ...]]:
+    if concept == "style":
+        return {"style": ("style",), "object_and_colour": ("object", "colour"),
+                "all": ("style", "object", "colour")}
+    return {"identity": ("individual",), "emotion": ("emotion",), "scene": ("background",),
+            "all": ("individual", "emotion", "background")}
+
+
+def headline(concept: str) -> str:
+    return "style" if concept == "style" else "identity"
+
+
+def difference_noise(a: float, b: float, n: int) -> float:
+    """Two standard errors of the difference of two shares over n images each (at least one image)."""
+    pooled = (a + b) / 2
+    return max(2 * math.sqrt(max(pooled * (1 - pooled), 0.0) * 2 / n), 1 / n)
+
+
+def monster_ceiling(vae, judge, seeds: int = 3, size: int = 64) -> float:
+    """The judge's identity accuracy on tuki renders after the autoencoder's round trip: what a perfect
+    token could reach through this VAE, in the proof's emotions and scenes."""
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, vae_ceiling
+
+    look, colour = INDIVIDUALS["tuki"]
+    specs = [StickerSpec(object="monster", individual="tuki", monster=look, colour=colour, emotion=e, background=b,
+                         seed=s) for e in MONSTER_EMOTIONS for b in MONSTER_SCENES for s in range(seeds)]
+    return vae_ceiling(vae, judge, [RoundTripGroup("tuki", specs, "individual")], size)["tuki"]["round_trip"]
+
+
+def save_grid(images: list, per_prompt: int, path: Path) -> None:
+    from conceptlab.imaging import make_grid
+
+    cols = min(per_prompt, 6)  # the first seeds of every prompt
+    make_grid([im for k in range(0, len(images), per_prompt) for im in images[k:k + cols]], cols=cols,
+              scale=2).save(path)
+
+
+def floors(result: dict) -> list[dict]:
+    """The issue's floors, each with the measured value and whether it holds."""
+    out = []
+    for concept, r in result["concepts"].items():
+        ours = r["loops"].get("ours")
+        if ours is None:
+            continue
+        if concept == "style":
+            out += [_bar("style token judged pixel art", ours["style"], 0.90),
+                    _bar("object and colour kept", ours["object_and_colour"], 0.90)]
+        else:
+            out += [_bar("identity / autoencoder ceiling", ours["identity"] / max(r["ceiling"], 1e-9), 0.90),
+                    _bar("asked emotion", ours["emotion"], 0.85), _bar("asked scene", ours["scene"], 0.85)]
+        if "ours_minus_reference" in r:
+            d = r["ours_minus_reference"]
+            out.append(_bar(f"{concept}: ours minus the reference loop ({d['metric']})", d["difference"],
+                            d["noise"]))
+    return out
+
+
+def _bar(what: str, value: float, floor: float) -> dict:
+    return {"what": what, "value": round(value, 4), "floor": round(floor, 4), "holds": value > floor or
+            (value >= floor and "minus" not in what)}
