@@ -118,7 +118,7 @@ def test_edit_generated_and_an_inverted_photo(served, tiny_dir, concept_dirs):
     gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
                                                *edit_args(tiny_dir), api_name="/edit")
     assert [g["caption"] for g in gallery] == ["source", "edit"] and info.startswith("mode: **replace**")
-    assert maps == [] and "re-weighted" not in info
+    assert maps is None and "re-weighted" not in info
     photo = handle_file(str(sorted((concept_dirs / "broccoli").glob("*.png"))[0]))
     gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
                                                *edit_args(tiny_dir, photo), api_name="/edit")
@@ -134,11 +134,13 @@ def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tin
     from conceptlab.editing.edit import edit
     from conceptlab.models.loading import load_pipeline
 
-    _, client, _ = served
+    studio, client, _ = served
     source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
     gallery, mask, maps, info = client.predict(source, target, *edit_args(tiny_dir, weights=[1, 1, 1, 3], blend="broccoli",
                                                                           maps=True), api_name="/edit")
     assert "re-weighted: sad x3" in info
+    folder = max((p for p in (studio.ws.root / "edits").iterdir() if (p / "attention.png").is_file()),
+                 key=lambda p: p.stat().st_mtime)
     settings = read_settings(gallery[1]["image"])
     assert settings["reweight"] == {"sad": 3.0} and settings["blend"] == ["broccoli"]
     expected = edit(load_pipeline(str(tiny_dir)), source, [target], reweight={"sad": 3.0}, blend=["broccoli"], seed=0,
@@ -147,9 +149,12 @@ def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tin
     assert np.abs(got - np.asarray(expected, dtype=float)).max() <= 1  # PNG round trip only
     plain = client.predict(source, target, *edit_args(tiny_dir, blend="broccoli"), api_name="/edit")[0]
     assert not np.array_equal(np.asarray(Image.open(plain[1]["image"])), got.astype("uint8"))  # the slider mattered
-    assert mask is not None and Image.open(mask).mode == "L"  # the blend mask is shown
-    assert [m["caption"] for m in maps] == [f"source: {source}", f"target: {target}"]
-    assert all(Image.open(m["image"]).width > Image.open(m["image"]).height for m in maps)  # image + one map a word
+    raw = np.asarray(Image.open(folder / "blend-mask.png"))  # (h, w): white where the edit may change
+    overlay = np.asarray(Image.open(mask).convert("RGB"), dtype=int)  # shown: the edit, dimmed where the mask is 0
+    assert raw.shape == overlay.shape[:2] and np.array_equal(overlay[raw == 255], got.astype(int)[raw == 255])
+    sheets = [Image.open(folder / f"attention-{k}.png") for k in ("source", "target")]
+    assert Image.open(maps).size == (max(s.width for s in sheets), sum(s.height for s in sheets))  # stacked
+    assert all(s.width > 4 * s.height for s in sheets)  # the image, then one map a word
 
 
 def test_dreambooth_lora_job_to_completion_then_its_lora_in_the_library(served, tiny_dir, concept_dirs):

@@ -151,6 +151,13 @@ def test_the_page_generates_and_shows_every_tab(page):
     assert _css(driver, "#edit-attention").is_displayed() and _css(driver, "#edit-blend-mask").is_displayed()
 
 
+def _loaded(driver, selector) -> bool:
+    """Whether the first image `selector` finds has arrived (a screenshot must not catch it half loaded)."""
+    found = driver.find_elements("css selector", selector)
+    return bool(found) and driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
+                                                 found[0])
+
+
 def _visible(driver, selector) -> bool:
     found = driver.find_elements("css selector", selector)
     return bool(found) and found[0].is_displayed()
@@ -184,10 +191,13 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _shoot(driver, shots, "train")
     driver.execute_script("window.scrollTo(0, 0)")
 
-    # Concepts: the new token is in the library
+    # Concepts: the new token is in the library, with its metadata and preview
     _tab(driver, "Concepts")
     _css(driver, "#concepts-refresh").click()
     _wait(driver, lambda d: "<bro>" in _text(d, "#concepts-table"))
+    _type(driver, "#concepts-pick input", "runs/bro/bro")
+    _wait(driver, lambda d: _loaded(d, "#concepts-preview img"))
+    _wait(driver, lambda d: "final_loss" in _text(d, "#concepts-meta"))
     _shoot(driver, shots, "concepts")
 
     # Edit: upload a photo, invert it (ddim) and edit it
@@ -199,15 +209,16 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _type(driver, "#edit-target textarea, #edit-target input", "a sticker of a sad green broccoli")
     _wait(driver, lambda d: "sad" in _text(d, "#edit-weight-3"), timeout=20)
     _type(driver, "#edit-weight-3 input[type=number]", 2)  # the slider of 'sad'
-    _type(driver, "#edit-blend textarea, #edit-blend input", "broccoli")
+    next(label for label in driver.find_elements("css selector", "#edit-blend-mask label")
+         if label.text.strip() == "difference").click()  # the mask from where source and edit drift apart
     _css(driver, "#edit-attention input").click()
     _css(driver, "#edit-button").click()
     _wait(driver, lambda d: "reconstruction PSNR" in _text(d, "#edit-info"))
     assert "re-weighted: sad x2" in _text(driver, "#edit-info")
     assert len(driver.find_elements("css selector", "#edit-gallery img")) >= 2
-    _wait(driver, lambda d: d.find_elements("css selector", "#edit-mask img"))
-    _wait(driver, lambda d: len(d.find_elements("css selector", "#edit-maps img")) >= 2)
-    driver.execute_script("arguments[0].scrollIntoView()", _css(driver, "#edit-button"))  # results and maps
+    for shown in ("#edit-mask img", "#edit-maps img", "#edit-gallery img"):
+        _wait(driver, lambda d, shown=shown: _loaded(d, shown))
+    driver.execute_script("arguments[0].scrollIntoView()", _css(driver, "#edit-weights"))  # weights, results, maps
     _shoot(driver, shots, "edit")
     driver.execute_script("window.scrollTo(0, 0)")
 
@@ -218,8 +229,9 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _type(driver, "#evaluate-folder input", "uploads/world-broccoli")
     _css(driver, "#evaluate-button").click()
     _wait(driver, lambda d: "emotion" in _text(d, "#evaluate-table"))
-    _wait(driver, lambda d: d.find_elements("css selector", "#evaluate-confusion img"))
+    _wait(driver, lambda d: _loaded(d, "#evaluate-confusion img"))
     assert "open the report" in _text(driver, "#evaluate-summary")
+    _css(driver, "h2").click()  # closes the folder list the typing opened
     _shoot(driver, shots, "evaluate")
     assert all((shots / f"{n}.png").stat().st_size < 150_000 for n in ("generate", "train", "concepts", "edit",
                                                                          "evaluate"))

@@ -110,7 +110,7 @@ class EditOutcome:
     images: list  # source first, then the edit
     labels: list[str]
     grid: Path
-    mask: Path | None
+    mask: Path | None  # blend-overlay.png: the edit, dimmed where the blend mask keeps the source
     mode: str
     psnr: float | None  # the reconstruction's PSNR when a photo was inverted
     folder: Path
@@ -162,20 +162,29 @@ def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source
         save_image(image, out / f"{label}.png", meta)
     grid = out / "grid.png"
     make_grid(result.images, cols=len(result.images), labels=labels, scale=2).save(grid)
-    mask = None
-    if result.mask is not None:  # (n, 1, h, w): where the edit may differ from the source, white
-        from PIL import Image
-
-        mask = out / "blend-mask.png"
-        values = (result.mask[1, 0].float().clamp(0, 1).numpy() * 255).astype("uint8")
-        Image.fromarray(values).resize(result.images[0].size, Image.NEAREST).save(mask)
+    mask = _save_mask(result, out) if result.mask is not None else None
     return EditOutcome(result.images, labels, grid, mask, result.mode, psnr, out, dict(reweight))
 
 
+def _save_mask(result, out: Path) -> Path:
+    """OUT/blend-mask.png (white: where the edit may differ from the source) and OUT/blend-overlay.png, the
+    edit with what the mask keeps from the source dimmed (a white mask on a white sticker shows nothing)."""
+    from PIL import Image
+
+    values = (result.mask[1, 0].float().clamp(0, 1).numpy() * 255).astype("uint8")  # (h, w) of the latents
+    mask = Image.fromarray(values).resize(result.images[1].size, Image.NEAREST)
+    mask.save(out / "blend-mask.png")
+    dimmed = Image.blend(result.images[1].convert("RGB"), Image.new("RGB", mask.size, (40, 40, 60)), 0.7)
+    Image.composite(result.images[1].convert("RGB"), dimmed, mask).save(out / "blend-overlay.png")
+    return out / "blend-overlay.png"
+
+
 def attention(ws: Workspace, cache: PipelineCache, prompts: dict[str, str], out: Path, model: str | None = None,
-              concepts=(), seed: int = 0, steps: int = 30, guidance: float = 7.5) -> list[Path]:
-    """`conceptlab attention` of each prompt (label -> prompt) from `seed`: OUT/attention-LABEL.png, the image
-    and one heat map per word."""
+              concepts=(), seed: int = 0, steps: int = 30, guidance: float = 7.5) -> Path:
+    """`conceptlab attention` of each prompt (label -> prompt) from `seed`: OUT/attention-LABEL.png (the image
+    and one heat map per word), and OUT/attention.png, those stacked in order."""
+    from PIL import Image
+
     from conceptlab.editing.edit import attention_maps
     from conceptlab.plots import plot_attention
     from conceptlab.validation import GUIDANCE, SAMPLING_STEPS, SEED, text
@@ -184,13 +193,17 @@ def attention(ws: Workspace, cache: PipelineCache, prompts: dict[str, str], out:
         text(f"{label} prompt", prompt, example="'a sticker of a happy star'")
     SEED.check("seed", seed), SAMPLING_STEPS.check("steps", steps), GUIDANCE.check("guidance", guidance)
     out = ws.inside(out, "attention folder")
-    paths = []
+    sheets = []
     with cache.lock:
         pipe = cache.get(model, _concept_files(ws, concepts))
         for label, prompt in prompts.items():
             image, tokens, maps = attention_maps(pipe, prompt, seed, steps, guidance)  # maps: (T, h, w)
-            paths.append(plot_attention(image, tokens, maps, out / f"attention-{slug(label)}.png"))
-    return paths
+            sheets.append(Image.open(plot_attention(image, tokens, maps, out / f"attention-{slug(label)}.png")))
+    stacked = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
+    for k, sheet in enumerate(sheets):
+        stacked.paste(sheet.convert("RGB"), (0, sum(s.height for s in sheets[:k])))
+    stacked.save(out / "attention.png")
+    return out / "attention.png"
 
 
 def _in_workspace(ws: Workspace, path) -> bool:

@@ -18,8 +18,8 @@ def layout(gr) -> dict:
     w["table"] = gr.Dataframe(label="Learned tokens and LoRAs", interactive=False, elem_id="concepts-table")
     with gr.Row():
         with gr.Column():
-            w["pick"] = gr.Dropdown([], allow_custom_value=True, label="Concept")
-            w["meta"] = gr.JSON(label="Metadata")
+            w["pick"] = gr.Dropdown([], allow_custom_value=True, label="Concept", elem_id="concepts-pick")
+            w["meta"] = gr.JSON(label="Metadata", elem_id="concepts-meta")
             w["files"] = gr.File(label="Files", file_count="multiple", interactive=False)
             with gr.Row():
                 w["format"] = gr.Dropdown(["diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy"],
@@ -28,7 +28,7 @@ def layout(gr) -> dict:
             with gr.Row():
                 w["convert"] = gr.Button("Convert")
                 w["delete"] = gr.Button("Delete", variant="stop")
-        w["preview"] = gr.Image(label="Preview", type="filepath")
+        w["preview"] = gr.Image(label="Preview", type="filepath", elem_id="concepts-preview")
     gr.Markdown("**Mix two tokens** into a new one, and render the strip from the first to the second")
     with gr.Row():
         w["first"] = gr.Dropdown([], allow_custom_value=True, label="First")

@@ -40,12 +40,13 @@ def layout(gr, model: str) -> dict:
             gr.Markdown("**Re-weight words** of the target prompt: 1 leaves a word as it is, more strengthens it, "
                         "less weakens it, below 0 pushes it away")
             w["words"] = gr.State(words_of(TARGET))
-            w["weights"] = [gr.Slider(-2, 4, value=1, step=0.1, label=word, visible=True, min_width=120,
-                                      elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
-                            for k, word in enumerate(words_of(TARGET))]
-            w["weights"] += [gr.Slider(-2, 4, value=1, step=0.1, label="", visible=False, min_width=120,
-                                       elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
-                             for k in range(len(w["weights"]), MAX_WORDS)]
+            with gr.Row(elem_id="edit-weights"):  # wraps: a few sliders a line
+                w["weights"] = [gr.Slider(-2, 4, value=1, step=0.1, label=word, visible=True, min_width=150,
+                                          elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
+                                for k, word in enumerate(words_of(TARGET))]
+                w["weights"] += [gr.Slider(-2, 4, value=1, step=0.1, label="", visible=False, min_width=150,
+                                           elem_id=f"edit-weight-{k}", elem_classes="edit-weight")
+                                 for k in range(len(w["weights"]), MAX_WORDS)]
             w["blend"] = gr.Textbox(label="Blend words", placeholder="words whose region may change, e.g. broccoli",
                                     elem_id="edit-blend", info="only where these words attend may the image change")
             w["blend_mask"] = gr.Radio(["attention", "difference"], value="attention", label="Blend mask",
@@ -61,11 +62,12 @@ def layout(gr, model: str) -> dict:
     w["go"] = gr.Button("Edit", variant="primary", elem_id="edit-button")
     w["info"] = gr.Markdown(elem_id="edit-info")
     with gr.Row():
-        w["gallery"] = gr.Gallery(label="Source and edit", columns=2, object_fit="contain", elem_id="edit-gallery")
-        w["mask"] = gr.Image(label="Blend mask (white: where the edit may differ)", type="filepath",
-                             elem_id="edit-mask")
-    w["maps"] = gr.Gallery(label="Per-word attention maps", columns=1, object_fit="contain", height="auto",
-                           elem_id="edit-maps")
+        w["gallery"] = gr.Gallery(label="Source and edit", columns=2, object_fit="contain", height=300,
+                                  elem_id="edit-gallery", scale=2)
+        w["mask"] = gr.Image(label="Blend mask over the edit (dimmed: kept from the source)", type="filepath", height=300,
+                             elem_id="edit-mask", scale=1)
+    w["maps"] = gr.Image(label="Per-word attention maps (source above, target below)", type="filepath",
+                         elem_id="edit-maps")
     return w
 
 
@@ -107,17 +109,16 @@ def wire(gr, studio: Studio, w: dict) -> None:
             info += " · re-weighted: " + ", ".join(f"{k} x{v:g}" for k, v in outcome.reweight.items())
         if outcome.psnr is not None:
             info += f" · {method} inversion: reconstruction PSNR **{outcome.psnr:.2f} dB**"
-        shown_maps = []
+        sheet = None
         if maps:
             progress(0.5, desc="attention maps")
-            paths = actions.attention(studio.ws, studio.cache, {"source": source, "target": target}, outcome.folder,
+            sheet = actions.attention(studio.ws, studio.cache, {"source": source, "target": target}, outcome.folder,
                                       model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance))
-            shown_maps = [(str(p), f"{label}: {prompt}") for (label, prompt), p in
-                          zip({"source": source, "target": target}.items(), paths)]
             if photo:
                 info += " · attention maps: of the prompts from this seed, not of the photo"
         files = [str(outcome.folder / "source.png"), str(outcome.folder / "edit.png")]
-        return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, shown_maps, info
+        return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, \
+            str(sheet) if sheet else None, info
 
     inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self")]
     inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention")]
