@@ -16,9 +16,11 @@ from conceptlab.models.families import SDXL, SizeConditioning
 from conceptlab.models.tiny import build_pipeline, build_sdxl_pipeline
 from conceptlab.training.buckets import (
     BucketConfig,
+    BucketLatents,
     bucket_sizes,
     check_bucket_config,
     default_step,
+    draw_bucket_items,
     encode_buckets,
     nearest_bucket,
     place,
@@ -92,6 +94,25 @@ def test_each_image_goes_to_the_bucket_of_nearest_aspect_within_half_a_gap():
             assert abs(math.log(bw / bh) - aspect) <= half_gap + 1e-12
             best = min(abs(math.log(x / y) - math.log(w / h)) for x, y in buckets)  # brute force over all
             assert abs(math.log(bw / bh) - math.log(w / h)) == pytest.approx(best)
+
+
+def test_batches_come_from_one_bucket_drawn_by_its_share_of_images_and_concepts_take_turns():
+    def part(n):
+        zeros = torch.zeros(n, 4, 2, 2)
+        return BucketLatents(CachedLatents(zeros, zeros, 1.0), list(range(n)), [None] * n)
+
+    pools = [{(40, 24): part(6)}, {(40, 24): part(2), (24, 40): part(4)}]  # 8 wide images, 4 tall
+    generator, wide = torch.Generator().manual_seed(0), 0
+    for _ in range(600):
+        items = draw_bucket_items(pools, 4, generator)
+        parts = {id(p) for _, p, _ in items}
+        concepts = [c for c, _, _ in items]
+        if id(pools[1][(24, 40)]) in parts:  # the tall bucket: only concept 1 has images there
+            assert parts == {id(pools[1][(24, 40)])} and concepts == [1] * 4
+        else:
+            wide += 1
+            assert concepts in ([0, 1, 0, 1], [1, 0, 1, 0]) and all(r < len(p.latents) for _, p, r in items)
+    assert abs(wide / 600 - 8 / 12) < 0.06  # a bucket's share of batches is its share of the images
 
 
 # ---------------------------------------------------------------- crops and SDXL's size conditioning
