@@ -4,6 +4,8 @@ formula, and textual inversion / DreamBooth-LoRA runs on mixed-aspect images on 
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -136,7 +138,7 @@ def test_crop_and_time_ids_match_diffusers_sdxl_formula(size):
 
 def test_the_mirror_of_a_crop_is_the_crop_of_the_mirror_at_its_conditioning():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), dtype=np.uint8))
-    p = place(image.size, (40, 24), rng=__import__("random").Random(3))
+    p = place(image.size, (40, 24), rng=random.Random(3))
     flipped = image.resize(p.resized, Image.Resampling.BICUBIC).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     top, left = p.size_conditioning(mirrored=True).crop_top_left
     want = np.asarray(flipped.crop((left, top, left + 40, top + 24)))
@@ -274,7 +276,7 @@ def test_resume_with_buckets_and_seeded_random_crops_is_bit_identical(mixed_dir,
 
 def test_buckets_off_keep_the_square_path_and_the_run_record():
     cfg = TextualInversionConfig(concepts=[ConceptConfig("<t>", "x")])
-    record = run_record(__import__("dataclasses").asdict(cfg))
+    record = run_record(asdict(cfg))
     assert "buckets" not in record and "concepts" in record  # fingerprints of runs made before buckets match
     on = run_record({"buckets": {"enabled": True, "step": None, "max_aspect": 4.0}})
     assert on["buckets"]["enabled"] is True
@@ -286,6 +288,7 @@ def test_buckets_off_keep_the_square_path_and_the_run_record():
     (BucketConfig(True, step=16), 16, 2, "--resolution=16: forms only a square bucket"),
     (BucketConfig(True, step=3), 36, 2, "--bucket-step=3: is not a multiple of the VAE's factor 2"),
     (BucketConfig(True, max_aspect=0.5), 32, 2, "--bucket-max-aspect=0.5"),
+    (BucketConfig(False, step=8), 32, 2, "--bucket-step=8: has no effect without --buckets"),
 ])
 def test_settings_that_cannot_form_buckets_are_refused(cfg, res, factor, match):
     with pytest.raises(InputError, match=match):

@@ -53,6 +53,10 @@ def check_bucket_config(cfg: BucketConfig, resolution: int | None = None, factor
         if factor and cfg.step % factor:
             raise InputError("--bucket-step", cfg.step, f"is not a multiple of the VAE's factor {factor}",
                              f"Use {max(factor, round(cfg.step / factor) * factor)}")
+    if not cfg.enabled and (cfg.step is not None or cfg.max_aspect != BucketConfig.max_aspect):
+        given = "--bucket-step" if cfg.step is not None else "--bucket-max-aspect"
+        raise InputError(given, cfg.step if cfg.step is not None else cfg.max_aspect, "has no effect without --buckets",
+                         f"Add --buckets, or drop {given}")
     if not cfg.enabled or resolution is None or cfg.step is None:
         return
     if resolution % cfg.step:
