@@ -25,6 +25,7 @@ from conceptlab.validation import Bound
 
 Size = tuple[int, int]  # (width, height) in pixels, PIL's order
 STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
+ASPECT = Bound(1, 16, hint="4 is usual")
 
 
 @dataclass
@@ -45,9 +46,7 @@ def check_bucket_config(cfg: BucketConfig, resolution: int | None = None, factor
     """Raises InputError for a bad step or aspect limit, and for a resolution they cannot form buckets from.
 
     Without `resolution` and `factor` (before a model is loaded) only what can be checked without them is."""
-    from conceptlab.validation import Bound
-
-    Bound(1, 16, hint="4 is usual").check("--bucket-max-aspect", cfg.max_aspect)
+    ASPECT.check("--bucket-max-aspect", cfg.max_aspect)
     if cfg.step is not None:
         STEP.check("--bucket-step", cfg.step)
         if factor and cfg.step % factor:
