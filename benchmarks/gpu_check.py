@@ -1,8 +1,9 @@
 """`make gpu-check`: the feature set on a CUDA device at real layer sizes, timed, with peak memory, into JSON.
 
 SD-1.5-shaped and SDXL-shaped pipelines with random weights at their native sizes: one generation, a
-textual-inversion step, a LoRA step, a Prompt-to-Prompt edit and an inversion (where the family supports
-them), each with its seconds, steps/s and peak GPU memory. Without a CUDA device it says so and exits 0.
+textual-inversion step, a LoRA step (both under the mixed precision of --dtype, fp16 with its GradScaler, the
+trainable weights in float32), a Prompt-to-Prompt edit and an inversion (where the family supports them), each
+with its seconds, steps/s and peak GPU memory. Without a CUDA device it says so and exits 0.
 `--device cpu --shapes tiny,tiny-sdxl` runs the same code on tiny pipelines: the test suite does, so the
 script cannot rot between the rare GPU loans.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 
 SHAPES = {"sd15": ("sd", "sd15"), "sdxl": ("sdxl", "sdxl"), "tiny": ("sd", "tiny"), "tiny-sdxl": ("sdxl", "tiny")}
+# the model's dtype -> the training steps' --mixed-precision, as diffusers pairs them (trainables stay float32)
+MIXED = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def build(shape: str, device: str, dtype: torch.dtype):
@@ -64,9 +67,14 @@ def train_steps(pipe, method_cls, cfg, steps: int, out: Path) -> dict:
 
     method = method_cls(pipe, cfg)
     t0 = time.perf_counter()
-    result = Trainer(method, cfg.train, out).train()
-    return {"steps": result.steps, "steps_per_s": round(result.steps / (time.perf_counter() - t0), 3),
-            "final_loss": result.losses[-1]}
+    trainer = Trainer(method, cfg.train, out)
+    result = trainer.train()
+    row = {"steps": result.steps, "steps_per_s": round(result.steps / (time.perf_counter() - t0), 3),
+           "final_loss": result.losses[-1], "mixed_precision": cfg.train.mixed_precision,
+           "trainable_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in method.parameters()})}
+    if trainer.scaler is not None:  # fp16: the GradScaler's scale after the steps (it halves on every overflow)
+        row["grad_scale"] = trainer.scaler.get_scale()
+    return row
 
 
 def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: Path) -> dict:
@@ -87,7 +95,7 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     row.update(family=family.name, size=size, dtype=str(dtype).removeprefix("torch."))
     row["generate"] = measure(device, lambda: {"images": len(generate(
         pipe, GenerationConfig(prompt="a sticker of a happy star", n=1, steps=steps), progress=False))})
-    train = TrainConfig(steps=steps, batch_size=1, lr=1e-4)
+    train = TrainConfig(steps=steps, batch_size=1, lr=1e-4, mixed_precision=MIXED[str(dtype).removeprefix("torch.")])
     ti = TextualInversionConfig(concepts=[ConceptConfig("<gpu>", str(folder), init="broccoli")], train=train)
     row["ti_step"] = measure(device, lambda: train_steps(pipe, TextualInversion, ti, steps, work / shape / "ti"))
     pipe = build(shape, device, dtype)  # a clean pipeline: the token above is in this one's vocabulary

@@ -47,20 +47,37 @@ def test_ti_run_logs_the_losses_and_rates_of_metrics_jsonl_to_tensorboard(tiny_d
     assert training["train"]["report_to"] == "tensorboard"
 
 
-def test_a_hook_logs_validation_scores_beside_the_loss(tiny_pipe, concept_dirs, tmp_path):
-    """Trainer.log: what a validation hook sends reaches the tracker at the step it ran."""
+class _Scores:
+    """An evaluator whose k-th validation scores 'a' = 0.25 k, whatever the images."""
+
+    calls = 0
+
+    def computes(self, cases):
+        return ["a"]
+
+    def score(self, images, cases):
+        self.calls += 1
+        return {"a": 0.25 * self.calls}
+
+
+def test_validation_scores_reach_the_tracker_at_their_steps(tiny_pipe, concept_dirs, tmp_path):
+    """The checkpoint-selection hook's scores go through Trainer.log beside the loss."""
     import copy
 
+    from conceptlab.evaluation.prompts import PromptCase
     from conceptlab.training.loop import Trainer
+    from conceptlab.training.selection import CheckpointSelection, SelectionConfig
     from conceptlab.training.textual_inversion import ConceptConfig, TextualInversion, TextualInversionConfig
 
     cfg = TextualInversionConfig(concepts=[ConceptConfig("<v>", str(concept_dirs / "emoji"), init="emoji")],
                                  train=TrainConfig(steps=3, batch_size=1, report_to="tensorboard"))
     method = TextualInversion(copy.deepcopy(tiny_pipe), cfg)
-    hook = lambda trainer: trainer.log({"identity": 0.25 * trainer.step, "note": "text is left out"})  # noqa: E731
-    Trainer(method, cfg.train, tmp_path, hooks=[hook], progress=False).train()
+    cases = [PromptCase("a sticker of a happy <v>", {"emotion": "happy"}, 0, "v")]
+    selection = CheckpointSelection([_Scores()], cases, SelectionConfig({"a": 2.0}, every=2, steps=2))
+    Trainer(method, cfg.train, tmp_path, hooks=[selection], progress=False).train()
     scalars = _scalars(tmp_path / "logs")
-    assert scalars["identity"] == [(1, 0.25), (2, 0.5), (3, 0.75)] and "note" not in scalars
+    assert scalars["validation/a"] == [(2, 0.25), (3, 0.5)] and scalars["validation/score"] == [(2, 0.5), (3, 1.0)]
+    assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
 
 
 def test_missing_tracker_packages_are_refused_in_one_line_naming_the_flag(monkeypatch, tiny_dir, concept_dirs,

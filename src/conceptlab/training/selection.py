@@ -279,6 +279,7 @@ class CheckpointSelection:
         if trainer.acc.is_main_process:
             with open(trainer.out / "metrics.jsonl", "a") as f:  # the studio's reader skips rows without a loss
                 f.write(json.dumps(row) + "\n")
+        trainer.log({**{f"validation/{k}": v for k, v in scores.items()}, "validation/score": row["score"]})
         return row
 
     def finish(self, trainer) -> Path:
