@@ -150,8 +150,9 @@ def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tin
     plain = client.predict(source, target, *edit_args(tiny_dir, blend="broccoli"), api_name="/edit")[0]
     assert not np.array_equal(np.asarray(Image.open(plain[1]["image"])), got.astype("uint8"))  # the slider mattered
     raw = np.asarray(Image.open(folder / "blend-mask.png"))  # (h, w): white where the edit may change
-    overlay = np.asarray(Image.open(mask).convert("RGB"), dtype=int)  # shown: the edit, dimmed where the mask is 0
-    assert raw.shape == overlay.shape[:2] and np.array_equal(overlay[raw == 255], got.astype(int)[raw == 255])
+    shown = Image.open(mask).convert("RGB")  # the edit, dimmed where the mask is 0, drawn at least 256 px wide
+    overlay = np.asarray(shown.resize(raw.shape[::-1], Image.NEAREST), dtype=int)
+    assert shown.width >= 256 and np.array_equal(overlay[raw == 255], got.astype(int)[raw == 255])
     sheets = [Image.open(folder / f"attention-{k}.png") for k in ("source", "target")]
     assert Image.open(maps).size == (max(s.width for s in sheets), sum(s.height for s in sheets))  # stacked
     assert all(s.width > 4 * s.height for s in sheets)  # the image, then one map a word
@@ -228,3 +229,21 @@ def test_host_beyond_loopback_needs_auth():
         check_host("0.0.0.0", None)
     assert main(["studio", "--host", "0.0.0.0", "--workspace", "/nonexistent-never-made"]) == 2
     assert main(["studio", "--auth", "nopassword"]) == 2
+
+
+@pytest.mark.slow  # another training process: about a minute on two loaded cores
+def test_pivotal_job_to_completion_then_its_token_and_lora_in_the_library(served, tiny_dir, concept_dirs):
+    studio, client, _ = served
+    files = [handle_file(str(p)) for p in sorted((concept_dirs / "broccoli").glob("*.png"))]
+    client.predict(files, "pt-set", api_name="/upload_images")
+    job = client.predict("pt-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                         api_name="/train_pivotal")["value"]
+    status, log = _wait_done(client, job)
+    assert f"**{job}**: done — step 3 of 3" in status and "token and its LoRA" in status, log
+    client.predict(api_name="/concepts")
+    token = client.predict(f"runs/{job}/piv", api_name="/concept")[0]
+    lora = client.predict(f"runs/{job}/lora", api_name="/concept")[0]
+    assert token["token"] == "<piv>" and lora["kind"] == "lora"
+    gallery, _ = generate(client, "a sticker of a <piv> broccoli", tiny_dir, n=1, concepts=[f"runs/{job}/piv"],
+                          loras=[f"runs/{job}/lora"])
+    assert len(gallery) == 1

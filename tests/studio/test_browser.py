@@ -151,11 +151,18 @@ def test_the_page_generates_and_shows_every_tab(page):
     assert _css(driver, "#edit-attention").is_displayed() and _css(driver, "#edit-blend-mask").is_displayed()
 
 
-def _loaded(driver, selector) -> bool:
-    """Whether the first image `selector` finds has arrived (a screenshot must not catch it half loaded)."""
+def _blur(driver) -> None:
+    """Leaves the focused field, so the list a typed dropdown opened closes before a screenshot."""
+    driver.execute_script("document.activeElement && document.activeElement.blur()")
+    time.sleep(0.5)
+
+
+def _loaded(driver, selector, count: int = 1) -> bool:
+    """Whether at least `count` images match `selector` and every one has arrived (a screenshot must not catch
+    them half loaded)."""
     found = driver.find_elements("css selector", selector)
-    return bool(found) and driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
-                                                 found[0])
+    return len(found) >= count and driver.execute_script(
+        "return arguments[0].every(im => im.complete && im.naturalWidth > 0)", found)
 
 
 def _visible(driver, selector) -> bool:
@@ -171,7 +178,7 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     # Generate: four images appear in the gallery
     _type(driver, "#generate-steps input[type=number]", 10)
     _css(driver, "#generate-button").click()
-    _wait(driver, lambda d: len(d.find_elements("css selector", "#generate-gallery img")) >= 4)
+    _wait(driver, lambda d: _loaded(d, "#generate-gallery img", 4))
     _shoot(driver, shots, "generate")
 
     # Train: draw a sticker-world set, train 10 steps, watch it finish with a loss curve and a preview
@@ -198,6 +205,7 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _type(driver, "#concepts-pick input", "runs/bro/bro")
     _wait(driver, lambda d: _loaded(d, "#concepts-preview img"))
     _wait(driver, lambda d: "final_loss" in _text(d, "#concepts-meta"))
+    _blur(driver)
     _shoot(driver, shots, "concepts")
 
     # Edit: upload a photo, invert it (ddim) and edit it
@@ -231,7 +239,7 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _wait(driver, lambda d: "emotion" in _text(d, "#evaluate-table"))
     _wait(driver, lambda d: _loaded(d, "#evaluate-confusion img"))
     assert "open the report" in _text(driver, "#evaluate-summary")
-    _css(driver, "h2").click()  # closes the folder list the typing opened
+    _blur(driver)
     _shoot(driver, shots, "evaluate")
     assert all((shots / f"{n}.png").stat().st_size < 150_000 for n in ("generate", "train", "concepts", "edit",
                                                                          "evaluate"))

@@ -185,3 +185,61 @@ def test_progress_from_the_loops_jsonl_when_there_is_one(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
     p = read_progress(run, tmp_path / "no-log.txt")
     assert (p.step, p.total, p.eta_seconds) == (4, 10, 12.0) and p.losses[2] == 0.5
+
+
+def _cli_config(cmd):
+    """The config `conceptlab train ...` builds from a command line the studio wrote (the CLI's own parser)."""
+    from conceptlab.cli import train
+    from conceptlab.cli.main import build_parser
+
+    args = build_parser().parse_args(cmd[3:])  # after 'python -m conceptlab.cli.main'
+    return {"dreambooth": train.dreambooth_config, "pivotal": train.pivotal_config}[cmd[4]](args)
+
+
+def test_dreambooth_command_parses_to_the_settings_asked_for(ws, upload):
+    from conceptlab.studio.jobs import DreamBoothSettings, dreambooth_command
+
+    s = DreamBoothSettings(**{**vars(DreamBoothSettings.defaults()), "identifier": "tuki", "class_word": "broccoli",
+                              "images": upload, "rank": 8, "train_text_encoder": True, "prior_preservation": True,
+                              "class_images": 7, "prior_weight": 0.5, "steps": 3, "lr": 2e-4, "seed": 5})
+    cfg = _cli_config(dreambooth_command(ws, s, ws.root / "runs" / "r", python="py"))
+    (subject,) = cfg.subjects
+    assert (subject.identifier, subject.class_word, subject.folder) == ("tuki", "broccoli", str(ws.root / "uploads" / upload))
+    assert (cfg.lora, cfg.rank, cfg.train_text_encoder, cfg.prior_preservation, cfg.class_images, cfg.prior_weight) == \
+        (True, 8, True, True, 7, 0.5)
+    assert (cfg.train.steps, cfg.train.lr, cfg.train.seed, cfg.train.batch_size) == (3, 2e-4, 5, 1)
+    full = _cli_config(dreambooth_command(ws, DreamBoothSettings(**{**vars(s), "lora": False}), ws.root / "r", "py"))
+    assert full.lora is False
+
+
+def test_pivotal_command_parses_to_the_settings_asked_for(ws, upload):
+    from conceptlab.studio.jobs import PivotalSettings, pivotal_command
+
+    s = PivotalSettings(**{**vars(PivotalSettings.defaults()), "identifier": "<tuki>", "class_word": "broccoli",
+                           "images": upload, "rank": 2, "token_lr": 1e-3, "token_steps": 1, "steps": 3})
+    cfg = _cli_config(pivotal_command(ws, s, ws.root / "runs" / "r", python="py"))
+    assert cfg.subjects[0].identifier == "<tuki>" and (cfg.rank, cfg.token_lr, cfg.token_steps, cfg.train.steps) == \
+        (2, 1e-3, 1, 3)
+
+
+@pytest.mark.parametrize("kind,field,value,match", [
+    ("dreambooth", "identifier", "../x", "one new word"), ("dreambooth", "class_word", "a/b", "plain word"),
+    ("dreambooth", "rank", 0, "--rank"), ("dreambooth", "images", "missing", "does not exist"),
+    ("pivotal", "identifier", "tuki", "angle brackets"), ("pivotal", "token_steps", 5, "leaves none")])
+def test_bad_dreambooth_and_pivotal_settings_are_refused(ws, upload, fake_python, kind, field, value, match):
+    from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings
+
+    cls = {"dreambooth": DreamBoothSettings, "pivotal": PivotalSettings}[kind]
+    base = {**vars(cls.defaults()), "identifier": "<tuki>" if kind == "pivotal" else "tuki", "class_word": "broccoli",
+            "images": upload, "steps": 3}
+    runner = JobRunner(ws, python=fake_python)
+    with pytest.raises(InputError, match=match):
+        runner.submit(cls(**{**base, field: value}))
+    assert runner.jobs() == []
+
+
+def test_a_dreambooth_run_that_ends_well_is_done(ws, upload, fake_python, tmp_path):
+    """`train dreambooth` ends with 'trained ...', not 'learned ...': the log still reads as done."""
+    log = tmp_path / "log.txt"
+    log.write_text("train: 100%|###| 3/3\ntrained tuki for 3 steps; LoRA in runs/x/lora\n")
+    assert outcome_from_log(log) == ("done", "trained tuki for 3 steps; LoRA in runs/x/lora")

@@ -175,7 +175,9 @@ def _save_mask(result, out: Path) -> Path:
     mask = Image.fromarray(values).resize(result.images[1].size, Image.NEAREST)
     mask.save(out / "blend-mask.png")
     dimmed = Image.blend(result.images[1].convert("RGB"), Image.new("RGB", mask.size, (40, 40, 60)), 0.7)
-    Image.composite(result.images[1].convert("RGB"), dimmed, mask).save(out / "blend-overlay.png")
+    overlay = Image.composite(result.images[1].convert("RGB"), dimmed, mask)
+    scale = max(1, -(-256 // overlay.width))  # small models' 64 px pictures drawn at least 256 px wide, blocky
+    overlay.resize((overlay.width * scale, overlay.height * scale), Image.NEAREST).save(out / "blend-overlay.png")
     return out / "blend-overlay.png"
 
 

@@ -1,7 +1,8 @@
 """Training jobs: each runs the CLI itself in its own process, one at a time, recorded in the workspace.
 
-Two kinds: textual inversion (`conceptlab train ti`, TrainSettings) and DreamBooth, LoRA or full fine-tune
-(`conceptlab train dreambooth`, DreamBoothSettings); both write the shared loop's run folder.
+Three kinds: textual inversion (`conceptlab train ti`, TrainSettings), DreamBooth, LoRA or full fine-tune
+(`conceptlab train dreambooth`, DreamBoothSettings) and pivotal tuning, a new token with a LoRA (`conceptlab
+train pivotal`, PivotalSettings); all write the shared loop's run folder.
 
 A job is a folder jobs/ID/ with job.json (status, settings, command, pid, times) and log.txt (the process's
 output), and a run folder runs/ID/ (the command's --out: checkpoints/, previews/, the learned files). A crash
@@ -198,9 +199,80 @@ def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, pyth
     return cmd + ["--out", str(run_dir)]
 
 
+@dataclass
+class PivotalSettings:
+    """A pivotal-tuning job: a new token ('<tuki>') trained with a UNet LoRA; defaults are PivotalConfig's."""
+
+    identifier: str  # the new token, in angle brackets
+    class_word: str  # what the subject is; the token starts from its embedding
+    images: str  # an uploads/ folder name
+    rank: int = 4
+    prior_preservation: bool = False
+    class_images: int = 50
+    prior_weight: float = 1.0
+    token_lr: float = 5e-3  # the token's learning rate; `lr` is the LoRA's
+    token_steps: int = 0  # steps that train the token alone before the LoRA joins
+    steps: int = 400
+    lr: float = 1e-4
+    batch_size: int = 1
+    seed: int = 0
+    model: str = ""
+    checkpoint_every: int = 50
+    preview_every: int = 50
+    preview_prompt: str = "a sticker of a {}"  # {} is 'IDENTIFIER CLASS'
+    name: str = ""
+
+    @classmethod
+    def defaults(cls) -> PivotalSettings:
+        from conceptlab.training.pivotal import PivotalConfig
+
+        lib = PivotalConfig()
+        return cls(identifier="", class_word="", images="", rank=lib.rank, prior_preservation=lib.prior_preservation,
+                   class_images=lib.class_images, prior_weight=lib.prior_weight, token_lr=lib.token_lr,
+                   token_steps=lib.token_steps, steps=lib.train.steps, lr=lib.train.lr,
+                   batch_size=lib.train.batch_size, seed=lib.train.seed)
+
+    @property
+    def subject(self) -> str:
+        return f"{self.identifier} {self.class_word}"
+
+
+def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
+    """The checks `conceptlab train pivotal` makes before it loads a model (the library's check_pivotal)."""
+    from conceptlab.training.dreambooth import SubjectConfig
+    from conceptlab.training.loop import TrainConfig
+    from conceptlab.training.pivotal import PivotalConfig, check_pivotal
+
+    check_dreambooth_settings(ws, DreamBoothSettings(**{k: getattr(s, k) for k in DreamBoothSettings.__dataclass_fields__
+                                                          if hasattr(s, k)}))
+    subject = SubjectConfig(s.identifier, str(ws.folder("uploads", s.images, "images")), s.class_word.strip())
+    check_pivotal(PivotalConfig(subjects=[subject], rank=s.rank, class_images=s.class_images,
+                                prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
+                                token_lr=s.token_lr, token_steps=s.token_steps,
+                                train=TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr)))
+
+
+def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: str | None = None) -> list[str]:
+    """The `conceptlab train pivotal` command line of a job."""
+    python = python or sys.executable
+    cmd = [python, "-m", "conceptlab.cli.main", "train", "pivotal",
+           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}",
+           "--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps),
+           "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
+           "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
+    if s.prior_preservation:
+        cmd += ["--prior-preservation", "--class-images", str(s.class_images), "--prior-weight", repr(float(s.prior_weight))]
+    if s.model:
+        cmd += ["--model", s.model]
+    if s.preview_every:
+        cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.subject)]
+    return cmd + ["--out", str(run_dir)]
+
+
 # each kind of job: its settings' class, their check, its command line, the field its run is named after
 KINDS = {"ti": (TrainSettings, check_settings, ti_command, "token"),
-         "dreambooth": (DreamBoothSettings, check_dreambooth_settings, dreambooth_command, "identifier")}
+         "dreambooth": (DreamBoothSettings, check_dreambooth_settings, dreambooth_command, "identifier"),
+         "pivotal": (PivotalSettings, check_pivotal_settings, pivotal_command, "identifier")}
 
 
 def kind_of(settings) -> str:
@@ -344,7 +416,7 @@ class JobRunner:
         self.recover()
 
     # ---------------------------------------------------------------- what the UI calls
-    def submit(self, settings: TrainSettings | DreamBoothSettings) -> Job:
+    def submit(self, settings: TrainSettings | DreamBoothSettings | PivotalSettings) -> Job:
         """Checks the settings, records a queued job and its run folder name; the runner starts it in turn."""
         kind = kind_of(settings)
         _, check, command, named_after = KINDS[kind]

@@ -1,4 +1,5 @@
-"""Train: images in, a textual-inversion or DreamBooth/LoRA job started, cancelled or resumed, its progress live."""
+"""Train: images in, a textual-inversion, DreamBooth/LoRA or pivotal-tuning job started, cancelled or resumed,
+its progress live."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from conceptlab.errors import InputError
 from conceptlab.studio import actions
-from conceptlab.studio.jobs import DreamBoothSettings, TrainSettings
+from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings, TrainSettings
 from conceptlab.studio.progress import loss_rows, read_progress
 from conceptlab.studio.ui import shown, whole
 
@@ -41,6 +42,8 @@ def layout(gr, model: str) -> dict:
                     _ti_layout(gr, w)
                 with gr.Tab("DreamBooth / LoRA", id="dreambooth", elem_id="train-dreambooth-tab"):
                     _dreambooth_layout(gr, w)
+                with gr.Tab("Pivotal tuning", id="pivotal", elem_id="train-pivotal-tab"):
+                    _pivotal_layout(gr, w)
             with gr.Row():
                 w["every"] = gr.Number(label="Checkpoint and preview every", value=d.checkpoint_every, precision=0,
                                        elem_id="train-every", info="steps; resume continues from the last checkpoint")
@@ -105,6 +108,29 @@ def _dreambooth_layout(gr, w: dict) -> None:
     w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
 
 
+def _pivotal_layout(gr, w: dict) -> None:
+    d = PivotalSettings.defaults()
+    gr.Markdown("**2. Pivotal tuning** — a new word for the subject (started from its class word) trained together "
+                "with a LoRA: the word carries the subject, the LoRA its details")
+    with gr.Row():
+        w["pt_identifier"] = gr.Textbox(label="Token", value="<tuki>", elem_id="pt-identifier",
+                                        info="the new word, in angle brackets")
+        w["pt_class"] = gr.Textbox(label="Class", value="broccoli", elem_id="pt-class",
+                                   info="what it is; the token starts from this word")
+        w["pt_rank"] = gr.Number(label="LoRA rank", value=d.rank, precision=0)
+    with gr.Row():
+        w["pt_token_lr"] = gr.Number(label="Token learning rate", value=d.token_lr, info="the LoRA's is below")
+        w["pt_token_steps"] = gr.Number(label="Token-only steps", value=d.token_steps, precision=0,
+                                        info="steps that train the token alone before the LoRA joins")
+        w["pt_prior"] = gr.Checkbox(label="Prior preservation", value=d.prior_preservation,
+                                    info="also trains on 50 class images the model draws")
+    with gr.Row():
+        w["pt_steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="pt-steps")
+        w["pt_lr"] = gr.Number(label="LoRA learning rate", value=d.lr)
+        w["pt_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0)
+    w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
+
+
 def _world_objects() -> list[str]:
     from conceptlab.world.attributes import OBJECTS
 
@@ -166,6 +192,21 @@ def wire(gr, studio: Studio, w: dict) -> None:
                                 "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
                                 "model")]
     w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth")
+
+    @shown
+    def start_pivotal(images, identifier, class_word, rank, token_lr, token_steps, prior, steps, lr, batch, every, seed,
+                      model):
+        every = whole("checkpoint every", every)
+        settings = PivotalSettings(
+            identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
+            rank=whole("LoRA rank", rank), token_lr=float(token_lr), token_steps=whole("token-only steps", token_steps),
+            prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
+            seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every)
+        return _job_list(gr, studio, runner.submit(settings).id)
+
+    pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
+                                "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model")]
+    w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal")
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel")
     w["resume"].click(shown(lambda job: _job_list(gr, studio, runner.resume(_need(job)).id)), [w["job"]], [w["job"]],
@@ -215,6 +256,8 @@ def job_view(studio: Studio, job_id: str | None):
 def _learns(job) -> str:
     """What a job teaches: its token, or its subject ('tuki broccoli') and how."""
     s = job.settings
+    if job.kind == "pivotal":
+        return f"{s.get('identifier', '')} {s.get('class_word', '')} (token + LoRA rank {s.get('rank')})"
     if job.kind == "dreambooth":
         how = f"LoRA rank {s.get('rank')}" if s.get("lora") else "full fine-tune"
         return f"{s.get('identifier', '')} {s.get('class_word', '')} ({how})"
@@ -223,9 +266,12 @@ def _learns(job) -> str:
 
 def _where_it_went(job) -> str:
     s = job.settings
+    subject = html.escape(f"{s.get('identifier', '')} {s.get('class_word', '')}")
+    if job.kind == "pivotal":
+        return (f"The token and its LoRA are in the Concepts tab ({job.run_dir}/...); pick both in Generate "
+                f"(Concepts and LoRAs) and prompt with 'a {subject}'.")
     if job.kind != "dreambooth":
         return "The learned token is in the Concepts tab and can be used in Generate."
-    subject = html.escape(f"{s.get('identifier', '')} {s.get('class_word', '')}")
     if s.get("lora"):
         return (f"The LoRA is in the Concepts tab (runs/{job.id}/lora); pick it under LoRAs in Generate and "
                 f"prompt with 'a {subject}'.")
