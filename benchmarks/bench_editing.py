@@ -1,5 +1,10 @@
 """Prompt-to-Prompt cost: an edit of a 2-prompt batch vs plain generation of the same 2 prompts, and
 negative-prompt inversion vs null-text inversion with the reference settings (10 inner steps per timestep).
+
+Direct Inversion (Ju et al. 2024) on the shipped base model: its reconstruction PSNR against null-text
+inversion's and its time against negative-prompt inversion's, the three run on the same sticker-world renders
+in the same run (its reconstruction is the VAE's round trip by construction; the time is what it costs).
+Null-text inversion dominates the run: about 7 minutes an image at 50 steps on a loaded 2-core CPU.
 """
 
 from __future__ import annotations
@@ -8,9 +13,11 @@ import time
 
 import torch
 
+import numpy as np
+
 from benchmarks.common import Result, interleaved_best
 from conceptlab.editing.edit import edit, shared_latents
-from conceptlab.editing.inversion import invert
+from conceptlab.editing.inversion import invert, reconstruct
 from conceptlab.models.tiny import build_pipeline
 from conceptlab.world import StickerSpec, render
 
@@ -41,8 +48,42 @@ def _case(name, shape, size, steps, repeats) -> list[Result]:
             Result(f"inversion {name}: negative-prompt vs null-text", neg, null, "s", "ratio <= 0.2 (>= 5x faster)")]
 
 
+INVERSIONS = ("null-text", "negative-prompt", "direct")
+
+
+def _inversions(n_images: int, steps: int) -> list[Result]:
+    """Each method on the same renders (seeds 9000+, as the edit proof's real-image set), reconstruction PSNR and
+    inversion seconds per image; the methods take turns on each image, each image in a rotated order, so machine
+    load hits them alike."""
+    from conceptlab.evaluation.metrics import psnr
+    from conceptlab.models.loading import load_pipeline
+    from conceptlab.world import sample_spec
+
+    pipe = load_pipeline(None)  # the shipped base model
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    rows = {m: {"psnr": [], "seconds": []} for m in INVERSIONS}
+    invert(pipe, render(sample_spec(8999), size).image, "a sticker", "negative-prompt", 2)  # warm-up, not timed
+    for k in range(n_images):
+        r = render(sample_spec(9000 + k), size)
+        for method in INVERSIONS[k % 3:] + INVERSIONS[: k % 3]:
+            inv = invert(pipe, r.image, r.caption, method, steps, inner_steps=10)
+            rows[method]["psnr"].append(psnr(r.image, reconstruct(pipe, inv)))
+            rows[method]["seconds"].append(inv.seconds)
+    torch.set_grad_enabled(True)
+    mean = {m: {k: float(np.mean(v)) for k, v in rows[m].items()} for m in INVERSIONS}
+    spread = {m: {k: float(np.std(v)) for k, v in rows[m].items()} for m in INVERSIONS}
+    for m in INVERSIONS:
+        print(f"  {m:<16} PSNR {mean[m]['psnr']:6.2f} +- {spread[m]['psnr']:4.2f} dB   "
+              f"{mean[m]['seconds']:6.2f} +- {spread[m]['seconds']:4.2f} s/image   ({n_images} images, {steps} steps)")
+    detail = {"images": n_images, "steps": steps, "per_image": rows, "mean": mean, "std": spread}
+    return [Result("inversion base: direct vs null-text, PSNR", mean["direct"]["psnr"], mean["null-text"]["psnr"],
+                   "dB", "ours >= reference - 1 dB", detail),
+            Result("inversion base: direct vs negative-prompt, time", mean["direct"]["seconds"],
+                   mean["negative-prompt"]["seconds"], "s", "ratio <= 1.1", detail)]
+
+
 def run(quick: bool = False) -> list[Result]:
     out = []
     for name, (shape, size, steps, repeats) in CASES.items():
         out += _case(name, shape, size, 3 if quick else steps, 1 if quick else repeats)
-    return out
+    return out + _inversions(1 if quick else 4, 5 if quick else 50)  # 50 steps, as Ju et al. and Mokady et al.
