@@ -95,3 +95,27 @@ def test_missing_tracker_packages_are_refused_in_one_line_naming_the_flag(monkey
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--report-to" in err and "pip install tensorboard" in err
     assert not (tmp_path / "o" / "checkpoints").exists()  # refused before any training
+
+
+def test_a_resumed_run_hides_the_events_logged_after_its_checkpoint(tiny_pipe, concept_dirs, tmp_path):
+    """A run stopped past its last checkpoint logged steps that the resumed run logs again: TensorBoard's
+    purge_step hides the stale ones, as metrics.jsonl drops their rows."""
+    import copy
+    import shutil
+
+    from conceptlab.training.loop import Trainer
+    from conceptlab.training.textual_inversion import ConceptConfig, TextualInversion, TextualInversionConfig
+
+    def run(resume: bool):
+        cfg = TextualInversionConfig(concepts=[ConceptConfig("<v>", str(concept_dirs / "emoji"), init="emoji")],
+                                     train=TrainConfig(steps=4, batch_size=1, checkpoint_every=2,
+                                                       report_to="tensorboard"))
+        Trainer(TextualInversion(copy.deepcopy(tiny_pipe), cfg), cfg.train, tmp_path, progress=False).train(resume=resume)
+
+    run(False)
+    first = _scalars(tmp_path / "logs")["loss"]
+    shutil.rmtree(tmp_path / "checkpoints" / "step-000004")  # as if killed between steps 2 and 4's checkpoint
+    run(True)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert _scalars(tmp_path / "logs")["loss"] == [(r["step"], float(np.float32(r["loss"]))) for r in rows] == first
