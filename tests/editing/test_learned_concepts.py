@@ -120,3 +120,12 @@ def test_cli_edits_an_inverted_image_with_a_learned_token_and_a_lora(tiny_dir, t
         round_trip = pipe.image_processor.postprocess(pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample)[0]
     report = json.loads((tmp_path / "i" / "inversion.json").read_text())
     assert report["method"] == "direct" and abs(report["psnr_db"] - psnr(Image.open(picture), round_trip)) < 0.05
+
+
+def test_a_token_that_was_not_loaded_is_refused_with_the_fix(pipes):
+    from conceptlab.errors import InputError
+
+    with pytest.raises(InputError, match=r"--to.*<bnh> is not a token this model has learned.*--concepts"):
+        edit(pipes[0], SOURCE, "a <bnh> monster on a beach", steps=2)
+    with pytest.raises(InputError, match="--prompt"):
+        edit(pipes[0], "a <bnh> monster", TARGET, steps=2)

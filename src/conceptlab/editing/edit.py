@@ -82,6 +82,19 @@ def check_edit(cfg: EditConfig) -> None:
         raise InputError("--cross-steps", cfg.cross_steps, "must be within [0, 1]", "Use a fraction such as 0.8")
 
 
+def check_learned_tokens(pipe, cfg: EditConfig) -> None:
+    """Raises InputError for a '<token>' the pipeline has not learned (its embedding was not loaded), which the
+    tokenizer would otherwise spell out letter by letter."""
+    import re
+
+    vocab = pipe.tokenizer.get_vocab()
+    for argument, prompt in [("--prompt", cfg.source)] + [("--to", t) for t in cfg.targets]:
+        for token in re.findall(r"<[^<>\s]+>", prompt):
+            if token not in vocab:
+                raise InputError(argument, prompt, f"{token} is not a token this model has learned",
+                                 "Pass its embedding with --concepts (a file or a `train ti` folder)")
+
+
 def choose_mode(cfg: EditConfig) -> str:
     """'replace' when every target swaps words one for one with the source, else 'refine'."""
     if cfg.mode != "auto":
@@ -166,6 +179,7 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
             settings["guidance"] = inversion.guidance
     cfg = EditConfig(source=source, targets=[targets] if isinstance(targets, str) else list(targets), **settings)
     check_edit(cfg)
+    check_learned_tokens(pipe, cfg)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = cfg.height or size, cfg.width or size
     n = 1 + len(cfg.targets)
