@@ -53,6 +53,9 @@ SETTINGS = [
       objects={**MASK, "blend_threshold": 0.6}),
     S("direct-mask-start-0.1", method="direct", faces={**MASK, "blend_start": 0.1}, objects={**MASK, "blend_start": 0.1}),
     S("direct-mask-start-0.5", method="direct", faces={**MASK, "blend_start": 0.5}, objects={**MASK, "blend_start": 0.5}),
+    S("direct-mask-g3", method="direct", guidance=3.0, faces=MASK),
+    S("direct-mask-0.6-start-0.1-g3", method="direct", guidance=3.0, faces={**MASK, "blend_threshold": 0.6, "blend_start": 0.1},
+      objects={**MASK, "blend_threshold": 0.6, "blend_start": 0.1}),
     S("direct-kv-0.5", method="direct", structure={"mutual_steps": 0.5}),
     S("direct-kv-0.5-mask", method="direct", faces=MASK, structure={"mutual_steps": 0.5}),
 ]
@@ -135,7 +138,7 @@ def _record(phase: str, name: str, result: dict, pictures: int, date: str, commi
     return {"id": f"{phase}-{name}", "date": date, "commit": commit, "model": "v9",
             "seeds": f"offworld set seed 0, the {phase} split", "samples": f"{m['n']} pictures "
             f"({kinds['face']['n']} faces, {kinds['object']['n']} objects), one edit each",
-            "command": f"python scripts/offworld_edit_proof.py OUT --phase {phase}", "settings": {
+            "command": f"python scripts/offworld_edit_proof.py OUT --phase {phase.split('-')[0]}", "settings": {
                 **{k: v for k, v in result["setting"].items() if v not in ({}, None)}, "pictures": m["n"]},
             "metrics": {"judged": pct(m["judged"]), "judged_by_kind": [pct(kinds["face"]["judged"]),
                                                                        pct(kinds["object"]["judged"])],
@@ -157,7 +160,9 @@ def write_record(out: Path) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     old = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     records, tables = [], []
-    for phase in ("choose", "report"):
+    titles = {"choose-a": "Choosing settings, first pass (the first pictures of the choosing quarter)",
+              "choose": "Choosing settings (the choosing quarter)", "report": "Reported (the other three quarters)"}
+    for phase, title in titles.items():  # choose-a: an earlier pass kept beside the full one (copy it by hand)
         path = out / f"offworld-{phase}.json"
         if not path.exists():
             continue
@@ -166,7 +171,6 @@ def write_record(out: Path) -> None:
         for name, result in data["results"].items():
             records.append(_record(phase, name, result, len(data["pictures"]), date, commit))
             ids.append(records[-1]["id"])
-        title = "Choosing settings (a quarter of the set)" if phase == "choose" else "Reported (the other three quarters)"
         kept = next((t for t in old.get("tables", []) if t["title"] == title), {})
         tables.append({"title": title, "intro": kept.get("intro", ""), "notes": kept.get("notes", ""), "rows": ids,
                        "columns": [dict(header=c[0], value=c[1], **({"format": c[2]} if len(c) > 2 else {}))
@@ -178,6 +182,35 @@ def write_record(out: Path) -> None:
                                   "intro": old.get("intro", ""), "tables": tables, "sections": old.get("sections", []),
                                   "records": records}, indent=1) + "\n")
     print(f"wrote {RECORD}")
+    compare = out / "offworld-report-compare.png"
+    if compare.exists():
+        choose = out / "offworld-choose.json"
+        best = json.loads(choose.read_text()).get("best") if choose.exists() else None
+        write_figure(compare, json.loads((out / "offworld-report.json").read_text()), best)
+
+
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "images" / "offworld-edits.png"
+
+
+def write_figure(compare: Path, report: dict, chosen: str | None = None, rows: int = 4) -> None:
+    """docs/images/offworld-edits.png: per picture, the picture, the first reported setting's edit (the README's),
+    then the chosen setting's reconstruction and edit, cut from the report's side-by-side grid (cells of 128 px,
+    2 px apart; columns: the picture, then each setting's reconstruction and edit)."""
+    from PIL import Image
+
+    from conceptlab.imaging import make_grid
+
+    sheet, names = Image.open(compare).convert("RGB"), list(report["results"])
+    cell = lambda r, c: sheet.crop((2 + c * 130, 2 + r * 130, 130 + c * 130, 130 + r * 130))  # noqa: E731
+    chosen = chosen if chosen in names else names[-1]
+    last = 1 + 2 * names.index(chosen)  # the chosen setting's reconstruction column
+    images, labels = [], []
+    for r in range(rows):
+        images += [cell(r, 0), cell(r, 2), cell(r, last), cell(r, last + 1)]
+        labels += ["picture", "README: edit", "chosen: redrawn", "chosen: edit"]
+    grid = make_grid(images, cols=4, labels=labels)
+    grid.quantize(256, method=Image.Quantize.MEDIANCUT).save(FIGURE, optimize=True)
+    print(f"wrote {FIGURE} ({FIGURE.stat().st_size // 1024} KB)")
 
 
 if __name__ == "__main__":
