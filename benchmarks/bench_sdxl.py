@@ -86,12 +86,27 @@ def timed(fns: dict, steps: int, into: dict) -> None:
             into[k].append((t1[0] - t0[0], t1[1] - t0[1]))
 
 
+def _trim() -> None:
+    """Hands the heap memory freed so far back to the OS (glibc's malloc_trim), so that an RSS rise counts what
+    a loop allocates, not less for reusing what an earlier one (or building the model) freed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the rise may then be low
+        pass
+
+
 def memory(fns: dict) -> tuple[dict, float, dict]:
     """Per loop, the MB its first two steps add at peak over what the process held before them (its one-off
     optimizer state included) and the second step's (wall, CPU) seconds, a timing sample like any other; and the
     resident MB before the first loop ran (the model)."""
+    _trim()
     held, rise, times = psutil.Process().memory_info().rss / 2**20, {}, {}
     for k, fn in fns.items():
+        _trim()
         with PeakRSS() as mem:
             fn()
             t0 = _clock()
@@ -181,7 +196,8 @@ def add_reference_token(pipe, token: str, init: str) -> None:
     Added before ours, whose splice hooks sit on the embedding modules the last resize leaves."""
     for tok, te in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
         tok.add_tokens([token])
-        te.resize_token_embeddings(len(tok), mean_resizing=False)
+        if len(tok) > te.get_input_embeddings().num_embeddings:  # never shrink: SDXL-shaped encoders hold 49408 rows
+            te.resize_token_embeddings(len(tok), mean_resizing=False)
         ids = tok(init, add_special_tokens=False).input_ids
         with torch.no_grad():
             weight = te.get_input_embeddings().weight

@@ -25,6 +25,16 @@ def test_reference_ti_restores_every_other_row_and_trains_its_own(tmp_path):
         assert not w.requires_grad  # ours and the floor do not pay for the matrix's gradient
 
 
+def test_reference_token_keeps_a_larger_vocabulary():
+    """The SDXL-shaped encoders hold SDXL's 49408 rows, more than the sticker tokenizer's ids: the reference's
+    optimizer must see the whole matrix, as the script's does."""
+    pipe = build_sdxl_pipeline(shape="tiny")
+    for te in (pipe.text_encoder, pipe.text_encoder_2):
+        te.resize_token_embeddings(5000, mean_resizing=False)
+    bench_sdxl.add_reference_token(pipe, "<ref>", "broccoli")
+    assert [te.get_input_embeddings().num_embeddings for te in (pipe.text_encoder, pipe.text_encoder_2)] == [5000] * 2
+
+
 def test_tiny_run_gives_every_row_and_matching_loss_curves():
     results = bench_sdxl.run(quick=True, size=32, shape="tiny", fresh_process=False)
     names = [r.name for r in results]
