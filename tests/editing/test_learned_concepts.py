@@ -129,3 +129,22 @@ def test_a_token_that_was_not_loaded_is_refused_with_the_fix(pipes):
         edit(pipes[0], SOURCE, "a <bnh> monster on a beach", steps=2)
     with pytest.raises(InputError, match="--prompt"):
         edit(pipes[0], "a <bnh> monster", TARGET, steps=2)
+
+
+def test_on_sdxl_the_token_learned_in_both_encoders_reaches_the_target_only_even_reweighted():
+    """Both encoders' vectors (clip_l 32, clip_g 48 wide), a direct inversion, and the token re-weighted
+    (its text states scaled in each encoder): identical sources, different targets."""
+    from conceptlab.models.tiny import build_sdxl_pipeline
+
+    image = render(StickerSpec(object="monster", background="beach", seed=3), 32).image
+    results = []
+    for seed in (1, 2):
+        pipe = build_sdxl_pipeline()
+        g = torch.Generator().manual_seed(seed)
+        load_concepts(pipe, [Embedding("<tuki>", torch.randn(2, 32, generator=g),
+                                       extra={"clip_g": torch.randn(2, 48, generator=g)})])
+        inv = invert(pipe, image, SOURCE, "direct", steps=3, guidance=3.0)
+        results.append(edit(pipe, SOURCE, TARGET, inversion=inv, reweight={"<tuki>": 1.5}))
+    (src_a, tgt_a), (src_b, tgt_b) = ([_arr(im) for im in r.images] for r in results)
+    assert all(r.mode == "refine" for r in results)
+    assert np.array_equal(src_a, src_b) and np.abs(tgt_a - tgt_b).max() > 1
