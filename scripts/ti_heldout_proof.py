@@ -12,6 +12,8 @@ each image's own caption with the concept's words replaced by the token) and by 
 diffusers' examples/textual_inversion/textual_inversion.py works (benchmarks.bench_textual_inversion's
 ReferenceTI: VAE at every step, templates, the whole embedding matrix in AdamW, its default learning rate
 scaled by the batch), and judged with the plain words on the same seeds: 16 prompts x --per-prompt images.
+--loops pivotal adds pivotal tuning (the token with a rank-4 UNet LoRA, conceptlab.training.pivotal) on the same
+captions, judged with the token and its class word ('<tuki> monster').
 Choose settings on one seed range (--first-seed 1000) and report on another (2000).
 """
 
@@ -60,6 +62,19 @@ def train_reference(pipe, cfg: H.HeldOutConfig, token: str, init: str, template:
     return time.perf_counter() - t0
 
 
+def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class_word: str, folder: Path,
+                       out: Path) -> float:
+    """Pivotal tuning (the token and a UNet LoRA, rank 4), on each image's caption with `words` replaced by
+    'TOKEN CLASS'; no prior preservation. Returns seconds."""
+    from conceptlab.training.dreambooth import SubjectConfig
+    from conceptlab.training.pivotal import PivotalConfig, train_pivotal
+
+    pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
+                       token_lr=cfg.lr, train=TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
+                                                          lr=cfg.lora_lr, seed=cfg.seed))
+    return train_pivotal(pc, out, pipe=pipe)[1].seconds
+
+
 def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
     """The plain words, then each loop on a fresh base model, judged on the same prompts and seeds."""
     data = work / f"{concept}-data"
@@ -76,11 +91,16 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
     print(f"{concept} plain word: {result['plain_word']}", flush=True)
     for loop in cfg.loops:
         pipe = load_pipeline(cfg.model)
+        noun = token
         if loop == "ours":
             secs = train_ours(pipe, cfg, token, init, words, data, work / f"{concept}-ours")
+        elif loop == "pivotal":  # prompts name the token with its class word, as it was trained
+            class_word = "art" if concept == "style" else "monster"
+            secs = train_pivotal_loop(pipe, cfg, token, words, class_word, data, work / f"{concept}-pivotal")
+            noun = f"{token} {class_word}"
         else:
             secs = train_reference(pipe, cfg, token, init, "style" if concept == "style" else "object", data)
-        rows, images = judged(token)
+        rows, images = judged(noun)
         result["loops"][loop] = {**H.shares(rows, groups), "images": len(rows), "train_seconds": round(secs, 1)}
         H.save_grid(images, cfg.per_prompt, work / f"{concept}-{loop}.png")
         print(f"{concept} {loop}: {result['loops'][loop]}", flush=True)
@@ -103,7 +123,7 @@ def main() -> None:
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
     p.add_argument("--concepts", nargs="+", default=["style", "monster"], choices=["style", "monster"])
-    p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference"])
+    p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, images=a.images, per_prompt=a.per_prompt,
                           first_seed=a.first_seed, concepts=tuple(a.concepts), loops=tuple(a.loops))

@@ -33,6 +33,7 @@ class HeldOutConfig:
     steps: int = 400
     batch_size: int = 4
     lr: float = 5e-3  # ours (conceptlab's default for textual inversion)
+    lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
     per_prompt: int = 25  # 16 prompts x 25 = 400 judged images per token
