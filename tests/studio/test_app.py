@@ -158,6 +158,8 @@ def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tin
     assert all(s.width > 4 * s.height for s in sheets)  # the image, then one map a word
 
 
+@pytest.mark.slow  # a training process: 25 s on two idle cores, a minute under load (the command is checked fast
+# in test_jobs.py by parsing it with the CLI's own parser)
 def test_dreambooth_lora_job_to_completion_then_its_lora_in_the_library(served, tiny_dir, concept_dirs):
     """A 3-step DreamBooth-LoRA job through the CLI: progress and preview shown, the LoRA listed, loadable by
     diffusers' own loader, and usable in Generate."""
@@ -247,3 +249,34 @@ def test_pivotal_job_to_completion_then_its_token_and_lora_in_the_library(served
     gallery, _ = generate(client, "a sticker of a <piv> broccoli", tiny_dir, n=1, concepts=[f"runs/{job}/piv"],
                           loras=[f"runs/{job}/lora"])
     assert len(gallery) == 1
+
+
+def test_evaluate_with_a_trained_classifier_is_classify_eval(served, tmp_path):
+    """The classifier path gives what `recognizability` (classify eval's library call) gives on the same files."""
+    from conceptlab.evaluation.classifier import Classifier, ClassifierConfig, recognizability, train_classifier
+    from conceptlab.evaluation.datasets import read_labelled_folder
+    from conceptlab.world.export import export_images
+
+    studio, client, _ = served
+    train = tmp_path / "train"
+    export_images(train, 16, seed=0, size=32, only={"colour": {"red", "blue"}, "background": {"plain"}})
+    cfg = ClassifierConfig(label="colour", arch="resnet-tiny", epochs=2, image_size=32, batch_size=8)
+    train_classifier(read_labelled_folder(train, "colour"), cfg, tmp_path / "clf", progress=False)
+    scored = studio.ws.root / "uploads" / "colours"
+    export_images(scored, 6, seed=100, size=32, only={"colour": {"red", "blue"}, "background": {"plain"}})
+    summary, table, confusion, report, per_image = client.predict("uploads/colours", "classifier",
+                                                                  str(tmp_path / "clf"), "", api_name="/evaluate")
+    files = sorted(scored.glob("*.png"))
+    expected = recognizability(Classifier(tmp_path / "clf"), files, [m for m in _labels(scored, files)])
+    got = {row[0]: row for row in table["data"]}
+    assert set(got) == {"blue", "red"} and len(confusion) == 1 and report.endswith("index.html")
+    assert [r[2] for r in per_image["data"]] == [f["predicted"] for f in expected["files"]]
+    with pytest.raises(AppError, match=r"expect='shape=round': is not colour=VALUE"):
+        client.predict("uploads/colours", "classifier", str(tmp_path / "clf"), "shape=round", api_name="/evaluate")
+
+
+def _labels(folder, files):
+    from conceptlab.world.export import read_metadata
+
+    by_name = {m["file_name"]: m["colour"] for m in read_metadata(folder)}
+    return [by_name[f.name] for f in files]
