@@ -181,7 +181,8 @@ def _train(kind: str, pipe, root: Path) -> None:
     train = TrainConfig(steps=1, batch_size=1, lr=1e-3, preview_every=1, preview_prompts=["a <t> star"],
                         preview_steps=2)
     if kind == "ti":
-        cfg = TextualInversionConfig(concepts=[ConceptConfig("<t>", _concept(root), init="broccoli")], train=train)
+        concepts = [ConceptConfig("<t>", _concept(root), init="broccoli"), ConceptConfig("<u>", _concept(root))]
+        cfg = TextualInversionConfig(concepts=concepts, train=train)  # <u>: no init word, random start vectors
         _, result = train_textual_inversion(cfg, root / kind, pipe=pipe)
     else:
         full = kind == "full"  # the full fine-tune also trains the text encoders, with prior preservation

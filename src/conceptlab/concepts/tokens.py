@@ -53,8 +53,8 @@ def init_vectors(tokenizer, text_encoder, init: str | Embedding | None, num_vect
                              f"Set vectors={init.num_vectors} or drop init")
         return init.vectors.clone()
     if init is None:
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(num_vectors, weight.shape[1], generator=g) * weight.detach().std()
+        g = torch.Generator().manual_seed(0)  # drawn on the CPU (the same vectors on every device), then moved
+        return torch.randn(num_vectors, weight.shape[1], generator=g).to(weight.device) * weight.detach().float().std()
     ids = tokenizer(init, add_special_tokens=False).input_ids
     if not ids:
         raise InputError("init", init, "tokenizes to nothing", "Use a word such as init=broccoli")
