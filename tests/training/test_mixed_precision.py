@@ -97,3 +97,18 @@ def test_fp16_keeps_its_grad_scaler_in_checkpoints(tiny_pipe, concept_dirs, tmp_
 def test_unknown_mixed_precision_is_refused_naming_the_choices():
     with pytest.raises(InputError, match=r"--mixed-precision.*'no', 'fp16', 'bf16'"):
         TrainConfig(mixed_precision="fp8").check()
+
+
+@pytest.mark.parametrize("precision", ["no", "fp16"])
+def test_full_fine_tune_of_a_float16_model_trains_a_float32_unet_and_still_previews(precision, tiny_pipe, concept_dirs,
+                                                                                     tmp_path):
+    """The UNet trains in float32 (as diffusers' train_dreambooth requires) beside the float16 text encoder and VAE;
+    the preview renders with that mixed pipeline under autocast to float16 (without it: a dtype mismatch)."""
+    from conceptlab.training.dreambooth import train_dreambooth
+
+    cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"), "broccoli")], lora=False,
+                           train=TrainConfig(steps=1, batch_size=1, mixed_precision=precision, preview_every=1,
+                                             preview_prompts=["a tuki broccoli"], preview_steps=2))
+    pipe, result = train_dreambooth(cfg, tmp_path, pipe=copy.deepcopy(tiny_pipe).to(dtype=torch.float16))
+    assert result.steps == 1 and (tmp_path / "previews" / "step-000001.png").is_file()
+    assert pipe.unet.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float16

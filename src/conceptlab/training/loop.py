@@ -417,10 +417,14 @@ class Trainer:
     def _setup_precision(self) -> None:
         """Trainable weights in float32 (diffusers' cast_training_params), whatever the frozen model's dtype; the
         autocast dtype; for fp16 a GradScaler (accelerate's on an accelerator, torch's CPU one on the CPU)."""
+        low = {p.dtype for p in self.params if p.is_floating_point() and p.dtype != torch.float32}
         for p in self.params:  # the same Parameter objects: the method's modules and state dicts see the change
-            if p.is_floating_point() and p.dtype != torch.float32:
+            if p.dtype in low:
                 p.data = p.data.float()
         self.autocast_dtype = AUTOCAST[self.cfg.mixed_precision]
+        # previews and hooks render with the pipeline, whose fine-tuned parts are now float32 beside frozen float16
+        # ones (a full fine-tune): they run under autocast to the model's dtype; otherwise as they always did
+        self.render_dtype = next(iter(sorted(low, key=str)), None)
         self.scaler = None
         if self.cfg.mixed_precision != "fp16":
             return
@@ -434,10 +438,9 @@ class Trainer:
 
             self.scaler = get_grad_scaler(self.acc.distributed_type)
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.acc.device.type, dtype=self.autocast_dtype)
+    def _autocast(self, dtype: torch.dtype | None = None):
+        dtype = dtype or self.autocast_dtype
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.acc.device.type, dtype=dtype)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -668,15 +671,17 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         self.losses.append(loss)
-        for hook in self.hooks:
-            hook(self)
+        with self._autocast(self.render_dtype):
+            for hook in self.hooks:
+                hook(self)
 
     def _preview(self) -> None:
         if not (self.cfg.preview_prompts and self.acc.is_main_process):
             return
         from conceptlab.imaging import make_grid
 
-        images = self.method.preview(self.cfg.preview_prompts, self.cfg.preview_seed, self.cfg.preview_steps)
+        with self._autocast(self.render_dtype):
+            images = self.method.preview(self.cfg.preview_prompts, self.cfg.preview_seed, self.cfg.preview_steps)
         folder = self.out / "previews"
         folder.mkdir(parents=True, exist_ok=True)
         make_grid(images, cols=len(images), scale=2).save(folder / f"step-{self.step:06d}.png")
