@@ -329,14 +329,17 @@ def _in_fresh_process(fn, *args) -> list[Result]:
         return pool.submit(fn, *args).result()
 
 
-def run(quick: bool = False, size: int = SIZE, shape: str = "sdxl", fresh_process: bool = True) -> list[Result]:
+def run(quick: bool = False, size: int = SIZE, shape: str = "sdxl", fresh_process: bool = True,
+        cases: tuple[str, ...] = ("ti", "lora")) -> list[Result]:
     """`shape` "tiny" runs the same loops on the tiny SDXL pipeline (the harness's test)."""
     with tempfile.TemporaryDirectory() as tmp:
         concept, subject = Path(tmp) / "concept", Path(tmp) / "subject"
         export_images(concept, 4, seed=0, size=64, only={"object": {"broccoli"}})
         export_images(subject, 4, seed=0, size=64, only={"object": {"monster"}, "individual": {"tuki"}})
         out = []
-        for case, folder in ((ti_case, concept), (lora_case, subject)):
+        for name, case, folder in (("ti", ti_case, concept), ("lora", lora_case, subject)):
+            if name not in cases:
+                continue
             args = (shape, size, 1, 0 if quick else STEPS, folder)
             out += _in_fresh_process(case, *args) if fresh_process else case(*args)
         return out
