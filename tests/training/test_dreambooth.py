@@ -221,3 +221,23 @@ def test_a_fingerprint_handed_in_is_the_one_the_manifest_checks(tmp_path):
     assert prepare_class_images(pipe, "a monster", 1, tmp_path, "tiny", steps=2)  # the same weights: reused
     with pytest.raises(InputError, match="other settings"):
         prepare_class_images(pipe, "a monster", 1, tmp_path, "tiny", steps=2, fingerprint="another model")
+
+
+def test_the_starting_lora_comes_from_the_run_seed_and_leaves_the_global_generator_alone(concept_dirs):
+    def lora_a(pipe, seed: int) -> dict:
+        cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster")], lora=True,
+                               train_text_encoder=True, train=TrainConfig(steps=1, seed=seed))
+        method = DreamBooth(pipe, cfg)
+        return {k: v.detach().clone() for k, v in method._named_trainable().items() if "lora_A" in k}
+
+    pipes = [build_pipeline("tiny") for _ in range(3)]
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = lora_a(pipes[0], 5)
+    assert torch.equal(torch.rand(3), before), "building the LoRA moved the caller's global generator"
+    torch.manual_seed(999)  # a different global state must not matter
+    again, other = lora_a(pipes[1], 5), lora_a(pipes[2], 6)
+    assert first and any(k.startswith("text_encoder") for k in first), "the text encoder's LoRA is seeded too"
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not any(torch.equal(first[k], other[k]) for k in first)

@@ -323,12 +323,16 @@ class DreamBooth:
         unet, fam = self.pipe.unet, self.family
         encoders = [te for _, te in self.text_encoders] if self.cfg.train_text_encoder else []
         if self.cfg.lora:
-            unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
-                                        target_modules=list(fam.lora_unet_targets)))
-            for te in encoders:  # peft's own injection: transformers' add_adapter asks for a newer peft
-                inject_adapter_in_model(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank,
-                                                   init_lora_weights="gaussian",
-                                                   target_modules=list(fam.lora_text_targets)), te)
+            # peft draws the A matrices from torch's global generator (on the CPU, before moving them): seed it
+            # from the run's seed, so a seed gives one starting LoRA, without touching the caller's random state
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.train.seed)
+                unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
+                                            target_modules=list(fam.lora_unet_targets)))
+                for te in encoders:  # peft's own injection: transformers' add_adapter asks for a newer peft
+                    inject_adapter_in_model(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank,
+                                                       init_lora_weights="gaussian",
+                                                       target_modules=list(fam.lora_text_targets)), te)
         else:
             for module in (unet, *encoders):
                 module.requires_grad_(True)
