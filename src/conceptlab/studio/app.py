@@ -85,6 +85,7 @@ def build_app(studio: Studio):
         app.load(shown(lambda: _choices(gr, studio)), None,
                  [g["concepts"], g["loras"], e["concepts"], c["pick"], c["first"], c["second"], t["images"],
                   v["folder"]], api_name="lists", queue=False)
+        app.load(**t["ticking"])  # the Train tab's refresh timer runs while a job is queued or running
     return app
 
 

@@ -59,7 +59,9 @@ def layout(gr, model: str) -> dict:
         w["preview"] = gr.Image(label="Latest preview", type="filepath", height=240, elem_id="train-preview")
     w["log"] = gr.Textbox(label="Log", lines=8, max_lines=12, autoscroll=True)
     w["jobs"] = gr.Dataframe(label="Jobs", interactive=False)
-    w["timer"] = gr.Timer(REFRESH_SECONDS)
+    # ticks only while a job is queued or running (keep_ticking): an idle page, and a page while it loads, do
+    # no refresh work (a ticking timer slowed the first load; see benchmarks/bench_studio.py)
+    w["timer"] = gr.Timer(REFRESH_SECONDS, active=False)
     return w
 
 
@@ -139,6 +141,8 @@ def _world_objects() -> list[str]:
 
 def wire(gr, studio: Studio, w: dict) -> None:
     ws, runner = studio.ws, studio.runner
+    ticking = {"fn": lambda status: keep_ticking(gr, studio, status), "inputs": [w["status"]], "outputs": [w["timer"]],
+               "api_name": False, "queue": False, "show_progress": "hidden"}
 
     def images_list(selected):
         names = ws.image_folders()
@@ -173,7 +177,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
         return _job_list(gr, studio, job.id)
 
     inputs = [w[k] for k in ("images", "token", "init", "steps", "lr", "batch", "every", "seed", "model")]
-    w["start"].click(start, inputs, [w["job"]], api_name="train_start")
+    w["start"].click(start, inputs, [w["job"]], api_name="train_start").then(**ticking)
 
     @shown
     def start_dreambooth(images, identifier, class_word, lora, rank, text_encoder, prior, class_images, prior_weight,
@@ -191,7 +195,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
     db_inputs = [w[k] for k in ("images", "db_identifier", "db_class", "db_lora", "db_rank", "db_text", "db_prior",
                                 "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
                                 "model")]
-    w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth")
+    w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth").then(**ticking)
 
     @shown
     def start_pivotal(images, identifier, class_word, rank, token_lr, token_steps, prior, steps, lr, batch, every, seed,
@@ -206,16 +210,26 @@ def wire(gr, studio: Studio, w: dict) -> None:
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model")]
-    w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal")
+    w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
-                      api_name="train_cancel")
+                      api_name="train_cancel").then(**ticking)
     w["resume"].click(shown(lambda job: _job_list(gr, studio, runner.resume(_need(job)).id)), [w["job"]], [w["job"]],
-                      api_name="train_resume")
+                      api_name="train_resume").then(**ticking)
     outputs = [w["status"], w["plot"], w["preview"], w["log"], w["jobs"]]
     refresh = shown(lambda job: job_view(studio, job))
     w["timer"].tick(refresh, [w["job"]], outputs, api_name="job_status", concurrency_limit=None,
-                    show_progress="hidden")
-    w["job"].change(refresh, [w["job"]], outputs, api_name=False, concurrency_limit=None, show_progress="hidden")
+                    show_progress="hidden").then(**ticking)
+    w["job"].change(refresh, [w["job"]], outputs, api_name=False, concurrency_limit=None,
+                    show_progress="hidden").then(**ticking)
+    w["ticking"] = ticking  # the page's load event starts the timer when a job already runs
+
+
+def keep_ticking(gr, studio: Studio, status: str | None):
+    """The timer's next state: on while a job is queued or running, or while the status shown still says so
+    (one more tick shows how it ended)."""
+    busy = any(j.status in ("queued", "running") for j in studio.runner.jobs())
+    shown_busy = any(f": {state}" in (status or "") for state in ("queued", "running"))
+    return gr.Timer(active=busy or shown_busy)
 
 
 def _need(job: str | None) -> str:
