@@ -45,7 +45,7 @@ from conceptlab.training.loop import make_optimizer
 from conceptlab.training.textual_inversion import ConceptConfig, TextualInversion, TextualInversionConfig
 from conceptlab.world.export import export_images
 
-SIZE = 256  # px: SDXL's native 1024 needs more memory and time than a small CPU machine has
+SIZE = 128  # px: SDXL's native 1024 needs more memory and time than a small CPU machine has
 STEPS = 2  # timed steps of each loop after the memory step (also timed): medians of 3 are reported
 TI_LR, LORA_LR, WEIGHT_DECAY = 5e-3, 1e-4, 1e-2
 
