@@ -18,6 +18,8 @@ SDXL_MEMORY_GB = 20  # the SDXL-shaped benchmark holds about 14.5 GB at 128 px (
 def _run_sdxl(choice: str) -> bool:
     """--sdxl auto: only when this machine has the memory free for it, saying so when it skips."""
     if choice != "auto":
+        if choice == "off":
+            print("bench_sdxl skipped (--sdxl off)")
         return choice == "on"
     import psutil
 
@@ -38,7 +40,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench-output/results.json")
     args = parser.parse_args()
     if args.sdxl_size < 64 or args.sdxl_size % 8:
-        parser.error(f"--sdxl-size {args.sdxl_size}: must be a multiple of 8 and at least 64, e.g. 256")
+        parser.error(f"--sdxl-size {args.sdxl_size}: must be a multiple of 8 and at least 64, e.g. 128")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     names = [n for n in (args.only or BENCHMARKS) if n != "bench_sdxl" or _run_sdxl(args.sdxl)]
     rows = []
