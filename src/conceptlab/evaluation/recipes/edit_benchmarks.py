@@ -69,6 +69,25 @@ def swap_benchmark(pipe, judge, n: int, out: Path, blend: str = "difference") ->
     return {"summary": summarize_swaps(rows, ("object", "held_item")), "rows": rows}
 
 
+def real_swap_cases(n: int, size: int) -> list:
+    """(kind, source, target, old word, new word, render) of the real swaps' first `n` cases: swap_cases of
+    random.Random(3), case k's sticker rendered at `size` px from seed 7000 + k (its .image and .bbox)."""
+    from conceptlab.world import StickerSpec, render
+
+    return [(head, src, tgt, a, b, render(StickerSpec(**spec, seed=7000 + k), size))
+            for k, (head, src, tgt, a, b, spec) in enumerate(swap_cases(random.Random(3), n))]
+
+
+def score_real_edit(judge, head: str, new: str, reference, edited, bbox) -> dict:
+    """The real swaps' measure of one edit: {"new": the judge's `head` reads `new` in `edited`, "psnr_out": PSNR
+    against `reference` outside `bbox` grown by 6 px, "outside_share": that region's share of the image}."""
+    from conceptlab.evaluation.metrics import box_mask, psnr
+
+    outside = ~box_mask(edited.size, bbox, margin=6)  # (H, W) bool
+    return {"new": judge.predict([edited])[head][0] == new, "psnr_out": psnr(reference, edited, outside),
+            "outside_share": float(outside.mean())}
+
+
 def real_swap_benchmark(pipe, judge, n: int, out: Path, blend: str = "difference") -> dict:
     """Object and held-item swaps on rendered stickers (negative-prompt inversion), where the object's box is known.
 
@@ -78,24 +97,20 @@ def real_swap_benchmark(pipe, judge, n: int, out: Path, blend: str = "difference
     """
     from conceptlab.editing.edit import edit
     from conceptlab.editing.inversion import invert, uncond_kwargs
-    from conceptlab.evaluation.metrics import box_mask, psnr
     from conceptlab.imaging import make_grid
-    from conceptlab.world import StickerSpec, render
 
     rows, grid = [], []
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    for k, (head, src, tgt, a, b, spec) in enumerate(swap_cases(random.Random(3), n)):
-        r = render(StickerSpec(**spec, seed=7000 + k), size)
+    for head, src, tgt, a, b, r in real_swap_cases(n, size):
         inv = invert(pipe, r.image, src, method="negative-prompt")
         res = edit(pipe, src, tgt, inversion=inv, **blend_settings(blend, a, b))
         naive = pipe(tgt, num_inference_steps=inv.steps, guidance_scale=inv.guidance, latents=inv.latent.clone(),
                      **uncond_kwargs(pipe, inv, 1)).images[0]
-        outside = ~box_mask((size, size), r.bbox, margin=6)
-        pred = judge.predict([res.images[1], naive])
-        rows.append({"kind": head, "source": src, "target": tgt, "p2p_new": pred[head][0] == b,
-                     "naive_new": pred[head][1] == b,
-                     "p2p_psnr_out": psnr(res.images[0], res.images[1], outside),
-                     "naive_psnr_out": psnr(res.images[0], naive, outside), "outside_share": float(outside.mean())})
+        p2p = score_real_edit(judge, head, b, res.images[0], res.images[1], r.bbox)
+        regen = score_real_edit(judge, head, b, res.images[0], naive, r.bbox)
+        rows.append({"kind": head, "source": src, "target": tgt, "p2p_new": p2p["new"], "naive_new": regen["new"],
+                     "p2p_psnr_out": p2p["psnr_out"], "naive_psnr_out": regen["psnr_out"],
+                     "outside_share": p2p["outside_share"]})
         grid += [r.image, res.images[0], res.images[1], naive]
     make_grid(grid[:32], cols=8, scale=2).save(Path(out) / f"swap-real-{blend}.png")
     keys = ("p2p_new", "naive_new", "p2p_psnr_out", "naive_psnr_out", "outside_share")
