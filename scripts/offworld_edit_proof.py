@@ -1,7 +1,12 @@
 """Edits of inverted pictures from outside the sticker world, on the shipped base model (issue 26's proof).
 
-    python scripts/offworld_edit_proof.py OUT --phase choose    # every lever, on the choosing quarter
-    python scripts/offworld_edit_proof.py OUT --phase report --report-settings readme direct-mask
+    python scripts/offworld_edit_proof.py OUT --phase choose --settings readme direct direct-mask ...
+    python scripts/offworld_edit_proof.py OUT --phase report     # the README's setting, the chosen one, the tighter mask
+    python scripts/offworld_edit_proof.py OUT --phase record     # docs/results/data/offworld.json and the figure
+
+The published run chose in two passes (OUT/offworld-choose-a.json, five pictures, every lever one at a time from
+Direct Inversion; then OUT/offworld-choose.json, all ten, the mask's threshold, start and guidance) and reported
+--report-settings' defaults; each took 60-200 s a picture on a 2-core CPU shared with other jobs.
 
 The pictures are conceptlab.evaluation.offworld's set (40 by default: 20 faces for emotion swaps, 20 objects for
 object swaps; a quarter of each kind chooses settings, the rest reports). Each setting (SETTINGS below) inverts
@@ -67,8 +72,8 @@ def main() -> None:
     ap.add_argument("--phase", choices=("choose", "report", "record"), default="choose",
                     help="record: write docs/results/data/offworld.json from OUT's choose and report JSON")
     ap.add_argument("--settings", nargs="*", default=None, help="names from SETTINGS to run (default: all)")
-    ap.add_argument("--report-settings", nargs="*", default=["readme", "direct"],
-                    help="--phase report: settings to report on (also the choose phase's winner if OUT holds it)")
+    ap.add_argument("--report-settings", nargs="*", default=["readme", "direct-mask-g3", "direct-mask-0.6"],
+                    help="--phase report: settings to report on (the README's, the chosen one, the runner-up)")
     ap.add_argument("--n", type=int, default=40, help="pictures in the set (a quarter chooses)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many pictures of the phase's split")
     ap.add_argument("--null-text-limit", type=int, default=4,
