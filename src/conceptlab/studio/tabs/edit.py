@@ -25,9 +25,10 @@ def layout(gr, model: str) -> dict:
                                      info="each of its words gets a weight slider")
             w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath", height=220,
                                   elem_id="edit-photo")
-            w["method"] = gr.Dropdown(["ddim", "negative-prompt", "null-text"], value="negative-prompt",
-                                      label="Inversion", info="ddim: fast, loose; negative-prompt: fast, close; "
-                                                              "null-text: exact, slow")
+            w["method"] = gr.Dropdown(["direct", "negative-prompt", "null-text", "ddim"], value="direct",
+                                      label="Inversion", info="direct: exact source, fast (Ju et al. 2024); "
+                                                              "negative-prompt: fast, close; null-text: exact, slow; "
+                                                              "ddim: fast, loose")
             w["concepts"] = gr.Dropdown([], allow_custom_value=True, multiselect=True, label="Concepts")
             w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
         with gr.Column():
