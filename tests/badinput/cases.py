@@ -207,6 +207,8 @@ CASES = [
     (f"{GEN} --model {{F}}/sdxl-single.safetensors --model-config {{I}}", "--model-config"),
     (f"{GEN} --model {{F}}/sdxl-single.safetensors --model-config {{X}}", "StableDiffusionXLPipeline checkpoint"),
     (f"{TI} --model {{F}}/sdxl-single.safetensors", "--model-config"),
+    (f"{TI} --model {{F}}/sdxl-single.safetensors --model-config {{X}}", "StableDiffusionXLPipeline checkpoint"),
+    (f"{DB} --model {{F}}/sdxl-single.safetensors --model-config {{X}}", "StableDiffusionXLPipeline checkpoint"),
     (f"{GEN} --model {{F}}/model-sd3", "SD3"),
     (f"{EDIT} --model {{F}}/model-flux", "Flux"),
     (f"{TI} --model {{F}}/model-sd3", "SD3"),

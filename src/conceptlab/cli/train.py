@@ -216,6 +216,15 @@ def _stopped_code(result) -> int:
     return 143 if result.stopped == "terminated" else 130
 
 
+def _single_file_pipe(args, cfg):
+    """The pipeline when --model-config describes a single-file --model; otherwise the library loads it."""
+    if getattr(args, "model_config", None) is None:
+        return None
+    from conceptlab.models.loading import load_pipeline
+
+    return load_pipeline(cfg.model, device=args.device, dtype=args.dtype, config=args.model_config)
+
+
 def selection_hooks(args, subjects=None, concepts=None) -> list:
     """The checkpoint-selection hook --select-by asks for (none without it); every error comes before a model loads."""
     if not args.select_by:
@@ -238,7 +247,7 @@ def run_ti(args) -> int:
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
     hooks = selection_hooks(args, concepts=cfg.concepts)
     _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                        overwrite=args.overwrite, hooks=hooks)
+                                        overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
     if result.stopped != "done":
         return _stopped_code(result)
     from pathlib import Path
@@ -275,7 +284,7 @@ def run_dreambooth(args) -> int:
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
     hooks = selection_hooks(args, subjects=cfg.subjects)
     _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                 overwrite=args.overwrite, hooks=hooks)
+                                 overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
     if result.stopped != "done":
         return _stopped_code(result)
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
@@ -307,7 +316,7 @@ def run_pivotal(args) -> int:
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
     hooks = selection_hooks(args, subjects=cfg.subjects)
     _, result = train_pivotal(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                              overwrite=args.overwrite, hooks=hooks)
+                              overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
     if result.stopped != "done":
         return _stopped_code(result)
     bundle = Path(args.out) / BUNDLE_NAME
