@@ -43,7 +43,9 @@ def record(report: dict, model: str) -> dict:
             "seeds": "the edit proof's real swaps (renders from seeds 7000 + k)", "samples": f"{s['n']} rendered stickers",
             "command": f"python scripts/ledits_proof.py OUT --cases {s['n']} --model-name {model}"
                        + ("" if report["ledits_settings"]["invert_with_prompt"] else " --no-source-prompt"),
-            "settings": {"cases": f"{s['n']} inverted renders", "ledits": report["ledits_settings"]},
+            "settings": {"cases": f"{s['n']} inverted renders", "ledits": report["ledits_settings"],
+                         "ledits_inversion": f"under the source prompt, guidance {report['ledits_settings']['source_guidance']}"
+                         if report["ledits_settings"]["invert_with_prompt"] else "unguided (diffusers' docs example)"},
             "metrics": metrics, "note": report["note"], "source": "OUT/ledits-proof.json of the command"}
 
 
