@@ -123,11 +123,17 @@ def main() -> None:
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
     p.add_argument("--concepts", nargs="+", default=["style", "monster"], choices=["style", "monster"])
+    p.add_argument("--record", metavar="PAGE_JSON", default=None,
+                   help="add OUT/heldout.json's numbers to a docs/results/data page (docs/results/data/heldout-concepts.json; "
+                        "made if missing) and stop (no training)")
+    p.add_argument("--model-name", default="v9", help="the model's name in the record")
     p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, images=a.images, per_prompt=a.per_prompt,
                           first_seed=a.first_seed, concepts=tuple(a.concepts), loops=tuple(a.loops))
     out = Path(a.out)
+    if a.record:
+        return record(out, Path(a.record), a.model_name)
     out.mkdir(parents=True, exist_ok=True)
     t0, judge = time.time(), load_judge()
     result = {"config": asdict(cfg), "concepts": {}}
@@ -139,6 +145,23 @@ def main() -> None:
     (out / "heldout.json").write_text(json.dumps(result, indent=1))
     for bar in result["floors"]:
         print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} (floor {bar['floor']:.3f})")
+
+
+def record(out: Path, page: Path, model_name: str) -> None:
+    """Adds the finished run's records (one per concept and loop) to a results page's JSON."""
+    import subprocess
+
+    result = json.loads((out / "heldout.json").read_text())
+    cfg = result["config"]
+    command = (f"python scripts/ti_heldout_proof.py OUT --per-prompt {cfg['per_prompt']} --first-seed "
+               f"{cfg['first_seed']} --concepts {' '.join(result['concepts'])} --loops "
+               f"{' '.join(next(iter(result['concepts'].values()))['loops'])}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    date = time.strftime("%Y-%m-%d", time.localtime((out / "heldout.json").stat().st_mtime))
+    records = H.records_from(result, date=date, commit=commit, model=model_name, command=command)
+    data = H.merge_records(json.loads(page.read_text()) if page.is_file() else None, records)
+    page.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(f"{len(records)} records into {page}")
 
 
 if __name__ == "__main__":

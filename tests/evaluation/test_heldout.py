@@ -58,3 +58,27 @@ def test_floors_read_the_result():
     assert bars == {"style token judged pixel art": True, "object and colour kept": False,
                     "style: ours minus the reference loop (style)": False,
                     "identity / autoencoder ceiling": True, "asked emotion": True, "asked scene": True}
+
+
+def test_records_carry_provenance_and_land_in_one_table():
+    result = {"config": {"first_seed": 1000, "per_prompt": 5, "steps": 400}, "concepts": {
+        "style": {"token": "<pixel-art>", "plain_word": {"style": 0.0},
+                  "loops": {"ours": {"style": 0.025, "object_and_colour": 0.7875, "images": 80, "train_seconds": 4.0}}},
+        "monster": {"token": "<tuki>", "plain_word": {"identity": 0.0}, "ceiling": 0.77,
+                    "loops": {"ours": {"identity": 0.1, "emotion": 0.8, "scene": 0.9, "images": 80,
+                                       "train_seconds": 3.0}}}}}
+    records = H.records_from(result, date="2026-11-30", commit="abc", model="v9", command="python x")
+    assert [r["id"] for r in records] == ["ti-heldout-style-ours-1000", "ti-heldout-monster-ours-1000"]
+    assert records[0]["metrics"] == {"headline": 2.5, "second": 78.8, "plain_word": 0.0, "train_seconds": 4.0}
+    assert records[1]["metrics"]["ceiling"] == 77.0 and records[1]["seeds"] == "1000-1004 per prompt"
+    page = H.merge_records(None, records)
+    page = H.merge_records(page, records[:1])  # the same id again replaces, never duplicates
+    assert [r["id"] for r in page["records"]] == ["ti-heldout-monster-ours-1000", "ti-heldout-style-ours-1000"]
+    assert page["tables"][0]["rows"] == ["ti-heldout-style-ours-1000", "ti-heldout-monster-ours-1000"]
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("docs_script", Path(__file__).parents[2] / "scripts" / "docs.py")
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    assert docs.check_results({"heldout": page}) == []
