@@ -12,7 +12,9 @@ worker thread of the server, and a two-thread team on two loaded cores would mea
 First load. Seconds from navigation until the Generate button exists in a headless Chromium with a fresh
 profile (cold cache), and again on a reload (warm cache), for the studio and for a one-button Gradio page
 served by the same process with the same settings, alternately. The difference is what our page adds; the
-floor is Gradio's own bundle. Target: under 2 s. The load average is printed before and after: on a shared
+floor is Gradio's own bundle. Gradio's floor for the generation: an endpoint that only returns the same N
+images as a gallery, timed through gradio_client; the studio's overhead over the library is compared with it.
+Target: first load under 2 s. The load average is printed before and after: on a shared
 machine it decides the figures more than anything measured.
 
     python -m benchmarks.bench_studio [--quick] [--model DIR] [--repeats N] [--loads N]
@@ -119,6 +121,18 @@ def floor_page(port: int):
     return app
 
 
+def gallery_floor(port: int, paths: list[str]):
+    """A Gradio endpoint that only returns `paths` as a captioned gallery: what Gradio and gradio_client cost to
+    hand N images back (postprocess into its cache, the queue's events, the client's downloads), with no work."""
+    import gradio as gr
+
+    with gr.Blocks(title="gallery floor", analytics_enabled=False) as app:
+        gallery, button = gr.Gallery(), gr.Button()
+        button.click(lambda: [(p, "seed") for p in paths], None, gallery, api_name="gallery")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    return app
+
+
 def page_build_seconds(url: str, repeats: int = 5) -> list[float]:
     """The server's side of a load: fetching the page (its config inlined) over HTTP."""
     times = []
@@ -170,9 +184,24 @@ def run(quick: bool = False, model: str | None = None, repeats: int = 9, loads: 
                            progress=False)
 
         a, b = interleaved_samples(ours, reference, repeats)
+        images = sorted(str(f) for f in (tmp / "library").rglob("*.png"))[:N]
+        gallery_port = _port()
+        gallery = gallery_floor(gallery_port, images)
+        try:
+            gclient = Client(f"http://127.0.0.1:{gallery_port}/", verbose=False, download_files=str(tmp / "gdl"))
+            g, _ = interleaved_samples(lambda: gclient.predict(api_name="/gallery"), lambda: None, repeats)
+        finally:
+            gallery.close()
     finally:
         app.close(), floor.close()
         studio.close()
+    overhead = statistics.median(x[0] for x in a) - statistics.median(y[0] for y in b)
+    floor_g = statistics.median(x[0] for x in g)
+    print(f"studio's overhead over the library {overhead:.3f} s; Gradio's own {N}-image gallery round trip "
+          f"{spread([x[0] for x in g])} s")
+    results.append(Result(f"studio overhead over the library vs Gradio's {N}-image gallery round trip, wall",
+                          overhead, floor_g, "s", "ours <= Gradio's own round trip (ratio <= 1)",
+                          {"gallery_round_trips": [x[0] for x in g]}))
     name = f"studio generate: {N} img x {STEPS} steps"
     for k, what in ((0, "wall"), (1, "CPU")):
         ratios = [x[k] / y[k] for x, y in zip(a, b)]

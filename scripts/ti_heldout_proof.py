@@ -119,6 +119,7 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lora-lr", type=float, default=1e-4, help="pivotal tuning's LoRA learning rate")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
@@ -129,7 +130,7 @@ def main() -> None:
     p.add_argument("--model-name", default="v9", help="the model's name in the record")
     p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
     a = p.parse_args()
-    cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, images=a.images, per_prompt=a.per_prompt,
+    cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, images=a.images, per_prompt=a.per_prompt,
                           first_seed=a.first_seed, concepts=tuple(a.concepts), loops=tuple(a.loops))
     out = Path(a.out)
     if a.record:

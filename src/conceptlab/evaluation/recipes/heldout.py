@@ -207,10 +207,11 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
                 metrics["scene"] = round(100 * s["scene"], 1)
                 if "ceiling" in r:
                     metrics["ceiling"] = round(100 * r["ceiling"], 1)
-            out.append({"id": f"ti-heldout-{concept}-{loop}-{cfg['first_seed']}", "date": date, "commit": commit,
+            name = f"{loop}-lora-lr{cfg['lora_lr']:g}" if loop == "pivotal" else loop
+            out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
                         "command": command, "source": "the proof's heldout.json, added with --record",
-                        "settings": {"concept": r["token"], "loop": loop,
+                        "settings": {"concept": r["token"], "loop": name,
                                                          "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
