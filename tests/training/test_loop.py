@@ -151,6 +151,23 @@ def test_hooks_and_streams_are_checkpointed_and_a_paused_run_resumes_exactly(tmp
     assert resumed.py.getstate() == straight.py.getstate()
 
 
+def test_a_stateful_hook_added_on_resume_starts_fresh_instead_of_failing_the_checkpoint(tmp_path):
+    from conceptlab.training.loop import EMA
+
+    cfg = TrainConfig(steps=6, lr=0.1)
+    straight = Quadratic()
+    Trainer(straight, cfg, tmp_path / "a").train()
+    first = Quadratic()
+    Trainer(first, cfg, tmp_path / "b").train(stop_at=3)  # no stateful hook: the checkpoint has no hooks.pt
+    assert not (tmp_path / "b" / "checkpoints" / "step-000003" / "hooks.pt").exists()
+    resumed = Quadratic()
+    ema = EMA(resumed.parameters(), 0.9)
+    with pytest.warns(UserWarning, match="EMA was not in checkpoint step-000003.*starts fresh at step 3"):
+        result = Trainer(resumed, cfg, tmp_path / "b", hooks=[ema]).train(resume=True)
+    assert result.steps == 6 and torch.equal(resumed.w, straight.w), "the resume itself stays exact"
+    assert not torch.equal(ema.shadow[0], resumed.w)
+
+
 def test_cosine_with_a_floor_and_warm_up_gives_each_steps_rate_as_lr_times_warm_times_decay(tmp_path):
     import math
 

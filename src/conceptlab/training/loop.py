@@ -540,18 +540,24 @@ class Trainer:
             state = load_torch_checkpoint(ck / "optimizer.pt")
             rng = load_torch_checkpoint(ck / f"rng-{self.acc.process_index}.pt")
             hooks = self._stateful_hooks()
-            hook_states = load_torch_checkpoint(ck / "hooks.pt") if hooks else {}
+            # a run may gain a stateful hook on resume (e.g. --select-by added): it starts fresh, said below
+            hook_states = load_torch_checkpoint(ck / "hooks.pt") if hooks and (ck / "hooks.pt").is_file() else {}
             self.method.load_trainable_state(trainable)
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
             self._set_rng_state(rng)
+            fresh = [k for k in hooks if k not in hook_states]
             for key, hook in hooks.items():
-                hook.load_state_dict(hook_states[key])
+                if key in hook_states:
+                    hook.load_state_dict(hook_states[key])
         except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the older checkpoint is tried next
             first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's messages run to paragraphs
             raise _Damaged(f"cannot be loaded ({type(e).__name__}: {first})") from e
+        for key in fresh:
+            self._warn(f"{type(hooks[key]).__name__} was not in checkpoint {ck.name} (the run gained it on resume): "
+                       f"it starts fresh at step {step}")
         self.step, self.losses, self._on_disk = step, losses, step
         return loop
 
