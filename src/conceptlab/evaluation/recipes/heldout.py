@@ -211,7 +211,7 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
             out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
                         "command": command, "source": "the proof's heldout.json, added with --record",
-                        "settings": {"concept": r["token"], "loop": name,
+                        "settings": {"concept": f"`{r['token']}`", "loop": name,
                                                          "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
