@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import numpy as np
+import torch
 
 from benchmarks.common import Result, interleaved_best
 from conceptlab.editing.edit import edit, shared_latents

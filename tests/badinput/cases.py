@@ -1,9 +1,9 @@
 """The bad-input corpus: (command line, what the one-line error must name).
 
 Placeholders: {F} the folder of bad files (tests/badinput/fixtures.py), {O} an output folder that does not
-exist yet, {M} a tiny pipeline saved to disk, {X} a tiny SDXL pipeline saved to disk, {I} a folder of three good pictures. Each case must exit with
-code 2, print no traceback, name the fragment (the argument; sometimes also the problem) and leave {O}
-absent and {F} unchanged.
+exist yet, {M} a tiny pipeline saved to disk, {X} a tiny SDXL pipeline saved to disk, {I} a folder of three
+good pictures. Each case must exit with code 2, print no traceback, name the fragment (the argument;
+sometimes also the problem) and leave {O} absent and {F} unchanged.
 """
 
 GEN = "generate --prompt 'a star' --out {O}"

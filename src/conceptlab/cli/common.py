@@ -65,6 +65,13 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
          help="weights' dtype (default: as saved)")
 
 
+def load_model(args):
+    """The pipeline add_model_flags' options name (--model, --model-config, --device, --dtype)."""
+    from conceptlab.models.loading import load_pipeline
+
+    return load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+
+
 def model_label(model: str | None) -> str:
     from conceptlab.models.loading import default_model
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag, load_model
 from conceptlab.validation import SAMPLING_STEPS, SEED
 
 FORMAT_CHOICES = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy", "all")
@@ -81,9 +81,8 @@ def run_mix(args) -> int:
     print(f"mixed {[e.token for e in embs]} into {args.name}: {written['diffusers']}")
     if ts is not None:
         from conceptlab.concepts.sweep import render_sweep
-        from conceptlab.models.loading import load_pipeline
 
-        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+        pipe = load_model(args)
         path = render_sweep(pipe, embs, ts, args.method, args.prompt, args.seed, args.steps, out)
         print(f"interpolation strip: {path}")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_model_flags, flag
+from conceptlab.cli.common import add_command, add_model_flags, flag, load_model
 from conceptlab.validation import FRACTION, GUIDANCE, IMAGES, REFINE_STEPS, SAMPLING_STEPS, SEED
 
 
@@ -108,7 +108,6 @@ def run_edit(args) -> int:
     from conceptlab.errors import InputError
     from conceptlab.imaging import make_grid
     from conceptlab.io import atomic_write_json
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import check_seed_range, open_image, output_dir
 
     if not args.to:
@@ -120,7 +119,7 @@ def run_edit(args) -> int:
     picture = open_image("--from-image", args.from_image) if args.from_image else None
     loras = parse_lora_specs(args.lora)
     out = output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     _add_learned(pipe, args.concepts, loras)  # before inversion: the source is inverted with the LoRA applied
     inversion = None
     if picture is not None:
@@ -191,13 +190,12 @@ def run_attention(args) -> int:
     from pathlib import Path
 
     from conceptlab.editing.edit import attention_maps
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.plots import plot_attention
     from conceptlab.validation import output_dir, text
 
     text("--prompt", args.prompt, example="'a sticker of a happy red star on a beach'")
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     image, tokens, maps = attention_maps(pipe, args.prompt, args.seed, args.steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,13 +211,12 @@ def run_invert(args) -> int:
     from conceptlab.evaluation.metrics import psnr
     from conceptlab.imaging import make_grid
     from conceptlab.io import atomic_write_json
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import open_image, output_dir
 
     check_inversion(args.prompt, args.steps, args.guidance, args.refine_steps)
     picture = open_image("image", args.image)
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     inv = invert(pipe, picture, args.prompt, args.method, args.steps, args.guidance,
                  refine_steps=args.refine_steps)
     rec = reconstruct(pipe, inv)

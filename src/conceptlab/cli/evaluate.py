@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag, load_model
 from conceptlab.validation import GUIDANCE, IMAGES, SAMPLING_STEPS, SEED
 
 OUT_HELP = ("folder for scores.json (the numbers, settings, seeds, date and each bar's verdict), grid.png and "
@@ -69,12 +69,11 @@ def run_prompts(args) -> int:
     from conceptlab.errors import InputError
     from conceptlab.evaluation.prompts import evaluate_prompts, standard_prompts, write_prompt_report
     from conceptlab.evaluation.recipes.common import load_judge_checked
-    from conceptlab.models.loading import load_pipeline
 
     if args.n < 1 or args.unseen < 0:
         raise InputError("-n/--unseen", (args.n, args.unseen), "need n >= 1 and unseen >= 0", "Pass -n 300 --unseen 100")
     judge = load_judge_checked(args.judge)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     scores = evaluate_prompts(pipe, standard_prompts(args.n, args.unseen), judge, steps=args.steps,
                               guidance=args.guidance)
     path = write_prompt_report(scores, Path(args.out), title=f"Prompt accuracy of {args.model or 'the base model'}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_model_flags, flag, model_label
+from conceptlab.cli.common import add_command, add_model_flags, flag, load_model, model_label
 from conceptlab.validation import BATCH, GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE
 
 
@@ -35,7 +35,6 @@ def run(args) -> int:
 
     from conceptlab.concepts.lora import parse_lora_specs
     from conceptlab.generation.generate import GenerationConfig, check_config, run_generation
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import check_seed_range, output_dir
 
     cfg = GenerationConfig(
@@ -47,7 +46,7 @@ def run(args) -> int:
     check_seed_range("--seed", args.seed, args.n)
     loras = parse_lora_specs(args.lora)
     output_dir("--out", args.out)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     if args.concepts or loras:
         from conceptlab.concepts.bundle import add_learned
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
+from conceptlab.cli.common import add_command, add_group, add_model_flags, flag, load_model
 from conceptlab.validation import SCALE
 
 
@@ -23,23 +23,21 @@ def add_parser(sub):
 
 def run_convert(args) -> int:
     from conceptlab.concepts.lora import convert_lora, lora_format
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import output_file
 
     lora_format(args.file, "file")
     output_file("--out", args.out, suffixes=(".safetensors",))
-    print(convert_lora(args.file, args.to, args.out, load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)))
+    print(convert_lora(args.file, args.to, args.out, load_model(args)))
     return 0
 
 
 def run_merge(args) -> int:
     from conceptlab.concepts.lora import check_lora_values, lora_format, merge_lora
-    from conceptlab.models.loading import load_pipeline
     from conceptlab.validation import output_dir
 
     lora_format(args.file, "file")
     check_lora_values(args.file, "file")
     output_dir("--out", args.out, empty=True)
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
+    pipe = load_model(args)
     print(f"merged pipeline: {merge_lora(pipe, args.file, args.out, args.scale)}")
     return 0

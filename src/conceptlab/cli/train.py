@@ -231,23 +231,29 @@ def selection_hooks(args, subjects=None, concepts=None) -> list:
         return []
     from conceptlab.training.selection import make_selection
 
-    check_subjects_or_concepts = subjects if subjects is not None else concepts
-    if not check_subjects_or_concepts:
+    if not (subjects if subjects is not None else concepts):
         return []  # the library refuses the missing --subject / --concept with its own message
     return [make_selection(args.select_by, args.validate_every, subjects=subjects, concepts=concepts,
                            seeds=args.validation_seeds, judge=args.judge, classifier=args.classifier,
                            clip_model=args.clip_model, dino_model=args.dino_model)]
 
 
-def run_ti(args) -> int:
-    from conceptlab.training.textual_inversion import train_textual_inversion
+def _train(args, cfg, train, **selection):
+    """Runs a library train function with the flags every train command shares; returns its TrainResult."""
     from conceptlab.validation import output_dir
 
-    cfg = ti_config(args)
     output_dir("--out", args.out)  # the library checks every setting before it loads the model
-    hooks = selection_hooks(args, concepts=cfg.concepts)
-    _, result = train_textual_inversion(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                        overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
+    hooks = selection_hooks(args, **selection)
+    _, result = train(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
+                      overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
+    return result
+
+
+def run_ti(args) -> int:
+    from conceptlab.training.textual_inversion import train_textual_inversion
+
+    cfg = ti_config(args)
+    result = _train(args, cfg, train_textual_inversion, concepts=cfg.concepts)
     if result.stopped != "done":
         return _stopped_code(result)
     from pathlib import Path
@@ -278,13 +284,9 @@ def run_dreambooth(args) -> int:
     from pathlib import Path
 
     from conceptlab.training.dreambooth import train_dreambooth
-    from conceptlab.validation import output_dir
 
     cfg = dreambooth_config(args)
-    output_dir("--out", args.out)  # the library checks every setting before it loads the model
-    hooks = selection_hooks(args, subjects=cfg.subjects)
-    _, result = train_dreambooth(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                                 overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
+    result = _train(args, cfg, train_dreambooth, subjects=cfg.subjects)
     if result.stopped != "done":
         return _stopped_code(result)
     what = "LoRA in " + str(Path(args.out) / "lora") if cfg.lora else "pipeline in " + str(Path(args.out) / "pipeline")
@@ -310,13 +312,9 @@ def run_pivotal(args) -> int:
     from pathlib import Path
 
     from conceptlab.training.pivotal import BUNDLE_NAME, train_pivotal
-    from conceptlab.validation import output_dir
 
     cfg = pivotal_config(args)
-    output_dir("--out", args.out)  # the library checks every setting before it loads the model
-    hooks = selection_hooks(args, subjects=cfg.subjects)
-    _, result = train_pivotal(cfg, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
-                              overwrite=args.overwrite, pipe=_single_file_pipe(args, cfg), hooks=hooks)
+    result = _train(args, cfg, train_pivotal, subjects=cfg.subjects)
     if result.stopped != "done":
         return _stopped_code(result)
     bundle = Path(args.out) / BUNDLE_NAME

@@ -11,9 +11,9 @@ from conceptlab.errors import InputError, ModelNotAvailableError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 FAMILIES = ("sd1", "sd2", "sdxl")
-# The pipeline classes conceptlab drives; other model_index classes are refused by name before any weights load.
-SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd1/sd2", "StableDiffusionXLPipeline": "sdxl"}
-_KNOWN_OTHERS = {"StableDiffusion3Pipeline": "SD3", "FluxPipeline": "Flux", "PixArtAlphaPipeline": "PixArt-alpha",
+# Pipeline classes of families conceptlab has no adapter for, refused by name before any weights load (other
+# Stable Diffusion classes, e.g. an img2img pipeline's folder, load: the families read their components).
+_OTHER_FAMILIES = {"StableDiffusion3Pipeline": "SD3", "FluxPipeline": "Flux", "PixArtAlphaPipeline": "PixArt-alpha",
                  "PixArtSigmaPipeline": "PixArt-sigma", "KandinskyV22Pipeline": "Kandinsky 2.2",
                  "StableCascadeCombinedPipeline": "Stable Cascade", "AuraFlowPipeline": "AuraFlow",
                  "SanaPipeline": "Sana", "LuminaText2ImgPipeline": "Lumina"}
@@ -82,10 +82,12 @@ def _from_folder(path: Path, kwargs: dict):
     if not (path / "model_index.json").is_file():
         raise InputError("--model", str(path), "is a folder without model_index.json",
                          "Pass a diffusers pipeline folder (one written by save_pretrained)")
-    extra = _sd_kwargs(path / "model_index.json")
-    _check_pipeline_class(path)
+    from conceptlab.validation import read_json_object
+
+    index = read_json_object("--model", path / "model_index.json")
+    _check_pipeline_class(path, index)
     try:
-        return DiffusionPipeline.from_pretrained(path, **extra, **kwargs)
+        return DiffusionPipeline.from_pretrained(path, **_sd_kwargs(index), **kwargs)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # a folder missing weights or configs
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise InputError("--model", str(path), f"cannot be loaded as a pipeline ({reason})",
@@ -93,24 +95,19 @@ def _from_folder(path: Path, kwargs: dict):
                          "weights), a .safetensors/.ckpt checkpoint or a hub id") from None
 
 
-def _check_pipeline_class(path: Path) -> None:
+def _check_pipeline_class(path: Path, index: dict) -> None:
     """Refuses a pipeline of a family conceptlab has no adapter for (SD3, Flux, ...), before loading weights."""
-    from conceptlab.validation import read_json_object
-
-    name = read_json_object("--model", path / "model_index.json").get("_class_name")
-    if name in SUPPORTED_PIPELINES or name is None:
+    name = index.get("_class_name")
+    if name not in _OTHER_FAMILIES:
         return
-    family = _KNOWN_OTHERS.get(name, "a family")
-    raise InputError("--model", str(path), f"is a {name} ({family}), which conceptlab does not support yet",
+    raise InputError("--model", str(path), f"is a {name} ({_OTHER_FAMILIES[name]}), which conceptlab does not "
+                     "support yet",
                      "Use a Stable Diffusion 1.x, 2.x or SDXL model (StableDiffusionPipeline or "
                      "StableDiffusionXLPipeline); docs/concepts/model-families.md says what a new family needs")
 
 
-def _sd_kwargs(model_index: Path) -> dict:
+def _sd_kwargs(index: dict) -> dict:
     """Skip the NSFW checker where the pipeline has one: it needs its own weights and blanks sticker art."""
-    from conceptlab.validation import read_json_object
-
-    index = read_json_object("--model", model_index)
     if index.get("safety_checker") and index["safety_checker"][0] is not None:
         return {"safety_checker": None, "requires_safety_checker": False}
     return {}

@@ -179,17 +179,12 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
                                     prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
 
 
-def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, python: str | None = None) -> list[str]:
-    """The `conceptlab train dreambooth` command line of a job (what a person would type)."""
-    python = python or sys.executable
-    cmd = [python, "-m", "conceptlab.cli.main", "train", "dreambooth",
-           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}",
+def _subject_command(ws: Workspace, s, command: str, own: list[str], run_dir: Path, python: str | None) -> list[str]:
+    """The command line of a `conceptlab train dreambooth|pivotal` job: the flags both share, and `own`."""
+    cmd = [python or sys.executable, "-m", "conceptlab.cli.main", "train", command,
+           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}", *own,
            "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
            "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
-    if s.lora:
-        cmd += ["--lora", "--rank", str(s.rank)]
-    if s.train_text_encoder:
-        cmd += ["--train-text-encoder"]
     if s.prior_preservation:
         cmd += ["--prior-preservation", "--class-images", str(s.class_images), "--prior-weight", repr(float(s.prior_weight))]
     if s.model:
@@ -197,6 +192,12 @@ def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, pyth
     if s.preview_every:
         cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.subject)]
     return cmd + ["--out", str(run_dir)]
+
+
+def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, python: str | None = None) -> list[str]:
+    """The `conceptlab train dreambooth` command line of a job (what a person would type)."""
+    own = (["--lora", "--rank", str(s.rank)] if s.lora else []) + (["--train-text-encoder"] if s.train_text_encoder else [])
+    return _subject_command(ws, s, "dreambooth", own, run_dir, python)
 
 
 @dataclass
@@ -254,19 +255,8 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
 
 def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: str | None = None) -> list[str]:
     """The `conceptlab train pivotal` command line of a job."""
-    python = python or sys.executable
-    cmd = [python, "-m", "conceptlab.cli.main", "train", "pivotal",
-           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}",
-           "--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps),
-           "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
-           "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
-    if s.prior_preservation:
-        cmd += ["--prior-preservation", "--class-images", str(s.class_images), "--prior-weight", repr(float(s.prior_weight))]
-    if s.model:
-        cmd += ["--model", s.model]
-    if s.preview_every:
-        cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.subject)]
-    return cmd + ["--out", str(run_dir)]
+    own = ["--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps)]
+    return _subject_command(ws, s, "pivotal", own, run_dir, python)
 
 
 # each kind of job: its settings' class, their check, its command line, the field its run is named after

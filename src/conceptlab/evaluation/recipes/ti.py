@@ -87,10 +87,16 @@ def judged_at_guidances(pipe, judge, prompts: list[JudgedPrompt], per_prompt: in
 def beats_plain_word(token: str, word: str, share: float, plain: float, n: int, n_plain: int) -> Bar:
     """The token's share minus the plain word's must exceed what the seeds alone could give: two standard
     errors of a difference of two shares (at least one image's worth)."""
-    pooled = (share * n + plain * n_plain) / (n + n_plain)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / n_plain))
-    return Bar(f"{token} minus the plain word '{word}'", share - plain, floor=round(max(2 * se, 1 / n), 3),
+    return Bar(f"{token} minus the plain word '{word}'", share - plain,
+               floor=round(difference_noise(share, plain, n, n_plain), 3),
                why="two standard errors of the difference: less could be the seeds alone", n=n)
+
+
+def difference_noise(a: float, b: float, n: int, n_b: int | None = None) -> float:
+    """Two standard errors of the difference of two shares over n and n_b images (pooled), at least one image."""
+    n_b = n if n_b is None else n_b
+    pooled = (a * n + b * n_b) / (n + n_b)
+    return max(2 * math.sqrt(max(pooled * (1 - pooled), 0.0) * (1 / n + 1 / n_b)), 1 / n)
 
 
 # ----------------------------------------------------------------------------------------------- a run
