@@ -12,7 +12,7 @@ each image's own caption with the concept's words replaced by the token) and by 
 diffusers' examples/textual_inversion/textual_inversion.py works (benchmarks.bench_textual_inversion's
 ReferenceTI: VAE at every step, templates, the whole embedding matrix in AdamW, its default learning rate
 scaled by the batch), and judged with the plain words on the same seeds: 16 prompts x --per-prompt images.
---loops pivotal adds pivotal tuning (the token with a rank-4 UNet LoRA, conceptlab.training.pivotal) on the same
+--loops pivotal adds pivotal tuning (the token with a UNet LoRA, --lora-rank 4, conceptlab.training.pivotal) on the same
 captions, judged with the token and its class word ('<tuki> monster').
 Choose settings on one seed range (--first-seed 1000) and report on another (2000).
 """
@@ -64,13 +64,13 @@ def train_reference(pipe, cfg: H.HeldOutConfig, token: str, init: str, template:
 
 def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class_word: str, folder: Path,
                        out: Path) -> float:
-    """Pivotal tuning (the token and a UNet LoRA, rank 4), on each image's caption with `words` replaced by
+    """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank), on each image's caption with `words` replaced by
     'TOKEN CLASS'; no prior preservation. Returns seconds."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
     pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
-                       token_lr=cfg.lr, train=TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
+                       rank=cfg.lora_rank, token_lr=cfg.lr, train=TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
                                                           lr=cfg.lora_lr, seed=cfg.seed))
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
@@ -85,10 +85,11 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
     pipe = load_pipeline(cfg.model)
     judged = lambda noun: H.judge_prompts(pipe, judge, H.prompts_for(concept, noun), cfg.per_prompt,  # noqa: E731
                                           cfg.first_seed, cfg.guidance, cfg.sampling_steps)
-    rows, images = judged(plain)
-    result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
-    H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
-    print(f"{concept} plain word: {result['plain_word']}", flush=True)
+    if cfg.plain_word:
+        rows, images = judged(plain)
+        result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
+        H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
+        print(f"{concept} plain word: {result['plain_word']}", flush=True)
     for loop in cfg.loops:
         pipe = load_pipeline(cfg.model)
         noun = token
@@ -120,6 +121,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--lora-lr", type=float, default=1e-4, help="pivotal tuning's LoRA learning rate")
+    p.add_argument("--lora-rank", type=int, default=4, help="pivotal tuning's LoRA rank")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
+    p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
@@ -130,8 +134,9 @@ def main() -> None:
     p.add_argument("--model-name", default="v9", help="the model's name in the record")
     p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
     a = p.parse_args()
-    cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, images=a.images, per_prompt=a.per_prompt,
-                          first_seed=a.first_seed, concepts=tuple(a.concepts), loops=tuple(a.loops))
+    cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
+                          per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
+                          concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
     out = Path(a.out)
     if a.record:
         return record(out, Path(a.record), a.model_name)
@@ -157,6 +162,12 @@ def record(out: Path, page: Path, model_name: str) -> None:
     command = (f"python scripts/ti_heldout_proof.py OUT --per-prompt {cfg['per_prompt']} --first-seed "
                f"{cfg['first_seed']} --concepts {' '.join(result['concepts'])} --loops "
                f"{' '.join(next(iter(result['concepts'].values()))['loops'])}")
+    default = H.HeldOutConfig()
+    for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance"):  # the settings this run changed
+        if key in cfg and cfg[key] != getattr(default, key):
+            command += f" --{key.replace('_', '-')} {cfg[key]:g}"
+    if cfg.get("plain_word") is False:
+        command += " --no-plain-word"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     date = time.strftime("%Y-%m-%d", time.localtime((out / "heldout.json").stat().st_mtime))
     records = H.records_from(result, date=date, commit=commit, model=model_name, command=command)

@@ -82,3 +82,16 @@ def test_records_carry_provenance_and_land_in_one_table():
     docs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(docs)
     assert docs.check_results({"heldout": page}) == []
+
+
+def test_pivotal_records_name_every_changed_setting_and_may_lack_the_plain_word():
+    cfg = {"first_seed": 1000, "per_prompt": 5, "steps": 800, "lr": 5e-3, "lora_lr": 1e-3, "lora_rank": 16,
+           "images": 8, "guidance": 7.5}
+    assert H.pivotal_name(cfg) == "pivotal-lora-lr0.001-rank16-steps800"
+    assert H.pivotal_name({**cfg, "steps": 400, "lora_rank": 4}) == "pivotal-lora-lr0.001"
+    assert H.pivotal_name({"lora_lr": 1e-4}) == "pivotal-lora-lr0.0001"  # records written before these settings
+    result = {"config": cfg, "concepts": {"monster": {"token": "<tuki>", "ceiling": 0.77, "loops": {
+        "pivotal": {"identity": 0.3, "emotion": 0.9, "scene": 0.8, "images": 80, "train_seconds": 9.0}}}}}
+    (record,) = H.records_from(result, date="2026-11-30", commit="abc", model="v9", command="python x")
+    assert record["id"] == "ti-heldout-monster-pivotal-lora-lr0.001-rank16-steps800-1000"
+    assert "plain_word" not in record["metrics"] and record["metrics"]["headline"] == 30.0

@@ -35,6 +35,7 @@ class HeldOutConfig:
     batch_size: int = 4
     lr: float = 5e-3  # ours (conceptlab's default for textual inversion)
     lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
+    lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
     per_prompt: int = 25  # 16 prompts x 25 = 400 judged images per token
@@ -44,6 +45,7 @@ class HeldOutConfig:
     seed: int = 0
     concepts: tuple[str, ...] = ("style", "monster")
     loops: tuple[str, ...] = ("ours", "reference")
+    plain_word: bool = True  # False: skip judging the plain word (a choosing run that already has it)
 
 
 @dataclass(frozen=True)
@@ -197,18 +199,30 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
         first, second = ("style", "object_and_colour") if concept == "style" else ("identity", "emotion")
         for loop, s in r["loops"].items():
             metrics = {"headline": round(100 * s[first], 1), "second": round(100 * s[second], 1),
-                       "plain_word": round(100 * r["plain_word"][first], 1), "train_seconds": s["train_seconds"]}
+                       "train_seconds": s["train_seconds"]}
+            if "plain_word" in r:
+                metrics["plain_word"] = round(100 * r["plain_word"][first], 1)
             if concept == "monster":
                 metrics["scene"] = round(100 * s["scene"], 1)
                 if "ceiling" in r:
                     metrics["ceiling"] = round(100 * r["ceiling"], 1)
-            name = f"{loop}-lora-lr{cfg['lora_lr']:g}" if loop == "pivotal" else loop
+            name = pivotal_name(cfg) if loop == "pivotal" else loop
             out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
                         "command": command, "source": "the proof's heldout.json, added with --record",
                         "settings": {"concept": f"`{r['token']}`", "loop": name,
                                                          "steps": cfg["steps"]}, "metrics": metrics})
     return out
+
+
+def pivotal_name(cfg: dict) -> str:
+    """'pivotal-lora-lr0.001', plus each setting that differs from HeldOutConfig's defaults ('-rank16-steps800')."""
+    default, name = HeldOutConfig(), f"pivotal-lora-lr{cfg['lora_lr']:g}"
+    for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
+                       ("guidance", "guidance")):
+        if key in cfg and cfg[key] != getattr(default, key):
+            name += f"-{label}{cfg[key]:g}"
+    return name
 
 
 NEW_PAGE = {
