@@ -1,0 +1,110 @@
+"""recipes.concept_edit: edits that bring a learned subject in, scored on cases whose answer is known by construction."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from conceptlab.errors import InputError
+from conceptlab.evaluation.recipes import concept_edit as C
+
+
+def test_identifier_goes_before_the_first_whole_class_word():
+    assert C.insert_identifier("a sticker of a happy monster at the beach", "bnh", "monster") == \
+        "a sticker of a happy bnh monster at the beach"
+    assert C.insert_identifier("two monsters and a monster", "tuki", "monster") == "two monsters and a tuki monster"
+    with pytest.raises(InputError, match="class word 'monster'"):
+        C.insert_identifier("a sticker of a happy cat", "bnh", "monster")
+
+
+def _grey(value: int, size: int = 64) -> Image.Image:
+    return Image.new("RGB", (size, size), (value,) * 3)
+
+
+def test_outside_psnr_ignores_the_grown_box_and_counts_the_rest():
+    box = (20, 20, 40, 40)
+    source, edited = _grey(128), _grey(128)
+    draw = ImageDraw.Draw(edited)
+    draw.rectangle((14, 14, 45, 45), fill=(0, 255, 0))  # the box grown 6 px: changed wholesale, not counted
+    value, share = C.outside_psnr(source, edited, box)
+    assert math.isinf(value) and share == pytest.approx(1 - 32 * 32 / 64 ** 2)
+    # every outside pixel off by 26 levels: PSNR = 20 log10(255 / 26), whatever the inside holds
+    shifted = Image.fromarray(np.full((64, 64, 3), 154, np.uint8))
+    ImageDraw.Draw(shifted).rectangle((14, 14, 45, 45), fill=(0, 0, 0))
+    assert C.outside_psnr(source, shifted, box)[0] == pytest.approx(20 * math.log10(255 / 26), abs=1e-3)
+    # one pixel changed just outside the grown box does count
+    edited.putpixel((46, 30), (0, 0, 0))
+    assert C.outside_psnr(source, edited, box)[0] < 60
+
+
+def test_outline_box_finds_the_outlined_object_not_a_dark_speck():
+    image = Image.new("RGB", (64, 64), (120, 200, 255))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((10, 30, 13, 32), fill=(0, 0, 0))  # a small dark speck
+    draw.ellipse((22, 12, 50, 52), fill=(250, 140, 20), outline=(10, 10, 10), width=2)
+    assert C.outline_box(image) == (22, 12, 51, 53)
+    assert C.outline_box(_grey(255)) == (0, 0, 64, 64)  # nothing dark: the whole image
+
+
+def test_outline_box_matches_the_true_box_of_monster_renders():
+    check = C.outline_box_check(n=12, first_seed=3000)
+    assert check["mean_iou"] > 0.8, check
+
+
+def _row(read_edit, read_source, psnr_gap, subject="bnh", kind="generated"):
+    """A scored edit whose outside differs from the source by a known amount (None: identical)."""
+    source = _grey(128)
+    edited = _grey(128 + psnr_gap) if psnr_gap else _grey(128)
+    e = C.ConceptEdit(kind, subject, "a sticker of a happy monster", "a sticker of a happy bnh monster", 0)
+    return C.score_edit(e, read_edit, read_source, source, edited, (24, 24, 40, 40))
+
+
+def test_summary_leaves_out_sources_already_the_subject_and_caps_identical_images():
+    rows = [_row("bnh", "none", None), _row("bnh", "none", 26), _row("none", "none", 26), _row("bnh", "bnh", None)]
+    s = C.summarize(rows)["bnh"]["generated"]
+    assert s["n"] == 4 and s["n_fresh"] == 3
+    assert s["subject_judged"] == pytest.approx(3 / 4) and s["subject_judged_fresh"] == pytest.approx(2 / 3)
+    assert s["source_was_subject"] == pytest.approx(1 / 4)
+    gap = 20 * math.log10(255 / 26)  # 19.8 dB, below the 25 dB floor
+    assert s["psnr_out"] == pytest.approx((60 + gap + gap + 60) / 4, abs=1e-3)
+    assert s["at_outside_floor"] == pytest.approx(2 / 4)
+    bars = {b.name: b for b in C.concept_edit_bars(C.summarize(rows))}
+    assert not bars["bnh judged in generated edits"].passed  # 67% < 80%
+    assert bars["PSNR outside the object, bnh generated edits"].passed  # 39.9 dB mean
+    assert C.concept_edit_bars(C.summarize([_row("bnh", "none", None)] * 5))[0].passed
+
+
+def test_records_split_choosing_and_report_runs_into_their_tables():
+    rows = [_row("bnh", "none", None), _row("none", "none", 26)]
+    run = lambda seed: {"setting": "default", "edit": {}, "lora_scale": 1.0, "first_seed": seed, "cases": 2,  # noqa: E731
+                        "inversion": "negative-prompt", "summary": C.summarize(rows)}
+    result = {"train": {"steps": 5}, "runs": {"default@1000": run(1000), "default@2000": run(2000)}}
+    records = C.records_from(result, date="2026-11-30", commit="abc", model="tiny")
+    data = C.merge_records(None, records)
+    report, choosing = data["tables"]
+    assert report["title"] == C.CONCEPT_EDIT_TABLE["title"] and report["rows"] == ["concept-edit-bnh-generated-default-2000"]
+    assert choosing["rows"] == ["concept-edit-bnh-generated-default-1000"]
+    assert records[0]["metrics"]["subject_judged"] == 50.0 and records[0]["seeds"] == "1000-1001"
+    assert len(C.merge_records(data, records)["records"]) == 2  # recording again replaces by id
+
+
+class _FakeJudge:
+    """Reads every image as `reading`."""
+
+    def __init__(self, reading):
+        self.reading = reading
+
+    def predict(self, images):
+        return {"individual": [self.reading] * len(images)}
+
+
+def test_run_makes_generated_and_inverted_edits_and_scores_them(tiny_pipe):
+    tiny_pipe.set_progress_bar_config(disable=True)
+    size = tiny_pipe.unet.config.sample_size * tiny_pipe.vae_scale_factor
+    edits = C.concept_edits("bnh", "generated", 1000, 1, size) + C.concept_edits("bnh", "real", 1000, 1, size)
+    assert edits[1].render.image.size == (size, size) and "bnh monster" in edits[1].target
+    rows, images = C.run_concept_edits(tiny_pipe, _FakeJudge("bnh"), edits, {"steps": 3}, progress=False)
+    assert [r["kind"] for r in rows] == ["generated", "real"] and len(images) == 2 + 3
+    assert rows[1]["bbox"] == list(edits[1].render.bbox)
+    assert all(r["subject_judged"] and r["source_was_subject"] for r in rows)  # the fake judge reads bnh everywhere
