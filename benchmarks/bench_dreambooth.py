@@ -7,6 +7,7 @@ The reference steps torch's default AdamW, as the example does; ours and the flo
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -41,18 +42,54 @@ def _ours(method, opt, batch, gen):
     opt.zero_grad(set_to_none=True)
 
 
-def _reference(method, opt, pixels, batch, gen):
-    """As the example script: encode the images and the prompt at every step."""
-    pipe = method.pipe
-    idx = torch.randint(0, len(pixels), (batch,), generator=gen)
-    with torch.no_grad():
-        latents = pipe.vae.encode(pixels[idx]).latent_dist.sample(generator=gen) * pipe.vae.config.scaling_factor
-        ids = pipe.tokenizer([instance_prompt(method.cfg.subjects[0])] * batch, padding="max_length",
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-        cond = pipe.text_encoder(ids)[0]
-    denoising_loss(pipe.unet, method.scheduler, latents, cond, gen).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+class ReferenceDreamBooth:
+    """A loop built the way diffusers' examples/dreambooth/train_dreambooth.py works, with its multi-subject
+    variant (research_projects/multi_subject_dreambooth): at every step each image goes through the VAE and each
+    prompt through the text encoder; one fixed prompt per subject ("a tuki monster"); with class images, each
+    instance is paired with one of its class ("a monster") and loss = instance + prior_weight x class (the
+    script's --prior_loss_weight, default 1.0); gradients clipped to max_grad_norm (the script's 1.0; 0: not
+    clipped, as the step-time benchmark, whose other loops do not clip either); torch's default AdamW.
+
+    `method` (a DreamBooth) only sets which weights train and holds the pipeline; `pixels` per subject
+    (N, 3, H, W); `class_pixels` per subject too (None: no prior preservation)."""
+
+    def __init__(self, method: DreamBooth, pixels: list[torch.Tensor], opt: torch.optim.Optimizer,
+                 class_pixels: list[torch.Tensor] | None = None, prior_weight: float = 1.0,
+                 max_grad_norm: float = 1.0):
+        self.m, self.pipe, self.opt = method, method.pipe, opt
+        self.pixels, self.class_pixels, self.prior_weight = pixels, class_pixels, prior_weight
+        self.max_grad_norm = max_grad_norm
+        self.prompts = [instance_prompt(s) for s in method.cfg.subjects]
+        self.class_prompts = [f"a {s.class_word}" for s in method.cfg.subjects]
+
+    def _latents(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        vae = self.pipe.vae
+        with torch.no_grad():
+            return vae.encode(images).latent_dist.sample(generator=gen) * vae.config.scaling_factor
+
+    def step(self, batch: int, gen: torch.Generator) -> float:
+        pool = [(s, k) for s, px in enumerate(self.pixels) for k in range(len(px))]  # the concatenated datasets
+        drawn = [pool[int(i)] for i in torch.randint(0, len(pool), (batch,), generator=gen)]
+        images = torch.cat([self.pixels[s][k:k + 1] for s, k in drawn])
+        texts = [self.prompts[s] for s, _ in drawn]
+        if self.class_pixels is not None:
+            picks = [int(torch.randint(0, len(self.class_pixels[s]), (1,), generator=gen)) for s, _ in drawn]
+            images = torch.cat([images, *(self.class_pixels[s][k:k + 1] for (s, _), k in zip(drawn, picks))])
+            texts += [self.class_prompts[s] for s, _ in drawn]
+        latents = self._latents(images, gen)
+        with contextlib.nullcontext() if self.m.cfg.train_text_encoder else torch.no_grad():
+            cond = self.m._encode(texts)  # the text encoder at every step, as the script
+        per_sample = denoising_loss(self.pipe.unet, self.m.scheduler, latents, cond.hidden, gen, reduction="none",
+                                    added_cond_kwargs=cond.added)
+        loss = per_sample[:batch].mean()
+        if self.class_pixels is not None:
+            loss = loss + self.prior_weight * per_sample[batch:].mean()
+        loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.m.parameters(), self.max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
 
 
 def _floor(method, opt, batch, gen, cond):
@@ -69,8 +106,9 @@ def _one(name, shape, size, batch, steps, folder, lora: bool) -> list[Result]:
     with torch.no_grad():
         cond = method.encode([instance_prompt(method.cfg.subjects[0])] * batch)
     gen = torch.Generator().manual_seed(0)
+    reference = ReferenceDreamBooth(method, [pixels], ref_opt, max_grad_norm=0)
     fns = {"ours": lambda: _ours(method, opt, batch, gen),
-           "reference": lambda: _reference(method, ref_opt, pixels, batch, gen),
+           "reference": lambda: reference.step(batch, gen),
            "floor": lambda: _floor(method, opt, batch, gen, cond)}
     times, rise = {k: [] for k in fns}, {}
     with PeakRSS() as held:  # the first step also allocates the optimizer's state

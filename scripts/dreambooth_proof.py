@@ -1,118 +1,219 @@
-"""The second seed project's DreamBooth workflow on the shipped base model, judged.
+"""The second seed project's DreamBooth workflow on the shipped base model, against diffusers' example loop, judged.
 
-    python scripts/dreambooth_proof.py OUT [--steps 800] [--lora]
+    python scripts/dreambooth_proof.py OUT [--steps 800] [--first-seed 2000] [--loops ours reference]
+        [--prior ID=WEIGHT[,PROMPTS]] ... [--record docs/results/data/dreambooth.json]
 
-Two named monsters the base model never saw ('tuki', 'bnh'), 10 renders each in varied scenes and
-emotions, trained in one run with prior preservation on the class 'monster'; beside it the same run without
-prior preservation. Scores, with the judge, over 2 subjects x 4 emotions x 5 scenes x 3 seeds = 120
-generations of "a sticker of a <emotion> <id> monster <scene>": identity, emotion, scene. Prior: 48
-generations of the bare class prompt before and after training, with and without prior preservation: the
-attribute distributions and the share judged to be one of the subjects. The measures are the library's
-(conceptlab.evaluation.recipes.dreambooth); `conceptlab evaluate dreambooth OUT/prior` judges a run the same way.
+Two named monsters the base model never saw ('tuki', 'bnh'), 10 renders each in varied scenes and emotions,
+trained in one run on the class 'monster'. In one process, on the same renders, steps, batch, learning rate and
+training seed: conceptlab's DreamBooth ("ours": cached latents, each render's caption, prior preservation with
+each subject's own prior weight and class prompts, --prior) and a loop built the way diffusers'
+examples/dreambooth/train_dreambooth.py works with its multi-subject variant ("reference":
+benchmarks.bench_dreambooth.ReferenceDreamBooth: VAE and text encoder at every step, one fixed prompt per
+subject, class images of "a monster" at the script's prior weight 1.0). --loops no-prior adds ours without prior
+preservation. Each loop is judged over 2 subjects x 4 emotions x 5 scenes x 3 seeds = 120 generations of
+"a sticker of a <emotion> <id> monster <scene>" (seeds --first-seed..+2): identity, emotion and scene, every
+metric per subject; and on 48 generations of the bare class prompt "a monster" (seeds --first-seed+500..): the
+share judged to be a subject. The autoencoder's round-trip ceiling for each subject (renders in the same emotions
+and scenes through the VAE, judged) is measured in the same run. Choose settings on --first-seed 1000, report
+on 2000. The measures are the library's (conceptlab.evaluation.recipes.dreambooth).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conceptlab.evaluation.judge import load_judge
-from conceptlab.evaluation.recipes.dreambooth import SCENES, class_scores, subject_prompt, subject_scores
-from conceptlab.imaging import make_grid
-from conceptlab.models.loading import load_pipeline
-from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, train_dreambooth
-from conceptlab.training.loop import TrainConfig
-from conceptlab.world.export import export_images, read_metadata
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ holds the reference loop
+
+from benchmarks.bench_dreambooth import ReferenceDreamBooth  # noqa: E402
+from conceptlab.evaluation.judge import load_judge  # noqa: E402
+from conceptlab.evaluation.recipes import dreambooth as R  # noqa: E402
+from conceptlab.imaging import make_grid  # noqa: E402
+from conceptlab.models.loading import load_pipeline  # noqa: E402
+from conceptlab.training.class_images import prepare_class_images  # noqa: E402
+from conceptlab.training.data import load_concept_images, prepare_image, to_pixels  # noqa: E402
+from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
+from conceptlab.training.loop import TrainConfig  # noqa: E402
+from conceptlab.world.export import export_images, read_metadata  # noqa: E402
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
+SEEDS = 3  # per subject x emotion x scene: 2 x 4 x 5 x 3 = 120 judged generations per loop
+CLASS_N, CLASS_OFFSET = 48, 500  # bare class prompts, seeds first_seed + 500..
 
 
 def varying_captions(folder: Path) -> None:
     """Rewrites a rendered folder's captions to name only what varies between its images (emotion, scene)."""
     rows = read_metadata(folder)
     for row in rows:
-        row["text"] = subject_prompt("", "monster", row["emotion"], row["background"])
+        row["text"] = R.subject_prompt("", "monster", row["emotion"], row["background"])
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def scores(pipe, judge, out: Path, name: str) -> dict:
-    """The library's subject and class scores (3 seeds; 48 class images), with their grids."""
-    subjects, images = subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(SCENES), 3)
-    make_grid(images[::3], cols=len(SCENES), scale=2).save(out / f"{name}-subjects.png")
-    cls, images = class_scores(pipe, judge, "monster", SUBJECTS, 48)
+def parse_prior(text: str) -> tuple[str, float, str | None]:
+    """'tuki=0.1,captions' -> ('tuki', 0.1, 'captions'); the prompts part is optional."""
+    ident, _, rest = text.partition("=")
+    weight, _, prompts = rest.partition(",")
+    if ident not in SUBJECTS or not weight:
+        raise SystemExit(f"--prior {text!r}: expected ID=WEIGHT[,class|captions] with ID one of {SUBJECTS}")
+    return ident, float(weight), prompts or None
+
+
+def scores(pipe, judge, out: Path, name: str, first_seed: int) -> dict:
+    """The library's subject and class scores on this run's seeds, with their grids."""
+    subjects, images = R.subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(R.SCENES),
+                                        SEEDS, first_seed=first_seed, progress=False)
+    make_grid(images[::SEEDS], cols=len(R.SCENES), scale=2).save(out / f"{name}-subjects.png")
+    cls, images = R.class_scores(pipe, judge, "monster", SUBJECTS, CLASS_N, first_seed=first_seed + CLASS_OFFSET,
+                                 progress=False)
     make_grid(images[:24], cols=8, scale=2).save(out / f"{name}-class.png")
     return {"subjects": subjects, "class": cls}
 
 
-def train(out: Path, data: Path, steps: int, prior: bool, lora: bool, model: str | None, text_encoder: bool,
-          captions: str = "none", lr: float | None = None, prior_weight: float = 1.0, rank: int = 16,
-          class_prompts: str = "class", mask_weight: float | None = None):
-    subjects = [SubjectConfig(i, str(data / i), "monster", captions="monster" if captions != "none" else None,
-                              masks=str(data / i / "masks") if mask_weight else None)
-                for i in SUBJECTS]
-    cfg = DreamBoothConfig(
-        model=model, subjects=subjects, lora=lora, rank=rank, prior_weight=prior_weight,
-        train_text_encoder=text_encoder, mask_weight=mask_weight or 1.0,
-        prior_preservation=prior, class_images=100, class_dir=str(out / "class-images"), class_prompts=class_prompts,
-        train=TrainConfig(steps=steps, batch_size=4, lr=lr or (1e-3 if lora else 1e-4), checkpoint_every=0,
-                          preview_every=0))
-    pipe, result = train_dreambooth(cfg, out / ("prior" if prior else "no-prior"))
-    return pipe, result.seconds
+def subject_configs(data: Path, a, priors: dict) -> list[SubjectConfig]:
+    """Each subject with its captions, masks and own prior (weight, class prompts) from --prior."""
+    return [SubjectConfig(i, str(data / i), "monster", captions="monster" if a.captions != "none" else None,
+                          masks=str(data / i / "masks") if a.mask_weight else None,
+                          prior_weight=priors.get(i, (None, None))[0], class_prompts=priors.get(i, (None, None))[1])
+            for i in SUBJECTS]
+
+
+def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
+    return DreamBoothConfig(
+        model=a.model, subjects=subject_configs(data, a, priors), lora=a.lora, rank=a.rank,
+        prior_weight=a.prior_weight, train_text_encoder=a.train_text_encoder, mask_weight=a.mask_weight or 1.0,
+        prior_preservation=prior, class_images=a.class_images, class_dir=str(a.class_dir), class_prompts=a.class_prompts,
+        train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4), seed=a.seed,
+                          checkpoint_every=0, preview_every=0))
+
+
+def train_reference(data: Path, a) -> tuple[object, float]:
+    """diffusers' loop on the same renders, steps, batch, learning rate and seed: fixed prompts 'a tuki monster',
+    class images of 'a monster' (the same folder ours draws its plain class prompt from) at --reference-prior-weight."""
+    pipe = load_pipeline(a.model)
+    cfg = DreamBoothConfig(model=a.model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in SUBJECTS],
+                           lora=a.lora, rank=a.rank, train_text_encoder=a.train_text_encoder,
+                           train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4)))
+    method = DreamBooth(pipe, cfg)
+    size = method.res
+    pixels = [to_pixels([prepare_image(im, size) for im in load_concept_images(data / i, "--subject")]) for i in SUBJECTS]
+    made = prepare_class_images(pipe, "a monster", a.class_images, a.class_dir, a.model or "sticker_base")
+    class_pixels = to_pixels([prepare_image(im, size) for im in made])
+    opt = torch.optim.AdamW(method.parameters(), lr=cfg.train.lr, weight_decay=1e-2)  # the script's defaults
+    ref = ReferenceDreamBooth(method, pixels, opt, [class_pixels] * len(SUBJECTS), a.reference_prior_weight)
+    gen, t0 = torch.Generator().manual_seed(a.seed), time.perf_counter()
+    for _ in range(a.steps):
+        ref.step(a.batch_size, gen)
+    return pipe, time.perf_counter() - t0
+
+
+def run(a) -> dict:
+    out, judge = a.out, load_judge()
+    masks = a.masks if a.mask_weight else None
+    priors = {i: (w, p) for i, w, p in map(parse_prior, a.prior)}
+    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "record"},
+              "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + SEEDS - 1],
+              "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + CLASS_N - 1], "loops": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
+             "flowers": {"none"}, "background": set(R.SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
+    for k, ident in enumerate(SUBJECTS):
+        export_images(data / ident, a.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}},
+                      individual_rate=1.0, masks=masks or False)
+        if a.captions == "varying":
+            varying_captions(data / ident)
+    save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
+    base = load_pipeline(a.model)
+    report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES))
+    print("ceiling", json.dumps(report["ceiling"]), flush=True)
+    if a.baseline:
+        cls, images = R.class_scores(base, judge, "monster", SUBJECTS, CLASS_N, first_seed=a.first_seed + CLASS_OFFSET,
+                                     progress=False)
+        report["base"] = {"class": cls}
+    del base
+    for loop in a.loops:
+        if loop == "reference":
+            pipe, secs = train_reference(data, a)
+        else:
+            pipe, result = train_dreambooth(config(data, a, priors, loop == "ours"), out / loop)
+            secs = result.seconds
+        pipe.set_progress_bar_config(disable=True)
+        report["loops"][loop] = {"train_seconds": round(secs, 1), **scores(pipe, judge, out, loop, a.first_seed)}
+        s = report["loops"][loop]
+        print(loop, f"{secs:.0f}s", json.dumps({i: {k: v for k, v in m.items() if k != "images"}
+                                                 for i, m in s["subjects"]["per_subject"].items()}),
+              "class judged a subject", s["class"]["judged_as_subject"], flush=True)
+        save()
+    report["floors"] = R.proof_floors(report)
+    save()
+    for bar in report["floors"]:
+        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
+    return report
+
+
+def record(out: Path, page: Path, model_name: str, setup: str) -> None:
+    """Adds the finished run's records (one per loop) to the DreamBooth results page's JSON."""
+    report = json.loads((out / "dreambooth-proof.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    date = time.strftime("%Y-%m-%d", time.localtime((out / "dreambooth-proof.json").stat().st_mtime))
+    records = R.proof_records(report, date=date, commit=commit, model=model_name, setup=setup)
+    data = R.merge_proof_records(json.loads(page.read_text()), records)
+    page.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(f"{len(records)} records into {page}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0, help="the training seed, the same for every loop")
+    ap.add_argument("--first-seed", type=int, default=2000,
+                    help="judged generations use seeds FIRST..FIRST+2, class prompts FIRST+500..; choose on 1000")
+    ap.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "no-prior"])
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     ap.add_argument("--train-text-encoder", action="store_true")
     ap.add_argument("--captions", choices=("none", "full", "varying"), default="none",
-                    help="train on each render's caption ('monster' -> 'ID monster'): 'full' is the render's own "
+                    help="ours trains on each render's caption ('monster' -> 'ID monster'): 'full' is the render's own "
                          "caption (colour included), 'varying' names only what varies (emotion, scene), so the "
                          "subject's fixed look is left to the identifier")
-    ap.add_argument("--lr", type=float, default=None, help="default 1e-3 with --lora, else 1e-4")
-    ap.add_argument("--prior-weight", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=None, help="both loops; default 1e-3 with --lora, else 1e-4")
+    ap.add_argument("--prior-weight", type=float, default=1.0, help="ours, for subjects without their own --prior")
+    ap.add_argument("--prior", action="append", default=[], metavar="ID=WEIGHT[,PROMPTS]",
+                    help="a subject's own prior in ours: its class images' loss weight and class prompts (class or "
+                         "captions), e.g. --prior tuki=0.1,captions --prior bnh=0.3")
+    ap.add_argument("--reference-prior-weight", type=float, default=1.0, help="diffusers' --prior_loss_weight default")
+    ap.add_argument("--class-images", type=int, default=100, help="per class-prompt pool (diffusers' default 100)")
+    ap.add_argument("--class-dir", type=Path, default=None,
+                    help="default OUT/class-images; another run's folder reuses its images (the same base model)")
     ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--no-baseline", action="store_true", help="skip the untrained model's scores")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip the untrained model's class-prompt scores")
     ap.add_argument("--class-prompts", choices=("class", "captions"), default="class",
-                    help="captions: class images also from the captions with the identifier dropped")
-    ap.add_argument("--only-prior", action="store_true", help="skip the run without prior preservation")
+                    help="ours, for subjects without their own --prior prompts: captions draws class images also from "
+                         "the captions with the identifier dropped")
     ap.add_argument("--mask-weight", type=float, default=None,
-                    help="train with a mask per render (--masks), the subject's pixels weighted this much")
+                    help="train ours with a mask per render (--masks), the subject's pixels weighted this much")
     ap.add_argument("--masks", choices=("silhouette", "face"), default="silhouette",
                     help="with --mask-weight: the silhouette, or the face white and the rest of the body grey")
-    args = ap.parse_args()
-    out, judge = args.out, load_judge()
-    masks = args.masks if args.mask_weight else None
-    report = {"steps": args.steps, "lora": args.lora, "train_text_encoder": args.train_text_encoder,
-              "captions": args.captions, "images": args.images, "lr": args.lr, "prior_weight": args.prior_weight,
-              "rank": args.rank, "class_prompts": args.class_prompts, "mask_weight": args.mask_weight,
-              "masks": masks}
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
-             "flowers": {"none"}, "background": set(SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
-    for k, ident in enumerate(SUBJECTS):
-        export_images(data / ident, args.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}}, individual_rate=1.0,
-                      masks=masks or False)
-        if args.captions == "varying":
-            varying_captions(data / ident)
-    if not args.no_baseline:
-        report["base"] = scores(load_pipeline(args.model), judge, out, "base")
-    for prior in (True,) if args.only_prior else (True, False):
-        pipe, secs = train(out, data, args.steps, prior, args.lora, args.model, args.train_text_encoder, args.captions,
-                           args.lr, args.prior_weight, args.rank, args.class_prompts if prior else "class",
-                           args.mask_weight)
-        pipe.set_progress_bar_config(disable=True)
-        name = "prior" if prior else "no-prior"
-        report[name] = {"train_seconds": secs, **scores(pipe, judge, out, name)}
-        print(name, json.dumps(report[name]["subjects"]), report[name]["class"]["judged_as_subject"], flush=True)
-    (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k in ("base", "prior", "no-prior")}, indent=1)[:3000])
+    ap.add_argument("--record", metavar="PAGE_JSON", default=None,
+                    help="add OUT/dreambooth-proof.json's numbers to a results page's JSON and stop (no training)")
+    ap.add_argument("--model-name", default="v9", help="the model's name in the record")
+    ap.add_argument("--setup", default=None, help="with --record: the settings' words in the table")
+    a = ap.parse_args()
+    if a.record:
+        return record(a.out, Path(a.record), a.model_name, a.setup)
+    a.class_dir = a.class_dir or a.out / "class-images"
+    run(a)
 
 
 if __name__ == "__main__":

@@ -45,12 +45,13 @@ def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str
 
 
 def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIONS, scenes=tuple(SCENES),
-                   seeds: int = 3, steps: int = 30, progress: bool = True):
+                   seeds: int = 3, steps: int = 30, progress: bool = True, first_seed: int = 0):
     """(scores, images): identity, emotion, scene and all three right, over subjects x emotions x scenes x seeds
-    (seeds 0..seeds-1, 16 images per pipeline call); images in that order."""
+    (seeds first_seed..first_seed+seeds-1, 16 images per pipeline call); images in that order."""
     from conceptlab.generation.generate import generate_batch
 
-    cases = [(i, c, e, sc, s) for i, c in subjects for e in emotions for sc in scenes for s in range(seeds)]
+    cases = [(i, c, e, sc, s) for i, c in subjects for e in emotions for sc in scenes
+             for s in range(first_seed, first_seed + seeds)]
     images = generate_batch(pipe, [subject_prompt(i, c, e, sc) for i, c, e, sc, _ in cases], [s for *_, s in cases],
                             steps=steps, batch_size=16, progress=progress)
     pred = judge.predict(images)
@@ -72,16 +73,18 @@ def entropy(counts: Counter) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values() if c)
 
 
-def class_scores(pipe, judge, class_word: str, identifiers, n: int = 48, steps: int = 30, progress: bool = True):
-    """(scores, images) of `n` generations of 'a CLASS' (seeds 1000..): judged as a subject, judged the class,
-    and each attribute's distribution and entropy."""
+def class_scores(pipe, judge, class_word: str, identifiers, n: int = 48, steps: int = 30, progress: bool = True,
+                 first_seed: int = CLASS_SEED):
+    """(scores, images) of `n` generations of 'a CLASS' (seeds first_seed..): judged as a subject (any, and
+    each), judged the class, and each attribute's distribution and entropy."""
     from conceptlab.generation.generate import generate_batch
 
-    images = generate_batch(pipe, [f"a {class_word}"] * n, list(range(CLASS_SEED, CLASS_SEED + n)), steps=steps,
+    images = generate_batch(pipe, [f"a {class_word}"] * n, list(range(first_seed, first_seed + n)), steps=steps,
                             batch_size=16, progress=progress)
     pred = judge.predict(images)
     dist = {h: Counter(pred[h]) for h in ("object", "colour", "emotion", "background", "individual")}
     return {"judged_as_subject": sum(p in identifiers for p in pred["individual"]) / n,
+            "judged_as_each": {i: dist["individual"][i] / n for i in sorted(identifiers)},
             "judged_class": dist["object"][class_word] / n,
             "entropy_bits": {h: round(entropy(c), 3) for h, c in dist.items()},
             "distribution": {h: dict(c.most_common()) for h, c in dist.items()}, "images": n}, images
@@ -100,6 +103,23 @@ def class_drift(before: dict, after: dict) -> dict:
             "entropy_bits": {h: round(after["entropy_bits"][h] - before["entropy_bits"][h], 3)
                              for h in after["entropy_bits"]},
             "total_variation": tv}
+
+
+def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SCENES), seeds: int = 10,
+                     size: int = 64) -> dict[str, dict[str, float]]:
+    """{subject: {"render": identity on its renders, "round_trip": after the autoencoder, "images": n}} over
+    emotions x scenes x `seeds` renders: what a perfect fine-tune of the UNet could reach through this VAE
+    (conceptlab.evaluation.roundtrip, the held-out proof's ceiling, one per subject)."""
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, vae_ceiling
+    from conceptlab.world.attributes import INDIVIDUALS, StickerSpec
+
+    groups = []
+    for ident in identifiers:
+        look, colour = INDIVIDUALS[ident]
+        specs = [StickerSpec(object="monster", individual=ident, monster=look, colour=colour, emotion=e, background=b,
+                             seed=s) for e in emotions for b in scenes for s in range(seeds)]
+        groups.append(RoundTripGroup(ident, specs, "individual"))
+    return {k: {**v, "images": len(emotions) * len(scenes) * seeds} for k, v in vae_ceiling(vae, judge, groups, size).items()}
 
 
 @contextlib.contextmanager
@@ -238,3 +258,114 @@ def dreambooth_bars(result: dict) -> list[Bar]:
                             why=f"at most {CLASS_DROP:.0%} below the base model's {before['judged_class']:.0%}",
                             n=after["images"]))
     return bars
+
+
+# ------------------------------------------------------------------------- the proof against the reference loop
+# The issue's floors for the two-subject proof: identity >= 90% of each subject's round-trip ceiling, the asked
+# emotion and scene each >= 85%, fewer than 10% of bare class prompts judged a subject, ahead of the reference.
+PROOF_FLOORS = {"of_ceiling": 0.90, "emotion": 0.85, "scene": 0.85, "class_subject": 0.10}
+
+
+def proof_floors(report: dict) -> list[dict]:
+    """Each floor of scripts/dreambooth_proof.py's report (loop 'ours'), per subject, with its value and whether it
+    holds; with a 'reference' loop, ours minus the reference on identity against two standard errors."""
+    from conceptlab.evaluation.recipes.ti import difference_noise
+
+    ours, out = report["loops"].get("ours"), []
+    if ours is None:
+        return out
+    subj = ours["subjects"]
+    for ident, mine in subj["per_subject"].items():
+        ceiling = report["ceiling"][ident]["round_trip"]
+        out.append(_proof_bar(f"{ident}: identity / round-trip ceiling ({mine['identity']:.1%} / {ceiling:.1%})",
+                              mine["identity"] / max(ceiling, 1e-9), PROOF_FLOORS["of_ceiling"], ">="))
+        out += [_proof_bar(f"{ident}: asked {k}", mine[k], PROOF_FLOORS[k], ">=") for k in ("emotion", "scene")]
+    out.append(_proof_bar("bare class prompt judged a subject", ours["class"]["judged_as_subject"],
+                          PROOF_FLOORS["class_subject"], "<"))
+    ref = report["loops"].get("reference")
+    if ref is not None:
+        a, b = subj["identity"], ref["subjects"]["identity"]
+        out.append(_proof_bar(f"identity, ours minus the reference ({a:.1%} - {b:.1%})", a - b,
+                              difference_noise(a, b, subj["images"], ref["subjects"]["images"]), ">"))
+    return out
+
+
+def _proof_bar(what: str, value: float, limit: float, rule: str) -> dict:
+    holds = {">=": value >= limit, ">": value > limit, "<": value < limit}[rule]
+    return {"what": what, "value": round(value, 4), "rule": f"{rule} {limit:.3f}", "holds": holds}
+
+
+PROOF_TABLE = {
+    "title": "Two subjects in one run, against the reference loop",
+    "intro": "Each loop trains tuki and bnh together on the same 10 renders each, steps, batch, learning rate and "
+             "training seed, in one process with the round-trip ceiling; 120 judged generations per loop (2 subjects "
+             "x 4 emotions x 5 scenes x 3 seeds) and 48 of the bare class prompt \"a monster\". A subject's cell "
+             "gives its identity, then that share of its ceiling.",
+    "columns": [
+        {"header": "loop", "value": "settings.loop"}, {"header": "setup", "value": "settings.setup"},
+        {"header": "steps", "value": "settings.steps"}, {"header": "seeds", "value": "seeds"},
+        {"header": "identity", "value": "metrics.identity", "format": "pct"},
+        {"header": "tuki", "value": "metrics.tuki", "format": "pct",
+         "also": {"label": "of ceiling ", "value": "metrics.tuki_of_ceiling"}},
+        {"header": "bnh", "value": "metrics.bnh", "format": "pct",
+         "also": {"label": "of ceiling ", "value": "metrics.bnh_of_ceiling"}},
+        {"header": "ceiling tuki / bnh", "value": "metrics.ceilings", "format": "pct"},
+        {"header": "emotion tuki / bnh", "value": "metrics.emotion_per_subject", "format": "pct"},
+        {"header": "scene tuki / bnh", "value": "metrics.scene_per_subject", "format": "pct"},
+        {"header": "\"a monster\" judged a subject", "value": "metrics.class_judged_subject", "format": "pct"},
+        {"header": "train s", "value": "metrics.train_seconds"},
+    ],
+    "rows": [],
+    "notes": "Ours: conceptlab's DreamBooth (cached latents, captions naming the emotion and scene, each subject's own "
+             "prior weight and class prompts). Reference: a loop built as diffusers' train_dreambooth.py with its "
+             "multi-subject variant (benchmarks/bench_dreambooth.py's ReferenceDreamBooth: VAE and text encoder every "
+             "step, the fixed prompt \"a tuki monster\", class images of \"a monster\" at prior weight 1.0, torch's "
+             "AdamW), at the same learning rate. Ceiling: the judge's identity on the subject's renders in the same "
+             "emotions and scenes after the autoencoder's round trip (200 renders each).",
+}
+
+
+def proof_records(report: dict, *, date: str, commit: str, model: str, setup: str | None = None) -> list[dict]:
+    """One results-page record per loop of a dreambooth-proof.json."""
+    cfg, subjects, out = report["config"], report["subjects"], []
+    pct = lambda x: round(100 * x, 1)  # noqa: E731
+    first = report["seeds"][0]
+    setup = setup or ", ".join(f"--prior {p}" for p in cfg["prior"]) or f"prior weight {cfg['prior_weight']}"
+    command = (f"python scripts/dreambooth_proof.py OUT --steps {cfg['steps']} --first-seed {first} --loops "
+               f"{' '.join(cfg['loops'])}" + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
+               + (" --lora" if cfg["lora"] else "") + f" --captions {cfg['captions']} --class-prompts {cfg['class_prompts']}"
+               + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
+               + (f" --lr {cfg['lr']}" if cfg["lr"] else ""))
+    for loop, r in report["loops"].items():
+        per = r["subjects"]["per_subject"]
+        ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
+        metrics = {"identity": pct(r["subjects"]["identity"]), "emotion": pct(r["subjects"]["emotion"]),
+                   "scene": pct(r["subjects"]["scene"]), "ceilings": [pct(c) for c in ceilings],
+                   "emotion_per_subject": [pct(per[i]["emotion"]) for i in subjects],
+                   "scene_per_subject": [pct(per[i]["scene"]) for i in subjects],
+                   "class_judged_subject": pct(r["class"]["judged_as_subject"]), "train_seconds": r["train_seconds"]}
+        for i, c in zip(subjects, ceilings):
+            metrics[i] = pct(per[i]["identity"])
+            metrics[f"{i}_of_ceiling"] = pct(per[i]["identity"] / max(c, 1e-9))
+        slug = "".join(ch if ch.isalnum() else "-" for ch in setup.lower()).strip("-")[:40]
+        out.append({"id": f"db-proof-{loop}-{first}-{cfg['steps']}-{slug}", "date": date, "commit": commit,
+                    "model": model, "seeds": f"{first}-{report['seeds'][1]} per prompt, class prompt "
+                                             f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
+                    "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
+                    "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
+                    "settings": {"loop": loop, "setup": setup if loop != "reference" else "diffusers' defaults",
+                                 "steps": cfg["steps"]}, "metrics": metrics})
+    return out
+
+
+def merge_proof_records(data: dict, records: list[dict]) -> dict:
+    """`data` (docs/results/data/dreambooth.json) with `records` added or replaced by id and listed first in the
+    proof's table (made if missing)."""
+    ids = {r["id"] for r in records}
+    data["records"] = [r for r in data["records"] if r["id"] not in ids] + records
+    table = next((t for t in data["tables"] if t["title"] == PROOF_TABLE["title"]), None)
+    if table is None:
+        table = {**PROOF_TABLE, "rows": []}
+        data["tables"].insert(0, table)
+    table["rows"] = list(dict.fromkeys([*table["rows"], *(r["id"] for r in records)]))
+    return data

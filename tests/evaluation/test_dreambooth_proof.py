@@ -1,0 +1,121 @@
+"""The two-subject DreamBooth proof's measures: seeds it is told, the per-subject ceiling, the reference loop's loss,
+the floors and the records it adds to the results page."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from conceptlab.evaluation.recipes import dreambooth as R
+from conceptlab.evaluation.recipes import heldout as H
+from tests.docs.examples import REPO
+from tests.evaluation.test_recipes import STEPS, StubJudge, old_script_images, same_pixels
+
+
+def test_subject_and_class_scores_start_at_the_first_seed(tiny_pipe):
+    judge = StubJudge()
+    scores, images = R.subject_scores(tiny_pipe, judge, [("tuki", "monster")], ("sad",), ("beach",), seeds=2,
+                                      steps=STEPS, progress=False, first_seed=2000)
+    prompt = "a sticker of a sad tuki monster at the beach"
+    assert same_pixels(images, old_script_images(tiny_pipe, [prompt] * 2, [2000, 2001]))
+    assert scores["images"] == 2
+    cls, images = R.class_scores(tiny_pipe, judge, "monster", {"tuki", "bnh"}, n=2, steps=STEPS, progress=False,
+                                 first_seed=2500)
+    assert same_pixels(images, old_script_images(tiny_pipe, ["a monster"] * 2, [2500, 2501]))
+    pred = judge.predict(images)["individual"]
+    assert cls["judged_as_each"] == {i: pred.count(i) / 2 for i in ("bnh", "tuki")}
+    assert sum(cls["judged_as_each"].values()) == cls["judged_as_subject"]
+
+
+def test_each_subjects_ceiling_is_the_held_out_proofs_round_trip(tiny_pipe):
+    """The same renders through the same VAE give the held-out proof's tuki ceiling; bnh gets its own renders."""
+    judge = StubJudge()
+    got = R.subject_ceilings(tiny_pipe.vae, judge, ("tuki", "bnh"), H.MONSTER_EMOTIONS, H.MONSTER_SCENES, seeds=1,
+                             size=32)
+    assert got["tuki"]["round_trip"] == H.monster_ceiling(tiny_pipe.vae, judge, seeds=1, size=32)
+    assert got["tuki"]["images"] == got["bnh"]["images"] == 16
+    assert 0 <= got["bnh"]["round_trip"] <= 1
+
+
+@pytest.fixture(scope="module")
+def reference_module():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_dreambooth import ReferenceDreamBooth
+
+    return ReferenceDreamBooth
+
+
+def test_reference_loop_pairs_class_images_and_weights_their_loss(concept_dirs, reference_module):
+    """loss = instance + w x class, exactly (same draws, the optimizer at lr 0); each subject's fixed prompt
+    with a class prompt of its own class beside it."""
+    from conceptlab.models.tiny import build_pipeline
+    from conceptlab.training.data import load_concept_images, prepare_image, to_pixels
+    from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig
+
+    pipe = build_pipeline("tiny", seed=0)
+    subjects = [SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster"),
+                SubjectConfig("bnh", str(concept_dirs / "emoji"), "emoji")]
+    method = DreamBooth(pipe, DreamBoothConfig(subjects=subjects))
+    pixels = [to_pixels([prepare_image(im, 32) for im in load_concept_images(s.folder, "x")]) for s in subjects]
+    opt = torch.optim.AdamW(method.parameters(), lr=0.0, weight_decay=0.0)
+    texts, encode = [], method._encode
+    method._encode = lambda t, sizes=None: texts.append(list(t)) or encode(t, sizes)
+    losses = {}
+    for w in (0.0, 1.0, 2.0):
+        ref = reference_module(method, pixels, opt, [pixels[1], pixels[0]], prior_weight=w)
+        losses[w] = ref.step(4, torch.Generator().manual_seed(3))
+    assert losses[1.0] == pytest.approx((losses[0.0] + losses[2.0]) / 2, rel=1e-5)
+    assert losses[2.0] != pytest.approx(losses[0.0])
+    batch = texts[0]
+    pairs = {("a tuki monster", "a monster"), ("a bnh emoji", "a emoji")}
+    assert len(batch) == 8 and set(zip(batch[:4], batch[4:])) <= pairs
+    reference_module(method, pixels, opt).step(4, torch.Generator().manual_seed(3))
+    assert len(texts[-1]) == 4 and set(texts[-1]) <= {"a tuki monster", "a bnh emoji"}  # no class images
+
+
+def _report(tuki: float, bnh: float, reference: float, class_share: float) -> dict:
+    def loop(t, b):
+        per = {"tuki": {"identity": t, "emotion": 0.9, "scene": 0.95, "all": 0.5, "images": 60},
+               "bnh": {"identity": b, "emotion": 0.8, "scene": 0.9, "all": 0.5, "images": 60}}
+        return {"train_seconds": 12.0, "subjects": {"identity": (t + b) / 2, "emotion": 0.85, "scene": 0.925,
+                                                    "per_subject": per, "images": 120},
+                "class": {"judged_as_subject": class_share, "images": 48}}
+
+    return {"config": {"steps": 600, "loops": ["ours", "reference"], "train_text_encoder": True, "lora": False,
+                       "captions": "varying", "class_prompts": "class", "prior_weight": 0.3,
+                       "prior": ["tuki=0.3,class"], "lr": None},
+            "subjects": ["tuki", "bnh"], "seeds": [2000, 2002], "class_seeds": [2500, 2547],
+            "ceiling": {"tuki": {"round_trip": 0.8}, "bnh": {"round_trip": 1.0}},
+            "loops": {"ours": loop(tuki, bnh), "reference": loop(reference, reference)}}
+
+
+def test_floors_hold_per_subject():
+    holds = {b["what"].split(" (")[0]: b["holds"] for b in R.proof_floors(_report(0.76, 0.95, 0.3, 0.05))}
+    assert holds["tuki: identity / round-trip ceiling"] and holds["bnh: identity / round-trip ceiling"]
+    assert not holds["bnh: asked emotion"] and holds["tuki: asked emotion"]
+    assert holds["bare class prompt judged a subject"] and holds["identity, ours minus the reference"]
+    holds = {b["what"].split(" (")[0]: b["holds"] for b in R.proof_floors(_report(0.70, 0.95, 0.8, 0.10))}
+    assert not holds["tuki: identity / round-trip ceiling"]  # 0.70 / 0.8 = 87.5% of its ceiling
+    assert not holds["bare class prompt judged a subject"] and not holds["identity, ours minus the reference"]
+
+
+def test_records_go_into_the_results_page_and_render():
+    spec = importlib.util.spec_from_file_location("docs_script", REPO / "scripts" / "docs.py")
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    records = R.proof_records(_report(0.72, 0.95, 0.3, 0.05), date="2026-11-30", commit="abc", model="v9")
+    ours = records[0]["metrics"]
+    assert ours["tuki"] == 72.0 and ours["tuki_of_ceiling"] == 90.0 and ours["bnh_of_ceiling"] == 95.0
+    assert ours["ceilings"] == [80.0, 100.0] and ours["emotion_per_subject"] == [90.0, 80.0]
+    assert "--prior tuki=0.3,class" in records[0]["command"] and "--first-seed 2000" in records[0]["command"]
+    page = {"title": "DreamBooth", "tables": [{"title": "older", "columns": [], "rows": []}], "records": []}
+    merged = R.merge_proof_records(copy.deepcopy(page), records)
+    assert R.merge_proof_records(copy.deepcopy(merged), records) == merged  # recording twice changes nothing
+    assert merged["tables"][0]["rows"] == [r["id"] for r in records] and len(merged["records"]) == 2
+    text = docs.render_results_page("dreambooth", merged)
+    assert "| ours | --prior tuki=0.3,class | 600 | 2000-2002 per prompt" in text
+    assert "72% (of ceiling 90%)" in text
