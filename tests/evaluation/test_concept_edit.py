@@ -108,3 +108,5 @@ def test_run_makes_generated_and_inverted_edits_and_scores_them(tiny_pipe):
     assert [r["kind"] for r in rows] == ["generated", "real"] and len(images) == 2 + 3
     assert rows[1]["bbox"] == list(edits[1].render.bbox)
     assert all(r["subject_judged"] and r["source_was_subject"] for r in rows)  # the fake judge reads bnh everywhere
+    assert "psnr_out_input" in rows[1] and "psnr_out_input" not in rows[0]
+    assert rows[0]["regenerated_subject"] and "regenerated_subject" not in rows[1]

@@ -160,7 +160,8 @@ def summarize(rows: list[dict]) -> dict:
     """{subject: {kind: numbers}}: the share of edits judged the subject (of all, and of those whose source was
     not judged the subject already), the mean PSNR outside the box (inf counted as PSNR_CAP; also outside the
     box joined with the edit's), the share of edits at or above OUTSIDE_FLOOR, and the share of sources judged
-    the subject (the control)."""
+    the subject (the control); real edits also against the input render, not only its reconstruction;
+    generated ones beside the target prompt regenerated from the seed (when run_concept_edits made it)."""
     out: dict = {}
     for subject in dict.fromkeys(r["subject"] for r in rows):
         out[subject] = {}
@@ -171,6 +172,8 @@ def summarize(rows: list[dict]) -> dict:
             fresh = [r for r in mine if not r["source_was_subject"]]
             psnrs = [min(r["psnr_out"], PSNR_CAP) for r in mine]
             joined = [min(r["psnr_out_joined"], PSNR_CAP) for r in mine]
+            inputs = [min(r["psnr_out_input"], PSNR_CAP) for r in mine if "psnr_out_input" in r]
+            regen = [r for r in mine if "regenerated_subject" in r]
             out[subject][kind] = {
                 "n": len(mine),
                 "subject_judged": float(np.mean([r["subject_judged"] for r in mine])),
@@ -182,6 +185,10 @@ def summarize(rows: list[dict]) -> dict:
                 "at_outside_floor": float(np.mean([p >= OUTSIDE_FLOOR for p in psnrs])),
                 "outside_share": float(np.mean([r["outside_share"] for r in mine])),
                 "psnr_out_joined": float(np.mean(joined)),
+                "psnr_out_input": float(np.mean(inputs)) if inputs else None,
+                "regenerated_subject": float(np.mean([r["regenerated_subject"] for r in regen])) if regen else None,
+                "regenerated_psnr_out": float(np.mean([min(r["regenerated_psnr_out"], PSNR_CAP) for r in regen]))
+                if regen else None,
             }
     return out
 
@@ -201,28 +208,39 @@ def concept_edit_bars(summary: dict) -> list[Bar]:
 
 # ------------------------------------------------------------------------------------------------ a run
 def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inversion: str = "negative-prompt",
-                      progress: bool = True) -> tuple[list[dict], list]:
+                      progress: bool = True, regenerate: bool = True) -> tuple[list[dict], list]:
     """(rows, images): each edit made with editing.edit(**settings) and scored; images are source, edit pairs
     (a real edit's input render first, so its triple is input, source, edit). Renders are inverted with
-    `inversion` over settings' steps (default 30)."""
+    `inversion` over settings' steps (default 30). With `regenerate`, a generated edit's target prompt is also
+    generated plainly from its seed (the way without Prompt-to-Prompt) and scored the same way."""
     from tqdm.auto import tqdm
 
-    from conceptlab.editing.edit import edit
+    from conceptlab.editing.edit import edit, shared_latents
     from conceptlab.editing.inversion import invert
 
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows, images = [], []
     for e in tqdm(edits, desc="concept edits", unit="edit", disable=not progress):
+        regen = None
         if e.kind == "generated":
             res = edit(pipe, e.source, e.target, seed=e.seed, **settings)
             bbox = outline_box(res.images[0])
+            if regenerate:
+                regen = pipe(e.target, num_inference_steps=res.config.steps, guidance_scale=res.config.guidance,
+                             latents=shared_latents(pipe, 1, e.seed, size, size)).images[0]
         else:
             inv = invert(pipe, e.render.image, e.source, method=inversion, steps=settings.get("steps", 30))
             res = edit(pipe, e.source, e.target, inversion=inv, **settings)
             bbox = e.render.bbox
             images.append(e.render.image)
         source, edited = res.images
-        pred = judge.predict([edited, source])["individual"]
-        rows.append(score_edit(e, pred[0], pred[1], source, edited, bbox))
+        pred = judge.predict([edited, source] + ([regen] if regen is not None else []))["individual"]
+        row = score_edit(e, pred[0], pred[1], source, edited, bbox)
+        if regen is not None:
+            row.update(regenerated_subject=pred[2] == e.subject, regenerated_psnr_out=outside_psnr(source, regen, bbox)[0])
+        if e.kind == "real":  # beside the reconstruction: the input render itself
+            row["psnr_out_input"] = outside_psnr(e.render.image, edited, bbox)[0]
+        rows.append(row)
         images += [source, edited]
     return rows, images
 
@@ -250,6 +268,9 @@ CONCEPT_EDIT_TABLE = {
         {"header": "PSNR outside", "value": "metrics.psnr_out", "format": "db"},
         {"header": "edits >= 25 dB", "value": "metrics.at_outside_floor", "format": "pct"},
         {"header": "outside, edit's box too", "value": "metrics.psnr_out_joined", "format": "db"},
+        {"header": "outside, against the render", "value": "metrics.psnr_out_input", "format": "db"},
+        {"header": "regenerated: subject", "value": "metrics.regenerated_subject", "format": "pct"},
+        {"header": "regenerated: outside", "value": "metrics.regenerated_psnr_out", "format": "db"},
     ],
     "rows": [],
 }
@@ -283,7 +304,10 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
                            "subject_judged_all": _pct(s["subject_judged"]),
                            "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": round(s["psnr_out"], 1),
                            "at_outside_floor": _pct(s["at_outside_floor"]),
-                           "psnr_out_joined": round(s["psnr_out_joined"], 1)}
+                           "psnr_out_joined": round(s["psnr_out_joined"], 1),
+                           "psnr_out_input": _round(s.get("psnr_out_input")),
+                           "regenerated_subject": _pct(s.get("regenerated_subject")),
+                           "regenerated_psnr_out": _round(s.get("regenerated_psnr_out"))}
                 out.append({"id": f"concept-edit-{subject}-{kind}-{run['setting']}-{run['first_seed']}", "date": date,
                             "commit": commit, "model": model, "seeds": seeds,
                             "samples": f"{s['n']} edits ({s['n_fresh']} whose source was not judged {subject})",
@@ -298,6 +322,10 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
 
 def _pct(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 1)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def merge_records(data: dict | None, records: list[dict]) -> dict:
