@@ -111,6 +111,9 @@ def launch(studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: tupl
     """Serves the studio; returns the running gr.Blocks when `block` is False (tests, benchmarks)."""
     check_host(host, auth)
     import gradio as gr
+    from starlette.middleware import Middleware
+
+    from conceptlab.studio.assets import AssetCache
 
     app = build_app(studio)
     app.queue(default_concurrency_limit=1)  # one model call at a time: they share the pipeline and the CPU
@@ -119,7 +122,7 @@ def launch(studio: Studio, host: str = "127.0.0.1", port: int = 7860, auth: tupl
     studio.runner.start()
     app.launch(server_name=host, server_port=port, auth=auth, allowed_paths=[str(studio.ws.root)],
                prevent_thread_lock=True, quiet=quiet, show_error=True, ssr_mode=False, theme=theme,
-               footer_links=[])
+               footer_links=[], app_kwargs={"middleware": [Middleware(AssetCache)]})
     if not block:
         return app
     try:
