@@ -44,8 +44,7 @@ from conceptlab.world.export import export_images, read_metadata  # noqa: E402
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
-SEEDS = 3  # per subject x emotion x scene: 2 x 4 x 5 x 3 = 120 judged generations per loop
-CLASS_N, CLASS_OFFSET = 48, 500  # bare class prompts, seeds first_seed + 500..
+CLASS_OFFSET = 500  # bare class prompts use seeds first_seed + 500..
 
 
 def varying_captions(folder: Path) -> None:
@@ -65,13 +64,13 @@ def parse_prior(text: str) -> tuple[str, float, str | None]:
     return ident, float(weight), prompts or None
 
 
-def scores(pipe, judge, out: Path, name: str, first_seed: int) -> dict:
+def scores(pipe, judge, out: Path, name: str, a) -> dict:
     """The library's subject and class scores on this run's seeds, with their grids."""
     subjects, images = R.subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(R.SCENES),
-                                        SEEDS, first_seed=first_seed, progress=False)
-    make_grid(images[::SEEDS], cols=len(R.SCENES), scale=2).save(out / f"{name}-subjects.png")
-    cls, images = R.class_scores(pipe, judge, "monster", SUBJECTS, CLASS_N, first_seed=first_seed + CLASS_OFFSET,
-                                 progress=False)
+                                        a.seeds, first_seed=a.first_seed, progress=False)
+    make_grid(images[::a.seeds], cols=len(R.SCENES), scale=2).save(out / f"{name}-subjects.png")
+    cls, images = R.class_scores(pipe, judge, "monster", SUBJECTS, a.class_prompt_images,
+                                 first_seed=a.first_seed + CLASS_OFFSET, progress=False)
     make_grid(images[:24], cols=8, scale=2).save(out / f"{name}-class.png")
     return {"subjects": subjects, "class": cls}
 
@@ -118,8 +117,9 @@ def run(a) -> dict:
     masks = a.masks if a.mask_weight else None
     priors = {i: (w, p) for i, w, p in map(parse_prior, a.prior)}
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "record"},
-              "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + SEEDS - 1],
-              "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + CLASS_N - 1], "loops": {}}
+              "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
+              "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
+              "loops": {}}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
@@ -134,8 +134,8 @@ def run(a) -> dict:
     report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES))
     print("ceiling", json.dumps(report["ceiling"]), flush=True)
     if a.baseline:
-        cls, images = R.class_scores(base, judge, "monster", SUBJECTS, CLASS_N, first_seed=a.first_seed + CLASS_OFFSET,
-                                     progress=False)
+        cls, images = R.class_scores(base, judge, "monster", SUBJECTS, a.class_prompt_images,
+                                     first_seed=a.first_seed + CLASS_OFFSET, progress=False)
         report["base"] = {"class": cls}
     del base
     for loop in a.loops:
@@ -145,7 +145,7 @@ def run(a) -> dict:
             pipe, result = train_dreambooth(config(data, a, priors, loop == "ours"), out / loop)
             secs = result.seconds
         pipe.set_progress_bar_config(disable=True)
-        report["loops"][loop] = {"train_seconds": round(secs, 1), **scores(pipe, judge, out, loop, a.first_seed)}
+        report["loops"][loop] = {"train_seconds": round(secs, 1), **scores(pipe, judge, out, loop, a)}
         s = report["loops"][loop]
         print(loop, f"{secs:.0f}s", json.dumps({i: {k: v for k, v in m.items() if k != "images"}
                                                  for i, m in s["subjects"]["per_subject"].items()}),
@@ -176,7 +176,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0, help="the training seed, the same for every loop")
     ap.add_argument("--first-seed", type=int, default=2000,
-                    help="judged generations use seeds FIRST..FIRST+2, class prompts FIRST+500..; choose on 1000")
+                    help="judged generations use seeds FIRST.., class prompts FIRST+500..; choose on 1000")
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="seeds per subject x emotion x scene: 3 gives 2 x 4 x 5 x 3 = 120 judged generations per loop")
+    ap.add_argument("--class-prompt-images", type=int, default=48, help="judged generations of the bare class prompt")
     ap.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "no-prior"])
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
