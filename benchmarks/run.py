@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -42,6 +44,7 @@ def main() -> None:
     if args.sdxl_size < 64 or args.sdxl_size % 8:
         parser.error(f"--sdxl-size {args.sdxl_size}: must be a multiple of 8 and at least 64, e.g. 128")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    command = "python -m benchmarks.run " + " ".join(sys.argv[1:])  # what a record says made it
     names = [n for n in (args.only or BENCHMARKS) if n != "bench_sdxl" or _run_sdxl(args.sdxl)]
     rows = []
     for name in names:
@@ -50,10 +53,12 @@ def main() -> None:
         for result in module.run(quick=args.quick, **kwargs):
             print(result.line(), flush=True)
             rows.append({"name": result.name, "ours": result.ours, "reference": result.reference,
-                         "ratio": result.ratio, "unit": result.unit, "target": result.target,
+                         "ratio": result.ratio, "unit": result.unit, "target": result.target, "module": name,
+                         "command": command, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
                          **({"detail": result.detail} if result.detail else {})})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
+    print(f"results in {args.out}; `python -m benchmarks.record {args.out}` adds them to docs/results")
 
 
 if __name__ == "__main__":
