@@ -68,6 +68,23 @@ def plot_loss(steps: list[int], losses: list[float], path: str | Path, title: st
     return Path(path)
 
 
+def plot_selection(history: list[dict], weights: dict[str, float], chosen: int, path: str | Path) -> Path:
+    """Checkpoint selection: each chosen metric and their weighted score per validated step, the kept step marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [h["step"] for h in history]
+    for metric in weights:
+        ax.plot(steps, [h["validation"][metric] for h in history], marker="o", label=metric)
+    if len(weights) > 1:
+        ax.plot(steps, [h["score"] for h in history], marker="s", color="black", label="weighted score")
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"kept: step {chosen}")
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_attention(image, tokens: list[str], maps, path: str | Path) -> Path:
     """The image and one heat map per token, side by side."""
     import numpy as np

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conceptlab.concepts.formats import load_embedding
 from conceptlab.errors import InputError
 from conceptlab.evaluation.prompts import PromptCase
+from conceptlab.imaging import make_grid
 from conceptlab.models.tiny import build_pipeline
 from conceptlab.training.loop import TrainConfig, Trainer
 from conceptlab.training.selection import (
@@ -38,7 +41,7 @@ class FakeEvaluator:
 
     def score(self, images, cases):
         assert len(images) == len(cases)
-        self.calls += 1
+        self.calls, self.images = self.calls + 1, images
         return dict(self.table[self.calls - 1])
 
 
@@ -83,9 +86,17 @@ def test_a_weighted_sum_picks_another_step_than_one_metric(concept_dirs, tmp_pat
 
 def test_validate_every_and_the_last_step(concept_dirs, tmp_path):
     method, cfg = _ti(concept_dirs, steps=5)
-    selection = _select(FakeEvaluator([{"a": 0.1}, {"a": 0.2}, {"a": 0.3}]), "a", every=2)
+    evaluator = FakeEvaluator([{"a": 0.1}, {"a": 0.2}, {"a": 0.3}])
+    selection = _select(evaluator, "a", every=2)
     Trainer(method, cfg.train, tmp_path, hooks=[selection]).train()
     assert [r["step"] for r in selection.history] == [2, 4, 5]
+    # each validation's renders are kept as a sheet; the last one is the images the evaluator scored
+    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == [f"step-{s:06d}.png" for s in (2, 4, 5)]
+    with Image.open(tmp_path / "validation" / "step-000005.png") as sheet:
+        expected = make_grid(evaluator.images, cols=2, labels=["b s0", "b s1"])
+        assert np.array_equal(np.asarray(sheet.convert("RGB")), np.asarray(expected))
+    with Image.open(tmp_path / "selected" / "selection.png") as curve:  # the curve, the kept step marked
+        assert curve.size[0] > 100 and len(set(curve.convert("L").getdata())) > 2
 
 
 def test_resumed_run_keeps_its_best_and_trains_bit_identically(concept_dirs, tmp_path):

@@ -279,6 +279,7 @@ class CheckpointSelection:
         if trainer.acc.is_main_process:
             with open(trainer.out / "metrics.jsonl", "a") as f:  # the studio's reader skips rows without a loss
                 f.write(json.dumps(row) + "\n")
+            self.save_sheet(images, trainer.out / "validation" / f"step-{trainer.step:06d}.png")
         trainer.log({**{f"validation/{k}": v for k, v in scores.items()}, "validation/score": row["score"]})
         return row
 
@@ -300,10 +301,25 @@ class CheckpointSelection:
                   "prompts": [{"prompt": c.prompt, "seed": c.seed, "expect": c.expect} for c in self.cases]}
         if trainer.acc.is_main_process:
             atomic_write_json(record, out / "selection.json")
+            from conceptlab.plots import plot_selection
+
+            plot_selection(self.history, self.cfg.select_by, step, out / "selection.png")
             shown = ", ".join(f"{m} {self.best['validation'][m]:.3f}" for m in self.cfg.select_by)
             print(f"selected step {step} of {trainer.step} by {_spec(self.cfg.select_by)} (score "
                   f"{self.best['score']:.3f}: {shown}); its files are in {out}")
         return out
+
+    def save_sheet(self, images: list, path: Path) -> Path:
+        """The validation set as rendered at this step: one row per group (subject or token), its prompts' seeds
+        side by side, each captioned with its seed, so the sheets of successive steps compare cell by cell."""
+        from conceptlab.imaging import make_grid
+
+        groups = list(dict.fromkeys(c.group for c in self.cases))
+        order = [k for g in groups for k, c in enumerate(self.cases) if c.group == g]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_grid([images[k] for k in order], cols=max(1, len(order) // len(groups)),
+                  labels=[f"{self.cases[k].group} s{self.cases[k].seed}" for k in order]).save(path)
+        return path
 
     def state_dict(self) -> dict:
         return {"best": self.best, "history": self.history}
