@@ -75,14 +75,17 @@ def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
-def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
-    """The plain words, then each loop on a fresh base model, judged on the same prompts and seeds."""
+def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lambda result: None) -> dict:
+    """The plain words, then each loop on a fresh base model, judged on the same prompts and seeds; `save` gets
+    the result so far after each row, so a run stopped early keeps the rows it finished."""
     data = work / f"{concept}-data"
     token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed)
     plain = "pixel art" if concept == "style" else "monster"
     groups = H.score_groups(concept)
     result = {"token": token, "init": init, "caption_words": words, "loops": {}}
     pipe = load_pipeline(cfg.model)
+    if concept == "monster":  # the autoencoder is never trained: the base model's is every loop's
+        result["ceiling"] = H.monster_ceiling(pipe.vae, judge)
     judged = lambda noun: H.judge_prompts(pipe, judge, H.prompts_for(concept, noun), cfg.per_prompt,  # noqa: E731
                                           cfg.first_seed, cfg.guidance, cfg.sampling_steps)
     if cfg.plain_word:
@@ -90,6 +93,7 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
         result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
         H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
         print(f"{concept} plain word: {result['plain_word']}", flush=True)
+        save(result)
     for loop in cfg.loops:
         pipe = load_pipeline(cfg.model)
         noun = token
@@ -105,12 +109,8 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path) -> dict:
         result["loops"][loop] = {**H.shares(rows, groups), "images": len(rows), "train_seconds": round(secs, 1)}
         H.save_grid(images, cfg.per_prompt, work / f"{concept}-{loop}.png")
         print(f"{concept} {loop}: {result['loops'][loop]}", flush=True)
-    if concept == "monster":
-        result["ceiling"] = H.monster_ceiling(pipe.vae, judge)
-    if {"ours", "reference"} <= set(result["loops"]):
-        key, n = H.headline(concept), result["loops"]["ours"]["images"]
-        a, b = result["loops"]["ours"][key], result["loops"]["reference"][key]
-        result["ours_minus_reference"] = {"metric": key, "difference": a - b, "noise": H.difference_noise(a, b, n)}
+        save(result)
+    H.add_difference(result, concept)
     return result
 
 
@@ -131,6 +131,8 @@ def main() -> None:
     p.add_argument("--record", metavar="PAGE_JSON", default=None,
                    help="add OUT/heldout.json's numbers to a docs/results/data page (docs/results/data/heldout-concepts.json; "
                         "made if missing) and stop (no training)")
+    p.add_argument("--merge", nargs="+", metavar="SHARD", default=None,
+                   help="join the heldout.json of runs on consecutive seed ranges (same settings) into OUT and stop")
     p.add_argument("--model-name", default="v9", help="the model's name in the record")
     p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
     a = p.parse_args()
@@ -138,16 +140,30 @@ def main() -> None:
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
     out = Path(a.out)
+    if a.merge:
+        return merge(out, [Path(d) for d in a.merge])
     if a.record:
         return record(out, Path(a.record), a.model_name)
     out.mkdir(parents=True, exist_ok=True)
     t0, judge = time.time(), load_judge()
     result = {"config": asdict(cfg), "concepts": {}}
     for concept in cfg.concepts:
-        result["concepts"][concept] = run_concept(concept, cfg, judge, out)
-        (out / "heldout.json").write_text(json.dumps(result, indent=1))
+        def save(r, concept=concept):
+            result["concepts"][concept] = r
+            (out / "heldout.json").write_text(json.dumps(result, indent=1))
+        save(run_concept(concept, cfg, judge, out, save))
     result["floors"] = H.floors(result)
     result["minutes"] = round((time.time() - t0) / 60, 1)
+    (out / "heldout.json").write_text(json.dumps(result, indent=1))
+    for bar in result["floors"]:
+        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} (floor {bar['floor']:.3f})")
+
+
+def merge(out: Path, shards: list[Path]) -> None:
+    """Joins shard runs (the same settings on consecutive seed ranges, run side by side) into OUT/heldout.json."""
+    result = H.merge_results([json.loads((d / "heldout.json").read_text()) for d in shards])
+    result["shards"] = [str(d) for d in shards]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "heldout.json").write_text(json.dumps(result, indent=1))
     for bar in result["floors"]:
         print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} (floor {bar['floor']:.3f})")
@@ -168,6 +184,8 @@ def record(out: Path, page: Path, model_name: str) -> None:
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
+    if "shards" in result:
+        command += f" (run as {len(result['shards'])} shards on consecutive seeds, joined with --merge)"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     date = time.strftime("%Y-%m-%d", time.localtime((out / "heldout.json").stat().st_mtime))
     records = H.records_from(result, date=date, commit=commit, model=model_name, command=command)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from conceptlab.evaluation.recipes import heldout as H
 from conceptlab.world.attributes import ATTRIBUTES, INDIVIDUALS
 from conceptlab.world.export import read_metadata
@@ -95,3 +97,27 @@ def test_pivotal_records_name_every_changed_setting_and_may_lack_the_plain_word(
     (record,) = H.records_from(result, date="2026-11-30", commit="abc", model="v9", command="python x")
     assert record["id"] == "ti-heldout-monster-pivotal-lora-lr0.001-rank16-steps800-1000"
     assert "plain_word" not in record["metrics"] and record["metrics"]["headline"] == 30.0
+
+
+def test_shards_on_consecutive_seeds_join_weighted_by_their_images():
+    def shard(first, n, identity, plain):
+        return {"config": {"first_seed": first, "per_prompt": n, "steps": 400, "lora_lr": 1e-3}, "concepts": {
+            "monster": {"token": "<tuki>", "init": "monster", "caption_words": "purple monster", "ceiling": 0.75,
+                        "plain_word": {"noun": "monster", "identity": plain, "images": 16 * n},
+                        "loops": {"pivotal": {"identity": identity, "emotion": 1.0, "scene": 1.0, "all": identity,
+                                              "images": 16 * n, "train_seconds": 10.0 * n},
+                                  **({"ours": {"identity": 0.0, "emotion": 1.0, "scene": 1.0, "all": 0.0,
+                                               "images": 16 * n, "train_seconds": 1.0}} if first == 2000 else {})}}}}
+    joined = H.merge_results([shard(2005, 15, 0.2, 0.0), shard(2000, 5, 0.6, 0.1)])
+    assert joined["config"]["first_seed"] == 2000 and joined["config"]["per_prompt"] == 20
+    m = joined["concepts"]["monster"]
+    assert math.isclose(m["loops"]["pivotal"]["identity"], (0.6 * 80 + 0.2 * 240) / 320)
+    assert m["loops"]["pivotal"]["images"] == 320 and m["loops"]["pivotal"]["train_seconds"] == 100.0
+    assert set(m["loops"]) == {"pivotal"}, "a row only some shards finished is left out"
+    assert math.isclose(m["plain_word"]["identity"], 0.1 * 80 / 320) and m["ceiling"] == 0.75
+    with pytest.raises(ValueError, match="consecutive"):
+        H.merge_results([shard(2000, 5, 0.6, 0.0), shard(2010, 5, 0.6, 0.0)])
+    other = shard(2005, 5, 0.6, 0.0)
+    other["config"]["lora_lr"] = 1e-4
+    with pytest.raises(ValueError, match="different settings"):
+        H.merge_results([shard(2000, 5, 0.6, 0.0), other])

@@ -163,6 +163,51 @@ def floors(result: dict) -> list[dict]:
     return out
 
 
+def add_difference(r: dict, concept: str) -> None:
+    """Adds ours minus the reference loop on the headline metric, with its noise bar, when both loops ran."""
+    if {"ours", "reference"} <= set(r["loops"]):
+        key, n = headline(concept), r["loops"]["ours"]["images"]
+        a, b = r["loops"]["ours"][key], r["loops"]["reference"][key]
+        r["ours_minus_reference"] = {"metric": key, "difference": a - b, "noise": difference_noise(a, b, n)}
+
+
+def merge_results(shards: list[dict]) -> dict:
+    """One result from runs with the same settings on consecutive seed ranges: each share weighted by its images;
+    a row is kept only if every shard has it (train seconds: the shards' mean)."""
+    cfgs = sorted((s["config"] for s in shards), key=lambda c: c["first_seed"])
+    for prev, cfg in zip(cfgs, cfgs[1:]):
+        if cfg["first_seed"] != prev["first_seed"] + prev["per_prompt"]:
+            raise ValueError(f"shards' seeds are not consecutive: {prev['first_seed']}+{prev['per_prompt']} "
+                             f"then {cfg['first_seed']}")
+        if {k: v for k, v in cfg.items() if k not in ("first_seed", "per_prompt")} != \
+                {k: v for k, v in prev.items() if k not in ("first_seed", "per_prompt")}:
+            raise ValueError("shards were run with different settings")
+    config = {**cfgs[0], "per_prompt": sum(c["per_prompt"] for c in cfgs)}
+    concepts = {}
+    for concept in shards[0]["concepts"]:
+        parts = [s["concepts"][concept] for s in shards]
+        joined = {k: parts[0][k] for k in ("token", "init", "caption_words")}
+        if "ceiling" in parts[0]:
+            joined["ceiling"] = sum(p["ceiling"] for p in parts) / len(parts)
+        if all("plain_word" in p for p in parts):
+            joined["plain_word"] = {"noun": parts[0]["plain_word"]["noun"], **_pooled([p["plain_word"] for p in parts])}
+        loops = [loop for loop in parts[0]["loops"] if all(loop in p["loops"] for p in parts)]
+        joined["loops"] = {loop: {**_pooled([p["loops"][loop] for p in parts]), "train_seconds": round(
+            sum(p["loops"][loop]["train_seconds"] for p in parts) / len(parts), 1)} for loop in loops}
+        add_difference(joined, concept)
+        concepts[concept] = joined
+    result = {"config": config, "concepts": concepts}
+    result["floors"] = floors(result)
+    return result
+
+
+def _pooled(rows: list[dict]) -> dict:
+    """Shares pooled over shards, each weighted by its images."""
+    n = sum(r["images"] for r in rows)
+    keys = [k for k in rows[0] if k not in ("images", "train_seconds", "noun")]
+    return {**{k: sum(r[k] * r["images"] for r in rows) / n for k in keys}, "images": n}
+
+
 def _bar(what: str, value: float, floor: float, beyond: bool = False) -> dict:
     """`beyond`: the value must exceed the floor (a difference beyond the noise), not only reach it."""
     holds = value > floor if beyond else value >= floor
