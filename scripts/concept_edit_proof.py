@@ -65,13 +65,23 @@ def train(out: Path, steps: int, images: int, rank: int, lr: float, model: str |
 
 
 # Edit settings the proof chooses between (--settings), each: editing.edit keywords and the LoRA's scale
+_DIFF = {"blend_mask": "difference"}
 SETTINGS = {
-    "default": {"edit": {"blend_mask": "difference"}, "lora_scale": 1.0},  # conceptlab edit's defaults + the mask
-    "self-0.2": {"edit": {"blend_mask": "difference", "self_steps": 0.2}, "lora_scale": 1.0},
-    "loose": {"edit": {"blend_mask": "difference", "cross_steps": 0.6, "self_steps": 0.2}, "lora_scale": 1.0},
+    "default": {"edit": _DIFF, "lora_scale": 1.0},  # conceptlab edit's defaults (cross 0.8, self 0.4) + the mask
+    "self-0.2": {"edit": {**_DIFF, "self_steps": 0.2}, "lora_scale": 1.0},
+    "loose": {"edit": {**_DIFF, "cross_steps": 0.6, "self_steps": 0.2}, "lora_scale": 1.0},
     "no-blend": {"edit": {}, "lora_scale": 1.0},
-    "lora-1.5": {"edit": {"blend_mask": "difference"}, "lora_scale": 1.5},
-    "self-0.2-lora-1.5": {"edit": {"blend_mask": "difference", "self_steps": 0.2}, "lora_scale": 1.5},
+    "lora-1.5": {"edit": _DIFF, "lora_scale": 1.5},
+    # the mask taken early (step 3 of 30) and only where the latents drift most, the layout left free
+    "local": {"edit": {**_DIFF, "blend_threshold": 0.5, "blend_start": 0.1, "self_steps": 0.0, "cross_steps": 0.4},
+              "lora_scale": 1.0},
+    "local-lora-1.5": {"edit": {**_DIFF, "blend_threshold": 0.5, "blend_start": 0.1, "self_steps": 0.0,
+                                "cross_steps": 0.4}, "lora_scale": 1.5},
+    "tight": {"edit": {**_DIFF, "blend_threshold": 0.6, "blend_start": 0.2, "self_steps": 0.2, "cross_steps": 0.6},
+              "lora_scale": 1.0},
+    "tightest": {"edit": {**_DIFF, "blend_threshold": 0.7, "blend_start": 0.1}, "lora_scale": 1.0},
+    "free": {"edit": {**_DIFF, "blend_threshold": 0.4, "blend_start": 0.1, "self_steps": 0.0, "cross_steps": 0.2},
+             "lora_scale": 1.5},
 }
 
 
@@ -97,7 +107,8 @@ def run_setting(pipe, judge, name: str, args, out: Path) -> dict:
     for subject in args.subjects:
         for kind in args.kinds:
             edits = C.concept_edits(subject, kind, args.first_seed, args.cases, size)
-            mine, images = C.run_concept_edits(pipe, judge, edits, setting["edit"], args.inversion, progress=False)
+            mine, images = C.run_concept_edits(pipe, judge, edits, setting["edit"], args.inversion, progress=False,
+                                               regenerate=not args.no_regenerate)
             rows += mine
             cols = 8 if kind == "generated" else 9  # pairs (source, edit); triples (render, source, edit)
             C.save_pairs(images[:cols * 6], out / f"{name}-{subject}-{kind}-{args.first_seed}.png", cols)
@@ -138,6 +149,8 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=2000, help="1000: the choosing range; 2000: the report range")
     ap.add_argument("--cases", type=int, default=40, help="edits per subject and kind")
     ap.add_argument("--inversion", default="negative-prompt", help="how the renders are inverted")
+    ap.add_argument("--no-regenerate", action="store_true",
+                    help="skip regenerating each generated edit's target prompt from its seed (faster choosing runs)")
     ap.add_argument("--record", metavar="PAGE_JSON", type=Path, default=None,
                     help="add OUT/concept-edit.json's runs to a docs/results/data page and stop")
     ap.add_argument("--model-name", default="v9", help="the model's name in the record")
@@ -148,8 +161,10 @@ def main() -> None:
     path = args.out / "concept-edit.json"
     report = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     if args.lora is None and (args.out / "train.json").is_file():  # trained by an earlier call into OUT
-        report["train"] = json.loads((args.out / "train.json").read_text())
-        args.lora = Path(report["train"]["lora"])
+        args.lora = Path(json.loads((args.out / "train.json").read_text())["lora"])
+    trained_by = args.lora.parents[2] / "train.json" if args.lora is not None else None  # ITS_OUT/train/lora/FILE
+    if trained_by is not None and trained_by.is_file():  # a LoRA this script trained: keep how
+        report["train"] = json.loads(trained_by.read_text())
     if args.lora is None:
         args.lora, secs = train(args.out, args.train_steps, args.images, args.rank, args.lr, args.model)
         report["train"] = {"seconds": secs, "steps": args.train_steps, "rank": args.rank, "lr": args.lr,

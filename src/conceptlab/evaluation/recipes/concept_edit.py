@@ -296,10 +296,11 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
     train, out = result.get("train", {}), []
     for run in result["runs"].values():
         seeds = f"{run['first_seed']}-{run['first_seed'] + run['cases'] - 1}"
-        command = (f"python scripts/concept_edit_proof.py OUT --settings {run['setting']} --first-seed "
-                   f"{run['first_seed']} --cases {run['cases']}")
         for subject, kinds in run["summary"].items():
             for kind, s in kinds.items():
+                command = (f"python scripts/concept_edit_proof.py OUT --settings {run['setting']} --subjects {subject} "
+                           f"--kinds {kind} --first-seed {run['first_seed']} --cases {run['cases']}"
+                           + (" --no-regenerate" if kind == "generated" and s.get("regenerated_subject") is None else ""))
                 metrics = {"n": s["n"], "subject_judged": _pct(s["subject_judged_fresh"]),
                            "subject_judged_all": _pct(s["subject_judged"]),
                            "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": round(s["psnr_out"], 1),
