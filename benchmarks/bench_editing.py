@@ -20,6 +20,7 @@ from conceptlab.editing.inversion import invert, reconstruct
 from conceptlab.models.tiny import build_pipeline
 from conceptlab.world import StickerSpec, render
 
+TITLE = "Prompt-to-Prompt and inversion"  # its table on docs/results/benchmarks.md (benchmarks/record.py)
 CASES = {"tiny": ("tiny", 32, 20, 3), "sd15-shaped @256px": ("sd15", 256, 5, 1)}
 
 

@@ -6,7 +6,7 @@ docs/results/benchmarks.md is generated from what the benchmarks measured, never
 Each result becomes one record (`bench-` + its name as a slug; a later run of the same benchmark replaces it):
 our figure, the reference measured in the same run, the ratio, the target, the run's date, commit, command and
 load average. The records are listed in one table per benchmark module (created when missing, titled by
---table or by the module's first docstring line); tables written by hand keep their own rows.
+--table or by the module's TITLE); tables written by hand keep their own rows.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def slug(name: str) -> str:
 
 
 def _figure(value: float, unit: str) -> str:
-    return f"{value:.3g} {unit}".strip()
+    number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return f"{number} {unit}".strip()
 
 
 def to_record(row: dict, date: str, commit: str, command: str) -> dict:
@@ -53,8 +54,8 @@ def _title(module: str | None, given: str | None) -> str:
     if given:
         return given
     if module:
-        doc = importlib.import_module(f"benchmarks.{module}").__doc__ or module
-        return doc.strip().splitlines()[0].rstrip(".:")
+        bench = importlib.import_module(f"benchmarks.{module}")
+        return getattr(bench, "TITLE", None) or module
     return "Other benchmark runs"
 
 
