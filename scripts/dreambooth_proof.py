@@ -158,12 +158,12 @@ def run(a) -> dict:
     return report
 
 
-def record(out: Path, page: Path, model_name: str, setup: str) -> None:
+def record(out: Path, page: Path, model_name: str, setup: str | None, name: str | None) -> None:
     """Adds the finished run's records (one per loop) to the DreamBooth results page's JSON."""
     report = json.loads((out / "dreambooth-proof.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     date = time.strftime("%Y-%m-%d", time.localtime((out / "dreambooth-proof.json").stat().st_mtime))
-    records = R.proof_records(report, date=date, commit=commit, model=model_name, setup=setup)
+    records = R.proof_records(report, date=date, commit=commit, model=model_name, setup=setup, name=name)
     data = R.merge_proof_records(json.loads(page.read_text()), records)
     page.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     print(f"{len(records)} records into {page}")
@@ -212,9 +212,10 @@ def main() -> None:
                     help="add OUT/dreambooth-proof.json's numbers to a results page's JSON and stop (no training)")
     ap.add_argument("--model-name", default="v9", help="the model's name in the record")
     ap.add_argument("--setup", default=None, help="with --record: the settings' words in the table")
+    ap.add_argument("--name", default=None, help="with --record: a word in the records' ids, telling runs apart")
     a = ap.parse_args()
     if a.record:
-        return record(a.out, Path(a.record), a.model_name, a.setup)
+        return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
     a.class_dir = a.class_dir or a.out / "class-images"
     run(a)
 

@@ -87,7 +87,8 @@ def _report(tuki: float, bnh: float, reference: float, class_share: float) -> di
 
     return {"config": {"steps": 600, "loops": ["ours", "reference"], "train_text_encoder": True, "lora": False,
                        "captions": "varying", "class_prompts": "class", "prior_weight": 0.3,
-                       "prior": ["tuki=0.3,class"], "lr": None},
+                       "prior": ["tuki=0.3,class"], "lr": None, "seeds": 3, "class_prompt_images": 48,
+                       "class_images": 50},
             "subjects": ["tuki", "bnh"], "seeds": [2000, 2002], "class_seeds": [2500, 2547],
             "ceiling": {"tuki": {"round_trip": 0.8}, "bnh": {"round_trip": 1.0}},
             "loops": {"ours": loop(tuki, bnh), "reference": loop(reference, reference)}}

@@ -298,9 +298,9 @@ def _proof_bar(what: str, value: float, limit: float, rule: str) -> dict:
 PROOF_TABLE = {
     "title": "Two subjects in one run, against the reference loop",
     "intro": "Each loop trains tuki and bnh together on the same 10 renders each, steps, batch, learning rate and "
-             "training seed, in one process with the round-trip ceiling; 120 judged generations per loop (2 subjects "
-             "x 4 emotions x 5 scenes x 3 seeds) and 48 of the bare class prompt \"a monster\". A subject's cell "
-             "gives its identity, then that share of its ceiling.",
+             "training seed, in one process with the round-trip ceiling; judged on 2 subjects x 4 emotions x 5 scenes x "
+             "the record's seeds, and on generations of the bare class prompt \"a monster\" (each record's sample "
+             "gives both counts). A subject's cell gives its identity, then that share of its ceiling.",
     "columns": [
         {"header": "loop", "value": "settings.loop"}, {"header": "setup", "value": "settings.setup"},
         {"header": "steps", "value": "settings.steps"}, {"header": "seeds", "value": "seeds"},
@@ -313,7 +313,6 @@ PROOF_TABLE = {
         {"header": "emotion tuki / bnh", "value": "metrics.emotion_per_subject", "format": "pct"},
         {"header": "scene tuki / bnh", "value": "metrics.scene_per_subject", "format": "pct"},
         {"header": "\"a monster\" judged a subject", "value": "metrics.class_judged_subject", "format": "pct"},
-        {"header": "train s", "value": "metrics.train_seconds"},
     ],
     "rows": [],
     "notes": "Ours: conceptlab's DreamBooth (cached latents, captions naming the emotion and scene, each subject's own "
@@ -325,8 +324,12 @@ PROOF_TABLE = {
 }
 
 
-def proof_records(report: dict, *, date: str, commit: str, model: str, setup: str | None = None) -> list[dict]:
-    """One results-page record per loop of a dreambooth-proof.json."""
+REFERENCE_SETUP = "fixed prompts \"a tuki monster\", prior 1.0 on \"a monster\""
+
+
+def proof_records(report: dict, *, date: str, commit: str, model: str, setup: str | None = None,
+                  name: str | None = None) -> list[dict]:
+    """One results-page record per loop of a dreambooth-proof.json; `name` tells apart runs on the same seeds."""
     cfg, subjects, out = report["config"], report["subjects"], []
     pct = lambda x: round(100 * x, 1)  # noqa: E731
     first = report["seeds"][0]
@@ -335,7 +338,9 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                f"{' '.join(cfg['loops'])}" + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
                + (" --lora" if cfg["lora"] else "") + f" --captions {cfg['captions']} --class-prompts {cfg['class_prompts']}"
                + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
-               + (f" --lr {cfg['lr']}" if cfg["lr"] else ""))
+               + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
+               + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
+               + f" --class-images {cfg['class_images']}")
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
@@ -347,13 +352,13 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
         for i, c in zip(subjects, ceilings):
             metrics[i] = pct(per[i]["identity"])
             metrics[f"{i}_of_ceiling"] = pct(per[i]["identity"] / max(c, 1e-9))
-        slug = "".join(ch if ch.isalnum() else "-" for ch in setup.lower()).strip("-")[:40]
-        out.append({"id": f"db-proof-{loop}-{first}-{cfg['steps']}-{slug}", "date": date, "commit": commit,
+        rid = f"db-proof-{model}-{loop}-{first}-{cfg['steps']}" + (f"-{name}" if name else "")
+        out.append({"id": rid, "date": date, "commit": commit,
                     "model": model, "seeds": f"{first}-{report['seeds'][1]} per prompt, class prompt "
                                              f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
                     "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
                     "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
-                    "settings": {"loop": loop, "setup": setup if loop != "reference" else "diffusers' defaults",
+                    "settings": {"loop": loop, "setup": setup if loop != "reference" else REFERENCE_SETUP,
                                  "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
