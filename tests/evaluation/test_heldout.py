@@ -60,6 +60,11 @@ def test_floors_read_the_result():
     assert bars == {"style token judged pixel art": True, "object and colour kept": False,
                     "style: ours minus the reference loop (style)": False,
                     "identity / autoencoder ceiling": True, "asked emotion": True, "asked scene": True}
+    result["concepts"]["monster"]["loops"] = {"pivotal": {"identity": 0.3525, "emotion": 0.915, "scene": 0.76,
+                                                          "images": 400}, "reference": {"identity": 0.0, "images": 400}}
+    bars = {b["what"]: b["holds"] for b in H.floors(result) if b["what"].startswith(("pivotal", "monster"))}
+    assert bars == {"pivotal: identity / autoencoder ceiling": False, "pivotal: asked emotion": True,
+                    "pivotal: asked scene": False, "monster: pivotal minus the reference loop (identity)": True}
 
 
 def test_records_carry_provenance_and_land_in_one_table():
