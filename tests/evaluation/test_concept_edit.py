@@ -52,12 +52,12 @@ def test_outline_box_matches_the_true_box_of_monster_renders():
     assert check["mean_iou"] > 0.8, check
 
 
-def _row(read_edit, read_source, psnr_gap, subject="bnh", kind="generated"):
+def _row(read_edit, read_source, psnr_gap, subject="bnh", kind="generated", bbox=(24, 24, 40, 40)):
     """A scored edit whose outside differs from the source by a known amount (None: identical)."""
     source = _grey(128)
     edited = _grey(128 + psnr_gap) if psnr_gap else _grey(128)
     e = C.ConceptEdit(kind, subject, "a sticker of a happy monster", "a sticker of a happy bnh monster", 0)
-    return C.score_edit(e, read_edit, read_source, source, edited, (24, 24, 40, 40))
+    return C.score_edit(e, read_edit, read_source, source, edited, bbox)
 
 
 def test_summary_leaves_out_sources_already_the_subject_and_caps_identical_images():
@@ -73,12 +73,15 @@ def test_summary_leaves_out_sources_already_the_subject_and_caps_identical_image
     assert not bars["bnh judged in generated edits"].passed  # 67% < 80%
     assert bars["PSNR outside the object, bnh generated edits"].passed  # 39.9 dB mean
     assert C.concept_edit_bars(C.summarize([_row("bnh", "none", None)] * 5))[0].passed
+    # a box that covers the whole image leaves nothing outside: judged, but not in the PSNR mean
+    s = C.summarize(rows + [_row("bnh", "none", 26, bbox=(0, 0, 64, 64))])["bnh"]["generated"]
+    assert s["n"] == 5 and s["n_measured"] == 4 and s["psnr_out"] == pytest.approx((60 + gap + gap + 60) / 4, abs=1e-3)
 
 
 def test_records_split_choosing_and_report_runs_into_their_tables():
     rows = [_row("bnh", "none", None), _row("none", "none", 26)]
     run = lambda seed: {"setting": "default", "edit": {}, "lora_scale": 1.0, "first_seed": seed, "cases": 2,  # noqa: E731
-                        "inversion": "negative-prompt", "summary": C.summarize(rows)}
+                        "inversion": "negative-prompt", "rows": rows}
     result = {"train": {"steps": 5}, "runs": {"default@1000": run(1000), "default@2000": run(2000)}}
     records = C.records_from(result, date="2026-11-30", commit="abc", model="tiny")
     data = C.merge_records(None, records)

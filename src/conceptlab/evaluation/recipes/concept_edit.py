@@ -24,7 +24,7 @@ import numpy as np
 
 from conceptlab.errors import InputError
 from conceptlab.evaluation.recipes.common import Bar
-from conceptlab.evaluation.recipes.editing import PSNR_CAP
+from conceptlab.evaluation.recipes.editing import MIN_OUTSIDE, PSNR_CAP
 
 SUBJECT_FLOOR = 0.80  # issue 26: "the judge sees the subject in >= 80% of such edits"
 OUTSIDE_FLOOR = 25.0  # issue 26: "PSNR outside the object >= 25 dB"
@@ -158,8 +158,9 @@ def score_edit(edit: ConceptEdit, read_edit: str, read_source: str, source, edit
 
 def summarize(rows: list[dict]) -> dict:
     """{subject: {kind: numbers}}: the share of edits judged the subject (of all, and of those whose source was
-    not judged the subject already), the mean PSNR outside the box (inf counted as PSNR_CAP; also outside the
-    box joined with the edit's), the share of edits at or above OUTSIDE_FLOOR, and the share of sources judged
+    not judged the subject already), the mean PSNR outside the box over the edits whose grown box leaves at least
+    MIN_OUTSIDE of the image (n_measured; an identical outside counted as PSNR_CAP; also outside the box joined
+    with the edit's), the share of edits at or above OUTSIDE_FLOOR, and the share of sources judged
     the subject (the control); real edits also against the input render, not only its reconstruction;
     generated ones beside the target prompt regenerated from the seed (when run_concept_edits made it)."""
     out: dict = {}
@@ -170,25 +171,27 @@ def summarize(rows: list[dict]) -> dict:
             if not mine:
                 continue
             fresh = [r for r in mine if not r["source_was_subject"]]
-            psnrs = [min(r["psnr_out"], PSNR_CAP) for r in mine]
-            joined = [min(r["psnr_out_joined"], PSNR_CAP) for r in mine]
-            inputs = [min(r["psnr_out_input"], PSNR_CAP) for r in mine if "psnr_out_input" in r]
+            measured = [r for r in mine if r["outside_share"] >= MIN_OUTSIDE]  # a box that leaves something outside
+            psnrs = [min(r["psnr_out"], PSNR_CAP) for r in measured]
+            joined = [min(r["psnr_out_joined"], PSNR_CAP) for r in mine if r["outside_share_joined"] >= MIN_OUTSIDE]
+            inputs = [min(r["psnr_out_input"], PSNR_CAP) for r in measured if "psnr_out_input" in r]
             regen = [r for r in mine if "regenerated_subject" in r]
+            regen_psnrs = [min(r["regenerated_psnr_out"], PSNR_CAP) for r in regen if r["outside_share"] >= MIN_OUTSIDE]
             out[subject][kind] = {
                 "n": len(mine),
                 "subject_judged": float(np.mean([r["subject_judged"] for r in mine])),
                 "subject_judged_fresh": float(np.mean([r["subject_judged"] for r in fresh])) if fresh else None,
                 "n_fresh": len(fresh),
                 "source_was_subject": float(np.mean([r["source_was_subject"] for r in mine])),
-                "psnr_out": float(np.mean(psnrs)),
-                "psnr_out_median": float(np.median(psnrs)),
-                "at_outside_floor": float(np.mean([p >= OUTSIDE_FLOOR for p in psnrs])),
+                "n_measured": len(measured),
+                "psnr_out": float(np.mean(psnrs)) if psnrs else None,
+                "psnr_out_median": float(np.median(psnrs)) if psnrs else None,
+                "at_outside_floor": float(np.mean([p >= OUTSIDE_FLOOR for p in psnrs])) if psnrs else None,
                 "outside_share": float(np.mean([r["outside_share"] for r in mine])),
-                "psnr_out_joined": float(np.mean(joined)),
+                "psnr_out_joined": float(np.mean(joined)) if joined else None,
                 "psnr_out_input": float(np.mean(inputs)) if inputs else None,
                 "regenerated_subject": float(np.mean([r["regenerated_subject"] for r in regen])) if regen else None,
-                "regenerated_psnr_out": float(np.mean([min(r["regenerated_psnr_out"], PSNR_CAP) for r in regen]))
-                if regen else None,
+                "regenerated_psnr_out": float(np.mean(regen_psnrs)) if regen_psnrs else None,
             }
     return out
 
@@ -202,7 +205,7 @@ def concept_edit_bars(summary: dict) -> list[Bar]:
             bars += [Bar(f"{subject} judged in {kind} edits", s["subject_judged_fresh"], floor=SUBJECT_FLOOR,
                          why="issue 26", n=s["n_fresh"]),
                      Bar(f"PSNR outside the object, {subject} {kind} edits", s["psnr_out"], floor=OUTSIDE_FLOOR,
-                         unit="dB", why="issue 26; the box grown 6 px", n=s["n"])]
+                         unit="dB", why="issue 26; the box grown 6 px", n=s["n_measured"])]
     return bars
 
 
@@ -257,7 +260,8 @@ CONCEPT_EDIT_TABLE = {
     "title": "Edits that bring a learned subject in",
     "intro": "Per subject and kind of edit: the share of edits the judge reads as the subject (edits whose source "
              "it already read as the subject left out; that control beside it), and PSNR between edit and source "
-             "outside the object's box grown 6 px (mean; and the share of edits at 25 dB or more). Floors (issue "
+             "outside the object's box grown 6 px (mean and median over the edits whose grown box leaves at least 5% of the "
+             "image outside; and the share of those at 25 dB or more). Floors (issue "
              "26): subject >= 80%, outside >= 25 dB.",
     "columns": [
         {"header": "subject", "value": "settings.subject"}, {"header": "edits of", "value": "settings.kind"},
@@ -265,7 +269,9 @@ CONCEPT_EDIT_TABLE = {
         {"header": "edits", "value": "metrics.n"},
         {"header": "subject judged", "value": "metrics.subject_judged", "format": "pct"},
         {"header": "source judged subject", "value": "metrics.source_was_subject", "format": "pct"},
+        {"header": "measured outside", "value": "metrics.n_measured"},
         {"header": "PSNR outside", "value": "metrics.psnr_out", "format": "db"},
+        {"header": "median", "value": "metrics.psnr_out_median", "format": "db"},
         {"header": "edits >= 25 dB", "value": "metrics.at_outside_floor", "format": "pct"},
         {"header": "outside, edit's box too", "value": "metrics.psnr_out_joined", "format": "db"},
         {"header": "outside, against the render", "value": "metrics.psnr_out_input", "format": "db"},
@@ -295,17 +301,19 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
     """One results-page record per run, subject and kind, from a concept-edit.json the proof wrote."""
     train, out = result.get("train", {}), []
     for run in result["runs"].values():
+        run = {**run, "summary": summarize(run["rows"])}  # the rows scored by this recipe's summary
         seeds = f"{run['first_seed']}-{run['first_seed'] + run['cases'] - 1}"
         for subject, kinds in run["summary"].items():
             for kind, s in kinds.items():
                 command = (f"python scripts/concept_edit_proof.py OUT --settings {run['setting']} --subjects {subject} "
                            f"--kinds {kind} --first-seed {run['first_seed']} --cases {run['cases']}"
                            + (" --no-regenerate" if kind == "generated" and s.get("regenerated_subject") is None else ""))
-                metrics = {"n": s["n"], "subject_judged": _pct(s["subject_judged_fresh"]),
+                metrics = {"n": s["n"], "n_measured": s["n_measured"], "subject_judged": _pct(s["subject_judged_fresh"]),
                            "subject_judged_all": _pct(s["subject_judged"]),
-                           "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": round(s["psnr_out"], 1),
+                           "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": _round(s["psnr_out"]),
+                           "psnr_out_median": _round(s["psnr_out_median"]),
                            "at_outside_floor": _pct(s["at_outside_floor"]),
-                           "psnr_out_joined": round(s["psnr_out_joined"], 1),
+                           "psnr_out_joined": _round(s["psnr_out_joined"]),
                            "psnr_out_input": _round(s.get("psnr_out_input")),
                            "regenerated_subject": _pct(s.get("regenerated_subject")),
                            "regenerated_psnr_out": _round(s.get("regenerated_psnr_out"))}
@@ -343,7 +351,8 @@ def merge_records(data: dict | None, records: list[dict]) -> dict:
         if table is None and mine:
             table = {**layout, "rows": []}
             data["tables"].append(table)
-        if table is not None:
+        if table is not None:  # the layout as this recipe writes it now, the rows kept
+            table.update({k: v for k, v in layout.items() if k != "rows"})
             table["rows"] = list(dict.fromkeys([*table["rows"], *mine]))
     data["tables"].sort(key=lambda t: t["title"] != CONCEPT_EDIT_TABLE["title"])
     return data
