@@ -1,21 +1,23 @@
 """Editing with a learned concept: Prompt-to-Prompt edits that bring a DreamBooth-LoRA subject in, judged.
 
-    python scripts/concept_edit_proof.py OUT [--lora FILE] [--first-seed 2000] [--cases 40] [--record]
+    python scripts/concept_edit_proof.py OUT [--lora FILE] [--settings local] [--first-seed 2000] [--cases 40]
+    python scripts/concept_edit_proof.py OUT --record docs/results/data/concept-edit.json
 
 1. Train (unless --lora names a trained one): the two named monsters 'tuki' and 'bnh' that the base model never
    saw, 10 renders each (as scripts/dreambooth_proof.py renders them), in one DreamBooth-LoRA run on the shipped
    base model (UNet and text-encoder LoRA, captions naming only emotion and scene, captioned class prompts,
    prior weight 0.3). OUT/train/lora holds the LoRA `conceptlab edit --lora` loads.
-2. Edit, per subject, with the LoRA loaded at --lora-scale: "a sticker of a happy monster at the beach" ->
-   "a sticker of a happy bnh monster at the beach" (the identifier inserted, P2P's refine mode)
-   - on generations (seed S for case S), and
+2. Edit, per subject, with the LoRA loaded at each setting's scale (SETTINGS): "a sticker of a happy monster at
+   the beach" -> "a sticker of a happy bnh monster at the beach" (the identifier inserted, P2P's refine mode)
+   - on generations (seed S for case S), beside the target prompt regenerated from S, and
    - on rendered stickers of other monsters (conceptlab.world; no individual, or 'moxo'), inverted under the
      source prompt, where the monster's box is known.
 3. Judge (conceptlab.evaluation.recipes.concept_edit): the subject read by the judge's identity head in the
-   edit; PSNR between edit and source outside the monster's box grown 6 px (generations: the box of the source's
-   changed region is not known, so the judge-free stand-in is the difference mask's complement, see the recipe).
+   edit; PSNR between edit and source outside the monster's box grown 6 px (a generation's box: its dark
+   outline's, checked each run against 60 renders' true boxes). Grids of source | edit pairs (render, source,
+   edit for real images) go to OUT/SETTING-SUBJECT-KIND-FIRSTSEED.png.
 
-Settings are chosen with --first-seed 1000 (--sweep), reported with --first-seed 2000.
+Settings are chosen with --first-seed 1000 and reported with --first-seed 2000 (docs/results/concept-edit.md).
 """
 
 from __future__ import annotations
