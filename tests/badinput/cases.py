@@ -118,6 +118,11 @@ CASES = [
     (f"{EDIT} --mode swap", "--mode"),
     (f"{EDIT} --blend-mask foo", "--blend-mask"),
     (f"{EDIT} --blend star --blend-mask difference", "--blend"),
+    (f"{EDIT} --mask {{F}}/missing.png", "--mask"),
+    (f"{EDIT} --mask {{F}}/text.png", "--mask"),
+    (f"{EDIT} --mask {{F}}/bomb.png", "--mask"),
+    (f"{EDIT} --mask {{F}}/good.png", "no white"),  # a dark red picture: nothing may change
+    (f"{EDIT} --mask {{F}}/imgs/0.png --blend star", "--mask"),
     (f"{EDIT} --reweight flowers", "--reweight"),
     (f"{EDIT} --reweight flowers=abc", "--reweight"),
     (f"{EDIT} --reweight flowers=nan", "--reweight"),

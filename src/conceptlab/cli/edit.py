@@ -47,6 +47,9 @@ def add_parser(sub):
     flag(e, "--blend-mask", default="attention", choices=("attention", "difference"),
          help="attention (the --blend words' maps, as Hertz et al.) or difference (where source and edit drift apart; "
               "no words needed, tighter on small models)")
+    flag(e, "--mask", default=None, metavar="FILE",
+         help="a picture of the region that may change (white; black is kept from the source at every step from "
+              "--blend-start, default 0), resized to the image; instead of --blend or the difference mask")
     flag(e, "--blend-threshold", type=FRACTION.arg, default=None,
          help="share of the mask's range (default 0.3 attention, 0.4 difference)")
     flag(e, "--blend-start", type=FRACTION.arg, default=None,
@@ -98,7 +101,7 @@ def _edit_settings(args) -> dict:
     return dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                 guidance=args.guidance, blend=[w for w in (args.blend or "").split(",") if w.strip()],
                 blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start,
-                reweight_text=not args.reweight_attention_only)
+                mask=args.mask, reweight_text=not args.reweight_attention_only)
 
 
 def run_edit(args) -> int:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from conceptlab.editing.alignment import encoded, refine_alignment, replace_mapper, swapped_words, token_positions
-from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend
+from conceptlab.editing.controllers import AttentionEdit, AttentionStore, DiffBlend, LocalBlend, MaskBlend
 from conceptlab.editing.inversion import ddim_sampler, follow_trajectory, negative_kwargs, swap_uncond
 from conceptlab.editing.processor import controlled
 from conceptlab.editing.text_weights import weighted_prompt_inputs
@@ -33,6 +33,7 @@ class EditConfig:
     blend_mask: str = "attention"  # attention: the blend words' maps; difference: where the latents drift apart
     blend_threshold: float | None = None  # share of the mask's range; default 0.3 (attention), 0.4 (difference)
     blend_start: float | None = None  # fraction of steps before blending starts; default 0.2 (attention), 0.3 (difference)
+    mask: str | None = None  # a picture of where the image may change (white); the rest is kept (start default 0)
     seed: int = 0
     steps: int = 30
     guidance: float = 7.5
@@ -73,6 +74,11 @@ def check_edit(cfg: EditConfig) -> None:
     if cfg.blend_mask == "difference" and cfg.blend:
         raise InputError("--blend", ",".join(cfg.blend), "the difference mask needs no words",
                          "Drop --blend, or use --blend-mask attention to blend by the words' attention")
+    if cfg.mask is not None:
+        if cfg.blend or cfg.blend_mask == "difference":
+            raise InputError("--mask", cfg.mask, f"and --blend{'' if cfg.blend else '-mask difference'} both say where "
+                             "the image may change", "Give one of them")
+        load_region(cfg.mask)
     for name in ("self_steps", "blend_threshold", "blend_start"):
         v = getattr(cfg, name)
         if v is not None and not 0 <= v <= 1:
@@ -80,6 +86,25 @@ def check_edit(cfg: EditConfig) -> None:
     fracs = cfg.cross_steps.values() if isinstance(cfg.cross_steps, dict) else [cfg.cross_steps]
     if any(not 0 <= f <= 1 for f in fracs):
         raise InputError("--cross-steps", cfg.cross_steps, "must be within [0, 1]", "Use a fraction such as 0.8")
+
+
+def load_region(path: str) -> torch.Tensor:
+    """(1, 1, H, W) in [0, 1] of a mask picture: its brightness, 1 (white) where the edit may change the image."""
+    from PIL import Image
+
+    from conceptlab.imaging import open_rgb
+
+    try:
+        grey = open_rgb(path).convert("L")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError("--mask", path, f"is not a readable picture ({e})",
+                         "Give a PNG or JPEG, white where the image may change, black where it is kept") from None
+    region = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).float().div(255)
+    region = region.reshape(1, 1, grey.height, grey.width)
+    if not (region > 0.5).any():
+        raise InputError("--mask", path, "has no white (bright) part: it lets nothing change",
+                         "Paint white where the image may change")
+    return region
 
 
 def check_learned_tokens(pipe, cfg: EditConfig) -> None:
@@ -134,6 +159,8 @@ def build_controller(pipe, cfg: EditConfig, latent_hw: tuple[int, int]) -> tuple
                                                                BLEND_MASKS[cfg.blend_mask]))
     if cfg.blend_mask == "difference":
         blend = DiffBlend(threshold, start)
+    if cfg.mask is not None:
+        blend = MaskBlend(load_region(cfg.mask), cfg.blend_start or 0.0)
     if cfg.blend:
         words = torch.zeros(n, 77)
         for k, prompt in enumerate([source, *targets]):
