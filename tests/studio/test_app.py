@@ -107,10 +107,10 @@ def test_train_to_completion_then_generate_with_the_token(served, tiny_dir, conc
     assert len(gallery) == 1 and settings["prompt"] == "a sticker of a <broc>"
 
 
-def edit_args(model, photo=None, weights=(), blend="", blend_mask="attention", maps=False):
+def edit_args(model, photo=None, weights=(), blend="", blend_mask="attention", maps=False, region=None):
     """The /edit endpoint's inputs after the two prompts: one weight per word of the target (1 = unchanged)."""
     sliders = [*weights, *[1] * (MAX_WORDS - len(weights))]
-    return [photo, "ddim", [], str(model), "auto", 0.8, 0.4, *sliders, blend, blend_mask, 0, 4, 7.5, maps]
+    return [photo, "ddim", [], str(model), "auto", 0.8, 0.4, *sliders, blend, blend_mask, 0, 4, 7.5, maps, region]
 
 
 def test_edit_generated_and_an_inverted_photo(served, tiny_dir, concept_dirs):
@@ -123,6 +123,27 @@ def test_edit_generated_and_an_inverted_photo(served, tiny_dir, concept_dirs):
     gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
                                                *edit_args(tiny_dir, photo), api_name="/edit")
     assert "ddim inversion: reconstruction PSNR" in info and gallery[0]["caption"] == "photo (reconstructed)"
+
+
+def test_edit_inside_a_drawn_region(served, tiny_dir, tmp_path):
+    """An uploaded region reaches the library as `conceptlab edit --mask`: the same edit, the same blend mask."""
+    import numpy as np
+    from PIL import Image
+
+    from conceptlab.editing.edit import edit
+    from conceptlab.models.loading import load_pipeline
+
+    _, client, _ = served
+    region = Image.new("L", (32, 32), 0)
+    region.paste(255, (0, 0, 16, 32))  # the left half may change
+    region.save(tmp_path / "region.png")
+    source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
+    gallery, mask, _, _ = client.predict(source, target, *edit_args(tiny_dir, region=handle_file(str(tmp_path / "region.png"))),
+                                         api_name="/edit")
+    expected = edit(load_pipeline(str(tiny_dir)), source, [target], seed=0, steps=4, guidance=7.5, cross_steps=0.8,
+                    self_steps=0.4, mask=str(tmp_path / "region.png"))
+    got = np.asarray(Image.open(gallery[1]["image"]).convert("RGB"), dtype=int)
+    assert mask is not None and np.abs(got - np.asarray(expected.images[1], dtype=int)).max() <= 1
 
 
 def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tiny_dir):

@@ -25,6 +25,8 @@ def layout(gr, model: str) -> dict:
                                      info="each of its words gets a weight slider")
             w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath", height=220,
                                   elem_id="edit-photo")
+            w["region"] = gr.Image(label="Region that may change (optional: white on black, any size)",
+                                   type="filepath", height=120, elem_id="edit-region", image_mode="L")
             w["method"] = gr.Dropdown(["direct", "negative-prompt", "null-text", "ddim"], value="direct",
                                       label="Inversion", info="direct: exact source, fast (Ju et al. 2024); "
                                                               "negative-prompt: fast, close; null-text: exact, slow; "
@@ -97,14 +99,15 @@ def reweighting(target: str, weights) -> dict[str, float]:
 def wire(gr, studio: Studio, w: dict) -> None:
     @shown
     def run(source, target, photo, method, concepts, model, mode, cross, self_steps, *rest, progress=gr.Progress()):  # noqa: B008 - gradio's progress tracker
-        weights, (blend, blend_mask, seed, steps, guidance, maps) = rest[:MAX_WORDS], rest[MAX_WORDS:]
+        weights, (blend, blend_mask, seed, steps, guidance, maps, *region) = rest[:MAX_WORDS], rest[MAX_WORDS:]
         progress(0, desc="inverting the photo" if photo else "editing")
         model, seed, steps = (model or "").strip() or None, whole("seed", seed), whole("steps", steps)
         outcome = actions.edit(
             studio.ws, studio.cache, studio.inversions, source, target, model=model, concepts=concepts, photo=photo,
             method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
-            blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance))
+            blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance),
+            mask=region[0] if region and region[0] else None)
         info = f"mode: **{outcome.mode}**"
         if outcome.reweight:
             info += " · re-weighted: " + ", ".join(f"{k} x{v:g}" for k, v in outcome.reweight.items())
@@ -122,7 +125,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
             str(sheet) if sheet else None, info
 
     inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self")]
-    inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention")]
+    inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention", "region")]
     w["go"].click(run, inputs, [w["gallery"], w["mask"], w["maps"], w["info"]], api_name="edit")
 
     def relabel(target, old_words, *weights):
