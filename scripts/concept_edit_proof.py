@@ -84,6 +84,10 @@ SETTINGS = {
     "tightest": {"edit": {**_DIFF, "blend_threshold": 0.7, "blend_start": 0.1}, "lora_scale": 1.0},
     "free": {"edit": {**_DIFF, "blend_threshold": 0.4, "blend_start": 0.1, "self_steps": 0.0, "cross_steps": 0.2},
              "lora_scale": 1.5},
+    # the object's own box (a render's known box; a generation's dark outline) grown 3 px, drawn as `--mask`:
+    # the user says where the subject goes; inside it the layout is left free
+    "box": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.4}, "lora_scale": 1.0},
+    "box-cross-0.2": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.2}, "lora_scale": 1.0},
 }
 
 

@@ -140,6 +140,20 @@ def outside_psnr(source, edited, bbox, margin: int = BOX_MARGIN) -> tuple[float,
     return (psnr(source, edited, outside) if share > 0 else float("inf")), share
 
 
+def box_mask_file(bbox, size: int, grow: int) -> str:
+    """A mask picture (white inside `bbox` grown by `grow` px) for editing.edit's `mask`, in a temporary file."""
+    import tempfile
+
+    from PIL import Image
+
+    from conceptlab.evaluation.metrics import box_mask
+
+    inside = box_mask((size, size), bbox, margin=grow)  # (H, W) bool
+    path = Path(tempfile.mkdtemp(prefix="concept-edit-mask-")) / "mask.png"
+    Image.fromarray((inside * 255).astype(np.uint8), mode="L").save(path)
+    return str(path)
+
+
 def union_box(a, b) -> tuple[int, int, int, int]:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
@@ -222,9 +236,16 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
     from conceptlab.editing.inversion import invert
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    settings = dict(settings)
+    grow = settings.pop("mask_box", None)  # px: the object's box, grown by this, drawn as the edit's --mask
     rows, images = [], []
     for e in tqdm(edits, desc="concept edits", unit="edit", disable=not progress):
         regen = None
+        if grow is not None:
+            box = e.render.bbox if e.kind == "real" else outline_box(pipe(
+                e.source, num_inference_steps=settings.get("steps", 30), guidance_scale=settings.get("guidance", 7.5),
+                latents=shared_latents(pipe, 1, e.seed, size, size)).images[0])
+            settings["mask"] = box_mask_file(box, size, grow)
         if e.kind == "generated":
             res = edit(pipe, e.source, e.target, seed=e.seed, **settings)
             bbox = outline_box(res.images[0])
