@@ -88,13 +88,16 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
         result["ceiling"] = H.monster_ceiling(pipe.vae, judge)
     judged = lambda noun: H.judge_prompts(pipe, judge, H.prompts_for(concept, noun), cfg.per_prompt,  # noqa: E731
                                           cfg.first_seed, cfg.guidance, cfg.sampling_steps)
-    if cfg.plain_word:
-        rows, images = judged(plain)
-        result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
-        H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
-        print(f"{concept} plain word: {result['plain_word']}", flush=True)
-        save(result)
-    for loop in cfg.loops:
+    # the plain word where --loops names it ('plain'), else first (unless --no-plain-word)
+    order = list(cfg.loops) if "plain" in cfg.loops else ["plain"] * cfg.plain_word + list(cfg.loops)
+    for loop in order:
+        if loop == "plain":
+            rows, images = judged(plain)
+            result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
+            H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
+            print(f"{concept} plain word: {result['plain_word']}", flush=True)
+            save(result)
+            continue
         pipe = load_pipeline(cfg.model)
         noun = token
         if loop == "ours":
@@ -134,7 +137,8 @@ def main() -> None:
     p.add_argument("--merge", nargs="+", metavar="SHARD", default=None,
                    help="join the heldout.json of runs on consecutive seed ranges (same settings) into OUT and stop")
     p.add_argument("--model-name", default="v9", help="the model's name in the record")
-    p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal"])
+    p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal", "plain"],
+                   help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
