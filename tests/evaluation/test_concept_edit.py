@@ -113,3 +113,21 @@ def test_run_makes_generated_and_inverted_edits_and_scores_them(tiny_pipe):
     assert all(r["subject_judged"] and r["source_was_subject"] for r in rows)  # the fake judge reads bnh everywhere
     assert "psnr_out_input" in rows[1] and "psnr_out_input" not in rows[0]
     assert rows[0]["regenerated_subject"] and "regenerated_subject" not in rows[1]
+
+
+
+def test_the_box_drawn_as_the_edits_mask(tiny_pipe, tmp_path):
+    """'mask_box': the object's box grown by N px is written as the edit's --mask (white inside), for both kinds."""
+    from PIL import Image
+
+    path = C.box_mask_file((5, 7, 20, 15), 32, 3, tmp_path / "m.png")
+    white = np.asarray(Image.open(path)) == 255
+    expected = np.zeros((32, 32), dtype=bool)
+    expected[4:18, 2:23] = True  # rows y0-3 .. y1+3, columns x0-3 .. x1+3
+    assert np.array_equal(white, expected)
+    tiny_pipe.set_progress_bar_config(disable=True)
+    size = tiny_pipe.unet.config.sample_size * tiny_pipe.vae_scale_factor
+    edits = C.concept_edits("bnh", "generated", 1000, 1, size) + C.concept_edits("bnh", "real", 1000, 1, size)
+    rows, _ = C.run_concept_edits(tiny_pipe, _FakeJudge("bnh"), edits, {"steps": 3, "mask_box": 3}, "direct",
+                                  progress=False, regenerate=False)
+    assert [r["kind"] for r in rows] == ["generated", "real"]

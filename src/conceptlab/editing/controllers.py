@@ -198,15 +198,13 @@ class LocalBlend:
         return latents[:1] + mask * (latents - latents[:1])
 
 
-class DiffBlend:
-    """Keeps the source where the edit leaves it alone: the region where the targets' latents drift from the
-    source's, taken once when blending starts and held (after DiffEdit, Couairon et al. 2022, arXiv 2210.11427).
+class HeldBlend:
+    """A blend whose mask needs no attention maps: `mask(latents)` is taken once when blending starts (at
+    `start` of the steps) and held; from then on every target is the source outside it."""
 
-    Needs no words: cross-attention of small models spreads over the whole image, the latents' difference does not.
-    """
+    start: float = 0.0
 
-    def __init__(self, threshold: float = 0.4, start: float = 0.3):
-        self.threshold, self.start = threshold, start
+    def __init__(self):
         self.last_mask: torch.Tensor | None = None
 
     def wants(self, pixels: int) -> bool:
@@ -214,6 +212,28 @@ class DiffBlend:
 
     def collect(self, cond: torch.Tensor) -> None:
         pass
+
+    def mask(self, latents: torch.Tensor) -> torch.Tensor:  # (n, 1, h, w), 0 for the source
+        raise NotImplementedError
+
+    def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+        if step < int(self.start * num_steps):
+            return latents
+        if self.last_mask is None:
+            self.last_mask = self.mask(latents).to(latents.dtype)
+        return latents[:1] + self.last_mask * (latents - latents[:1])
+
+
+class DiffBlend(HeldBlend):
+    """Keeps the source where the edit leaves it alone: the region where the targets' latents drift from the
+    source's, taken once when blending starts and held (after DiffEdit, Couairon et al. 2022, arXiv 2210.11427).
+
+    Needs no words: cross-attention of small models spreads over the whole image, the latents' difference does not.
+    """
+
+    def __init__(self, threshold: float = 0.4, start: float = 0.3):
+        super().__init__()
+        self.threshold, self.start = threshold, start
 
     def mask(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, 1, h, w) boolean: per target, where its latent moved more than `threshold` of its range."""
@@ -224,41 +244,21 @@ class DiffBlend:
         m = F.max_pool2d((d > self.threshold).float(), 3, stride=1, padding=1) > 0  # grown by one latent pixel
         return torch.cat([torch.zeros_like(m[:1]), m])
 
-    def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
-        if step < int(self.start * num_steps):
-            return latents
-        if self.last_mask is None:
-            self.last_mask = self.mask(latents).to(latents.dtype)
-        return latents[:1] + self.last_mask * (latents - latents[:1])
 
-
-class MaskBlend:
+class MaskBlend(HeldBlend):
     """Keeps the source outside a region the user drew: `region` (1, 1, H, W) in [0, 1] at any size, 1 where the
     targets may change; resized to the latents (area average) and cut at one half. Like Blended Latent Diffusion
     (Avrahami et al. 2023, arXiv 2206.02779): from `start` on, every step's latents outside it are the source's."""
 
     def __init__(self, region: torch.Tensor, start: float = 0.0):
+        super().__init__()
         self.region, self.start = region, start
-        self.last_mask: torch.Tensor | None = None
-
-    def wants(self, pixels: int) -> bool:
-        return False
-
-    def collect(self, cond: torch.Tensor) -> None:
-        pass
 
     def mask(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, 1, h, w): 0 for the source, the region at the latents' size for every target."""
         m = F.interpolate(self.region.float(), size=latents.shape[-2:], mode="area") > 0.5  # (1, 1, h, w)
         m = m.to(latents.device, latents.dtype).expand(latents.shape[0] - 1, -1, -1, -1)
         return torch.cat([torch.zeros_like(m[:1]), m])
-
-    def apply(self, latents: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
-        if self.last_mask is None:
-            self.last_mask = self.mask(latents)
-        if step < int(self.start * num_steps):
-            return latents
-        return latents[:1] + self.last_mask * (latents - latents[:1])
 
 
 def _grid(pixels: int, latent_hw: tuple[int, int]) -> tuple[int, int]:

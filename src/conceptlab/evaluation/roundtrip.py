@@ -29,14 +29,17 @@ class RoundTripGroup:
     attribute: str
 
 
+def subject_group(ident: str, seeds: int = 3, emotions=EMOTIONS, scenes=SCENES) -> RoundTripGroup:
+    """Renders of the named monster `ident` in every emotion x scene x seed, judged for the individual."""
+    look, colour = INDIVIDUALS[ident]
+    specs = [StickerSpec(object="monster", individual=ident, monster=look, colour=colour, emotion=e, background=b,
+                         seed=s) for e in emotions for b in scenes for s in range(seeds)]
+    return RoundTripGroup(ident, specs, "individual")
+
+
 def standard_groups(seeds: int = 3, subjects: tuple[str, ...] = ("tuki", "bnh")) -> list[RoundTripGroup]:
     """The DreamBooth proof's subjects in its emotions and scenes, and faced green broccoli stickers (TI proof)."""
-    groups = []
-    for ind in subjects:
-        look, colour = INDIVIDUALS[ind]
-        specs = [StickerSpec(object="monster", individual=ind, monster=look, colour=colour, emotion=e, background=b,
-                             seed=s) for e in EMOTIONS for b in SCENES for s in range(seeds)]
-        groups.append(RoundTripGroup(ind, specs, "individual"))
+    groups = [subject_group(ind, seeds) for ind in subjects]
     broccoli = [StickerSpec(object="broccoli", colour="green", emotion=e, seed=s)
                 for e in EMOTIONS for s in range(5 * seeds)]
     return groups + [RoundTripGroup("broccoli emotion", broccoli, "emotion")]

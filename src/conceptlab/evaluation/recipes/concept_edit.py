@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,16 +141,13 @@ def outside_psnr(source, edited, bbox, margin: int = BOX_MARGIN) -> tuple[float,
     return (psnr(source, edited, outside) if share > 0 else float("inf")), share
 
 
-def box_mask_file(bbox, size: int, grow: int) -> str:
-    """A mask picture (white inside `bbox` grown by `grow` px) for editing.edit's `mask`, in a temporary file."""
-    import tempfile
-
+def box_mask_file(bbox, size: int, grow: int, path: Path) -> str:
+    """Writes a mask picture (white inside `bbox` grown by `grow` px) for editing.edit's `mask` to `path`."""
     from PIL import Image
 
     from conceptlab.evaluation.metrics import box_mask
 
     inside = box_mask((size, size), bbox, margin=grow)  # (H, W) bool
-    path = Path(tempfile.mkdtemp(prefix="concept-edit-mask-")) / "mask.png"
     Image.fromarray((inside * 255).astype(np.uint8), mode="L").save(path)
     return str(path)
 
@@ -238,6 +236,7 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = dict(settings)
     grow = settings.pop("mask_box", None)  # px: the object's box, grown by this, drawn as the edit's --mask
+    scratch = tempfile.TemporaryDirectory(prefix="concept-edit-mask-")  # each edit's mask, read before the next
     rows, images = [], []
     for e in tqdm(edits, desc="concept edits", unit="edit", disable=not progress):
         regen = None
@@ -245,7 +244,7 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
             box = e.render.bbox if e.kind == "real" else outline_box(pipe(
                 e.source, num_inference_steps=settings.get("steps", 30), guidance_scale=settings.get("guidance", 7.5),
                 latents=shared_latents(pipe, 1, e.seed, size, size)).images[0])
-            settings["mask"] = box_mask_file(box, size, grow)
+            settings["mask"] = box_mask_file(box, size, grow, Path(scratch.name) / "mask.png")
         if e.kind == "generated":
             res = edit(pipe, e.source, e.target, seed=e.seed, **settings)
             bbox = outline_box(res.images[0])
@@ -266,6 +265,7 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
             row["psnr_out_input"] = outside_psnr(e.render.image, edited, bbox)[0]
         rows.append(row)
         images += [source, edited]
+    scratch.cleanup()
     return rows, images
 
 

@@ -110,15 +110,9 @@ def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SC
     """{subject: {"render": identity on its renders, "round_trip": after the autoencoder, "images": n}} over
     emotions x scenes x `seeds` renders: what a perfect fine-tune of the UNet could reach through this VAE
     (conceptlab.evaluation.roundtrip, the held-out proof's ceiling, one per subject)."""
-    from conceptlab.evaluation.roundtrip import RoundTripGroup, vae_ceiling
-    from conceptlab.world.attributes import INDIVIDUALS, StickerSpec
+    from conceptlab.evaluation.roundtrip import subject_group, vae_ceiling
 
-    groups = []
-    for ident in identifiers:
-        look, colour = INDIVIDUALS[ident]
-        specs = [StickerSpec(object="monster", individual=ident, monster=look, colour=colour, emotion=e, background=b,
-                             seed=s) for e in emotions for b in scenes for s in range(seeds)]
-        groups.append(RoundTripGroup(ident, specs, "individual"))
+    groups = [subject_group(ident, seeds, emotions, scenes) for ident in identifiers]
     return {k: {**v, "images": len(emotions) * len(scenes) * seeds} for k, v in vae_ceiling(vae, judge, groups, size).items()}
 
 
