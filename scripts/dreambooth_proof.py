@@ -141,6 +141,7 @@ def run(a) -> dict:
     for loop in a.loops:
         if loop == "reference":
             pipe, secs = train_reference(data, a)
+            pipe.save_pretrained(out / loop / "pipeline")  # as ours keeps its own: later scorings load both
         else:
             pipe, result = train_dreambooth(config(data, a, priors, loop == "ours"), out / loop)
             secs = result.seconds

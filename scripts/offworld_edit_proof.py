@@ -63,6 +63,10 @@ SETTINGS = [
       objects={**MASK, "blend_threshold": 0.6, "blend_start": 0.1}),
     S("direct-kv-0.5", method="direct", structure={"mutual_steps": 0.5}),
     S("direct-kv-0.5-mask", method="direct", faces=MASK, structure={"mutual_steps": 0.5}),
+    # the region a user would paint over the part to change, as `edit --mask` (the picture's known region)
+    S("direct-region", method="direct", region=True),
+    S("direct-region-g3", method="direct", guidance=3.0, region=True),
+    S("direct-region-self-0.8", method="direct", region=True, edit={"self_steps": 0.8}),
 ]
 
 

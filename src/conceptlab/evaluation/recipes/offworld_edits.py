@@ -13,8 +13,10 @@ keywords; `compare_settings` runs several on the same pictures, sharing inversio
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,8 +38,13 @@ class OffworldEditSetting:
     faces: dict = field(default_factory=dict)  # more keywords for emotion swaps
     objects: dict = field(default_factory=lambda: {"blend_mask": "difference"})  # ... for object swaps (README)
     structure: dict = field(default_factory=dict)  # editing.structure.StructureConfig fields; empty: none
+    # the picture's own changed region as the edit's drawn mask (`edit --mask`): what a user paints over the part
+    # to change; the faces'/objects' difference mask is then left out (the two cannot be combined)
+    region: bool = False
 
     def keywords(self, kind: str) -> dict:
+        if self.region:
+            return dict(self.edit)
         return {**self.edit, **(self.faces if kind == "face" else self.objects)}
 
 
@@ -66,15 +73,27 @@ def edit_picture(pipe, picture, setting: OffworldEditSetting, cache: InversionCa
     inv, rec = cache.get(picture, setting.method)
     if setting.guidance is not None:
         inv = dataclasses.replace(inv, guidance=setting.guidance)
-    t0 = time.perf_counter()
-    if setting.structure:
-        from conceptlab.editing.structure import StructureConfig, structure_kept
+    keywords = setting.keywords(picture.kind)
+    with tempfile.TemporaryDirectory() as scratch:
+        if setting.region:
+            keywords["mask"] = region_file(picture.mask, Path(scratch) / "region.png")
+        t0 = time.perf_counter()
+        if setting.structure:
+            from conceptlab.editing.structure import StructureConfig, structure_kept
 
-        with structure_kept(pipe, StructureConfig(**setting.structure), n_prompts=2, steps=inv.steps):
-            res = edit(pipe, picture.prompt, picture.target, inversion=inv, **setting.keywords(picture.kind))
-    else:
-        res = edit(pipe, picture.prompt, picture.target, inversion=inv, **setting.keywords(picture.kind))
+            with structure_kept(pipe, StructureConfig(**setting.structure), n_prompts=2, steps=inv.steps):
+                res = edit(pipe, picture.prompt, picture.target, inversion=inv, **keywords)
+        else:
+            res = edit(pipe, picture.prompt, picture.target, inversion=inv, **keywords)
     return res.images[1], rec, time.perf_counter() - t0
+
+
+def region_file(mask: np.ndarray, path: Path) -> str:
+    """Writes a (H, W) bool region as the mask picture `edit --mask` reads (white: may change); returns its path."""
+    from PIL import Image
+
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+    return str(path)
 
 
 def score_picture(picture, edited, rec, judge_pred_edit: str, judge_pred_source: str) -> dict:
