@@ -1,6 +1,7 @@
 """Editing with a learned concept: Prompt-to-Prompt edits that bring a DreamBooth-LoRA subject in, judged.
 
-    python scripts/concept_edit_proof.py OUT [--lora FILE] [--settings local] [--first-seed 2000] [--cases 40]
+    python scripts/concept_edit_proof.py OUT [--lora FILE | --pipeline DIR] [--settings local] [--first-seed 2000]
+        [--cases 40]
     python scripts/concept_edit_proof.py OUT --record docs/results/data/concept-edit.json
 
 1. Train (unless --lora names a trained one): the two named monsters 'tuki' and 'bnh' that the base model never
@@ -16,6 +17,9 @@
    edit; PSNR between edit and source outside the monster's box grown 6 px (a generation's box: its dark
    outline's, checked each run against 60 renders' true boxes). Grids of source | edit pairs (render, source,
    edit for real images) go to OUT/SETTING-SUBJECT-KIND-FIRSTSEED.png.
+
+--pipeline DIR edits with a fully fine-tuned DreamBooth pipeline instead of the LoRA (dreambooth_proof.py's
+OUT/ours/pipeline: the same subjects, renders and captions); the settings' LoRA scale is then unused.
 
 Settings are chosen with --first-seed 1000 and reported with --first-seed 2000 (docs/results/concept-edit.md).
 """
@@ -107,7 +111,8 @@ def run_setting(pipe, judge, name: str, args, out: Path) -> dict:
     from conceptlab.evaluation.recipes import concept_edit as C
 
     setting = SETTINGS[name]
-    pipe.set_adapters(["lora0"], adapter_weights=[setting["lora_scale"]])
+    if args.pipeline is None:
+        pipe.set_adapters(["lora0"], adapter_weights=[setting["lora_scale"]])
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rows, t0 = [], time.perf_counter()
     for subject in args.subjects:
@@ -143,6 +148,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path)
     ap.add_argument("--lora", type=Path, default=None, help="a trained subjects' LoRA (default: train one into OUT)")
+    ap.add_argument("--pipeline", type=Path, default=None,
+                    help="a fully fine-tuned DreamBooth pipeline of the subjects to edit with, instead of a LoRA")
     ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--images", type=int, default=10, help="renders per subject")
     ap.add_argument("--rank", type=int, default=16)
@@ -166,6 +173,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "concept-edit.json"
     report = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    if args.pipeline is not None:
+        return edit_runs(args, report, path, pipeline_of(args.pipeline))
     if args.lora is None and (args.out / "train.json").is_file():  # trained by an earlier call into OUT
         args.lora = Path(json.loads((args.out / "train.json").read_text())["lora"])
     trained_by = args.lora.parents[2] / "train.json" if args.lora is not None else None  # ITS_OUT/train/lora/FILE
@@ -179,11 +188,29 @@ def main() -> None:
         print("trained", json.dumps(report["train"]), flush=True)
     if args.train_only:
         return
+    edit_runs(args, report, path, load_edit_pipeline(args.lora, args.model))
+
+
+def pipeline_of(folder: Path):
+    """A fine-tuned pipeline folder, loaded as `conceptlab edit --model DIR` loads it."""
+    from conceptlab.models.loading import load_pipeline
+
+    pipe = load_pipeline(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def edit_runs(args, report: dict, path: Path, pipe) -> None:
+    """Every --settings run on `pipe`, each saved into OUT/concept-edit.json as it finishes."""
     from conceptlab.evaluation.judge import load_judge
     from conceptlab.evaluation.recipes.concept_edit import outline_box_check
 
+    if args.pipeline is not None:
+        trained = args.pipeline.parent / "training.json"
+        steps = json.loads(trained.read_text()).get("steps") if trained.is_file() else None
+        report["train"] = {"pipeline": str(args.pipeline), "full_fine_tune": True, "steps": steps}
     report["outline_box_check"] = outline_box_check()
-    pipe, judge = load_edit_pipeline(args.lora, args.model), load_judge()
+    judge = load_judge()
     for name in args.settings:
         run = run_setting(pipe, judge, name, args, args.out)
         report["runs"][f"{name}@{args.first_seed}"] = run

@@ -90,6 +90,13 @@ def test_records_split_choosing_and_report_runs_into_their_tables():
     assert choosing["rows"] == ["concept-edit-bnh-generated-default-1000"]
     assert records[0]["metrics"]["subject_judged"] == 50.0 and records[0]["seeds"] == "1000-1001"
     assert len(C.merge_records(data, records)["records"]) == 2  # recording again replaces by id
+    assert records[0]["settings"]["weights"] == "LoRA" and records[0]["settings"]["lora_scale"] == 1.0
+    # edits with a fully fine-tuned pipeline (--pipeline) are records of their own, beside the LoRA's
+    full = C.records_from({"train": {"steps": 9, "full_fine_tune": True}, "runs": {"default@2000": run(2000)}},
+                          date="2026-11-30", commit="abc", model="tiny")
+    assert full[0]["id"] == "concept-edit-bnh-generated-default-full-2000" and "--pipeline" in full[0]["command"]
+    assert full[0]["settings"]["weights"] == "full fine-tune" and full[0]["settings"]["lora_scale"] is None
+    assert len(C.merge_records(data, full)["records"]) == 3
 
 
 class _FakeJudge:

@@ -286,8 +286,8 @@ CONCEPT_EDIT_TABLE = {
              "26): subject >= 80%, outside >= 25 dB.",
     "columns": [
         {"header": "subject", "value": "settings.subject"}, {"header": "edits of", "value": "settings.kind"},
-        {"header": "setting", "value": "settings.setting"}, {"header": "seeds", "value": "seeds"},
-        {"header": "edits", "value": "metrics.n"},
+        {"header": "setting", "value": "settings.setting"}, {"header": "weights", "value": "settings.weights"},
+        {"header": "seeds", "value": "seeds"}, {"header": "edits", "value": "metrics.n"},
         {"header": "subject judged", "value": "metrics.subject_judged", "format": "pct"},
         {"header": "source judged subject", "value": "metrics.source_was_subject", "format": "pct"},
         {"header": "measured outside", "value": "metrics.n_measured"},
@@ -321,6 +321,7 @@ NEW_PAGE = {
 def records_from(result: dict, *, date: str, commit: str, model: str) -> list[dict]:
     """One results-page record per run, subject and kind, from a concept-edit.json the proof wrote."""
     train, out = result.get("train", {}), []
+    full = bool(train.get("full_fine_tune"))  # edited with a fine-tuned pipeline (--pipeline), not the LoRA
     for run in result["runs"].values():
         run = {**run, "summary": summarize(run["rows"])}  # the rows scored by this recipe's summary
         seeds = f"{run['first_seed']}-{run['first_seed'] + run['cases'] - 1}"
@@ -328,7 +329,8 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
             for kind, s in kinds.items():
                 command = (f"python scripts/concept_edit_proof.py OUT --settings {run['setting']} --subjects {subject} "
                            f"--kinds {kind} --first-seed {run['first_seed']} --cases {run['cases']}"
-                           + (" --no-regenerate" if kind == "generated" and s.get("regenerated_subject") is None else ""))
+                           + (" --no-regenerate" if kind == "generated" and s.get("regenerated_subject") is None else "")
+                           + (" --pipeline DREAMBOOTH_OUT/ours/pipeline" if full else ""))
                 metrics = {"n": s["n"], "n_measured": s["n_measured"], "subject_judged": _pct(s["subject_judged_fresh"]),
                            "subject_judged_all": _pct(s["subject_judged"]),
                            "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": _round(s["psnr_out"]),
@@ -338,12 +340,14 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
                            "psnr_out_input": _round(s.get("psnr_out_input")),
                            "regenerated_subject": _pct(s.get("regenerated_subject")),
                            "regenerated_psnr_out": _round(s.get("regenerated_psnr_out"))}
-                out.append({"id": f"concept-edit-{subject}-{kind}-{run['setting']}-{run['first_seed']}", "date": date,
+                out.append({"id": f"concept-edit-{subject}-{kind}-{run['setting']}{'-full' if full else ''}-{run['first_seed']}",
+                            "date": date,
                             "commit": commit, "model": model, "seeds": seeds,
                             "samples": f"{s['n']} edits ({s['n_fresh']} whose source was not judged {subject})",
                             "command": command, "source": "the proof's concept-edit.json, added with --record",
                             "settings": {"subject": subject, "kind": kind, "setting": run["setting"],
-                                         "edit": run["edit"], "lora_scale": run["lora_scale"],
+                                         "edit": run["edit"], "lora_scale": None if full else run["lora_scale"],
+                                         "weights": "full fine-tune" if full else "LoRA",
                                          "inversion": run["inversion"] if kind == "real" else None,
                                          "train_steps": train.get("steps")},
                             "metrics": metrics})
