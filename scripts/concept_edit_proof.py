@@ -95,14 +95,16 @@ SETTINGS = {
 }
 
 
-def load_edit_pipeline(lora: Path, model: str | None):
-    """The base model with the subjects' LoRA loaded as adapter 'lora0' (as `conceptlab edit --lora` loads it)."""
+def load_edit_pipeline(lora: Path | None, model: str | None):
+    """`model` (default the base model) with the subjects' LoRA loaded as adapter 'lora0' (as `conceptlab edit
+    --lora` loads it); lora None: the model as it is (a fully fine-tuned pipeline)."""
     from conceptlab.concepts.lora import apply_loras
     from conceptlab.models.loading import load_pipeline
 
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    apply_loras(pipe, [(lora, 1.0)])
+    if lora is not None:
+        apply_loras(pipe, [(lora, 1.0)])
     return pipe
 
 
@@ -173,8 +175,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "concept-edit.json"
     report = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    if args.pipeline is not None:
-        return edit_runs(args, report, path, pipeline_of(args.pipeline))
+    if args.pipeline is not None:  # a fully fine-tuned pipeline: nothing to train, no LoRA to load
+        trained = args.pipeline.parent / "training.json"
+        steps = json.loads(trained.read_text()).get("steps") if trained.is_file() else None
+        report["train"] = {"pipeline": str(args.pipeline), "full_fine_tune": True, "steps": steps}
+        return edit_runs(args, report, path, load_edit_pipeline(None, str(args.pipeline)))
     if args.lora is None and (args.out / "train.json").is_file():  # trained by an earlier call into OUT
         args.lora = Path(json.loads((args.out / "train.json").read_text())["lora"])
     trained_by = args.lora.parents[2] / "train.json" if args.lora is not None else None  # ITS_OUT/train/lora/FILE
@@ -191,24 +196,11 @@ def main() -> None:
     edit_runs(args, report, path, load_edit_pipeline(args.lora, args.model))
 
 
-def pipeline_of(folder: Path):
-    """A fine-tuned pipeline folder, loaded as `conceptlab edit --model DIR` loads it."""
-    from conceptlab.models.loading import load_pipeline
-
-    pipe = load_pipeline(str(folder))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def edit_runs(args, report: dict, path: Path, pipe) -> None:
     """Every --settings run on `pipe`, each saved into OUT/concept-edit.json as it finishes."""
     from conceptlab.evaluation.judge import load_judge
     from conceptlab.evaluation.recipes.concept_edit import outline_box_check
 
-    if args.pipeline is not None:
-        trained = args.pipeline.parent / "training.json"
-        steps = json.loads(trained.read_text()).get("steps") if trained.is_file() else None
-        report["train"] = {"pipeline": str(args.pipeline), "full_fine_tune": True, "steps": steps}
     report["outline_box_check"] = outline_box_check()
     judge = load_judge()
     for name in args.settings:

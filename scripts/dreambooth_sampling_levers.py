@@ -37,10 +37,6 @@ from conceptlab.models.loading import load_pipeline  # noqa: E402
 DEFAULTS = {"w": 7.5, "wid": 0.0, "late": 0.0, "wn": 0.0, "pre": 0.0, "post": 0.0, "no_emotion": 0.0}
 
 
-def no_emotion(ident: str, scene: str) -> str:
-    return R.subject_prompt(ident, "monster", "", scene).replace("a  ", "a ")
-
-
 @torch.no_grad()
 def embed(pipe, prompts: list[str]) -> torch.Tensor:
     tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
@@ -54,7 +50,8 @@ def sample(pipe, cases, v: dict, steps: int = 30):
     n = len(cases)
     e = {"u": [""] * n, "c": [R.subject_prompt(i, "monster", em, sc) for i, em, sc, _ in cases],
          "k": [R.subject_prompt("", "monster", em, sc) for i, em, sc, _ in cases],
-         "cn": [no_emotion(i, sc) for i, _, sc, _ in cases], "kn": [no_emotion("", sc) for *_, sc, _ in cases]}
+         "cn": [R.subject_prompt(i, "monster", "", sc) for i, _, sc, _ in cases],
+         "kn": [R.subject_prompt("", "monster", "", sc) for *_, sc, _ in cases]}
     e = {k: embed(pipe, p) for k, p in e.items()}
     sched = pipe.scheduler
     sched.set_timesteps(steps)
@@ -68,9 +65,10 @@ def sample(pipe, cases, v: dict, steps: int = 30):
             names.append("k")
         if v["wn"]:
             names += ["cn", "kn"]
+        names = list(dict.fromkeys(names))  # switched to cn with wn on: cn is evaluated once
         x = sched.scale_model_input(lat, t)
         out = pipe.unet(torch.cat([x] * len(names)), t, encoder_hidden_states=torch.cat([e[m] for m in names])).sample
-        eps = dict(zip(names, out.chunk(len(names))))  # with wn, "cn" is both the condition and wn's term: the same
+        eps = dict(zip(names, out.chunk(len(names))))
         u, c = eps["u"], eps[names[1]]
         guided = u + v["w"] * (c - u)
         if "k" in eps:

@@ -144,15 +144,15 @@ def test_the_recipe_runs_end_to_end_on_a_tiny_pipeline(tiny_pipe):
 def test_a_region_setting_hands_the_pictures_region_to_edit_as_its_mask(tmp_path, pictures):
     """region=True: the difference masks of faces and objects are left out (edit refuses both at once) and the
     region's file reads back through edit's own loader as the same pixels."""
-    from conceptlab.editing.edit import load_region
-    from conceptlab.evaluation.recipes.offworld_edits import OffworldEditSetting, region_file
+    from conceptlab.editing.edit import load_region, save_region
+    from conceptlab.evaluation.recipes.offworld_edits import OffworldEditSetting
 
     s = OffworldEditSetting("r", method="direct", region=True, edit={"self_steps": 0.8},
                             faces={"blend_mask": "difference"}, objects={"blend_mask": "difference"})
     assert s.keywords("face") == s.keywords("object") == {"self_steps": 0.8}
     assert OffworldEditSetting("d").keywords("object") == {"blend_mask": "difference"}
     mask = pictures[0].mask
-    loaded = load_region(region_file(mask, tmp_path / "r.png"))  # (1, 1, H, W) in [0, 1]
+    loaded = load_region(save_region(mask, tmp_path / "r.png"))  # (1, 1, H, W) in [0, 1]
     assert np.array_equal(loaded[0, 0].numpy() > 0.5, mask)
 
 

@@ -67,6 +67,8 @@ def test_subject_and_class_scores_equal_a_hand_count(tiny_pipe):
     prompts = [subject_prompt(i, "monster", e, sc) for i, e, sc, _ in cases]
     assert prompts[2] == "a sticker of a happy tuki monster at the beach"
     assert prompts[4] == "a sticker of a tuki monster in love on a white background"
+    assert subject_prompt("tuki", "monster", "", "beach") == "a sticker of a tuki monster at the beach"
+    assert subject_prompt("", "monster", "", "plain") == "a sticker of a monster on a white background"
     old = old_script_images(tiny_pipe, prompts[:16], [c[3] for c in cases][:16])
     assert same_pixels(images, old)  # 16 cases: one pipeline call, as the script made them
     pred = judge.predict(images)

@@ -88,6 +88,15 @@ def check_edit(cfg: EditConfig) -> None:
         raise InputError("--cross-steps", cfg.cross_steps, "must be within [0, 1]", "Use a fraction such as 0.8")
 
 
+def save_region(mask, path) -> str:
+    """Writes a (H, W) bool region as the mask picture load_region reads (white: may change); returns its path."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, mode="L").save(path)
+    return str(path)
+
+
 def load_region(path: str) -> torch.Tensor:
     """(1, 1, H, W) in [0, 1] of a mask picture: its brightness, 1 (white) where the edit may change the image."""
     from PIL import Image

@@ -143,13 +143,10 @@ def outside_psnr(source, edited, bbox, margin: int = BOX_MARGIN) -> tuple[float,
 
 def box_mask_file(bbox, size: int, grow: int, path: Path) -> str:
     """Writes a mask picture (white inside `bbox` grown by `grow` px) for editing.edit's `mask` to `path`."""
-    from PIL import Image
-
+    from conceptlab.editing.edit import save_region
     from conceptlab.evaluation.metrics import box_mask
 
-    inside = box_mask((size, size), bbox, margin=grow)  # (H, W) bool
-    Image.fromarray((inside * 255).astype(np.uint8), mode="L").save(path)
-    return str(path)
+    return save_region(box_mask((size, size), bbox, margin=grow), path)  # (H, W) bool
 
 
 def union_box(a, b) -> tuple[int, int, int, int]:

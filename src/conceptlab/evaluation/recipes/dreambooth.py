@@ -38,9 +38,9 @@ NOT_A_DB_RUN = "Pass the --out folder of `conceptlab train dreambooth`"
 
 
 def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str:
-    """'a sticker of a happy tuki monster at the beach'; ident '' gives the bare class word."""
+    """'a sticker of a happy tuki monster at the beach'; ident '' gives the bare class word, emotion '' none."""
     noun = f"{ident} {class_word}".strip()
-    core = f"{noun} in love" if emotion == "in love" else f"{emotion} {noun}"
+    core = f"{noun} in love" if emotion == "in love" else f"{emotion} {noun}".strip()
     return f"a sticker of a {core}{SCENES[scene]}"
 
 

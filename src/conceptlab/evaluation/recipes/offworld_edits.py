@@ -68,7 +68,7 @@ class InversionCache:
 
 def edit_picture(pipe, picture, setting: OffworldEditSetting, cache: InversionCache):
     """(edit image, reconstruction, seconds of the edit) of `picture` under `setting`."""
-    from conceptlab.editing.edit import edit
+    from conceptlab.editing.edit import edit, save_region
 
     inv, rec = cache.get(picture, setting.method)
     if setting.guidance is not None:
@@ -76,7 +76,7 @@ def edit_picture(pipe, picture, setting: OffworldEditSetting, cache: InversionCa
     keywords = setting.keywords(picture.kind)
     with tempfile.TemporaryDirectory() as scratch:
         if setting.region:
-            keywords["mask"] = region_file(picture.mask, Path(scratch) / "region.png")
+            keywords["mask"] = save_region(picture.mask, Path(scratch) / "region.png")
         t0 = time.perf_counter()
         if setting.structure:
             from conceptlab.editing.structure import StructureConfig, structure_kept
@@ -87,13 +87,6 @@ def edit_picture(pipe, picture, setting: OffworldEditSetting, cache: InversionCa
             res = edit(pipe, picture.prompt, picture.target, inversion=inv, **keywords)
     return res.images[1], rec, time.perf_counter() - t0
 
-
-def region_file(mask: np.ndarray, path: Path) -> str:
-    """Writes a (H, W) bool region as the mask picture `edit --mask` reads (white: may change); returns its path."""
-    from PIL import Image
-
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
-    return str(path)
 
 
 def score_picture(picture, edited, rec, judge_pred_edit: str, judge_pred_source: str) -> dict:
