@@ -38,6 +38,7 @@ from conceptlab.imaging import make_grid  # noqa: E402
 from conceptlab.models.loading import load_pipeline  # noqa: E402
 from conceptlab.training.class_images import prepare_class_images  # noqa: E402
 from conceptlab.training.data import load_concept_images, prepare_image, to_pixels  # noqa: E402
+from conceptlab.training.diffusion import TimestepBias  # noqa: E402
 from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
 from conceptlab.training.loop import TrainConfig  # noqa: E402
 from conceptlab.world.export import export_images, read_metadata  # noqa: E402
@@ -52,6 +53,23 @@ def varying_captions(folder: Path) -> None:
     rows = read_metadata(folder)
     for row in rows:
         row["text"] = R.subject_prompt("", "monster", row["emotion"], row["background"])
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
+    """--images renders of `ident` in varied emotions (drawn at random), or with --per-emotion N renders of each of
+    the proof's emotions (seeds seed + 25 * emotion's index ..), one metadata.jsonl for them all."""
+    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
+             "flowers": {"none"}, "background": set(R.SCENES), "individual": {ident}}
+    if not a.per_emotion:
+        export_images(folder, a.images, seed=seed, only={**fixed, "emotion": set(EMOTIONS) | {"neutral"}},
+                      individual_rate=1.0, masks=masks or False)
+        return
+    rows = []
+    for e, emotion in enumerate(EMOTIONS):
+        export_images(folder, a.per_emotion, seed=seed + 25 * e, only={**fixed, "emotion": {emotion}},
+                      individual_rate=1.0, masks=masks or False)
+        rows += read_metadata(folder)
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -88,6 +106,7 @@ def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
         model=a.model, subjects=subject_configs(data, a, priors), lora=a.lora, rank=a.rank,
         prior_weight=a.prior_weight, train_text_encoder=a.train_text_encoder, mask_weight=a.mask_weight or 1.0,
         prior_preservation=prior, class_images=a.class_images, class_dir=str(a.class_dir), class_prompts=a.class_prompts,
+        timestep_bias=TimestepBias(a.timestep_bias, a.timestep_bias_multiplier, a.timestep_bias_portion),
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4), seed=a.seed,
                           checkpoint_every=0, preview_every=0))
 
@@ -122,11 +141,8 @@ def run(a) -> dict:
               "loops": {}}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
-    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
-             "flowers": {"none"}, "background": set(R.SCENES), "emotion": set(EMOTIONS) | {"neutral"}}
     for k, ident in enumerate(SUBJECTS):
-        export_images(data / ident, a.images, seed=5000 + 100 * k, only={**fixed, "individual": {ident}},
-                      individual_rate=1.0, masks=masks or False)
+        export_subject(data / ident, ident, 5000 + 100 * k, a, masks)
         if a.captions == "varying":
             varying_captions(data / ident)
     save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
@@ -199,6 +215,12 @@ def main() -> None:
     ap.add_argument("--class-dir", type=Path, default=None,
                     help="default OUT/class-images; another run's folder reuses its images (the same base model)")
     ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
+    ap.add_argument("--per-emotion", type=int, default=0,
+                    help="instead of --images drawn at random: this many renders of each subject in each emotion")
+    ap.add_argument("--timestep-bias", choices=("none", "earlier", "later"), default="none",
+                    help="ours: favour low-noise (earlier) or noisy (later) training timesteps")
+    ap.add_argument("--timestep-bias-multiplier", type=float, default=2.0)
+    ap.add_argument("--timestep-bias-portion", type=float, default=0.25)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the untrained model's class-prompt scores")

@@ -43,3 +43,20 @@ def test_masks_and_mask_weight_reach_the_config(tmp_path):
                                       "--mask-weight", "3", "--out", str(tmp_path)])
     cfg = dreambooth_config(args)
     assert cfg.subjects[0].masks == "d/tuki/masks" and cfg.mask_weight == 3.0
+
+
+def test_timestep_bias_flags_reach_the_config_and_a_lone_setting_is_refused(tiny_dir, tmp_path, capsys):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config, pivotal_config
+
+    args = build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster", "--timestep-bias",
+                                      "range", "--timestep-bias-range", "0", "300", "--timestep-bias-multiplier", "4",
+                                      "--out", str(tmp_path)])
+    bias = dreambooth_config(args).timestep_bias
+    assert (bias.strategy, bias.begin, bias.end, bias.multiplier) == ("range", 0, 300, 4.0)
+    args = build_parser().parse_args(["train", "pivotal", "--subject", "<tuki>=d/tuki,class=monster", "--timestep-bias",
+                                      "earlier", "--out", str(tmp_path)])
+    assert pivotal_config(args).timestep_bias.strategy == "earlier"
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
+                 "--timestep-bias-portion", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "--timestep-bias" in capsys.readouterr().err

@@ -53,3 +53,52 @@ def test_face_weights_cover_each_face_at_latent_resolution():
     cx, cy = (x0 + x1) // 8, (y0 + y1) // 8  # the face's centre in latent pixels
     assert w[0, 0, cy, cx] == 5.0 and w[0, 0, 0, 0] == 1.0
     assert set(w.unique().tolist()) == {1.0, 5.0}
+
+
+def test_timestep_weights_follow_diffusers_rule_computed_another_way():
+    from conceptlab.training.diffusion import TimestepBias, timestep_weights
+
+    assert timestep_weights(TimestepBias(), 1000) is None  # none: the even draw, torch.randint as before
+    w = timestep_weights(TimestepBias("earlier", multiplier=3.0, portion=0.25), 1000)
+    # 250 low-noise timesteps at weight 3 against 750 at weight 1: each favoured one 3 / 1500, the rest 1 / 1500
+    assert torch.allclose(w[:250], torch.full((250,), 3 / 1500)) and torch.allclose(w[250:], torch.full((750,), 1 / 1500))
+    late = timestep_weights(TimestepBias("later", multiplier=3.0, portion=0.25), 1000)
+    assert torch.equal(late, w.flip(0))
+    r = timestep_weights(TimestepBias("range", multiplier=5.0, begin=100, end=300), 1000)
+    assert torch.allclose(r.sum(), torch.tensor(1.0)) and r[99] * 5 == r[100] and r[299] == r[300] * 5
+
+
+def test_biased_timesteps_reach_the_unet(parts):
+    from conceptlab.training.diffusion import TimestepBias, timestep_weights
+
+    unet, sched, latents, cond = parts
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    g = torch.Generator().manual_seed(0)
+    w = timestep_weights(TimestepBias("range", multiplier=100.0, begin=0, end=50), 1000)
+    with torch.no_grad():
+        for _ in range(40):
+            denoising_loss(unet, sched, latents, cond, g, t_weights=w)
+        biased = torch.cat(seen)
+        seen.clear()
+        for _ in range(40):
+            denoising_loss(unet, sched, latents, cond, g)
+    hook.remove()
+    # 50 timesteps at weight 100 against 950 at 1: 84% of the draws fall below 50 (5% when drawn evenly)
+    assert (biased < 50).float().mean() > 0.7
+    assert (torch.cat(seen) < 50).float().mean() < 0.2
+
+
+def test_bad_timestep_bias_names_the_flag():
+    from conceptlab.errors import InputError
+    from conceptlab.training.diffusion import TimestepBias, check_timestep_bias
+
+    for bias, flag in ((TimestepBias("lower"), "--timestep-bias"),
+                       (TimestepBias("earlier", multiplier=0), "--timestep-bias-multiplier"),
+                       (TimestepBias("earlier", portion=1.5), "--timestep-bias-portion"),
+                       (TimestepBias("range", begin=500, end=200), "--timestep-bias-range"),
+                       (TimestepBias("none", portion=0.5), "--timestep-bias")):
+        with pytest.raises(InputError) as e:
+            check_timestep_bias(bias)
+        assert flag in str(e.value)
+    check_timestep_bias(TimestepBias("range", begin=0, end=250))

@@ -22,6 +22,9 @@ GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
 # the bounds training.buckets checks again for config files (the CLI stays light: no torch at parse time)
 BUCKET_STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
 BUCKET_ASPECT = Bound(1, 16, hint="4 is usual")
+# the bounds training.diffusion.check_timestep_bias checks again for config files
+TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly")
+PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
 
 
 def add_train_flags(p) -> None:
@@ -68,6 +71,12 @@ def add_bucket_flags(p) -> None:
 
 def bucket_overrides(args) -> dict:
     return {"enabled": args.buckets, "step": args.bucket_step, "max_aspect": args.bucket_max_aspect}
+
+
+def timestep_bias_overrides(args) -> dict:
+    begin, end = args.timestep_bias_range or (None, None)
+    return {"strategy": args.timestep_bias, "multiplier": args.timestep_bias_multiplier,
+            "portion": args.timestep_bias_portion, "begin": begin, "end": end}
 
 
 def train_overrides(args) -> dict:
@@ -146,6 +155,16 @@ def add_subject_flags(d, example: str = "tuki") -> None:
     flag(d, "--offset-noise", type=FRACTION.arg, help="offset noise strength, 0.05-0.1 for very dark or light "
                                                       "images (default: 0)")
     flag(d, "--min-snr-gamma", type=GAMMA.arg, help="Min-SNR loss weighting gamma, e.g. 5 (default: off)")
+    flag(d, "--timestep-bias", choices=("none", "earlier", "later", "range"),
+         help="draw training timesteps unevenly, as diffusers' SDXL scripts: earlier favours the low-noise ones (fine "
+              "detail such as a face's marks), later the noisy ones (layout, colour), range --timestep-bias-range "
+              "(default: none, every timestep equally)")
+    flag(d, "--timestep-bias-multiplier", type=TIMESTEP_MULTIPLIER.arg,
+         help="how many times as often the favoured timesteps are drawn (default: 2)")
+    flag(d, "--timestep-bias-portion", type=PORTION.arg,
+         help="earlier/later: the share of the timesteps favoured (default: 0.25)")
+    flag(d, "--timestep-bias-range", type=COUNT0.arg, nargs=2, metavar=("BEGIN", "END"),
+         help="range: favour timesteps BEGIN..END-1 (default: 0 1000)")
     flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
     flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
@@ -276,7 +295,8 @@ def dreambooth_config(args):
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
-                                                   "buckets": bucket_overrides(args)},
+                                                   "buckets": bucket_overrides(args),
+                                                   "timestep_bias": timestep_bias_overrides(args)},
                           {"subjects": subjects})
 
 
@@ -304,7 +324,8 @@ def pivotal_config(args):
              "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr", "token_steps", "token_frac")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
-                                                "buckets": bucket_overrides(args)},
+                                                "buckets": bucket_overrides(args),
+                                                "timestep_bias": timestep_bias_overrides(args)},
                           {"subjects": subjects})
 
 

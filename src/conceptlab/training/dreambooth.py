@@ -34,7 +34,13 @@ from conceptlab.training.data import (
     read_masks,
     substituted_captions,
 )
-from conceptlab.training.diffusion import denoising_loss, training_scheduler
+from conceptlab.training.diffusion import (
+    TimestepBias,
+    check_timestep_bias,
+    denoising_loss,
+    timestep_weights,
+    training_scheduler,
+)
 from conceptlab.training.loop import TrainConfig
 
 COMMON_WORDS = {"a", "the", "dog", "cat", "man", "woman", "photo", "sticker", "monster", "happy", "red", "blue"}
@@ -84,6 +90,7 @@ class DreamBoothConfig:
     flip: bool = True
     offset_noise: float = 0.0  # 0.05-0.1 lets the model learn very dark or light images
     min_snr_gamma: float | None = None  # e.g. 5.0
+    timestep_bias: TimestepBias = field(default_factory=TimestepBias)  # timesteps drawn evenly unless a strategy is set
     mask_weight: float = 5.0  # subjects with masks: a subject pixel's loss weight against a background pixel's
     buckets: BucketConfig = field(default_factory=BucketConfig)  # aspect-ratio buckets instead of square crops
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=1, lr=1e-4))
@@ -130,6 +137,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
     if cfg.min_snr_gamma is not None:
         Bound(0, 1000, low_open=True, hint="5 is usual").check("--min-snr-gamma", cfg.min_snr_gamma)
     Bound(0, 1000, low_open=True, hint="5 is usual").check("--mask-weight", cfg.mask_weight)
+    check_timestep_bias(cfg.timestep_bias)
     for s in cfg.subjects:
         _check_subject(s)
     if cfg.class_prompts not in ("class", "captions"):
@@ -297,6 +305,9 @@ class DreamBooth:
                              "Call prepare_class_images first (the CLI does)")
         self._setup_trainable()
         self.scheduler = training_scheduler(pipe)
+        num = self.scheduler.config.num_train_timesteps
+        check_timestep_bias(cfg.timestep_bias, num)
+        self.t_weights = timestep_weights(cfg.timestep_bias, num)  # (num,) or None: an even draw
         self._cond_cache: dict[str, tuple] = {}
         if not cfg.train_text_encoder:
             self._warn_if_indistinct()
@@ -440,7 +451,8 @@ class DreamBooth:
             calls.append((cls, None, cond.rows(batch_size)))
         per_sample = torch.cat([denoising_loss(self.pipe.unet, self.scheduler, x, c.hidden, generator,
                                                self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none",
-                                               pixel_weight=w, added_cond_kwargs=c.added) for x, w, c in calls])
+                                               pixel_weight=w, added_cond_kwargs=c.added, t_weights=self.t_weights)
+                                for x, w, c in calls])
         loss = per_sample[:batch_size].mean()
         if cls is not None:
             loss = loss + self.prior_term(per_sample[batch_size:], subjects)
@@ -457,7 +469,7 @@ class DreamBooth:
         cond = self.encode(inst_txt + cls_txt)
         per_sample = denoising_loss(self.pipe.unet, self.scheduler, latents, cond.hidden, generator,
                                     self.cfg.offset_noise, self.cfg.min_snr_gamma, reduction="none",
-                                    pixel_weight=weight, added_cond_kwargs=cond.added)
+                                    pixel_weight=weight, added_cond_kwargs=cond.added, t_weights=self.t_weights)
         loss = per_sample[:batch_size].mean()
         if cls is not None:
             loss = loss + self.prior_term(per_sample[batch_size:], subjects)
