@@ -6,7 +6,8 @@
 Two held-out concepts (conceptlab.evaluation.recipes.heldout): the `pixel art` style as <pixel-art>, trained
 on pixel-art apples, stars, fish and cats and judged on broccoli, emoji, clouds and monsters in four colours
 (pixel art? object and colour kept?); and the named monster tuki as <tuki>, judged in four emotions x four
-scenes (that individual? the asked emotion and scene?), beside the autoencoder's round-trip ceiling for tuki.
+scenes (that individual? the asked emotion and scene?), beside the autoencoder's round-trip ceiling of each concept
+(pixel-art renders judged pixel art, tuki renders judged tuki, after the VAE's encode and decode).
 Each is trained on the same renders, steps, batch and seed by conceptlab's textual inversion (cached latents,
 each image's own caption with the concept's words replaced by the token) and by a loop built the way
 diffusers' examples/textual_inversion/textual_inversion.py works (benchmarks.bench_textual_inversion's
@@ -84,8 +85,7 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
     groups = H.score_groups(concept)
     result = {"token": token, "init": init, "caption_words": words, "loops": {}}
     pipe = load_pipeline(cfg.model)
-    if concept == "monster":  # the autoencoder is never trained: the base model's is every loop's
-        result["ceiling"] = H.monster_ceiling(pipe.vae, judge)
+    result["ceiling"] = H.ceiling(concept, pipe.vae, judge)  # the autoencoder is never trained: every loop's
     judged = lambda noun: H.judge_prompts(pipe, judge, H.prompts_for(concept, noun), cfg.per_prompt,  # noqa: E731
                                           cfg.first_seed, cfg.guidance, cfg.sampling_steps)
     # the plain word where --loops names it ('plain'), else first (unless --no-plain-word)
@@ -181,7 +181,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
     cfg = result["config"]
     command = (f"python scripts/ti_heldout_proof.py OUT --per-prompt {cfg['per_prompt']} --first-seed "
                f"{cfg['first_seed']} --concepts {' '.join(result['concepts'])} --loops "
-               f"{' '.join(next(iter(result['concepts'].values()))['loops'])}")
+               f"{' '.join(cfg.get('loops') or next(iter(result['concepts'].values()))['loops'])}")
     default = H.HeldOutConfig()
     for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):

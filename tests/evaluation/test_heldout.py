@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from conceptlab.evaluation.judge import load_judge
 from conceptlab.evaluation.recipes import heldout as H
 from conceptlab.world.attributes import ATTRIBUTES, INDIVIDUALS
 from conceptlab.world.export import read_metadata
@@ -126,3 +127,29 @@ def test_shards_on_consecutive_seeds_join_weighted_by_their_images():
     other["config"]["lora_lr"] = 1e-4
     with pytest.raises(ValueError, match="different settings"):
         H.merge_results([shard(2000, 5, 0.6, 0.0), other])
+
+
+def test_a_plain_word_run_alone_is_a_row_with_the_style_ceiling():
+    result = {"config": {"first_seed": 2000, "per_prompt": 5, "steps": 400}, "concepts": {
+        "style": {"token": "<pixel-art>", "ceiling": 0.0, "loops": {},
+                  "plain_word": {"noun": "pixel art", "style": 0.025, "object_and_colour": 0.9, "images": 80}}}}
+    (record,) = H.records_from(result, date="2026-11-30", commit="abc", model="v9", command="python x")
+    assert record["id"] == "ti-heldout-style-plain-2000" and record["samples"] == "80 judged images"
+    assert record["metrics"] == {"headline": 2.5, "second": 90.0, "plain_word": 2.5, "ceiling": 0.0}
+
+
+def test_style_ceiling_reads_pixel_art_through_the_autoencoder():
+    from types import SimpleNamespace
+
+    import torch
+
+    from tests.evaluation.test_roundtrip import _FakeVAE
+
+    class Blank(_FakeVAE):  # decodes every latent to the same flat grey: no style left to read
+        def decode(self, z):
+            return SimpleNamespace(sample=torch.zeros_like(z))
+
+    judge = load_judge()
+    assert H.style_ceiling(_FakeVAE(), judge, seeds=1) > 0.9  # lossless: the renders' own accuracy
+    assert H.style_ceiling(_FakeVAE(factor=2), judge, seeds=1) > 0.9  # blocky decoding keeps pixel art
+    assert H.style_ceiling(Blank(), judge, seeds=1) == 0.0

@@ -135,6 +135,20 @@ def monster_ceiling(vae, judge, seeds: int = 3, size: int = 64) -> float:
     return vae_ceiling(vae, judge, [RoundTripGroup("tuki", specs, "individual")], size)["tuki"]["round_trip"]
 
 
+def style_ceiling(vae, judge, seeds: int = 5, size: int = 64) -> float:
+    """The judge's pixel-art accuracy on pixel-art renders of the test objects and colours after the autoencoder's
+    round trip: what a perfect style token (or any UNet fine-tune) could reach through this VAE."""
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, vae_ceiling
+
+    specs = [StickerSpec(object=o, colour=c, style="pixel art", background="plain", seed=s)
+             for o in STYLE_TEST_OBJECTS for c in STYLE_TEST_COLOURS for s in range(seeds)]
+    return vae_ceiling(vae, judge, [RoundTripGroup("style", specs, "style")], size)["style"]["round_trip"]
+
+
+def ceiling(concept: str, vae, judge) -> float:
+    return style_ceiling(vae, judge) if concept == "style" else monster_ceiling(vae, judge)
+
+
 def save_grid(images: list, per_prompt: int, path: Path) -> None:
     from conceptlab.imaging import make_grid
 
@@ -252,15 +266,18 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
     seeds = f"{cfg['first_seed']}-{cfg['first_seed'] + cfg['per_prompt'] - 1} per prompt"
     for concept, r in result["concepts"].items():
         first, second = ("style", "object_and_colour") if concept == "style" else ("identity", "emotion")
-        for loop, s in r["loops"].items():
-            metrics = {"headline": round(100 * s[first], 1), "second": round(100 * s[second], 1),
-                       "train_seconds": s["train_seconds"]}
+        # a run of the plain word alone (--loops plain) is a row of its own
+        rows = r["loops"] or ({"plain": r["plain_word"]} if "plain_word" in r else {})
+        for loop, s in rows.items():
+            metrics = {"headline": round(100 * s[first], 1), "second": round(100 * s[second], 1)}
+            if "train_seconds" in s:
+                metrics["train_seconds"] = s["train_seconds"]
             if "plain_word" in r:
                 metrics["plain_word"] = round(100 * r["plain_word"][first], 1)
             if concept == "monster":
                 metrics["scene"] = round(100 * s["scene"], 1)
-                if "ceiling" in r:
-                    metrics["ceiling"] = round(100 * r["ceiling"], 1)
+            if "ceiling" in r:
+                metrics["ceiling"] = round(100 * r["ceiling"], 1)
             name = pivotal_name(cfg) if loop == "pivotal" else loop
             out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
