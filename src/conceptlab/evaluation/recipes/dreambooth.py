@@ -334,7 +334,11 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
-               + f" --class-images {cfg['class_images']}")
+               + f" --class-images {cfg['class_images']}"
+               + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
+               + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
+                  f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
+                  if cfg.get("timestep_bias", "none") != "none" else ""))
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
