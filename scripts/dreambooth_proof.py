@@ -15,7 +15,9 @@ preservation. Each loop is judged over 2 subjects x 4 emotions x 5 scenes x 3 se
 metric per subject; and on 48 generations of the bare class prompt "a monster" (seeds --first-seed+500..): the
 share judged to be a subject. The autoencoder's round-trip ceiling for each subject (renders in the same emotions
 and scenes through the VAE, judged) is measured in the same run. Choose settings on --first-seed 1000, report
-on 2000. The measures are the library's (conceptlab.evaluation.recipes.dreambooth).
+on 2000. The measures are the library's (conceptlab.evaluation.recipes.dreambooth). Training levers for ours:
+--per-emotion N renders each subject N times in each emotion instead of --images drawn at random (both loops
+train on them), --timestep-bias favours low-noise or noisy training timesteps.
 """
 
 from __future__ import annotations
