@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--record", metavar="PAGE_JSON", type=Path, default=None,
                     help="add OUT/concept-edit.json's runs to a docs/results/data page and stop")
     ap.add_argument("--model-name", default="v9", help="the model's name in the record")
+    ap.add_argument("--name", default=None,
+                    help="with --pipeline: a word for the pipeline's training in the records' ids and weights column")
     args = ap.parse_args()
     if args.record:
         return record(args.out, args.record, args.model_name)
@@ -178,7 +180,7 @@ def main() -> None:
     if args.pipeline is not None:  # a fully fine-tuned pipeline: nothing to train, no LoRA to load
         trained = args.pipeline.parent / "training.json"
         steps = json.loads(trained.read_text()).get("steps") if trained.is_file() else None
-        report["train"] = {"pipeline": str(args.pipeline), "full_fine_tune": True, "steps": steps}
+        report["train"] = {"pipeline": str(args.pipeline), "full_fine_tune": True, "steps": steps, "name": args.name}
         return edit_runs(args, report, path, load_edit_pipeline(None, str(args.pipeline)))
     if args.lora is None and (args.out / "train.json").is_file():  # trained by an earlier call into OUT
         args.lora = Path(json.loads((args.out / "train.json").read_text())["lora"])

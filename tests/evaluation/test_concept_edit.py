@@ -97,6 +97,12 @@ def test_records_split_choosing_and_report_runs_into_their_tables():
     assert full[0]["id"] == "concept-edit-bnh-generated-default-full-2000" and "--pipeline" in full[0]["command"]
     assert full[0]["settings"]["weights"] == "full fine-tune" and full[0]["settings"]["lora_scale"] is None
     assert len(C.merge_records(data, full)["records"]) == 3
+    # a second fine-tuned pipeline, named, is a record of its own beside the first
+    named = C.records_from({"train": {"steps": 9, "full_fine_tune": True, "name": "balanced"},
+                            "runs": {"default@2000": run(2000)}}, date="2026-11-30", commit="abc", model="tiny")
+    assert named[0]["id"] == "concept-edit-bnh-generated-default-full-balanced-2000"
+    assert named[0]["settings"]["weights"] == "full fine-tune (balanced)" and "--name balanced" in named[0]["command"]
+    assert len(C.merge_records(C.merge_records(data, full), named)["records"]) == 4
 
 
 class _FakeJudge:

@@ -319,6 +319,8 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
     """One results-page record per run, subject and kind, from a concept-edit.json the proof wrote."""
     train, out = result.get("train", {}), []
     full = bool(train.get("full_fine_tune"))  # edited with a fine-tuned pipeline (--pipeline), not the LoRA
+    weights = ("full fine-tune" if full else "LoRA") + (f" ({train['name']})" if train.get("name") else "")
+    tag = ("-full" if full else "") + (f"-{train['name']}" if train.get("name") else "")
     for run in result["runs"].values():
         run = {**run, "summary": summarize(run["rows"])}  # the rows scored by this recipe's summary
         seeds = f"{run['first_seed']}-{run['first_seed'] + run['cases'] - 1}"
@@ -327,7 +329,8 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
                 command = (f"python scripts/concept_edit_proof.py OUT --settings {run['setting']} --subjects {subject} "
                            f"--kinds {kind} --first-seed {run['first_seed']} --cases {run['cases']}"
                            + (" --no-regenerate" if kind == "generated" and s.get("regenerated_subject") is None else "")
-                           + (" --pipeline DREAMBOOTH_OUT/ours/pipeline" if full else ""))
+                           + (" --pipeline DREAMBOOTH_OUT/ours/pipeline" if full else "")
+                           + (f" --name {train['name']}" if train.get("name") else ""))
                 metrics = {"n": s["n"], "n_measured": s["n_measured"], "subject_judged": _pct(s["subject_judged_fresh"]),
                            "subject_judged_all": _pct(s["subject_judged"]),
                            "source_was_subject": _pct(s["source_was_subject"]), "psnr_out": _round(s["psnr_out"]),
@@ -337,14 +340,14 @@ def records_from(result: dict, *, date: str, commit: str, model: str) -> list[di
                            "psnr_out_input": _round(s.get("psnr_out_input")),
                            "regenerated_subject": _pct(s.get("regenerated_subject")),
                            "regenerated_psnr_out": _round(s.get("regenerated_psnr_out"))}
-                out.append({"id": f"concept-edit-{subject}-{kind}-{run['setting']}{'-full' if full else ''}-{run['first_seed']}",
+                out.append({"id": f"concept-edit-{subject}-{kind}-{run['setting']}{tag}-{run['first_seed']}",
                             "date": date,
                             "commit": commit, "model": model, "seeds": seeds,
                             "samples": f"{s['n']} edits ({s['n_fresh']} whose source was not judged {subject})",
                             "command": command, "source": "the proof's concept-edit.json, added with --record",
                             "settings": {"subject": subject, "kind": kind, "setting": run["setting"],
                                          "edit": run["edit"], "lora_scale": None if full else run["lora_scale"],
-                                         "weights": "full fine-tune" if full else "LoRA",
+                                         "weights": weights,
                                          "inversion": run["inversion"] if kind == "real" else None,
                                          "train_steps": train.get("steps")},
                             "metrics": metrics})
