@@ -92,6 +92,8 @@ SETTINGS = {
     # the user says where the subject goes; inside it the layout is left free
     "box": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.4}, "lora_scale": 1.0},
     "box-cross-0.2": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.2}, "lora_scale": 1.0},
+    # no attention taken from the source: inside the box the target prompt draws from the inverted latents alone
+    "box-cross-0": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
 }
 
 
