@@ -120,3 +120,13 @@ def test_records_go_into_the_results_page_and_render():
     text = docs.render_results_page("dreambooth", merged)
     assert "| ours | --prior tuki=0.3,class | 600 | 2000-2002 per prompt" in text
     assert "72% (of ceiling 90%)" in text
+
+
+def test_records_of_a_balanced_run_name_its_renders_and_levers():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(per_emotion=3, timestep_bias="earlier", timestep_bias_multiplier=3.0,
+                            timestep_bias_portion=0.25)
+    ours, reference = R.proof_records(report, date="2026-11-30", commit="abc", model="v9", name="balanced")
+    assert ours["id"].endswith("-balanced") and reference["id"].endswith("-balanced")
+    assert "--per-emotion 3" in ours["command"] and "--timestep-bias earlier --timestep-bias-multiplier 3" in ours["command"]
+    assert reference["settings"]["setup"] == R.REFERENCE_SETUP + "; 3 renders per emotion"

@@ -339,6 +339,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else ""))
+    per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
+    renders = f"; {per_emotion} renders per emotion" if per_emotion else ""
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
@@ -356,7 +358,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                                              f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
                     "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
                     "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
-                    "settings": {"loop": loop, "setup": setup if loop != "reference" else REFERENCE_SETUP,
+                    "settings": {"loop": loop, "setup": setup if loop != "reference" else REFERENCE_SETUP + renders,
                                  "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
