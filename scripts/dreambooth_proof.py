@@ -43,7 +43,7 @@ from conceptlab.training.data import load_concept_images, prepare_image, to_pixe
 from conceptlab.training.diffusion import TimestepBias  # noqa: E402
 from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
 from conceptlab.training.loop import TrainConfig  # noqa: E402
-from conceptlab.world.export import export_images, read_metadata  # noqa: E402
+from conceptlab.world.export import export_balanced, export_images, read_metadata  # noqa: E402
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
@@ -60,19 +60,15 @@ def varying_captions(folder: Path) -> None:
 
 def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     """--images renders of `ident` in varied emotions (drawn at random), or with --per-emotion N renders of each of
-    the proof's emotions (seeds seed + 25 * emotion's index ..), one metadata.jsonl for them all."""
+    the proof's emotions."""
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(R.SCENES), "individual": {ident}}
-    if not a.per_emotion:
+    if a.per_emotion:
+        export_balanced(folder, a.per_emotion, "emotion", EMOTIONS, seed=seed, only=fixed, individual_rate=1.0,
+                        masks=masks or False)
+    else:
         export_images(folder, a.images, seed=seed, only={**fixed, "emotion": set(EMOTIONS) | {"neutral"}},
                       individual_rate=1.0, masks=masks or False)
-        return
-    rows = []
-    for e, emotion in enumerate(EMOTIONS):
-        export_images(folder, a.per_emotion, seed=seed + 25 * e, only={**fixed, "emotion": {emotion}},
-                      individual_rate=1.0, masks=masks or False)
-        rows += read_metadata(folder)
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:

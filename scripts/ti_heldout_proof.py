@@ -80,7 +80,7 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
     """The plain words, then each loop on a fresh base model, judged on the same prompts and seeds; `save` gets
     the result so far after each row, so a run stopped early keeps the rows it finished."""
     data = work / f"{concept}-data"
-    token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed)
+    token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed, per_emotion=cfg.per_emotion)
     plain = "pixel art" if concept == "style" else "monster"
     groups = H.score_groups(concept)
     result = {"token": token, "init": init, "caption_words": words, "loops": {}}
@@ -128,6 +128,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
+    p.add_argument("--per-emotion", type=int, default=0,
+                   help="monster: this many renders in each emotion instead of --images drawn at random")
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
     p.add_argument("--concepts", nargs="+", default=["style", "monster"], choices=["style", "monster"])
@@ -141,6 +143,7 @@ def main() -> None:
                    help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
+                          per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
     out = Path(a.out)
@@ -183,7 +186,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
                f"{cfg['first_seed']} --concepts {' '.join(result['concepts'])} --loops "
                f"{' '.join(cfg.get('loops') or next(iter(result['concepts'].values()))['loops'])}")
     default = H.HeldOutConfig()
-    for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance"):  # the settings this run changed
+    for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("plain_word") is False:

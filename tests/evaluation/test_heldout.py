@@ -24,6 +24,11 @@ def test_training_data_shows_only_the_concept(tmp_path):
     rows = read_metadata(tmp_path / "m")
     assert {r["individual"] for r in rows} == {"tuki"} and {r["colour"] for r in rows} == {INDIVIDUALS["tuki"][1]}
     assert all(words in r["text"] for r in rows)
+    H.export_concept_data("monster", tmp_path / "b", 0, seed=3, per_emotion=2)
+    rows = read_metadata(tmp_path / "b")
+    assert sorted(r["emotion"] for r in rows) == sorted(H.MONSTER_EMOTIONS * 2)
+    assert {r["individual"] for r in rows} == {"tuki"} and {r["background"] for r in rows} <= set(H.MONSTER_SCENES)
+    assert H.pivotal_name({"lora_lr": 1e-3, "per_emotion": 3}) == "pivotal-lora-lr0.001-per-emotion3"
 
 
 def test_prompts_ask_what_the_judge_reads():

@@ -46,3 +46,22 @@ def test_export_to_a_file_is_refused(tmp_path):
         export_images(f, 2)
     assert json.dumps  # the file is untouched
     assert f.read_text() == "x"
+
+
+def test_balanced_export_shows_each_value_equally_often_in_one_folder(tmp_path):
+    from collections import Counter
+
+    from conceptlab.world.export import export_balanced, export_images, read_metadata
+
+    export_balanced(tmp_path / "b", 2, "emotion", ("happy", "sad", "angry"), seed=40, only={"object": {"monster"}},
+                    masks=True)
+    rows = read_metadata(tmp_path / "b")
+    assert Counter(r["emotion"] for r in rows) == {"happy": 2, "sad": 2, "angry": 2}
+    assert {r["object"] for r in rows} == {"monster"} and len({r["file_name"] for r in rows}) == 6
+    assert all((tmp_path / "b" / r["file_name"]).is_file() and (tmp_path / "b" / "masks" / r["file_name"]).is_file()
+               for r in rows)
+    # each value's renders are what export_images draws from that value's seeds
+    export_images(tmp_path / "sad", 2, seed=65, only={"object": {"monster"}, "emotion": {"sad"}})
+    assert [r["text"] for r in read_metadata(tmp_path / "sad")] == [r["text"] for r in rows if r["emotion"] == "sad"]
+    with pytest.raises(InputError, match="--per-value"):
+        export_balanced(tmp_path / "x", 30, "emotion", ("happy",))

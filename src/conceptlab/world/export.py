@@ -67,6 +67,21 @@ def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=N
     return path
 
 
+def export_balanced(out: str | Path, per_value: int, attribute: str, values, seed: int = 0, only=None,
+                    **kwargs) -> Path:
+    """`per_value` renders for each of `values` of `attribute` (seeds seed + 25 * k .. for the k-th value), into one
+    folder with one metadata.jsonl: training pictures that show every state (each emotion, say) equally often."""
+    if per_value > 25:
+        raise InputError("--per-value", per_value, "overlaps the next value's seeds", "Use at most 25 per value")
+    rows = []
+    for k, value in enumerate(values):
+        export_images(out, per_value, seed=seed + 25 * k, only={**(only or {}), attribute: {value}}, **kwargs)
+        rows += read_metadata(out)
+    path = Path(out) / "metadata.jsonl"
+    atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)
+    return path
+
+
 def read_metadata(folder: str | Path, argument: str = "metadata.jsonl") -> list[dict]:
     """The rows of a folder's metadata.jsonl; a malformed line or a row without file_name names its line."""
     from conceptlab.validation import read_jsonl

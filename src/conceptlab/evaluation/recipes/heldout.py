@@ -38,6 +38,7 @@ class HeldOutConfig:
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
+    per_emotion: int = 0  # monster: this many renders in each emotion instead of `images` drawn at random
     per_prompt: int = 25  # 16 prompts x 25 = 400 judged images per token
     first_seed: int = 2000
     guidance: float = 7.5
@@ -57,18 +58,22 @@ class Expect:
 
 
 # ------------------------------------------------------------------------------------------- data and prompts
-def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0) -> tuple[str, str, str]:
-    """Renders the training images; returns (token, init word, the caption words the token replaces)."""
-    from conceptlab.world.export import export_images
+def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_emotion: int = 0) -> tuple[str, str, str]:
+    """Renders the training images (the monster's balanced over its emotions with `per_emotion`); returns (token,
+    init word, the caption words the token replaces)."""
+    from conceptlab.world.export import export_balanced, export_images
 
     if concept == "style":
         export_images(folder, n, seed=seed, only={**_PLAIN, "style": {"pixel art"}, "background": {"plain"},
                                                   "object": set(STYLE_TRAIN_OBJECTS)})
         return STYLE_TOKEN, "pixel", "pixel art"
     look, colour = INDIVIDUALS["tuki"]
-    export_images(folder, n, seed=seed, individual_rate=1.0,
-                  only={**_PLAIN, "style": {"sticker"}, "object": {"monster"}, "individual": {"tuki"},
-                        "emotion": set(MONSTER_EMOTIONS), "background": set(MONSTER_SCENES)})
+    only = {**_PLAIN, "style": {"sticker"}, "object": {"monster"}, "individual": {"tuki"},
+            "background": set(MONSTER_SCENES)}
+    if per_emotion:
+        export_balanced(folder, per_emotion, "emotion", MONSTER_EMOTIONS, seed=seed, only=only, individual_rate=1.0)
+    else:
+        export_images(folder, n, seed=seed, individual_rate=1.0, only={**only, "emotion": set(MONSTER_EMOTIONS)})
     return MONSTER_TOKEN, "monster", f"{colour} monster"
 
 
@@ -291,7 +296,7 @@ def pivotal_name(cfg: dict) -> str:
     """'pivotal-lora-lr0.001', plus each setting that differs from HeldOutConfig's defaults ('-rank16-steps800')."""
     default, name = HeldOutConfig(), f"pivotal-lora-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
-                       ("guidance", "guidance")):
+                       ("guidance", "guidance"), ("per_emotion", "per-emotion")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
     return name
