@@ -63,7 +63,7 @@ def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     the proof's emotions."""
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(R.SCENES), "individual": {ident}}
-    if a.per_emotion:
+    if a.per_emotion and ident in (a.balanced or SUBJECTS):
         export_balanced(folder, a.per_emotion, "emotion", EMOTIONS, seed=seed, only=fixed, individual_rate=1.0,
                         masks=masks or False)
     else:
@@ -215,6 +215,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
     ap.add_argument("--per-emotion", type=int, default=0,
                     help="instead of --images drawn at random: this many renders of each subject in each emotion")
+    ap.add_argument("--balanced", nargs="+", choices=SUBJECTS, default=None,
+                    help="with --per-emotion: only these subjects' renders are balanced (default: all)")
     ap.add_argument("--timestep-bias", choices=("none", "earlier", "later"), default="none",
                     help="ours: favour low-noise (earlier) or noisy (later) training timesteps")
     ap.add_argument("--timestep-bias-multiplier", type=float, default=2.0)

@@ -336,11 +336,13 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
                + f" --class-images {cfg['class_images']}"
                + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
+               + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else ""))
     per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
-    renders = f"; {per_emotion} renders per emotion" if per_emotion else ""
+    balanced = " of " + " and ".join(cfg["balanced"]) if cfg.get("balanced") else ""
+    renders = f"; {per_emotion} renders per emotion{balanced}" if per_emotion else ""
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
