@@ -130,3 +130,11 @@ def test_records_of_a_balanced_run_name_its_renders_and_levers():
     assert ours["id"].endswith("-balanced") and reference["id"].endswith("-balanced")
     assert "--per-emotion 3" in ours["command"] and "--timestep-bias earlier --timestep-bias-multiplier 3" in ours["command"]
     assert reference["settings"]["setup"] == R.REFERENCE_SETUP + "; 3 renders per emotion"
+
+
+def test_records_name_the_subjects_whose_renders_were_balanced():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(per_emotion=3, balanced=["tuki"])
+    _, reference = R.proof_records(report, date="2026-11-30", commit="abc", model="v9")
+    assert "--per-emotion 3 --balanced tuki" in reference["command"]
+    assert reference["settings"]["setup"].endswith("; 3 renders per emotion of tuki")
