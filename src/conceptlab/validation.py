@@ -118,6 +118,8 @@ VECTORS = Bound(1, 75, integer=True, hint="1-8 is usual; the text encoder has 77
 RENDER_SIZE = Bound(16, 1024, integer=True, hint="64 is the base model's size")
 CONFIDENCE = Bound(0, 1, hint="e.g. 0.8")
 SPLIT = Bound(0, 0.9, low_open=True, hint="e.g. 0.2: a fifth of the images for validation")
+TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly")
+TIMESTEP_PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
 
 
 def check_seed_range(argument: str, seed: int, n: int) -> None:

@@ -13,6 +13,8 @@ from conceptlab.validation import (
     RANK,
     SEED,
     SIZE,
+    TIMESTEP_MULTIPLIER,
+    TIMESTEP_PORTION,
     TRAIN_STEPS,
     VECTORS,
     Bound,
@@ -22,9 +24,6 @@ GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
 # the bounds training.buckets checks again for config files (the CLI stays light: no torch at parse time)
 BUCKET_STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
 BUCKET_ASPECT = Bound(1, 16, hint="4 is usual")
-# the bounds training.diffusion.check_timestep_bias checks again for config files
-TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly")
-PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
 
 
 def add_train_flags(p) -> None:
@@ -161,7 +160,7 @@ def add_subject_flags(d, example: str = "tuki") -> None:
               "(default: none, every timestep equally)")
     flag(d, "--timestep-bias-multiplier", type=TIMESTEP_MULTIPLIER.arg,
          help="how many times as often the favoured timesteps are drawn (default: 2)")
-    flag(d, "--timestep-bias-portion", type=PORTION.arg,
+    flag(d, "--timestep-bias-portion", type=TIMESTEP_PORTION.arg,
          help="earlier/later: the share of the timesteps favoured (default: 0.25)")
     flag(d, "--timestep-bias-range", type=COUNT0.arg, nargs=2, metavar=("BEGIN", "END"),
          help="range: favour timesteps BEGIN..END-1 (default: 0 1000)")

@@ -30,12 +30,12 @@ class TimestepBias:
 
 def check_timestep_bias(bias: TimestepBias, num_timesteps: int = 1000) -> None:
     """Raises InputError for an unknown strategy, a bound out of range, or a setting the strategy ignores."""
-    from conceptlab.validation import Bound
+    from conceptlab.validation import TIMESTEP_MULTIPLIER, TIMESTEP_PORTION
 
     if bias.strategy not in TIMESTEP_BIASES:
         raise InputError("--timestep-bias", bias.strategy, "is not a known strategy", f"Use one of {', '.join(TIMESTEP_BIASES)}")
-    Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly").check("--timestep-bias-multiplier", bias.multiplier)
-    Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps").check("--timestep-bias-portion", bias.portion)
+    TIMESTEP_MULTIPLIER.check("--timestep-bias-multiplier", bias.multiplier)
+    TIMESTEP_PORTION.check("--timestep-bias-portion", bias.portion)
     if bias.strategy == "range" and not 0 <= bias.begin < bias.end <= num_timesteps:
         raise InputError("--timestep-bias-range", [bias.begin, bias.end], f"must satisfy 0 <= BEGIN < END <= {num_timesteps}",
                          f"e.g. --timestep-bias-range 0 {num_timesteps // 4} for the least noisy quarter")
