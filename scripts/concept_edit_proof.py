@@ -94,6 +94,21 @@ SETTINGS = {
     "box-cross-0.2": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.2}, "lora_scale": 1.0},
     # no attention taken from the source: inside the box the target prompt draws from the inverted latents alone
     "box-cross-0": {"edit": {"mask_box": 3, "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
+    # room for a subject larger than the source's object (tuki's antennae stand above a plain monster's box)
+    "box-8": {"edit": {"mask_box": 8, "self_steps": 0.0, "cross_steps": 0.4}, "lora_scale": 1.0},
+    # the targets draw their own layout for the first 30% of steps, the source kept outside the box after that
+    "box-start-0.3": {"edit": {"mask_box": 3, "blend_start": 0.3, "self_steps": 0.0, "cross_steps": 0.4},
+                      "lora_scale": 1.0},
+    "box-8-start-0.3": {"edit": {"mask_box": 8, "blend_start": 0.3, "self_steps": 0.0, "cross_steps": 0.4},
+                        "lora_scale": 1.0},
+    # inside the box the edit starts from fresh noise (all, or half mixed with the source's), `edit --mask-noise`
+    "box-8-noise-1": {"edit": {"mask_box": 8, "mask_noise": 1.0, "self_steps": 0.0, "cross_steps": 0.4},
+                      "lora_scale": 1.0},
+    "box-8-noise-0.5": {"edit": {"mask_box": 8, "mask_noise": 0.5, "self_steps": 0.0, "cross_steps": 0.4},
+                        "lora_scale": 1.0},
+    "box-8-noise-1-cross-0": {"edit": {"mask_box": 8, "mask_noise": 1.0, "self_steps": 0.0, "cross_steps": 0.0},
+                              "lora_scale": 1.0},
+    "box-8-cross-0": {"edit": {"mask_box": 8, "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
 }
 
 

@@ -38,3 +38,15 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
     rows = json.loads((tmp_path / "r" / "edits.json").read_text())
     assert rows[0]["blend_mask"] == "difference" and rows[0]["files"][-1] == "seed0-blend-mask.png"
     assert Image.open(tmp_path / "r" / "seed0-blend-mask.png").size == Image.open(src).size
+
+
+def test_edit_mask_noise_is_saved_with_the_edit_and_needs_a_mask(tiny_dir, tmp_path, capsys):
+    mask = tmp_path / "mask.png"
+    Image.new("L", (32, 32), 255).save(mask)
+    args = ["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a happy star on a beach",
+            "--steps", "2"]
+    assert main(args + ["--mask", str(mask), "--mask-noise", "0.5", "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "edits.json").read_text())[0]["mask_noise"] == 0.5
+    assert main(args + ["--mask-noise", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "--mask-noise" in capsys.readouterr().err
+    assert main(args + ["--mask", str(mask), "--mask-noise", "1.5", "--out", str(tmp_path / "bad")]) == 2

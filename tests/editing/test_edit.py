@@ -100,3 +100,36 @@ def test_a_drawn_mask_keeps_the_source_outside_it(pipe, tmp_path):
 def test_a_drawn_mask_with_blend_words_is_refused(pipe, tmp_path):
     with pytest.raises(InputError, match="--mask"):
         edit(pipe, "a happy star", "a happy apple", steps=2, blend=["star"], mask=_mask_file(tmp_path, True))
+
+
+def test_renoised_mixes_fresh_noise_inside_the_region_only_and_keeps_unit_variance():
+    from conceptlab.editing.edit import renoised
+
+    z = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)).expand(3, -1, -1, -1)
+    region = torch.zeros(3, 1, 32, 32)
+    region[1:, :, :, :16] = 1  # the targets' left half; the source (row 0) never
+    out = renoised(z, region, 1.0, seed=5)
+    assert torch.equal(out[0], z[0]) and torch.equal(out[1:, :, :, 16:], z[1:, :, :, 16:])
+    assert torch.equal(out[1], out[2])  # one fresh draw for every target
+    fresh = out[1, :, :, :16]
+    assert abs(float(torch.corrcoef(torch.stack([fresh.flatten(), z[1, :, :, :16].flatten()]))[0, 1])) < 0.1
+    half = renoised(z, region, 0.5, seed=5)[1, :, :, :16]
+    assert torch.allclose(half, 0.5 ** 0.5 * (z[1, :, :, :16] + fresh), atol=1e-6)
+    assert 0.85 < float(half.std()) < 1.15  # sqrt(1-s) z + sqrt(s) e keeps unit variance
+    assert torch.equal(renoised(z, region, 0.0, seed=5), z)
+
+
+def test_mask_noise_redraws_inside_the_mask_and_keeps_the_source_outside(pipe, tmp_path):
+    args, mask = ("a happy green star", "a happy green apple"), _mask_file(tmp_path, left_white=True)
+    kept = edit(pipe, *args, steps=4, seed=1, mask=mask)
+    fresh = edit(pipe, *args, steps=4, seed=1, mask=mask, mask_noise=1.0)
+    assert np.array_equal(np.asarray(kept.images[0]), np.asarray(fresh.images[0]))  # the source is untouched
+    src, a, b = (np.asarray(im, dtype=np.int16) for im in (fresh.images[0], kept.images[1], fresh.images[1]))
+    assert np.abs(a[:, :12] - b[:, :12]).max() > 50  # inside: drawn from other noise
+    # outside: the source's latents, but for the tiny random decoder's reach of a few pixels past the mask's edge
+    assert np.abs(b[:, 20:] - src[:, 20:]).max() <= 10 and np.abs(b[:, 20:] - src[:, 20:]).mean() < 2
+
+
+def test_mask_noise_needs_a_mask(pipe):
+    with pytest.raises(InputError, match="--mask-noise"):
+        edit(pipe, "a happy star", "a happy apple", steps=2, mask_noise=0.5)

@@ -50,6 +50,9 @@ def add_parser(sub):
     flag(e, "--mask", default=None, metavar="FILE",
          help="a picture of the region that may change (white; black is kept from the source at every step from "
               "--blend-start, default 0), resized to the image; instead of --blend or the difference mask")
+    flag(e, "--mask-noise", type=FRACTION.arg, default=0.0,
+         help="share of fresh noise the edits start from inside --mask (0: the source's own noise; 1: fresh, so a "
+              "new subject draws its own layout there instead of the source's, e.g. an added learned subject)")
     flag(e, "--blend-threshold", type=FRACTION.arg, default=None,
          help="share of the mask's range (default 0.3 attention, 0.4 difference)")
     flag(e, "--blend-start", type=FRACTION.arg, default=None,
@@ -101,7 +104,7 @@ def _edit_settings(args) -> dict:
     return dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                 guidance=args.guidance, blend=[w for w in (args.blend or "").split(",") if w.strip()],
                 blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start,
-                mask=args.mask, reweight_text=not args.reweight_attention_only)
+                mask=args.mask, mask_noise=args.mask_noise, reweight_text=not args.reweight_attention_only)
 
 
 def run_edit(args) -> int:

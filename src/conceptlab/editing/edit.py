@@ -34,6 +34,7 @@ class EditConfig:
     blend_threshold: float | None = None  # share of the mask's range; default 0.3 (attention), 0.4 (difference)
     blend_start: float | None = None  # fraction of steps before blending starts; default 0.2 (attention), 0.3 (difference)
     mask: str | None = None  # a picture of where the image may change (white); the rest is kept (start default 0)
+    mask_noise: float = 0.0  # share of fresh noise the targets start from inside the mask (1: their own layout there)
     seed: int = 0
     steps: int = 30
     guidance: float = 7.5
@@ -79,7 +80,10 @@ def check_edit(cfg: EditConfig) -> None:
             raise InputError("--mask", cfg.mask, f"and --blend{'' if cfg.blend else '-mask difference'} both say where "
                              "the image may change", "Give one of them")
         load_region(cfg.mask)
-    for name in ("self_steps", "blend_threshold", "blend_start"):
+    if cfg.mask_noise and cfg.mask is None:
+        raise InputError("--mask-noise", cfg.mask_noise, "fresh noise goes inside a drawn --mask, and none is given",
+                         "Give --mask FILE, or drop --mask-noise")
+    for name in ("self_steps", "blend_threshold", "blend_start", "mask_noise"):
         v = getattr(cfg, name)
         if v is not None and not 0 <= v <= 1:
             raise InputError(f"--{name.replace('_', '-')}", v, "must be within [0, 1]", "Use a fraction such as 0.4")
@@ -227,6 +231,8 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
     if latents is None:
         latents = shared_latents(pipe, n, cfg.seed, height, width)
     controller, mode = build_controller(pipe, cfg, (latents.shape[2], latents.shape[3]))
+    if cfg.mask_noise:
+        latents = renoised(latents, controller.blend.mask(latents), cfg.mask_noise, cfg.seed)
     sampler = ddim_sampler(pipe) if inversion is not None else contextlib.nullcontext()
     with sampler, controlled(pipe.unet, controller):
         images = pipe(**_prompt_inputs(pipe, cfg), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
@@ -234,6 +240,16 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images
     mask = controller.blend.last_mask if controller.blend is not None else None
     return EditResult(images, cfg, mode, mask)
+
+
+def renoised(latents: torch.Tensor, region: torch.Tensor, share: float, seed: int) -> torch.Tensor:
+    """Starting latents (n, C, h, w) with `share` of fresh noise (seed + 1) mixed in where region (n, 1, h, w) is 1,
+    as sqrt(1 - share) z + sqrt(share) e (unit variance kept): there the targets draw their own layout instead of the
+    source's (the inverted latents fix where a face's marks go), as Blended Latent Diffusion starts from fresh noise."""
+    g = torch.Generator().manual_seed(seed + 1)
+    fresh = torch.randn(latents.shape[1:], generator=g, dtype=torch.float32).to(latents.device, latents.dtype)
+    mixed = (1 - share) ** 0.5 * latents + share ** 0.5 * fresh  # (n, C, h, w): one fresh draw for every target
+    return torch.where(region > 0.5, mixed, latents)
 
 
 def _prompt_inputs(pipe, cfg: EditConfig) -> dict:

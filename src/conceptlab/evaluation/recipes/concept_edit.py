@@ -250,7 +250,7 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
                              latents=shared_latents(pipe, 1, e.seed, size, size)).images[0]
         else:
             inv = invert(pipe, e.render.image, e.source, method=inversion, steps=settings.get("steps", 30))
-            res = edit(pipe, e.source, e.target, inversion=inv, **settings)
+            res = edit(pipe, e.source, e.target, inversion=inv, seed=e.seed, **settings)  # seed: any fresh noise
             bbox = e.render.bbox
             images.append(e.render.image)
         source, edited = res.images
