@@ -109,6 +109,14 @@ SETTINGS = {
     "box-8-noise-1-cross-0": {"edit": {"mask_box": 8, "mask_noise": 1.0, "self_steps": 0.0, "cross_steps": 0.0},
                               "lora_scale": 1.0},
     "box-8-cross-0": {"edit": {"mask_box": 8, "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
+    # no attention from the source and the first steps free: the target sets its own layout, then the outside
+    # is the source's
+    "box-8-start-0.3-cross-0": {"edit": {"mask_box": 8, "blend_start": 0.3, "self_steps": 0.0, "cross_steps": 0.0},
+                                "lora_scale": 1.0},
+    "box-8-start-0.5-cross-0": {"edit": {"mask_box": 8, "blend_start": 0.5, "self_steps": 0.0, "cross_steps": 0.0},
+                                "lora_scale": 1.0},
+    "box-8-noise-1-start-0.3-cross-0": {"edit": {"mask_box": 8, "mask_noise": 1.0, "blend_start": 0.3,
+                                                 "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
 }
 
 

@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,14 @@ def test_each_subjects_ceiling_is_the_held_out_proofs_round_trip(tiny_pipe):
     assert got["tuki"]["round_trip"] == H.monster_ceiling(tiny_pipe.vae, judge, seeds=1, size=32)
     assert got["tuki"]["images"] == got["bnh"]["images"] == 16
     assert 0 <= got["bnh"]["round_trip"] <= 1
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, subject_group, vae_ceiling
+
+    specs = subject_group("bnh", 1, H.MONSTER_EMOTIONS, H.MONSTER_SCENES).specs  # the emotion, judged by hand
+    for e in H.MONSTER_EMOTIONS:
+        mine = vae_ceiling(tiny_pipe.vae, judge, [RoundTripGroup("x", [s for s in specs if s.emotion == e], "emotion")],
+                           size=32)["x"]["round_trip"]
+        assert got["bnh"]["emotion_by_emotion"][e] == mine
+    assert got["bnh"]["emotion_round_trip"] == pytest.approx(np.mean(list(got["bnh"]["emotion_by_emotion"].values())))
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +129,15 @@ def test_records_go_into_the_results_page_and_render():
     text = docs.render_results_page("dreambooth", merged)
     assert "| ours | --prior tuki=0.3,class | 600 | 2000-2002 per prompt" in text
     assert "72% (of ceiling 90%)" in text
+
+
+def test_the_emotion_ceiling_is_named_in_the_floors_and_recorded_when_measured():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    assert "emotion_ceilings" not in R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]
+    report["ceiling"]["tuki"]["emotion_round_trip"], report["ceiling"]["bnh"]["emotion_round_trip"] = 0.995, 0.905
+    whats = [b["what"] for b in R.proof_floors(report)]
+    assert "bnh: asked emotion (round-trip ceiling 90.5%)" in whats
+    assert R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]["emotion_ceilings"] == [99.5, 90.5]
 
 
 def test_records_of_a_balanced_run_name_its_renders_and_levers():
