@@ -117,6 +117,13 @@ SETTINGS = {
                                 "lora_scale": 1.0},
     "box-8-noise-1-start-0.3-cross-0": {"edit": {"mask_box": 8, "mask_noise": 1.0, "blend_start": 0.3,
                                                  "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
+    # the box joined with the outline of what the target draws unmasked (the plain target for a generation, a
+    # first unmasked edit for an inverted render); the target drawn free, then pasted in pixels outside the box
+    # (`edit --mask-paste 2`): a small model's decoder leaks the source's colours through a latent blend
+    "union-paste": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 1.0, "mask_paste": 2.0,
+                             "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
+    "union-paste-start-0.7": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 0.7, "mask_paste": 2.0,
+                                       "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
 }
 
 

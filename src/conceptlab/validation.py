@@ -120,6 +120,7 @@ CONFIDENCE = Bound(0, 1, hint="e.g. 0.8")
 SPLIT = Bound(0, 0.9, low_open=True, hint="e.g. 0.2: a fifth of the images for validation")
 TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly")
 TIMESTEP_PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
+FEATHER = Bound(0, 64, hint="pixels; 2 softens the seam, 0 is a hard edge")
 
 
 def check_seed_range(argument: str, seed: int, n: int) -> None:

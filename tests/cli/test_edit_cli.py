@@ -40,7 +40,7 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
     assert Image.open(tmp_path / "r" / "seed0-blend-mask.png").size == Image.open(src).size
 
 
-def test_edit_mask_noise_is_saved_with_the_edit_and_needs_a_mask(tiny_dir, tmp_path, capsys):
+def test_edit_mask_noise_and_paste_are_saved_with_the_edit_and_need_a_mask(tiny_dir, tmp_path, capsys):
     mask = tmp_path / "mask.png"
     Image.new("L", (32, 32), 255).save(mask)
     args = ["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a happy star on a beach",
@@ -50,3 +50,7 @@ def test_edit_mask_noise_is_saved_with_the_edit_and_needs_a_mask(tiny_dir, tmp_p
     assert main(args + ["--mask-noise", "0.5", "--out", str(tmp_path / "bad")]) == 2
     assert "--mask-noise" in capsys.readouterr().err
     assert main(args + ["--mask", str(mask), "--mask-noise", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert main(args + ["--mask", str(mask), "--mask-paste", "2", "--out", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "edits.json").read_text())[0]["mask_paste"] == 2.0
+    assert main(args + ["--mask-paste", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "--mask-paste" in capsys.readouterr().err

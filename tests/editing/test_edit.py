@@ -133,3 +133,24 @@ def test_mask_noise_redraws_inside_the_mask_and_keeps_the_source_outside(pipe, t
 def test_mask_noise_needs_a_mask(pipe):
     with pytest.raises(InputError, match="--mask-noise"):
         edit(pipe, "a happy star", "a happy apple", steps=2, mask_noise=0.5)
+
+
+def test_mask_paste_keeps_the_source_exactly_outside_the_mask_and_the_edit_inside(pipe, tmp_path):
+    args, mask = ("a happy green star", "a happy green apple"), _mask_file(tmp_path, left_white=True)  # 32 px images
+    latent = edit(pipe, *args, steps=4, seed=1, mask=mask)
+    hard = edit(pipe, *args, steps=4, seed=1, mask=mask, mask_paste=0)
+    src, before, after = (np.asarray(im, dtype=np.int16) for im in (hard.images[0], latent.images[1], hard.images[1]))
+    assert np.array_equal(after[:, 16:], src[:, 16:])  # exact, where the latent blend alone was only close
+    assert np.abs(before[:, 16:] - src[:, 16:]).max() > 0
+    assert np.array_equal(after[:, :16], before[:, :16])  # inside: the edit as decoded
+    soft = np.asarray(edit(pipe, *args, steps=4, seed=1, mask=mask, mask_paste=2).images[1], dtype=np.int16)
+    assert np.array_equal(soft[:, 24:], src[:, 24:]) and np.array_equal(soft[:, :8], before[:, :8])
+    seam = soft[:, 14:18]  # a blend of both near the edge
+    assert (seam != src[:, 14:18]).any() and (seam != before[:, 14:18]).any()
+
+
+def test_mask_paste_needs_a_mask_and_a_sane_feather(pipe, tmp_path):
+    with pytest.raises(InputError, match="--mask-paste"):
+        edit(pipe, "a happy star", "a happy apple", steps=2, mask_paste=2)
+    with pytest.raises(InputError, match="--mask-paste"):
+        edit(pipe, "a happy star", "a happy apple", steps=2, mask=_mask_file(tmp_path, True), mask_paste=-1)

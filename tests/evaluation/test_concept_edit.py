@@ -144,3 +144,38 @@ def test_the_box_drawn_as_the_edits_mask(tiny_pipe, tmp_path):
     rows, _ = C.run_concept_edits(tiny_pipe, _FakeJudge("bnh"), edits, {"steps": 3, "mask_box": 3}, "direct",
                                   progress=False, regenerate=False)
     assert [r["kind"] for r in rows] == ["generated", "real"]
+
+
+def test_the_union_box_covers_the_subject_the_target_draws_and_paste_keeps_the_rest(tiny_pipe, monkeypatch):
+    """'mask_union': the mask is the object's box joined with the outline of what the target draws unmasked (the
+    plain target generation; a first unmasked edit of an inverted render); with mask_paste the outside is exact."""
+    import conceptlab.editing.edit as E
+    from conceptlab.evaluation.metrics import box_mask
+
+    tiny_pipe.set_progress_bar_config(disable=True)
+    size = tiny_pipe.unet.config.sample_size * tiny_pipe.vae_scale_factor
+    real_edit, calls = E.edit, []
+
+    def spy(pipe, source, target, **kw):
+        res = real_edit(pipe, source, target, **kw)
+        calls.append((kw.get("mask") and E.load_region(kw["mask"])[0, 0] > 0.5, res))
+        return res
+
+    monkeypatch.setattr(E, "edit", spy)
+    settings = {"steps": 3, "mask_box": 2, "mask_union": True, "mask_paste": 0, "blend_start": 1.0,
+                "self_steps": 0.0, "cross_steps": 0.0}
+    gen = C.concept_edits("bnh", "generated", 1000, 1, size)[0]
+    C.run_concept_edits(tiny_pipe, _FakeJudge("bnh"), [gen], settings, progress=False, regenerate=False)
+    plain = [tiny_pipe(p, num_inference_steps=3, latents=E.shared_latents(tiny_pipe, 1, gen.seed, size, size)).images[0]
+             for p in (gen.source, gen.target)]
+    box = C.union_box(C.outline_box(plain[0]), C.outline_box(plain[1]))
+    mask, res = calls[-1]
+    assert np.array_equal(mask.numpy(), box_mask((size, size), box, 2))
+    src, out = (np.asarray(im) for im in res.images)
+    assert np.array_equal(src[~mask.numpy()], out[~mask.numpy()])  # pasted: exact outside
+    real = C.concept_edits("bnh", "real", 1000, 1, size)[0]
+    C.run_concept_edits(tiny_pipe, _FakeJudge("bnh"), [real], settings, "direct", progress=False)
+    (first_mask, first), (mask, _) = calls[-2:]
+    assert first_mask is None  # the unmasked first edit says where the target draws
+    box = C.union_box(real.render.bbox, C.outline_box(first.images[1]))
+    assert np.array_equal(mask.numpy(), box_mask((size, size), box, 2))

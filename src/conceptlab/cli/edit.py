@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conceptlab.cli.common import add_command, add_model_flags, flag, load_model
-from conceptlab.validation import FRACTION, GUIDANCE, IMAGES, REFINE_STEPS, SAMPLING_STEPS, SEED
+from conceptlab.validation import FEATHER, FRACTION, GUIDANCE, IMAGES, REFINE_STEPS, SAMPLING_STEPS, SEED
 
 
 def _parse_reweight(items: list[str] | None) -> tuple[dict[str, float], list[float] | None]:
@@ -53,6 +53,9 @@ def add_parser(sub):
     flag(e, "--mask-noise", type=FRACTION.arg, default=0.0,
          help="share of fresh noise the edits start from inside --mask (0: the source's own noise; 1: fresh, so a "
               "new subject draws its own layout there instead of the source's, e.g. an added learned subject)")
+    flag(e, "--mask-paste", type=FEATHER.arg, default=None, metavar="PX",
+         help="after decoding, take the source's pixels outside --mask, the seam softened over PX pixels (2 is "
+              "usual): the kept region is then exact, which a small model's decoder alone does not keep")
     flag(e, "--blend-threshold", type=FRACTION.arg, default=None,
          help="share of the mask's range (default 0.3 attention, 0.4 difference)")
     flag(e, "--blend-start", type=FRACTION.arg, default=None,
@@ -104,7 +107,8 @@ def _edit_settings(args) -> dict:
     return dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                 guidance=args.guidance, blend=[w for w in (args.blend or "").split(",") if w.strip()],
                 blend_mask=args.blend_mask, blend_threshold=args.blend_threshold, blend_start=args.blend_start,
-                mask=args.mask, mask_noise=args.mask_noise, reweight_text=not args.reweight_attention_only)
+                mask=args.mask, mask_noise=args.mask_noise, mask_paste=args.mask_paste,
+                reweight_text=not args.reweight_attention_only)
 
 
 def run_edit(args) -> int:

@@ -35,6 +35,7 @@ class EditConfig:
     blend_start: float | None = None  # fraction of steps before blending starts; default 0.2 (attention), 0.3 (difference)
     mask: str | None = None  # a picture of where the image may change (white); the rest is kept (start default 0)
     mask_noise: float = 0.0  # share of fresh noise the targets start from inside the mask (1: their own layout there)
+    mask_paste: float | None = None  # px: after decoding, the source's pixels outside the mask, the seam this soft
     seed: int = 0
     steps: int = 30
     guidance: float = 7.5
@@ -56,7 +57,7 @@ class EditResult:
 
 def check_edit(cfg: EditConfig) -> None:
     """Raises InputError for any bad setting, before anything is computed."""
-    from conceptlab.validation import GUIDANCE, SAMPLING_STEPS, SEED, WEIGHT, text
+    from conceptlab.validation import FEATHER, GUIDANCE, SAMPLING_STEPS, SEED, WEIGHT, text
 
     text("--prompt", cfg.source, example="'a sticker of a happy star'")
     for target in cfg.targets:
@@ -83,6 +84,11 @@ def check_edit(cfg: EditConfig) -> None:
     if cfg.mask_noise and cfg.mask is None:
         raise InputError("--mask-noise", cfg.mask_noise, "fresh noise goes inside a drawn --mask, and none is given",
                          "Give --mask FILE, or drop --mask-noise")
+    if cfg.mask_paste is not None:
+        if cfg.mask is None:
+            raise InputError("--mask-paste", cfg.mask_paste, "pastes the source outside a drawn --mask, and none is "
+                             "given", "Give --mask FILE, or drop --mask-paste")
+        FEATHER.check("--mask-paste", cfg.mask_paste)
     for name in ("self_steps", "blend_threshold", "blend_start", "mask_noise"):
         v = getattr(cfg, name)
         if v is not None and not 0 <= v <= 1:
@@ -238,8 +244,25 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
         images = pipe(**_prompt_inputs(pipe, cfg), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
                       height=height, width=width, latents=latents, callback_on_step_end=_step_end(controller, inversion, n),
                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images
+    if cfg.mask_paste is not None:
+        images = [images[0]] + [pasted(images[0], im, load_region(cfg.mask), cfg.mask_paste) for im in images[1:]]
     mask = controller.blend.last_mask if controller.blend is not None else None
     return EditResult(images, cfg, mode, mask)
+
+
+def pasted(source, edited, region: torch.Tensor, feather: float):
+    """`edited` inside `region` (1, 1, H, W), `source` outside it, the seam blurred over `feather` px: Blended Latent
+    Diffusion's background step (Avrahami et al. 2023). Blending latents alone keeps neither side clean: the decoder
+    draws each pixel from a neighbourhood of latents, so the source's colours leak in and the outside is not exact."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    size = edited.size  # (W, H)
+    inside = torch.nn.functional.interpolate(region.float(), size=size[::-1], mode="bilinear")[0, 0] > 0.5  # (H, W)
+    alpha = Image.fromarray(inside.numpy().astype(np.uint8) * 255, mode="L")
+    if feather > 0:
+        alpha = alpha.filter(ImageFilter.GaussianBlur(feather))
+    return Image.composite(edited.convert("RGB"), source.convert("RGB"), alpha)
 
 
 def renoised(latents: torch.Tensor, region: torch.Tensor, share: float, seed: int) -> torch.Tensor:

@@ -233,30 +233,33 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = dict(settings)
     grow = settings.pop("mask_box", None)  # px: the object's box, grown by this, drawn as the edit's --mask
+    union = settings.pop("mask_union", False)  # the mask's box also covers the subject the target draws
     scratch = tempfile.TemporaryDirectory(prefix="concept-edit-mask-")  # each edit's mask, read before the next
+    steps, guidance = settings.get("steps", 30), settings.get("guidance", 7.5)
+    plain = lambda prompt, seed: pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,  # noqa: E731
+                                      latents=shared_latents(pipe, 1, seed, size, size)).images[0]
+    unmasked = {k: v for k, v in settings.items() if k not in ("mask_noise", "mask_paste", "blend_start")}
     rows, images = [], []
     for e in tqdm(edits, desc="concept edits", unit="edit", disable=not progress):
-        regen = None
+        regen = plain(e.target, e.seed) if e.kind == "generated" and (regenerate or union) else None
+        inv = None if e.kind == "generated" else invert(pipe, e.render.image, e.source, method=inversion, steps=steps)
         if grow is not None:
-            box = e.render.bbox if e.kind == "real" else outline_box(pipe(
-                e.source, num_inference_steps=settings.get("steps", 30), guidance_scale=settings.get("guidance", 7.5),
-                latents=shared_latents(pipe, 1, e.seed, size, size)).images[0])
+            box = e.render.bbox if e.kind == "real" else outline_box(plain(e.source, e.seed))
+            if union:  # where the target draws the subject: the plain target (generated), a first unmasked edit (real)
+                drawn = regen if inv is None else edit(pipe, e.source, e.target, inversion=inv, **unmasked).images[1]
+                box = union_box(box, outline_box(drawn))
             settings["mask"] = box_mask_file(box, size, grow, Path(scratch.name) / "mask.png")
         if e.kind == "generated":
             res = edit(pipe, e.source, e.target, seed=e.seed, **settings)
             bbox = outline_box(res.images[0])
-            if regenerate:
-                regen = pipe(e.target, num_inference_steps=res.config.steps, guidance_scale=res.config.guidance,
-                             latents=shared_latents(pipe, 1, e.seed, size, size)).images[0]
         else:
-            inv = invert(pipe, e.render.image, e.source, method=inversion, steps=settings.get("steps", 30))
             res = edit(pipe, e.source, e.target, inversion=inv, seed=e.seed, **settings)  # seed: any fresh noise
             bbox = e.render.bbox
             images.append(e.render.image)
         source, edited = res.images
         pred = judge.predict([edited, source] + ([regen] if regen is not None else []))["individual"]
         row = score_edit(e, pred[0], pred[1], source, edited, bbox)
-        if regen is not None:
+        if regen is not None and regenerate:
             row.update(regenerated_subject=pred[2] == e.subject, regenerated_psnr_out=outside_psnr(source, regen, bbox)[0])
         if e.kind == "real":  # beside the reconstruction: the input render itself
             row["psnr_out_input"] = outside_psnr(e.render.image, edited, bbox)[0]
