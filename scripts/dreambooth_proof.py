@@ -109,6 +109,15 @@ def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
                           checkpoint_every=0, preview_every=0))
 
 
+def selection(a) -> list:
+    """--select-by: the checkpoint-selection hook on the subjects in every emotion (2 scenes, seeds 0..)."""
+    from conceptlab.training.selection import make_selection
+
+    subjects = [SubjectConfig(i, "", "monster") for i in SUBJECTS]
+    return [make_selection(a.select_by, a.validate_every, subjects=subjects, seeds=a.validation_seeds,
+                           emotions=EMOTIONS)]
+
+
 def train_reference(data: Path, a) -> tuple[object, float]:
     """diffusers' loop on the same renders, steps, batch, learning rate and seed: fixed prompts 'a tuki monster',
     class images of 'a monster' (the same folder ours draws its plain class prompt from) at --reference-prior-weight."""
@@ -157,8 +166,13 @@ def run(a) -> dict:
             pipe, secs = train_reference(data, a)
             pipe.save_pretrained(out / loop / "pipeline")  # as ours keeps its own: later scorings load both
         else:
-            pipe, result = train_dreambooth(config(data, a, priors, loop == "ours"), out / loop)
+            hooks = selection(a) if loop == "ours" and a.select_by else []
+            pipe, result = train_dreambooth(config(data, a, priors, loop == "ours"), out / loop, hooks=hooks)
             secs = result.seconds
+            if hooks:  # judge the checkpoint the validation set chose (seeds 0.., apart from the judged ones)
+                chosen = json.loads((out / loop / "selected" / "selection.json").read_text())
+                report["selection"] = {k: chosen[k] for k in ("select_by", "step", "score", "scores", "history")}
+                pipe = load_pipeline(str(out / loop / "selected" / "pipeline"))
         pipe.set_progress_bar_config(disable=True)
         report["loops"][loop] = {"train_seconds": round(secs, 1), **scores(pipe, judge, out, loop, a)}
         s = report["loops"][loop]
@@ -231,6 +245,11 @@ def main() -> None:
                     help="train ours with a mask per render (--masks), the subject's pixels weighted this much")
     ap.add_argument("--masks", choices=("silhouette", "face"), default="silhouette",
                     help="with --mask-weight: the silhouette, or the face white and the rest of the body grey")
+    ap.add_argument("--select-by", default=None, metavar="SPEC",
+                    help="ours: keep the checkpoint that scores best on a validation set (every emotion, 2 scenes, "
+                         "seeds 0..), e.g. identity=1,emotion=1; the proof judges that checkpoint")
+    ap.add_argument("--validate-every", type=int, default=200)
+    ap.add_argument("--validation-seeds", type=int, default=2)
     ap.add_argument("--record", metavar="PAGE_JSON", default=None,
                     help="add OUT/dreambooth-proof.json's numbers to a results page's JSON and stop (no training)")
     ap.add_argument("--model-name", default="v9", help="the model's name in the record")

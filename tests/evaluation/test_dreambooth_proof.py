@@ -140,6 +140,16 @@ def test_the_emotion_ceiling_is_named_in_the_floors_and_recorded_when_measured()
     assert R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]["emotion_ceilings"] == [99.5, 90.5]
 
 
+def test_records_of_a_run_judged_at_a_chosen_checkpoint_say_which_step_and_how():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(select_by="identity=1,emotion=1", validate_every=200, validation_seeds=2)
+    report["selection"] = {"select_by": {"identity": 1.0, "emotion": 1.0}, "step": 1400, "score": 1.7}
+    ours, ref = R.proof_records(report, date="d", commit="c", model="v9")
+    assert ours["settings"]["setup"].endswith("; step 1400 of 600 chosen by identity=1,emotion=1 on validation seeds 0..")
+    assert "--select-by identity=1,emotion=1 --validate-every 200 --validation-seeds 2" in ours["command"]
+    assert "chosen" not in ref["settings"]["setup"]
+
+
 def test_records_of_a_balanced_run_name_its_renders_and_levers():
     report = _report(0.72, 0.95, 0.3, 0.05)
     report["config"].update(per_emotion=3, timestep_bias="earlier", timestep_bias_multiplier=3.0,

@@ -205,3 +205,18 @@ def test_clip_metrics_with_a_tiny_random_clip_match_clips_own_similarity(tmp_pat
     want_i = (float((emb[:2] @ emb[0]).mean()) + float((emb[2:] @ emb[2]).mean())) / 2
     assert got["clip-i"] == pytest.approx(want_i, abs=1e-5)
     assert set(ClipEvaluator(scorer, refs).computes(cases)) == set(got)
+
+
+def test_make_selection_validates_the_emotions_and_scenes_asked_for():
+    from conceptlab.training.dreambooth import SubjectConfig
+    from conceptlab.training.selection import make_selection
+
+    subjects = [SubjectConfig("tuki", "", "monster")]
+    default = make_selection("identity", 5, subjects=subjects, seeds=1)
+    assert {c.expect["emotion"] for c in default.cases} == {"happy", "sad"}
+    wide = make_selection("identity=1,emotion=1", 5, subjects=subjects, seeds=2,
+                          emotions=("happy", "sad", "angry", "in love"), scenes=("plain", "beach", "jungle"))
+    assert len(wide.cases) == 4 * 3 * 2 and {c.expect["emotion"] for c in wide.cases} == {"happy", "sad", "angry",
+                                                                                         "in love"}
+    assert {c.expect["background"] for c in wide.cases} == {"plain", "beach", "jungle"}
+    assert all(c.expect["individual"] == "tuki" and c.seed in (0, 1) for c in wide.cases)

@@ -334,10 +334,11 @@ def _spec(weights: dict[str, float]) -> str:
 
 def make_selection(select_by: str, every: int, *, subjects: list | None = None, concepts: list | None = None,
                    seeds: int = 2, judge: str | None = None, classifier: str | None = None,
-                   clip_model: str | None = None, dino_model: str | None = None, steps: int = 20) -> CheckpointSelection:
+                   clip_model: str | None = None, dino_model: str | None = None, steps: int = 20,
+                   emotions: tuple[str, ...] = EMOTIONS, scenes: tuple[str, ...] = SCENES) -> CheckpointSelection:
     """The selection hook a run asks for: its validation set from `subjects` (SubjectConfig) or `concepts`
-    (ConceptConfig), the judge always, and the classifier, CLIP and DINO whose weights are given; every error
-    (weights missing, a metric not computed) is raised here, before a model loads."""
+    (ConceptConfig) in `emotions` x `scenes`, the judge always, and the classifier, CLIP and DINO whose weights are
+    given; every error (weights missing, a metric not computed) is raised here, before a model loads."""
     from conceptlab.evaluation.recipes.common import load_judge_checked
 
     weights = parse_select_by(select_by)
@@ -346,10 +347,11 @@ def make_selection(select_by: str, every: int, *, subjects: list | None = None, 
     judged = load_judge_checked(judge)
     heads = judged.cfg.heads
     if subjects:
-        cases = subject_cases([(s.identifier, s.class_word) for s in subjects], set(heads["individual"]), seeds)
+        cases = subject_cases([(s.identifier, s.class_word) for s in subjects], set(heads["individual"]), seeds,
+                              emotions, scenes)
         folders = {judge_name(s.identifier): (s.folder, f"--subject {s.identifier}") for s in subjects}
     else:
-        cases = concept_cases([(c.token, _init_word(c.init)) for c in concepts or []], heads, seeds)
+        cases = concept_cases([(c.token, _init_word(c.init)) for c in concepts or []], heads, seeds, emotions, scenes)
         folders = {judge_name(c.token): (c.folder, f"--concept {c.token}") for c in concepts or []}
     evaluators: list[Evaluator] = [JudgeEvaluator(judged)]
     if classifier:

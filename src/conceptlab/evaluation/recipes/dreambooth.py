@@ -355,7 +355,12 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
-                  if cfg.get("timestep_bias", "none") != "none" else ""))
+                  if cfg.get("timestep_bias", "none") != "none" else "")
+               + (f" --select-by {cfg['select_by']} --validate-every {cfg['validate_every']} --validation-seeds "
+                  f"{cfg['validation_seeds']}" if cfg.get("select_by") else ""))
+    chosen = report.get("selection")  # ours judged at the checkpoint its validation set chose
+    picked = (f"; step {chosen['step']} of {cfg['steps']} chosen by "
+              + ",".join(f"{m}={w:g}" for m, w in chosen["select_by"].items()) + " on validation seeds 0..") if chosen else ""
     per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
     balanced = " of " + " and ".join(cfg["balanced"]) if cfg.get("balanced") else ""
     renders = f"; {per_emotion} renders per emotion{balanced}" if per_emotion else ""
@@ -378,8 +383,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                                              f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
                     "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
                     "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
-                    "settings": {"loop": loop, "setup": setup if loop != "reference" else REFERENCE_SETUP + renders,
-                                 "steps": cfg["steps"]}, "metrics": metrics})
+                    "settings": {"loop": loop, "setup": setup + (picked if loop == "ours" else "") if loop != "reference"
+                                 else REFERENCE_SETUP + renders, "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
 
