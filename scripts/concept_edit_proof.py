@@ -124,6 +124,14 @@ SETTINGS = {
                              "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
     "union-paste-start-0.7": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 0.7, "mask_paste": 2.0,
                                        "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
+    # the source's cross-attention for the first steps: the subject drawn nearer where the source's object is
+    "union-paste-cross-0.2": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 1.0, "mask_paste": 2.0,
+                                       "self_steps": 0.0, "cross_steps": 0.2}, "lora_scale": 1.0},
+    "union-paste-cross-0.4": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 1.0, "mask_paste": 2.0,
+                                       "self_steps": 0.0, "cross_steps": 0.4}, "lora_scale": 1.0},
+    # no union: the object's box grown 8 px, drawn from fresh noise inside, pasted
+    "box-8-noise-paste": {"edit": {"mask_box": 8, "mask_noise": 1.0, "blend_start": 1.0, "mask_paste": 2.0,
+                                   "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
 }
 
 
