@@ -121,6 +121,7 @@ SPLIT = Bound(0, 0.9, low_open=True, hint="e.g. 0.2: a fifth of the images for v
 TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws evenly")
 TIMESTEP_PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
 FEATHER = Bound(0, 64, hint="pixels; 2 softens the seam, 0 is a hard edge")
+EMA_DECAY = Bound(0, 0.9999, hint="0 is off; 0.99-0.999 is usual (1 would never move)")
 
 
 def check_seed_range(argument: str, seed: int, n: int) -> None:

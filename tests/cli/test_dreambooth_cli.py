@@ -60,3 +60,17 @@ def test_timestep_bias_flags_reach_the_config_and_a_lone_setting_is_refused(tiny
     assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
                  "--timestep-bias-portion", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert "--timestep-bias" in capsys.readouterr().err
+
+
+def test_ema_decay_reaches_the_config_and_bad_values_are_refused_at_parse_time(tiny_dir, tmp_path, capsys):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config
+
+    args = build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster", "--ema-decay",
+                                      "0.99", "--out", str(tmp_path)])
+    assert dreambooth_config(args).ema_decay == 0.99
+    assert dreambooth_config(build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster",
+                                                        "--out", str(tmp_path)])).ema_decay == 0.0
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
+                 "--ema-decay", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--ema-decay" in capsys.readouterr().err

@@ -148,6 +148,8 @@ def test_records_of_a_run_judged_at_a_chosen_checkpoint_say_which_step_and_how()
     assert ours["settings"]["setup"].endswith("; step 1400 of 600 chosen by identity=1,emotion=1 on validation seeds 0..")
     assert "--select-by identity=1,emotion=1 --validate-every 200 --validation-seeds 2" in ours["command"]
     assert "chosen" not in ref["settings"]["setup"]
+    report["config"]["ema_decay"] = 0.99
+    assert " --ema-decay 0.99 " in R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
 
 
 def test_records_of_a_balanced_run_name_its_renders_and_levers():

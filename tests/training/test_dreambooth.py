@@ -257,3 +257,54 @@ def test_dreambooth_draws_its_timesteps_with_the_configured_bias(concept_dirs):
     hook.remove()
     # the least noisy 5% of the timesteps at weight 50 against 1: 72% of the draws (5% drawn evenly)
     assert (torch.cat(seen) < 50).float().mean() > 0.5
+
+
+def test_ema_saves_and_returns_the_moving_average_computed_by_hand(concept_dirs, tmp_path):
+    """--ema-decay: the saved pipeline and the returned one hold diffusers' EMAModel average of the weights
+    after each step (decay_t = min(d, (1 + t) / (10 + t))), recomputed here from the steps' weights."""
+    from diffusers import StableDiffusionPipeline
+
+    from conceptlab.training.dreambooth import train_dreambooth
+
+    pipe = build_pipeline("tiny")
+    cfg = _cfg(concept_dirs, steps=4, ema_decay=0.5)
+    name = "unet.conv_in.weight"
+    w0 = pipe.unet.conv_in.weight.detach().clone()
+    seen = []
+    record = lambda trainer: seen.append(pipe.unet.conv_in.weight.detach().clone())  # noqa: E731
+    _, result = train_dreambooth(cfg, tmp_path, pipe=pipe, hooks=[record])
+    average = w0
+    for t, w in enumerate(seen, start=1):
+        d = min(0.5, (1 + t) / (10 + t))
+        average = d * average + (1 - d) * w
+    assert len(seen) == 4 and not torch.allclose(seen[-1], average, atol=1e-6)  # the average is not the last step
+    assert torch.allclose(pipe.unet.conv_in.weight, average, atol=1e-6), name
+    saved = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline")
+    assert torch.allclose(saved.unet.conv_in.weight, average, atol=1e-6)
+
+
+def test_ema_resume_is_exact(concept_dirs, tmp_path):
+    from conceptlab.training.dreambooth import train_dreambooth
+
+    def run(steps, out, resume=False):
+        cfg = _cfg(concept_dirs, steps=steps, lora=True, rank=2, ema_decay=0.9)
+        pipe, _ = train_dreambooth(cfg, out, resume=resume, pipe=build_pipeline("tiny"))
+        return {k: v.detach().clone() for k, v in pipe.unet.named_parameters() if "lora" in k}
+
+    straight = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    resumed = run(4, tmp_path / "b", resume=True)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_bad_ema_settings_are_refused(concept_dirs):
+    from conceptlab.training.dreambooth import check_subjects, train_dreambooth
+    from conceptlab.training.selection import make_selection
+
+    for bad in (1.0, -0.1):
+        with pytest.raises(InputError, match="--ema-decay"):
+            check_subjects(_cfg(concept_dirs, ema_decay=bad))
+    cfg = _cfg(concept_dirs, ema_decay=0.9)
+    selection = make_selection("emotion", 2, subjects=cfg.subjects, seeds=1)
+    with pytest.raises(InputError, match="--select-by"):
+        train_dreambooth(cfg, "unused", pipe=build_pipeline("tiny"), hooks=[selection])

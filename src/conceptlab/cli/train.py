@@ -6,6 +6,7 @@ from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
 from conceptlab.validation import (
     BATCH,
     COUNT0,
+    EMA_DECAY,
     FRACTION,
     IMAGES,
     LR,
@@ -166,6 +167,9 @@ def add_subject_flags(d, example: str = "tuki") -> None:
          help="range: favour timesteps BEGIN..END-1 (default: 0 1000)")
     flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
+    flag(d, "--ema-decay", type=EMA_DECAY.arg,
+         help="save an exponential moving average of the weights (diffusers' EMAModel warm-up), e.g. 0.99; smooths "
+              "a full fine-tune's step-to-step wandering (default 0: off; not with --select-by)")
     flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
 
 
@@ -291,7 +295,7 @@ def dreambooth_config(args):
     from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip")
+             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                    "buckets": bucket_overrides(args),

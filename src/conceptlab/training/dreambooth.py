@@ -8,6 +8,7 @@ Images go through the VAE once; prompts go through the text encoder once unless 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class DreamBoothConfig:
     min_snr_gamma: float | None = None  # e.g. 5.0
     timestep_bias: TimestepBias = field(default_factory=TimestepBias)  # timesteps drawn evenly unless a strategy is set
     mask_weight: float = 5.0  # subjects with masks: a subject pixel's loss weight against a background pixel's
+    # 0: off. e.g. 0.99: the saved (and returned) weights are an exponential moving average of the trained ones,
+    # with diffusers' EMAModel warm-up, which smooths a full fine-tune's step-to-step wandering
+    ema_decay: float = 0.0
     buckets: BucketConfig = field(default_factory=BucketConfig)  # aspect-ratio buckets instead of square crops
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=1, lr=1e-4))
 
@@ -121,7 +125,7 @@ def parse_subject(text: str) -> SubjectConfig:
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
     """Raises InputError for any bad setting or subject, before a model is loaded or a file written."""
-    from conceptlab.validation import COUNT0, NONNEG, RANK, Bound
+    from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, Bound
 
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
@@ -138,6 +142,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
         Bound(0, 1000, low_open=True, hint="5 is usual").check("--min-snr-gamma", cfg.min_snr_gamma)
     Bound(0, 1000, low_open=True, hint="5 is usual").check("--mask-weight", cfg.mask_weight)
     check_timestep_bias(cfg.timestep_bias)
+    EMA_DECAY.check("--ema-decay", cfg.ema_decay)
     for s in cfg.subjects:
         _check_subject(s)
     if cfg.class_prompts not in ("class", "captions"):
@@ -304,6 +309,9 @@ class DreamBooth:
             raise InputError("--prior-preservation", True, "class images were not prepared",
                              "Call prepare_class_images first (the CLI does)")
         self._setup_trainable()
+        from conceptlab.training.loop import EMA
+
+        self.ema = EMA(self.parameters(), cfg.ema_decay) if cfg.ema_decay else None  # an after-step hook
         self.scheduler = training_scheduler(pipe)
         num = self.scheduler.config.num_train_timesteps
         check_timestep_bias(cfg.timestep_bias, num)
@@ -498,10 +506,33 @@ class DreamBooth:
                 "classes": [s.class_word for s in self.cfg.subjects], "rank": self.cfg.rank if self.cfg.lora else None,
                 "lora": self.cfg.lora, "steps": steps, "final_loss": loss, "conceptlab_version": __version__}
 
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within it the trainable weights are their moving average (with --ema-decay; else as trained)."""
+        if self.ema is None:
+            yield
+            return
+        live = [p.detach().clone() for p in self.ema.params]
+        self.use_average()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.ema.params], live)
+
+    def use_average(self) -> None:
+        """Puts the moving average into the trainable weights for good (the weights saved are the average)."""
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.ema.params], self.ema.shadow)
+
     def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+        with self.averaged():
+            self._save_outputs(out, step, loss)
+
+    def _save_outputs(self, out: Path, step: int, loss: float | None) -> None:
         from conceptlab.concepts.lora import save_lora
 
-        meta = self.metadata(step, loss)
+        meta = {**self.metadata(step, loss), "ema_decay": self.cfg.ema_decay or None}
         if self.cfg.lora:
             save_lora(self.pipe, Path(out) / "lora", meta)
         else:
@@ -571,7 +602,8 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
                      **train_kwargs):
     """Loads the model (unless `pipe` is given), prepares class images when prior preservation is on, trains.
 
-    Returns (pipe, TrainResult); the pipeline holds the trained weights (LoRA adapters attached).
+    Returns (pipe, TrainResult); the pipeline holds the trained weights (LoRA adapters attached), with
+    `ema_decay` their moving average, as saved.
     """
     from dataclasses import asdict
 
@@ -583,7 +615,17 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     classes, texts = prepare_priors(cfg, pipe, out)
     method = DreamBooth(pipe, cfg, classes, texts)
+    if method.ema is not None:
+        from conceptlab.training.selection import CheckpointSelection
+
+        if any(isinstance(h, CheckpointSelection) for h in hooks):
+            raise InputError("--ema-decay", cfg.ema_decay, "and --select-by both decide which weights are kept: "
+                             "selection scores the trained weights, the saved ones would be their average",
+                             "Use one of --ema-decay and --select-by")
+        hooks = [method.ema, *hooks]  # first: later hooks see this step's average
     record = run_record(without_unset_priors(asdict(cfg)))
     result = Trainer(method, cfg.train, out, config_record=record, hooks=hooks).train(resume=resume,
                                                                                         **train_kwargs)
+    if method.ema is not None:
+        method.use_average()  # the returned pipeline holds what was saved
     return pipe, result

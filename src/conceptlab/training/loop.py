@@ -227,6 +227,9 @@ class EMA:
 
     @torch.no_grad()
     def __call__(self, trainer: Trainer) -> None:
+        if any(s.dtype != p.dtype or s.device != p.device for s, p in zip(self.shadow, self.params)):
+            # the loop casts trainable weights to float32 (and places them) after the method made its shadow
+            self.shadow = [s.to(p.device, p.dtype) for s, p in zip(self.shadow, self.params)]
         decay = min(self.decay, (1 + trainer.step) / (10 + trainer.step))
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
 
