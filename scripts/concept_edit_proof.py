@@ -182,7 +182,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
     date = time.strftime("%Y-%m-%d", time.localtime((out / "concept-edit.json").stat().st_mtime))
     data = json.loads(page.read_text()) if page.is_file() else None
     data = merge_records(data, records_from(result, date=date, commit=commit, model=model_name))
-    page.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    page.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     print(f"{page}: {len(data['records'])} records")
 
 
