@@ -168,7 +168,7 @@ def test_sdxl_token_in_both_encoders_files_load_in_diffusers(concept_dirs, tmp_p
 @pytest.mark.parametrize("change, match", [
     ({"lora": False}, "--lora"), ({"train_text_encoder": True}, "--train-text-encoder"),
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
-    ({"identifier": "tuki"}, "angle brackets"),
+    ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 0.99}, "--ema-decay"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)

@@ -45,6 +45,9 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     if cfg.train_text_encoder:
         raise InputError("--train-text-encoder", True, "pivotal tuning trains new tokens, not the text encoder",
                          "Drop --train-text-encoder, or use `train dreambooth --lora --train-text-encoder`")
+    if cfg.ema_decay:
+        raise InputError("--ema-decay", cfg.ema_decay, "pivotal tuning does not keep a moving average yet",
+                         "Drop ema_decay, or use `train dreambooth --ema-decay`")
     VECTORS.check("--vectors", cfg.vectors)
     LR.check("--token-lr", cfg.token_lr)
     FRACTION.check("--token-frac", cfg.token_frac)
