@@ -122,6 +122,8 @@ TIMESTEP_MULTIPLIER = Bound(0, 100, low_open=True, hint="2-5 is usual; 1 draws e
 TIMESTEP_PORTION = Bound(0, 1, low_open=True, hint="0.25 favours a quarter of the timesteps")
 FEATHER = Bound(0, 64, hint="pixels; 2 softens the seam, 0 is a hard edge")
 EMA_DECAY = Bound(0, 0.9999, hint="0 is off; 0.99-0.999 is usual (1 would never move)")
+BUCKET_STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
+BUCKET_ASPECT = Bound(1, 16, hint="4 is usual")
 
 
 def check_seed_range(argument: str, seed: int, n: int) -> None:

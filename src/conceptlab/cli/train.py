@@ -5,6 +5,8 @@ from __future__ import annotations
 from conceptlab.cli.common import add_command, add_group, add_model_flags, flag
 from conceptlab.validation import (
     BATCH,
+    BUCKET_ASPECT,
+    BUCKET_STEP,
     COUNT0,
     EMA_DECAY,
     FRACTION,
@@ -22,9 +24,6 @@ from conceptlab.validation import (
 )
 
 GAMMA = Bound(0, 1000, low_open=True, hint="5 is usual")
-# the bounds training.buckets checks again for config files (the CLI stays light: no torch at parse time)
-BUCKET_STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
-BUCKET_ASPECT = Bound(1, 16, hint="4 is usual")
 
 
 def add_train_flags(p) -> None:

@@ -21,11 +21,9 @@ from PIL import Image
 from conceptlab.errors import InputError
 from conceptlab.models.families import SizeConditioning
 from conceptlab.training.data import CachedLatents, mask_weights
-from conceptlab.validation import Bound
+from conceptlab.validation import BUCKET_ASPECT, BUCKET_STEP
 
 Size = tuple[int, int]  # (width, height) in pixels, PIL's order
-STEP = Bound(1, 1024, integer=True, hint="pixels, a multiple of the model's VAE factor; 64 is usual at 1024 px")
-ASPECT = Bound(1, 16, hint="4 is usual")
 
 
 @dataclass
@@ -46,9 +44,9 @@ def check_bucket_config(cfg: BucketConfig, resolution: int | None = None, factor
     """Raises InputError for a bad step or aspect limit, and for a resolution they cannot form buckets from.
 
     Without `resolution` and `factor` (before a model is loaded) only what can be checked without them is."""
-    ASPECT.check("--bucket-max-aspect", cfg.max_aspect)
+    BUCKET_ASPECT.check("--bucket-max-aspect", cfg.max_aspect)
     if cfg.step is not None:
-        STEP.check("--bucket-step", cfg.step)
+        BUCKET_STEP.check("--bucket-step", cfg.step)
         if factor and cfg.step % factor:
             raise InputError("--bucket-step", cfg.step, f"is not a multiple of the VAE's factor {factor}",
                              f"Use {max(factor, round(cfg.step / factor) * factor)}")
