@@ -73,8 +73,9 @@ def add_parser(sub):
     flag(e, "--from-image", default=None,
          help="edit this picture instead of a generated one: it is inverted under --prompt (best at the model's "
               "native size, on a plain background, drawn like the model's own images)")
-    flag(e, "--method", "--inversion", dest="method", default="null-text", choices=INVERSIONS,
-         help="how --from-image is inverted: " + INVERSION_HELP)
+    flag(e, "--method", "--inversion", dest="method", default="direct", choices=INVERSIONS,
+         help="how --from-image is inverted (default direct: an exact source at negative-prompt's speed, as the "
+              "studio edits): " + INVERSION_HELP)
     flag(e, "--refine-steps", type=REFINE_STEPS.arg, default=0, help=REFINE_HELP)
     flag(e, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
          help="embedding files, `train ti` output folders or `train pivotal` bundles (tokens and LoRA) whose tokens "
