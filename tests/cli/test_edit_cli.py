@@ -54,3 +54,18 @@ def test_edit_mask_noise_and_paste_are_saved_with_the_edit_and_need_a_mask(tiny_
     assert json.loads((tmp_path / "p" / "edits.json").read_text())[0]["mask_paste"] == 2.0
     assert main(args + ["--mask-paste", "2", "--out", str(tmp_path / "bad")]) == 2
     assert "--mask-paste" in capsys.readouterr().err
+
+
+def test_edit_from_image_inverts_with_direct_inversion_unless_told(tiny_dir, tmp_path, monkeypatch):
+    import conceptlab.editing.inversion as inversion
+
+    methods, real = [], inversion.invert
+    monkeypatch.setattr(inversion, "invert", lambda pipe, picture, prompt, method, *a, **k:
+                        methods.append(method) or real(pipe, picture, prompt, method, *a, **k))
+    src = tmp_path / "src.png"
+    Image.new("RGB", (32, 32), (200, 180, 40)).save(src)
+    args = ["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a sad star", "--from-image", str(src),
+            "--steps", "2"]
+    assert main(args + ["--out", str(tmp_path / "d")]) == 0
+    assert main(args + ["--method", "negative-prompt", "--out", str(tmp_path / "n")]) == 0
+    assert methods == ["direct", "negative-prompt"]
