@@ -224,7 +224,11 @@ def run_concept_edits(pipe, judge, edits: list[ConceptEdit], settings: dict, inv
     """(rows, images): each edit made with editing.edit(**settings) and scored; images are source, edit pairs
     (a real edit's input render first, so its triple is input, source, edit). Renders are inverted with
     `inversion` over settings' steps (default 30). With `regenerate`, a generated edit's target prompt is also
-    generated plainly from its seed (the way without Prompt-to-Prompt) and scored the same way."""
+    generated plainly from its seed (the way without Prompt-to-Prompt) and scored the same way.
+
+    Two settings are the proof's, not edit()'s: 'mask_box' N draws the object's box grown N px as the edit's
+    `mask`; with 'mask_union' that box is joined with the outline of what the target draws unmasked (the plain
+    target generation; for a render, a first edit without the mask)."""
     from tqdm.auto import tqdm
 
     from conceptlab.editing.edit import edit, shared_latents
