@@ -129,6 +129,9 @@ SETTINGS = {
                                        "self_steps": 0.0, "cross_steps": 0.2}, "lora_scale": 1.0},
     "union-paste-cross-0.4": {"edit": {"mask_box": 3, "mask_union": True, "blend_start": 1.0, "mask_paste": 2.0,
                                        "self_steps": 0.0, "cross_steps": 0.4}, "lora_scale": 1.0},
+    # the union box grown 1 px (not 3) and a 1 px seam: less of the old picture around the subject is redrawn
+    "union-paste-tight": {"edit": {"mask_box": 1, "mask_union": True, "blend_start": 1.0, "mask_paste": 1.0,
+                                   "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
     # no union: the object's box grown 8 px, drawn from fresh noise inside, pasted
     "box-8-noise-paste": {"edit": {"mask_box": 8, "mask_noise": 1.0, "blend_start": 1.0, "mask_paste": 2.0,
                                    "self_steps": 0.0, "cross_steps": 0.0}, "lora_scale": 1.0},
