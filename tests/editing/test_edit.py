@@ -154,3 +154,16 @@ def test_mask_paste_needs_a_mask_and_a_sane_feather(pipe, tmp_path):
         edit(pipe, "a happy star", "a happy apple", steps=2, mask_paste=2)
     with pytest.raises(InputError, match="--mask-paste"):
         edit(pipe, "a happy star", "a happy apple", steps=2, mask=_mask_file(tmp_path, True), mask_paste=-1)
+
+
+def test_mask_paste_on_a_wide_picture_keeps_the_mask_the_right_way_round(pipe, tmp_path):
+    from PIL import Image
+
+    im = Image.new("L", (64, 32), 0)
+    im.paste(255, (0, 0, 32, 32))  # the left half of a 2:1 picture may change
+    im.save(tmp_path / "wide.png")
+    r = edit(pipe, "a happy green star", "a happy green apple", steps=2, seed=1, width=64, height=32,
+             mask=str(tmp_path / "wide.png"), mask_paste=0)
+    src, out = (np.asarray(x, dtype=np.int16) for x in r.images)
+    assert out.shape[:2] == (32, 64)
+    assert np.array_equal(out[:, 32:], src[:, 32:]) and np.abs(out[:, :32] - src[:, :32]).max() > 0
