@@ -245,7 +245,7 @@ def edit(pipe, source: str, targets: list[str] | str, latents: torch.Tensor | No
                       height=height, width=width, latents=latents, callback_on_step_end=_step_end(controller, inversion, n),
                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"], **extra).images
     if cfg.mask_paste is not None:
-        images = [images[0]] + [pasted(images[0], im, load_region(cfg.mask), cfg.mask_paste) for im in images[1:]]
+        images = [images[0]] + [pasted(images[0], im, controller.blend.region, cfg.mask_paste) for im in images[1:]]
     mask = controller.blend.last_mask if controller.blend is not None else None
     return EditResult(images, cfg, mode, mask)
 

@@ -224,12 +224,17 @@ class EMA:
     def __init__(self, params, decay: float):
         self.params, self.decay = list(params), decay
         self.shadow = [p.detach().clone() for p in self.params]
+        self._placed = False  # the loop may cast (float32) and place the weights after this shadow was made
+
+    def _follow(self) -> None:
+        """Once: the shadow takes its weights' current dtype and device."""
+        if not self._placed:
+            self.shadow = [s.to(p.device, p.dtype) for s, p in zip(self.shadow, self.params)]
+            self._placed = True
 
     @torch.no_grad()
     def __call__(self, trainer: Trainer) -> None:
-        if any(s.dtype != p.dtype or s.device != p.device for s, p in zip(self.shadow, self.params)):
-            # the loop casts trainable weights to float32 (and places them) after the method made its shadow
-            self.shadow = [s.to(p.device, p.dtype) for s, p in zip(self.shadow, self.params)]
+        self._follow()
         decay = min(self.decay, (1 + trainer.step) / (10 + trainer.step))
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
 
@@ -238,6 +243,7 @@ class EMA:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
+        self._follow()  # a resume loads after the loop placed the weights: the saved values keep their precision
         for s, v in zip(self.shadow, state["shadow"], strict=True):
             s.copy_(v)
 
