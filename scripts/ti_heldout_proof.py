@@ -14,7 +14,7 @@ diffusers' examples/textual_inversion/textual_inversion.py works (benchmarks.ben
 ReferenceTI: VAE at every step, templates, the whole embedding matrix in AdamW, its default learning rate
 scaled by the batch), and judged with the plain words on the same seeds: 16 prompts x --per-prompt images.
 --loops pivotal adds pivotal tuning (the token with a UNet LoRA, --lora-rank 4, conceptlab.training.pivotal) on the same
-captions, judged with the token and its class word ('<tuki> monster').
+captions, judged with the token and its class word ('<tuki> monster'); --text-encoder-lora adds a text-encoder LoRA.
 Choose settings on one seed range (--first-seed 1000) and report on another (2000).
 """
 
@@ -70,9 +70,9 @@ def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
+    train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
     pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
-                       rank=cfg.lora_rank, token_lr=cfg.lr, train=TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
-                                                          lr=cfg.lora_lr, seed=cfg.seed))
+                       rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora, train=train)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--lora-lr", type=float, default=1e-4, help="pivotal tuning's LoRA learning rate")
     p.add_argument("--lora-rank", type=int, default=4, help="pivotal tuning's LoRA rank")
+    p.add_argument("--text-encoder-lora", action="store_true", help="pivotal tuning also trains a text-encoder LoRA")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -143,6 +144,7 @@ def main() -> None:
                    help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
+                          text_encoder_lora=a.text_encoder_lora,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)

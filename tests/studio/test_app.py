@@ -107,26 +107,40 @@ def test_train_to_completion_then_generate_with_the_token(served, tiny_dir, conc
     assert len(gallery) == 1 and settings["prompt"] == "a sticker of a <broc>"
 
 
-def edit_args(model, photo=None, weights=(), blend="", blend_mask="attention", maps=False, region=None):
-    """The /edit endpoint's inputs after the two prompts: one weight per word of the target (1 = unchanged)."""
+def edit_args(model, photo=None, weights=(), blend="", blend_mask="attention", maps=False, region=None,
+              paste=False, seam=2, noise=0, start=0):
+    """The /edit endpoint's inputs after the two prompts: one weight per word of the target (1 = unchanged);
+    `region`: the region editor's value ({"background", "layers", "composite"})."""
     sliders = [*weights, *[1] * (MAX_WORDS - len(weights))]
-    return [photo, "ddim", [], str(model), "auto", 0.8, 0.4, *sliders, blend, blend_mask, 0, 4, 7.5, maps, region]
+    return [photo, "ddim", [], str(model), "auto", 0.8, 0.4, *sliders, blend, blend_mask, 0, 4, 7.5, maps, region,
+            paste, seam, noise, start]
+
+
+def painted(path, size=(32, 32), box=(0, 0, 16, 32)):
+    """A region editor's value with one transparent layer painted (opaque, any colour) inside `box`."""
+    from PIL import Image
+
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    layer.paste((255, 59, 107, 255), box)
+    layer.save(path)
+    return {"background": None, "layers": [handle_file(str(path))], "composite": None}
 
 
 def test_edit_generated_and_an_inverted_photo(served, tiny_dir, concept_dirs):
     _, client, _ = served
-    gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
+    gallery, mask, maps, info, _ = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
                                                *edit_args(tiny_dir), api_name="/edit")
     assert [g["caption"] for g in gallery] == ["source", "edit"] and info.startswith("mode: **replace**")
     assert maps is None and "re-weighted" not in info
     photo = handle_file(str(sorted((concept_dirs / "broccoli").glob("*.png"))[0]))
-    gallery, mask, maps, info = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
+    gallery, mask, maps, info, _ = client.predict("a sticker of a happy broccoli", "a sticker of a sad broccoli",
                                                *edit_args(tiny_dir, photo), api_name="/edit")
     assert "ddim inversion: reconstruction PSNR" in info and gallery[0]["caption"] == "photo (reconstructed)"
 
 
 def test_edit_inside_a_drawn_region(served, tiny_dir, tmp_path):
-    """An uploaded region reaches the library as `conceptlab edit --mask`: the same edit, the same blend mask."""
+    """A region painted over the picture, and a white-on-black mask uploaded instead, each reach the library as
+    `conceptlab edit --mask`: the same edit as the library's with that mask; the region is kept beside it."""
     import numpy as np
     from PIL import Image
 
@@ -138,12 +152,62 @@ def test_edit_inside_a_drawn_region(served, tiny_dir, tmp_path):
     region.paste(255, (0, 0, 16, 32))  # the left half may change
     region.save(tmp_path / "region.png")
     source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
-    gallery, mask, _, _ = client.predict(source, target, *edit_args(tiny_dir, region=handle_file(str(tmp_path / "region.png"))),
-                                         api_name="/edit")
     expected = edit(load_pipeline(str(tiny_dir)), source, [target], seed=0, steps=4, guidance=7.5, cross_steps=0.8,
                     self_steps=0.4, mask=str(tmp_path / "region.png"))
+    uploaded = {"background": handle_file(str(tmp_path / "region.png")), "layers": [], "composite": None}
+    for value in (painted(tmp_path / "layer.png"), uploaded):
+        gallery, mask, _, info, _ = client.predict(source, target, *edit_args(tiny_dir, region=value), api_name="/edit")
+        got = np.asarray(Image.open(gallery[1]["image"]).convert("RGB"), dtype=int)
+        assert mask is not None and np.abs(got - np.asarray(expected.images[1], dtype=int)).max() <= 1
+        assert "inside the painted region" in info
+
+
+def test_edit_pastes_the_source_outside_the_painted_region(served, tiny_dir, tmp_path):
+    """The paste, fresh-noise and start widgets reach the library as --mask-paste, --mask-noise and
+    --blend-start; without a painted region they are refused by name, before any work."""
+    import numpy as np
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    from conceptlab.editing.edit import edit
+    from conceptlab.models.loading import load_pipeline
+
+    studio, client, _ = served
+    Image.fromarray(np.where(np.arange(32)[None, :] < 16, 255, 0).repeat(32, 0).astype("uint8")).save(tmp_path / "m.png")
+    source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
+    expected = edit(load_pipeline(str(tiny_dir)), source, [target], seed=0, steps=4, guidance=7.5, cross_steps=0.8,
+                    self_steps=0.4, mask=str(tmp_path / "m.png"), mask_paste=3, mask_noise=0.5, blend_start=0.5)
+    gallery, _, _, _, _ = client.predict(source, target, *edit_args(
+        tiny_dir, region=painted(tmp_path / "layer.png"), paste=True, seam=3, noise=0.5, start=0.5), api_name="/edit")
     got = np.asarray(Image.open(gallery[1]["image"]).convert("RGB"), dtype=int)
-    assert mask is not None and np.abs(got - np.asarray(expected.images[1], dtype=int)).max() <= 1
+    assert np.abs(got - np.asarray(expected.images[1], dtype=int)).max() <= 1
+    folder = max((studio.ws.root / "edits").iterdir(), key=lambda f: f.stat().st_mtime_ns)  # this edit's
+    assert read_settings(folder / "edit.png")["mask"] == "region.png"
+    assert (np.asarray(Image.open(folder / "region.png")) > 0).sum() == 16 * 32
+    with pytest.raises(AppError, match="Paste the source back.*none is painted"):
+        client.predict(source, target, *edit_args(tiny_dir, paste=True), api_name="/edit")
+
+
+def test_painted_region_reads_strokes_or_an_uploaded_mask_never_the_picture_under_the_brush():
+    from PIL import Image
+
+    from conceptlab.studio.tabs.edit import painted_region
+
+    photo = Image.new("RGB", (8, 8), (250, 250, 250))
+    photo.paste((20, 160, 40), (2, 2, 6, 6))  # a green blob on white: a picture, not a mask
+    stroke = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    stroke.paste((255, 0, 0, 128), (0, 0, 3, 1))  # a half-transparent stroke still counts
+    empty = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert painted_region(None) is None
+    assert painted_region({"background": photo, "layers": [empty], "composite": photo}) is None
+    got = painted_region({"background": photo, "layers": [empty, stroke], "composite": photo})
+    assert got.sum() == 3 and got[0, :3].all()
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (4, 0, 8, 8))
+    got = painted_region({"background": mask.convert("RGB"), "layers": [], "composite": None})
+    assert got.sum() == 32 and got[:, 4:].all()
+    black = Image.new("RGB", (8, 8), 0)
+    assert painted_region({"background": black, "layers": [], "composite": None}) is None  # nothing white
 
 
 def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tiny_dir):
@@ -157,7 +221,7 @@ def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tin
 
     studio, client, _ = served
     source, target = "a sticker of a happy broccoli", "a sticker of a sad broccoli"
-    gallery, mask, maps, info = client.predict(source, target, *edit_args(tiny_dir, weights=[1, 1, 1, 3], blend="broccoli",
+    gallery, mask, maps, info, _ = client.predict(source, target, *edit_args(tiny_dir, weights=[1, 1, 1, 3], blend="broccoli",
                                                                           maps=True), api_name="/edit")
     assert "re-weighted: sad x3" in info
     folder = max((p for p in (studio.ws.root / "edits").iterdir() if (p / "attention.png").is_file()),

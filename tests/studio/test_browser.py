@@ -179,6 +179,8 @@ def _visible(driver, selector) -> bool:
 @pytest.mark.browser
 @pytest.mark.slow  # about 75 s on two idle cores, minutes under load: a 10-step training job runs in it
 def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
+    from selenium.webdriver.common.action_chains import ActionChains
+
     driver, studio = page
     _tab(driver, "Generate")
     # Generate: four images appear in the gallery
@@ -234,6 +236,22 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
         _wait(driver, lambda d, shown=shown: _loaded(d, shown))
     driver.execute_script("arguments[0].scrollIntoView()", _css(driver, "#edit-weights"))  # weights, results, maps
     _shoot(driver, shots, "edit")
+
+    # the photo lies under the region brush: paint a stroke across it and edit only there, pasting the rest back
+    canvas = _css(driver, "#edit-region canvas")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    _wait(driver, lambda d: _css(d, "#edit-region canvas").size["width"] > 50)
+    ActionChains(driver).move_to_element_with_offset(canvas, -20, 0).click_and_hold().move_by_offset(40, 0) \
+        .move_by_offset(0, 10).release().perform()
+    next(label for label in driver.find_elements("css selector", "#edit-blend-mask label")
+         if label.text.strip() == "attention").click()  # a painted region and the difference mask do not mix
+    _css(driver, "#edit-paste input").click()
+    _css(driver, "#edit-button").click()
+    _wait(driver, lambda d: "inside the painted region" in _text(d, "#edit-info"), timeout=60)
+    for shown in ("#edit-mask img", "#edit-gallery img"):
+        _wait(driver, lambda d, shown=shown: _loaded(d, shown))
+    driver.execute_script("arguments[0].scrollIntoView()", _css(driver, "#edit-region"))  # the stroke, the result
+    _shoot(driver, shots, "edit-region")
     driver.execute_script("window.scrollTo(0, 0)")
 
     # Evaluate: score the drawn sticker-world set with the judge (it knows their labels)
@@ -248,4 +266,4 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
     _close(driver, "#evaluate-folder")
     _shoot(driver, shots, "evaluate")
     assert all((shots / f"{n}.png").stat().st_size < 150_000 for n in ("generate", "train", "concepts", "edit",
-                                                                         "evaluate"))
+                                                                         "edit-region", "evaluate"))

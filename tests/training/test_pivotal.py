@@ -165,8 +165,54 @@ def test_sdxl_token_in_both_encoders_files_load_in_diffusers(concept_dirs, tmp_p
         load_bundle(build_pipeline("tiny"), tmp_path / "bundle.safetensors", adapter_name="b")
 
 
+@pytest.mark.parametrize("build", [build_pipeline, build_sdxl_pipeline], ids=["sd1", "sdxl"])
+def test_a_text_encoder_lora_trains_beside_the_tokens_and_loads_in_diffusers(concept_dirs, tmp_path, build):
+    """--train-text-encoder: LoRA adapters on every text encoder move with the tokens and the UNet's LoRA; the
+    text encoders' own weights stay (but for the new rows), and diffusers' loaders given the separate files, and
+    the bundle, reproduce the trained conditioning and noise prediction."""
+    pipe = build("tiny") if build is build_pipeline else build()
+    before = _frozen(pipe)
+    cfg = _cfg(concept_dirs, steps=3, train_text_encoder=True)
+    method = PivotalTuning(pipe, cfg)
+    init = method.trainable_state()
+    Trainer(method, cfg.train, tmp_path, hooks=method.hooks()).train()
+    after = method.trainable_state()
+    te_b = [k for k in after if k.startswith("lora.text_encoder") and "lora_B" in k]
+    encoders = {k.split(".")[1] for k in te_b}
+    assert encoders == ({"text_encoder"} if build is build_pipeline else {"text_encoder", "text_encoder_2"})
+    # every encoder's LoRA moved (SDXL reads CLIP-L's next-to-last layer, so its last layer's LoRA cannot)
+    assert all(any(not torch.equal(after[k], init[k]) for k in te_b if k.split(".")[1] == e) for e in encoders)
+    assert sum(not torch.equal(after[k], init[k]) for k in te_b) >= len(te_b) - 4
+    now = _frozen(pipe)
+    rows = [k for k in before if k.endswith("token_embedding.weight")]
+    assert [k for k in before if k not in rows and not torch.equal(before[k], now[k])] == []
+    ours_unet, ours_hidden = _unet_out(pipe)
+    fresh = build("tiny") if build is build_pipeline else build()
+    if build is build_pipeline:
+        fresh.load_textual_inversion(str(tmp_path / "tuki" / "learned_embeds.safetensors"))
+    else:
+        state = load_file(str(tmp_path / "tuki" / "learned_embeds.safetensors"))
+        for key, te, tok in (("clip_l", fresh.text_encoder, fresh.tokenizer),
+                             ("clip_g", fresh.text_encoder_2, fresh.tokenizer_2)):
+            fresh.load_textual_inversion(state[key], token="<tuki>", text_encoder=te, tokenizer=tok)
+    without_te, _ = _unet_out(fresh)
+    fresh.load_lora_weights(str(tmp_path / "lora" / DIFFUSERS_NAME))
+    theirs_unet, theirs_hidden = _unet_out(fresh)
+    assert torch.allclose(theirs_hidden, ours_hidden, atol=1e-5)
+    assert torch.allclose(theirs_unet, ours_unet, atol=1e-5)
+    bundle = read_bundle(tmp_path / "bundle.safetensors")
+    assert any(k.startswith(("lora_te_", "lora_te1_")) for k in bundle.lora)  # kohya's text-encoder keys
+    loaded = build("tiny") if build is build_pipeline else build()
+    load_bundle(loaded, tmp_path / "bundle.safetensors", adapter_name="b")
+    loaded.set_adapters(["b"])
+    bundled_unet, bundled_hidden = _unet_out(loaded)
+    assert torch.allclose(bundled_hidden, ours_hidden, atol=1e-5)
+    assert torch.allclose(bundled_unet, ours_unet, atol=1e-5)
+    assert not torch.allclose(without_te, ours_unet, atol=1e-4)  # the check can fail: the LoRAs matter
+
+
 @pytest.mark.parametrize("change, match", [
-    ({"lora": False}, "--lora"), ({"train_text_encoder": True}, "--train-text-encoder"),
+    ({"lora": False}, "--lora"),
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
     ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 0.99}, "--ema-decay"),
 ])
@@ -179,7 +225,8 @@ def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, mat
 
 
 def test_cli_trains_with_selection_and_generate_uses_the_bundle(tiny_dir, concept_dirs, tmp_path, capsys):
-    """`train pivotal --select-by` then `generate --concepts BUNDLE`: the images equal diffusers' own loaders'."""
+    """`train pivotal --train-text-encoder --select-by` then `generate --concepts BUNDLE`: the images equal
+    diffusers' own loaders' given the embedding and the LoRA (UNet and text encoder)."""
     import json
 
     import numpy as np
@@ -191,8 +238,10 @@ def test_cli_trains_with_selection_and_generate_uses_the_bundle(tiny_dir, concep
     out = tmp_path / "run"
     assert main(["train", "pivotal", "--model", str(tiny_dir), "--subject", f"<tuki>={concept_dirs / 'emoji'},class=monster",
                  "--rank", "2", "--steps", "2", "--batch-size", "1", "--token-steps", "1", "--select-by",
-                 "emotion=1,scene=0.5", "--validate-every", "1", "--validation-seeds", "1", "--out", str(out)]) == 0
+                 "emotion=1,scene=0.5", "--validate-every", "1", "--validation-seeds", "1", "--train-text-encoder",
+                 "--out", str(out)]) == 0
     said = capsys.readouterr().out
+    assert "text-encoder LoRA" in said and read_bundle(out / "bundle.safetensors").meta["config"]["train_text_encoder"]
     record = json.loads((out / "selected" / "selection.json").read_text())
     assert f"selected step {record['step']} of 2" in said and record["select_by"] == {"emotion": 1.0, "scene": 0.5}
     assert (out / "selected" / "bundle.safetensors").is_file() and "emotion/tuki" in record["computed"]

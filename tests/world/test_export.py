@@ -63,5 +63,5 @@ def test_balanced_export_shows_each_value_equally_often_in_one_folder(tmp_path):
     # each value's renders are what export_images draws from that value's seeds
     export_images(tmp_path / "sad", 2, seed=65, only={"object": {"monster"}, "emotion": {"sad"}})
     assert [r["text"] for r in read_metadata(tmp_path / "sad")] == [r["text"] for r in rows if r["emotion"] == "sad"]
-    with pytest.raises(InputError, match="--per-value"):
+    with pytest.raises(InputError, match=r"renders per emotion \(per_value\)"):
         export_balanced(tmp_path / "x", 30, "emotion", ("happy",))

@@ -127,6 +127,8 @@ def add_parser(sub):
                                                     "(default: 0, together from the start)")
     flag(pv, "--token-frac", type=FRACTION.arg, help="share of the steps after which the tokens stop, as diffusers' "
                                                      "--train_text_encoder_ti_frac (default: 1.0, to the end)")
+    flag(pv, "--train-text-encoder", action="store_const", const=True,
+         help="also train a LoRA on the text encoders (at --lr), beside the tokens")
     add_bucket_flags(pv)
     add_train_flags(pv)
     add_selection_flags(pv)
@@ -322,8 +324,9 @@ def pivotal_config(args):
     from conceptlab.training.dreambooth import parse_subject
     from conceptlab.training.pivotal import PivotalConfig
 
-    names = ("rank", "prior_preservation", "class_images", "prior_weight", "class_dir", "class_prompts", "resolution",
-             "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr", "token_steps", "token_frac")
+    names = ("rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
+             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
+             "token_steps", "token_frac")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),
@@ -341,7 +344,8 @@ def run_pivotal(args) -> int:
     if result.stopped != "done":
         return _stopped_code(result)
     bundle = Path(args.out) / BUNDLE_NAME
-    print(f"trained {', '.join(s.identifier for s in cfg.subjects)} (tokens + LoRA) for {result.steps} steps; bundle "
+    what = "tokens + UNet and text-encoder LoRA" if cfg.train_text_encoder else "tokens + LoRA"
+    print(f"trained {', '.join(s.identifier for s in cfg.subjects)} ({what}) for {result.steps} steps; bundle "
           f"{bundle}, embeddings in {args.out}/<token>/, LoRA in {Path(args.out) / 'lora'}; use them with: conceptlab "
           f"generate --concepts {bundle} --prompt 'a sticker of a {cfg.subjects[0].identifier} "
           f"{cfg.subjects[0].class_word}'")

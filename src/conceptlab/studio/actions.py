@@ -115,6 +115,7 @@ class EditOutcome:
     psnr: float | None  # the reconstruction's PSNR when a photo was inverted
     folder: Path
     reweight: dict[str, float]  # the words re-weighted, as passed to the library
+    region: Path | None = None  # region.png: the painted region the edit was limited to (white: may change)
 
 
 class InversionCache:
@@ -132,16 +133,33 @@ class InversionCache:
 
 def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source: str, target: str,
          model: str | None = None, concepts=(), photo: str | Path | None = None, method: str = "null-text",
-         reweight: dict[str, float] | None = None, **settings) -> EditOutcome:
+         reweight: dict[str, float] | None = None, region=None, **settings) -> EditOutcome:
     """`conceptlab edit` of one target prompt, from seeded noise or from an uploaded photo inverted under
-    `source` with `method` (`conceptlab invert`'s PSNR reported); results saved under edits/."""
+    `source` with `method` (`conceptlab invert`'s PSNR reported); results saved under edits/. `region`: a
+    painted (H, W) bool region, the command's --mask (kept beside the edit as region.png)."""
+    import tempfile
+
+    from conceptlab.editing.edit import save_region
+
+    with tempfile.TemporaryDirectory() as staging:
+        if region is not None:
+            settings["mask"] = save_region(region, Path(staging) / "region.png")
+        outcome = _edit(ws, cache, inversions, source, target, model, concepts, photo, method, reweight or {}, settings,
+                        painted=region is not None)
+        if region is not None:
+            outcome.region = outcome.folder / "region.png"
+            Path(settings["mask"]).replace(outcome.region)
+    return outcome
+
+
+def _edit(ws, cache, inversions, source, target, model, concepts, photo, method, reweight, settings,
+          painted: bool) -> EditOutcome:
     from conceptlab.editing.edit import EditConfig, check_edit
     from conceptlab.editing.edit import edit as p2p_edit
     from conceptlab.editing.inversion import METHODS, check_inversion
     from conceptlab.imaging import make_grid, save_image
     from conceptlab.validation import choice, open_image
 
-    reweight = reweight or {}
     check_edit(EditConfig(source=source, targets=[target], reweight=reweight, **settings))
     picture = None
     if photo:
@@ -158,6 +176,8 @@ def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source
     out.mkdir(parents=True)
     labels = ["photo (reconstructed)" if picture is not None else "source", "edit"]
     meta = {**result.settings(), "psnr_db": psnr}
+    if painted:
+        meta["mask"] = "region.png"  # the painted region, kept beside the edit (staged in a temporary folder)
     for label, image in zip(("source", "edit"), result.images):
         save_image(image, out / f"{label}.png", meta)
     grid = out / "grid.png"

@@ -2,7 +2,9 @@
 advanced DreamBooth-LoRA scripts do with --train_text_encoder_ti and cloneofsimo's lora_pti does in two phases.
 
 What it trains: the subjects' new tokens in every text encoder of the family (TextualInversion's TokenSplices;
-SDXL: both encoders) and LoRA adapters on the UNet's attention (DreamBooth's); nothing else.
+SDXL: both encoders) and LoRA adapters on the UNet's attention (DreamBooth's); with `train_text_encoder`, LoRA
+adapters on the text encoders' attention too (OneTrainer trains an embedding beside a text-encoder LoRA this way;
+diffusers' advanced script allows only one of the two); nothing else.
 Its loss: DreamBooth's (instance images + each subject's prior weight x its class images), with prompts that
 name the new token ("a <tuki> monster"), so the gradient reaches the token vectors and the LoRA alike.
 Schedule: the tokens alone for `token_steps` (lora_pti's inversion phase), then both; the tokens stop after
@@ -29,6 +31,7 @@ class PivotalConfig(DreamBoothConfig):
     that starts from its class word's embedding (diffusers' --initializer_concept)."""
 
     lora: bool = True  # pivotal tuning always trains a LoRA; False is refused
+    # train_text_encoder (DreamBooth's field): a LoRA on the text encoders as well, at the LoRA's learning rate
     vectors: int = 1  # embedding vectors per token (diffusers' --num_new_tokens_per_abstraction; 2 there)
     token_lr: float = 5e-3  # the tokens' learning rate (textual inversion's); the LoRA's is train.lr
     token_steps: int = 0  # steps that train the tokens alone before the LoRA joins (0: together from the start)
@@ -42,9 +45,6 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     check_subjects(cfg)
     if not cfg.lora:
         raise InputError("--lora", cfg.lora, "pivotal tuning trains a LoRA", "Drop lora=false, or use `train ti`")
-    if cfg.train_text_encoder:
-        raise InputError("--train-text-encoder", True, "pivotal tuning trains new tokens, not the text encoder",
-                         "Drop --train-text-encoder, or use `train dreambooth --lora --train-text-encoder`")
     if cfg.ema_decay:
         raise InputError("--ema-decay", cfg.ema_decay, "pivotal tuning does not keep a moving average yet",
                          "Drop ema_decay, or use `train dreambooth --ema-decay`")

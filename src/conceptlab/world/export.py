@@ -72,7 +72,8 @@ def export_balanced(out: str | Path, per_value: int, attribute: str, values, see
     """`per_value` renders for each of `values` of `attribute` (seeds seed + 25 * k .. for the k-th value), into one
     folder with one metadata.jsonl: training pictures that show every state (each emotion, say) equally often."""
     if per_value > 25:
-        raise InputError("--per-value", per_value, "overlaps the next value's seeds", "Use at most 25 per value")
+        raise InputError(f"renders per {attribute} (per_value)", per_value, "overlaps the next value's seeds",
+                         f"Use at most 25 per {attribute}")
     rows = []
     for k, value in enumerate(values):
         export_images(out, per_value, seed=seed + 25 * k, only={**(only or {}), attribute: {value}}, **kwargs)

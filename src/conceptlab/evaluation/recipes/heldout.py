@@ -36,6 +36,7 @@ class HeldOutConfig:
     lr: float = 5e-3  # ours (conceptlab's default for textual inversion)
     lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
+    text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
     per_emotion: int = 0  # monster: this many renders in each emotion instead of `images` drawn at random
@@ -293,13 +294,14 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
 
 
 def pivotal_name(cfg: dict) -> str:
-    """'pivotal-lora-lr0.001', plus each setting that differs from HeldOutConfig's defaults ('-rank16-steps800')."""
+    """'pivotal-lora-lr0.001', plus each setting that differs from HeldOutConfig's defaults ('-rank16-steps800'),
+    and '-te' with a text-encoder LoRA."""
     default, name = HeldOutConfig(), f"pivotal-lora-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
                        ("guidance", "guidance"), ("per_emotion", "per-emotion")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
-    return name
+    return name + ("-te" if cfg.get("text_encoder_lora") else "")
 
 
 NEW_PAGE = {

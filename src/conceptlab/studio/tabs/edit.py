@@ -1,7 +1,9 @@
 """Edit: Prompt-to-Prompt on a generated image or an uploaded photo inverted first, side by side.
 
 A slider per word of the target prompt re-weights that word (the CLI's --reweight WORD=SCALE; 1 = unchanged);
-the blend mask and, when asked, each prompt's per-word attention maps (`conceptlab attention`) are shown.
+the blend mask and, when asked, each prompt's per-word attention maps (`conceptlab attention`) are shown. The
+region that may change is painted over the picture (the photo, or the last generated source), or uploaded as a
+white-on-black mask: the CLI's --mask, with --mask-paste, --mask-noise and --blend-start beside it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,21 @@ def layout(gr, model: str) -> dict:
                                      info="each of its words gets a weight slider")
             w["photo"] = gr.Image(label="Photo to edit (optional: inverted first)", type="filepath", height=220,
                                   elem_id="edit-photo")
-            w["region"] = gr.Image(label="Region that may change (optional: white on black, any size)",
-                                   type="filepath", height=120, elem_id="edit-region", image_mode="L")
+            w["region"] = gr.ImageEditor(label="Region that may change (optional): paint over the picture, or upload "
+                                               "a white-on-black mask", type="pil", image_mode="RGBA", height=260,
+                                         elem_id="edit-region", sources=["upload"], format="png", layers=False,
+                                         transforms=(), brush=gr.Brush(default_size=8, colors=[PAINT],
+                                                                  color_mode="fixed"))
+            with gr.Row():
+                w["paste"] = gr.Checkbox(label="Paste the source back outside the region", value=False,
+                                         elem_id="edit-paste", info="after decoding: the source's own pixels there")
+                w["seam"] = gr.Slider(0, 8, value=2, step=1, label="Seam (px)", elem_id="edit-seam",
+                                      info="how soft the pasted edge is")
+            with gr.Row():
+                w["noise"] = gr.Slider(0, 1, value=0, step=0.05, label="Fresh noise inside the region",
+                                       elem_id="edit-noise", info="1: the target lays out the region anew")
+                w["start"] = gr.Slider(0, 1, value=0, step=0.05, label="Region applies from", elem_id="edit-start",
+                                       info="share of the steps drawn freely first (with paste, 1 is fine)")
             w["method"] = gr.Dropdown(["direct", "negative-prompt", "null-text", "ddim"], value="direct",
                                       label="Inversion", info="direct: exact source, fast (Ju et al. 2024); "
                                                               "negative-prompt: fast, close; null-text: exact, slow; "
@@ -75,6 +90,7 @@ def layout(gr, model: str) -> dict:
 
 
 TARGET = "a sticker of a sad green broccoli"
+PAINT = ("#ff3b6b", 0.5)  # the region brush, see-through: any painted pixel counts, whatever its colour
 MAX_WORDS = 16  # sliders on the page; a longer prompt's later words keep weight 1
 
 
@@ -96,10 +112,47 @@ def reweighting(target: str, weights) -> dict[str, float]:
             for word, weight in zip(words_of(target), weights) if weight is not None and float(weight) != 1.0}
 
 
+def painted_region(value):
+    """(H, W) bool of where the edit may change the picture, from the region editor's value: every pixel painted
+    on any layer, or, with nothing painted, an uploaded white-on-black mask (white: may change); None for neither
+    (a photo or source shown under the brush is only a guide)."""
+    import numpy as np
+
+    if not value:
+        return None
+    strokes = [np.asarray(layer.convert("RGBA"))[..., 3] > 0 for layer in value.get("layers") or [] if layer is not None]
+    if any(s.any() for s in strokes):
+        return np.logical_or.reduce(strokes)
+    background = value.get("background")
+    if background is None:
+        return None
+    rgb = np.asarray(background.convert("RGB"), dtype=int)  # (H, W, 3)
+    grey = rgb.mean(axis=2)
+    two_tone = (np.ptp(rgb, axis=2) <= 8).all() and ((grey <= 16) | (grey >= 239)).all()
+    return grey >= 128 if two_tone and (grey >= 128).any() else None
+
+
+def region_settings(value, paste: bool, seam, noise, start) -> dict:
+    """The library's region settings (mask, mask_paste, mask_noise, blend_start) from the region widgets; an
+    InputError names the widget that needs a painted region."""
+    from conceptlab.errors import InputError
+
+    region = painted_region(value)
+    if region is None:
+        for label, on in (("Paste the source back", paste), ("Fresh noise inside the region", noise),
+                          ("Region applies from", start)):
+            if on:
+                raise InputError(label, "on" if on is True else on, "acts on a region, and none is painted",
+                                 "Paint the region over the picture, or turn this off")
+        return {}
+    return {"region": region, "mask_paste": float(seam) if paste else None, "mask_noise": float(noise or 0),
+            "blend_start": float(start or 0)}
+
+
 def wire(gr, studio: Studio, w: dict) -> None:
     @shown
     def run(source, target, photo, method, concepts, model, mode, cross, self_steps, *rest, progress=gr.Progress()):  # noqa: B008 - gradio's progress tracker
-        weights, (blend, blend_mask, seed, steps, guidance, maps, *region) = rest[:MAX_WORDS], rest[MAX_WORDS:]
+        weights, (blend, blend_mask, seed, steps, guidance, maps, region, *place) = rest[:MAX_WORDS], rest[MAX_WORDS:]
         progress(0, desc="inverting the photo" if photo else "editing")
         model, seed, steps = (model or "").strip() or None, whole("seed", seed), whole("steps", steps)
         outcome = actions.edit(
@@ -107,7 +160,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
             method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
             blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance),
-            mask=region[0] if region and region[0] else None)
+            **region_settings(region, *place))
         info = f"mode: **{outcome.mode}**"
         if outcome.reweight:
             info += " · re-weighted: " + ", ".join(f"{k} x{v:g}" for k, v in outcome.reweight.items())
@@ -120,13 +173,26 @@ def wire(gr, studio: Studio, w: dict) -> None:
                                       model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance))
             if photo:
                 info += " · attention maps: of the prompts from this seed, not of the photo"
+        if outcome.region is not None:
+            info += " · inside the painted region"
         files = [str(outcome.folder / "source.png"), str(outcome.folder / "edit.png")]
+        # nothing painted and no photo: the generated source goes under the brush, to paint the next edit's region
+        guide = gr.ImageEditor(value={"background": files[0], "layers": [], "composite": files[0]}) \
+            if not photo and painted_region(region) is None else gr.ImageEditor()
         return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, \
-            str(sheet) if sheet else None, info
+            str(sheet) if sheet else None, info, guide
 
     inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self")]
-    inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention", "region")]
-    w["go"].click(run, inputs, [w["gallery"], w["mask"], w["maps"], w["info"]], api_name="edit")
+    inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention",
+                                             "region", "paste", "seam", "noise", "start")]
+    w["go"].click(run, inputs, [w["gallery"], w["mask"], w["maps"], w["info"], w["region"]], api_name="edit")
+
+    def under_the_brush(photo):
+        """A new photo goes under the region brush (its strokes start afresh)."""
+        return {"background": photo, "layers": [], "composite": photo} if photo else None
+
+    w["photo"].change(under_the_brush, [w["photo"]], [w["region"]], api_name=False, show_progress="hidden",
+                      queue=False)
 
     def relabel(target, old_words, *weights):
         """One slider per word of the new target; a word that stays keeps its weight."""
