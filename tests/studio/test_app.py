@@ -281,6 +281,29 @@ def test_bad_dreambooth_settings_are_the_cli_messages(served, tiny_dir):
                        api_name="/train_dreambooth")
 
 
+def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
+    """The EMA field, the text-encoder LoRA box and the Advanced accordion reach each job's settings: what the
+    library refuses comes back as its message, before any process starts."""
+    from conceptlab.studio.tabs.train import ADVANCED, advanced
+
+    _, client, _ = served
+    files = [handle_file(str(p)) for p in sorted((concept_dirs / "broccoli").glob("*.png"))]
+    client.predict(files, "adv-set", api_name="/upload_images")
+    adv = {"adv_select": "identity", "adv_bias": "earlier"}
+    defaults = dict(zip(ADVANCED, ("no", False, 1, "constant", 0, "none", False, "", "none", 2.0, "", 100)))
+    args = [adv.get(k, defaults[k]) for k in ADVANCED]
+    with pytest.raises(AppError, match=r"EMA decay=0.99: and checkpoint selection"):
+        client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       0.99, *args, api_name="/train_dreambooth")
+    args[ADVANCED.index("adv_select")] = "likeness"
+    with pytest.raises(AppError, match=r"likeness"):
+        client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), True, *args,
+                       api_name="/train_pivotal")
+    with pytest.raises(AppError, match=r"timestep bias='earlier': textual inversion does not take one"):
+        client.predict("adv-set", "<broc>", "broccoli", 2, 5e-3, 2, 2, 0, str(tiny_dir), *args, api_name="/train_start")
+    assert advanced(*[defaults[k] for k in ADVANCED]) == type(advanced(*[defaults[k] for k in ADVANCED]))()
+
+
 def test_evaluate_a_world_set_with_the_judge(served):
     """A drawn sticker-world set carries its labels: the table's accuracies and the confusion matrices agree with
     the judge run directly on the files; the HTML report is served from the workspace."""

@@ -193,7 +193,7 @@ def _cli_config(cmd):
     from conceptlab.cli.main import build_parser
 
     args = build_parser().parse_args(cmd[3:])  # after 'python -m conceptlab.cli.main'
-    return {"dreambooth": train.dreambooth_config, "pivotal": train.pivotal_config}[cmd[4]](args)
+    return {"dreambooth": train.dreambooth_config, "pivotal": train.pivotal_config, "ti": train.ti_config}[cmd[4]](args)
 
 
 def test_dreambooth_command_parses_to_the_settings_asked_for(ws, upload):
@@ -243,3 +243,98 @@ def test_a_dreambooth_run_that_ends_well_is_done(ws, upload, fake_python, tmp_pa
     log = tmp_path / "log.txt"
     log.write_text("train: 100%|###| 3/3\ntrained tuki for 3 steps; LoRA in runs/x/lora\n")
     assert outcome_from_log(log) == ("done", "trained tuki for 3 steps; LoRA in runs/x/lora")
+
+
+@pytest.fixture
+def captioned(ws, concept_dirs):
+    """uploads/capt: the broccoli images, each with a caption naming 'broccoli' (uploaded as NAME.txt)."""
+    import shutil
+
+    files = []
+    for path in sorted((concept_dirs / "broccoli").glob("*.png")):
+        shutil.copy(path, ws.root.parent / path.name)
+        (ws.root.parent / f"{path.stem}.txt").write_text(f"a sticker of a happy green broccoli, {path.stem}")
+        files += [ws.root.parent / path.name, ws.root.parent / f"{path.stem}.txt"]
+    ws.store_images(files, "capt")
+    return "capt"
+
+
+def _advanced(**kw):
+    from conceptlab.studio.jobs import Advanced
+
+    return Advanced(**{"mixed_precision": "bf16", "gradient_checkpointing": True, "gradient_accumulation": 2,
+                       "lr_schedule": "cosine", "warmup_steps": 5, "buckets": True, "captions": "broccoli",
+                       "timestep_bias": "earlier", "timestep_bias_multiplier": 3.0, "select_by": "identity",
+                       "validate_every": 2, "report_to": "tensorboard", **kw})
+
+
+def _train_flags(cfg):
+    t = cfg.train
+    return (t.mixed_precision, t.gradient_checkpointing, t.gradient_accumulation, t.lr_schedule, t.warmup_steps,
+            t.report_to)
+
+
+def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned):
+    """The Advanced accordion's settings reach each CLI as the flags of the same names: the configs the CLI's
+    own parser builds from the studio's command lines hold them."""
+    from conceptlab.cli.main import build_parser
+    from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings, dreambooth_command, pivotal_command, ti_command
+
+    adv = _advanced()
+    db = DreamBoothSettings(**{**vars(DreamBoothSettings.defaults()), "identifier": "tuki", "class_word": "broccoli",
+                               "images": captioned, "ema_decay": 0.99, "advanced": _advanced(select_by="")})
+    pv = PivotalSettings(**{**vars(PivotalSettings.defaults()), "identifier": "<tuki>", "class_word": "broccoli",
+                            "images": captioned, "train_text_encoder": True, "advanced": adv})
+    ti = TrainSettings(**{**vars(TrainSettings.defaults()), "token": "<broc>", "images": captioned,
+                          "advanced": _advanced(timestep_bias="none")})
+    run = ws.root / "runs" / "r"
+    db_cfg, pv_cfg = _cli_config(dreambooth_command(ws, db, run, "py")), _cli_config(pivotal_command(ws, pv, run, "py"))
+    ti_cmd = ti_command(ws, ti, run, "py")
+    ti_cfg = _cli_config(ti_cmd)
+    wanted = ("bf16", True, 2, "cosine", 5, "tensorboard")
+    assert _train_flags(db_cfg) == _train_flags(pv_cfg) == _train_flags(ti_cfg) == wanted
+    assert db_cfg.buckets.enabled and pv_cfg.buckets.enabled and ti_cfg.buckets.enabled
+    assert db_cfg.subjects[0].captions == pv_cfg.subjects[0].captions == ti_cfg.concepts[0].captions == "broccoli"
+    assert (db_cfg.timestep_bias.strategy, db_cfg.timestep_bias.multiplier) == ("earlier", 3.0)
+    assert pv_cfg.timestep_bias.strategy == "earlier" and ti_cfg.train.lr_schedule == "cosine"
+    assert db_cfg.ema_decay == 0.99 and pv_cfg.train_text_encoder is True
+    args = build_parser().parse_args(ti_cmd[3:])
+    assert (args.select_by, args.validate_every) == ("identity", 2)
+
+
+@pytest.mark.parametrize("kind,change,match", [
+    ("ti", {"mixed_precision": "fp8"}, r"mixed precision='fp8'"),
+    ("ti", {"timestep_bias": "earlier"}, r"timestep bias='earlier': textual inversion does not take one"),
+    ("dreambooth", {"captions": "cat"}, r"does not contain 'cat'"),
+    ("dreambooth", {"captions": "two words"}, r"captions word='two words': is not one word"),
+    ("dreambooth", {"select_by": "likeness"}, r"likeness"),
+    ("dreambooth", {"select_by": "clip-t"}, r"needs CLIP weights"),
+    ("dreambooth", {"ema": 0.99}, r"EMA decay=0.99: and checkpoint selection"),
+    ("pivotal", {"timestep_bias_multiplier": 0}, r"--timestep-bias-multiplier"),
+    ("pivotal", {"lr_schedule": "steps"}, r"learning-rate schedule='steps'"),
+])
+def test_bad_advanced_settings_are_refused_before_a_job_exists(ws, captioned, fake_python, kind, change, match):
+    from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings
+
+    ema = change.pop("ema", 0.0)
+    adv = _advanced(**{"timestep_bias": "none" if kind == "ti" else "earlier", **change})
+    if kind == "ti":
+        settings = TrainSettings(**{**vars(TrainSettings.defaults()), "token": "<broc>", "images": captioned,
+                                    "advanced": adv})
+    else:
+        cls = DreamBoothSettings if kind == "dreambooth" else PivotalSettings
+        extra = {"ema_decay": ema} if kind == "dreambooth" else {}
+        settings = cls(**{**vars(cls.defaults()), "identifier": "<tuki>" if kind == "pivotal" else "tuki",
+                          "class_word": "broccoli", "images": captioned, "advanced": adv, **extra})
+    runner = JobRunner(ws, python=fake_python)
+    with pytest.raises(InputError, match=match):
+        runner.submit(settings)
+    assert runner.jobs() == []
+
+
+def test_jobs_train_on_the_studios_device(ws, upload, fake_python):
+    """A studio started with --device cuda trains there: every job's command asks for it (CPU by default)."""
+    job = JobRunner(ws, python=fake_python, device="cuda").submit(_settings(upload))
+    assert job.command[job.command.index("--device") + 1] == "cuda"
+    plain = JobRunner(ws, python=fake_python).submit(_settings(upload, name="plain"))
+    assert "--device" not in plain.command

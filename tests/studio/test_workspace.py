@@ -59,6 +59,28 @@ def test_upload_checks_every_file_before_writing_any(ws, tmp_path):
         ws.store_images([good], "set")
 
 
+def test_captions_travel_with_their_pictures_and_the_training_loader_reads_them(ws, tmp_path):
+    """cat.txt beside cat.png (kohya's layout) is stored as 000.txt beside 000.png, where the training data
+    loader finds it; a caption without its picture, or not text, refuses the whole upload."""
+    from conceptlab.training.data import read_captions
+
+    pics = []
+    for k, name in enumerate(("cat", "dog")):
+        pics.append(tmp_path / f"{name}.png")
+        Image.new("RGB", (8, 8), (k * 200, 0, 0)).save(pics[-1])
+    (tmp_path / "dog.txt").write_text("a photo of a   dog\non grass\n")
+    folder = ws.store_images([pics[0], tmp_path / "dog.txt", pics[1]], "pets")
+    assert sorted(p.name for p in folder.iterdir()) == ["000.png", "001.png", "001.txt"]
+    assert read_captions(folder, ["001.png"], "images") == ["a photo of a dog on grass"]
+    (tmp_path / "cow.txt").write_text("a cow")
+    with pytest.raises(InputError, match=r"images='cow.txt': is a caption with no picture of the same name"):
+        ws.store_images([*pics, tmp_path / "cow.txt"], "more")
+    (tmp_path / "cat.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(InputError, match=r"images='cat.txt': is not UTF-8 text"):
+        ws.store_images([*pics, tmp_path / "cat.txt"], "more")
+    assert not (ws.root / "uploads" / "more").exists()
+
+
 def test_upload_refuses_a_decompression_bomb(ws, tmp_path):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (8000, 8000)).save(bomb)  # 64 megapixels, a few kB on disk

@@ -19,7 +19,7 @@ def add_parser(sub):
     flag(p, "--model", default=None,
          help="the model the forms start with: hub id, diffusers folder or .safetensors file (default: the shipped "
               "sticker base model)")
-    flag(p, "--device", default=None, help="torch device for generation and edits, e.g. cuda (default: cpu)")
+    flag(p, "--device", default=None, help="torch device for generation, edits and training jobs, e.g. cuda (default: cpu)")
     return p
 
 

@@ -26,7 +26,7 @@ class Studio:
                  python: str | None = None, job_env: dict | None = None, model: str | None = None):
         self.ws = Workspace(workspace)
         self.model = model or ""  # the model the forms start with; "" = the shipped base model
-        self.runner = JobRunner(self.ws, env=job_env, **({"python": python} if python else {}))
+        self.runner = JobRunner(self.ws, env=job_env, device=device, **({"python": python} if python else {}))
         self.cache = actions.PipelineCache(device, dtype)
         self.inversions = actions.InversionCache()
 

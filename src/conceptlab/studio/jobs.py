@@ -47,6 +47,71 @@ INTERRUPTED_EXITS = (130, 143)
 
 
 @dataclass
+class Advanced:
+    """The settings every kind of job shares beyond the form's first rows: what a GPU, an SDXL model, captioned
+    pictures and checkpoint choice need (the CLI's flags of the same names; defaults are TrainConfig's)."""
+
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (--mixed-precision)
+    gradient_checkpointing: bool = False
+    gradient_accumulation: int = 1
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    buckets: bool = False  # aspect-ratio buckets (--buckets): pictures train whole, not centre-cropped
+    captions: str = ""  # WORD: train on each picture's caption with WORD replaced by the token ("" = a template)
+    timestep_bias: str = "none"  # DreamBooth and pivotal tuning (--timestep-bias)
+    timestep_bias_multiplier: float = 2.0  # TimestepBias's default
+    select_by: str = ""  # keep the checkpoint best by these metrics (--select-by; "" = the last step)
+    validate_every: int = 100
+    report_to: str = "none"  # "none" or "tensorboard"
+
+    def flags(self, kind: str) -> list[str]:
+        """The CLI flags that differ from the defaults (captions go into --concept/--subject instead)."""
+        d, out = Advanced(), []
+        for name in ("mixed_precision", "gradient_accumulation", "lr_schedule", "warmup_steps", "report_to"):
+            if getattr(self, name) != getattr(d, name):
+                out += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
+        out += ["--gradient-checkpointing"] * self.gradient_checkpointing + ["--buckets"] * self.buckets
+        if kind != "ti" and self.timestep_bias != "none":
+            out += ["--timestep-bias", self.timestep_bias, "--timestep-bias-multiplier",
+                    repr(float(self.timestep_bias_multiplier))]
+        if self.select_by.strip():
+            out += ["--select-by", self.select_by.strip(), "--validate-every", str(self.validate_every)]
+        return out
+
+
+def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts=None) -> None:
+    """The checks the CLI makes on these flags before it loads a model; `subjects` or `concepts` (the library's
+    configs) let checkpoint selection check its metrics as `--select-by` does."""
+    from conceptlab.training.data import load_concept_folder, read_captions, substituted_captions
+    from conceptlab.training.diffusion import TimestepBias, check_timestep_bias
+    from conceptlab.training.loop import LR_SCHEDULES, TrainConfig
+    from conceptlab.validation import BATCH, COUNT0, TRAIN_STEPS, choice
+
+    choice("mixed precision", a.mixed_precision, ("no", "fp16", "bf16"))
+    choice("learning-rate schedule", a.lr_schedule, LR_SCHEDULES)
+    choice("report to", a.report_to, ("none", "tensorboard"))
+    BATCH.check("gradient accumulation", a.gradient_accumulation)
+    COUNT0.check("warmup steps", a.warmup_steps)
+    TrainConfig(lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps).check()
+    if kind == "ti" and a.timestep_bias != "none":
+        raise InputError("timestep bias", a.timestep_bias, "textual inversion does not take one",
+                         "Set it to none, or train DreamBooth or pivotal tuning")
+    if a.timestep_bias != "none":
+        check_timestep_bias(TimestepBias(a.timestep_bias, a.timestep_bias_multiplier))
+    if a.captions.strip():
+        if any(c in a.captions for c in ",=") or len(a.captions.split()) != 1:
+            raise InputError("captions word", a.captions, "is not one word", "e.g. cat, the word each caption uses")
+        _, names = load_concept_folder(folder, "images")
+        read_captions(folder, names, "images")  # a picture without a caption is named here
+        substituted_captions(folder, names, a.captions.strip(), "X", "captions word")
+    if a.select_by.strip():
+        from conceptlab.training.selection import make_selection
+
+        TRAIN_STEPS.check("validate every", a.validate_every)
+        make_selection(a.select_by.strip(), a.validate_every, subjects=subjects, concepts=concepts)
+
+
+@dataclass
 class TrainSettings:
     """A textual-inversion job as a person fills it in; defaults are the library's (TextualInversionConfig)."""
 
@@ -63,6 +128,7 @@ class TrainSettings:
     preview_every: int = 50
     preview_prompt: str = "a sticker of a {}"  # {} is the token
     name: str = ""  # the run's name; "" = made from the token
+    advanced: Advanced = field(default_factory=Advanced)
 
     @classmethod
     def defaults(cls) -> TrainSettings:
@@ -95,7 +161,10 @@ def check_settings(ws: Workspace, s: TrainSettings) -> None:
     if s.preview_every and "{}" not in text("preview prompt", s.preview_prompt):
         raise InputError("preview prompt", s.preview_prompt, "has no {} for the token", "e.g. 'a sticker of a {}'")
     folder = ws.folder("uploads", s.images, "images")
-    check_concepts([ConceptConfig(token=s.token, folder=str(folder), init=s.init or None, vectors=s.vectors)])
+    concept = ConceptConfig(token=s.token, folder=str(folder), init=s.init or None, vectors=s.vectors,
+                            captions=s.advanced.captions.strip() or None)
+    check_concepts([concept])
+    check_advanced(s.advanced, "ti", folder, concepts=[concept])
 
 
 def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str | None = None) -> list[str]:
@@ -104,6 +173,7 @@ def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str | Non
     python = python or sys.executable
     concept = f"{s.token}={ws.folder('uploads', s.images)}" + (f",init={s.init}" if s.init else "")
     concept += f",vectors={s.vectors}" if s.vectors != 1 else ""
+    concept += f",captions={s.advanced.captions.strip()}" if s.advanced.captions.strip() else ""
     cmd = [python, "-m", "conceptlab.cli.main", "train", "ti", "--concept", concept, "--steps", str(s.steps),
            "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
            "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
@@ -111,7 +181,7 @@ def ti_command(ws: Workspace, s: TrainSettings, run_dir: Path, python: str | Non
         cmd += ["--model", s.model]
     if s.preview_every:
         cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.token)]
-    return cmd + ["--out", str(run_dir)]
+    return cmd + s.advanced.flags("ti") + ["--out", str(run_dir)]
 
 
 @dataclass
@@ -136,6 +206,8 @@ class DreamBoothSettings:
     preview_every: int = 50
     preview_prompt: str = "a sticker of a {}"  # {} is 'IDENTIFIER CLASS'
     name: str = ""  # the run's name; "" = made from the identifier
+    ema_decay: float = 0.0  # a moving average of the weights (--ema-decay; 0 = off)
+    advanced: Advanced = field(default_factory=Advanced)
 
     @classmethod
     def defaults(cls) -> DreamBoothSettings:
@@ -174,15 +246,24 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
     if s.preview_every and "{}" not in text("preview prompt", s.preview_prompt):
         raise InputError("preview prompt", s.preview_prompt, "has no {} for the subject", "e.g. 'a sticker of a {}'")
     folder = ws.folder("uploads", s.images, "images")
-    subject = SubjectConfig(s.identifier, str(folder), s.class_word.strip())
+    subject = SubjectConfig(s.identifier, str(folder), s.class_word.strip(), captions=s.advanced.captions.strip() or None)
     check_subjects(DreamBoothConfig(subjects=[subject], lora=s.lora, rank=s.rank, class_images=s.class_images,
                                     prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
+    check_advanced(s.advanced, "dreambooth", folder, subjects=[subject])
+    if getattr(s, "ema_decay", 0):
+        from conceptlab.validation import EMA_DECAY
+
+        EMA_DECAY.check("EMA decay", s.ema_decay)
+        if s.advanced.select_by.strip():
+            raise InputError("EMA decay", s.ema_decay, "and checkpoint selection both decide which weights are kept",
+                             "Use one of the two: set EMA decay to 0, or clear 'select by'")
 
 
 def _subject_command(ws: Workspace, s, command: str, own: list[str], run_dir: Path, python: str | None) -> list[str]:
     """The command line of a `conceptlab train dreambooth|pivotal` job: the flags both share, and `own`."""
-    cmd = [python or sys.executable, "-m", "conceptlab.cli.main", "train", command,
-           "--subject", f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}", *own,
+    subject = f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}"
+    subject += f",captions={s.advanced.captions.strip()}" if s.advanced.captions.strip() else ""
+    cmd = [python or sys.executable, "-m", "conceptlab.cli.main", "train", command, "--subject", subject, *own,
            "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
            "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
     if s.prior_preservation:
@@ -191,12 +272,13 @@ def _subject_command(ws: Workspace, s, command: str, own: list[str], run_dir: Pa
         cmd += ["--model", s.model]
     if s.preview_every:
         cmd += ["--validation-prompt", s.preview_prompt.replace("{}", s.subject)]
-    return cmd + ["--out", str(run_dir)]
+    return cmd + s.advanced.flags(command) + ["--out", str(run_dir)]
 
 
 def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, python: str | None = None) -> list[str]:
     """The `conceptlab train dreambooth` command line of a job (what a person would type)."""
     own = (["--lora", "--rank", str(s.rank)] if s.lora else []) + (["--train-text-encoder"] if s.train_text_encoder else [])
+    own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
     return _subject_command(ws, s, "dreambooth", own, run_dir, python)
 
 
@@ -222,6 +304,8 @@ class PivotalSettings:
     preview_every: int = 50
     preview_prompt: str = "a sticker of a {}"  # {} is 'IDENTIFIER CLASS'
     name: str = ""
+    train_text_encoder: bool = False  # a LoRA on the text encoders too (--train-text-encoder)
+    advanced: Advanced = field(default_factory=Advanced)
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -256,6 +340,7 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
 def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: str | None = None) -> list[str]:
     """The `conceptlab train pivotal` command line of a job."""
     own = ["--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps)]
+    own += ["--train-text-encoder"] if s.train_text_encoder else []
     return _subject_command(ws, s, "pivotal", own, run_dir, python)
 
 
@@ -395,8 +480,9 @@ class JobRunner:
     """Starts queued jobs one at a time as child processes, watches them, cancels and resumes them."""
 
     def __init__(self, ws: Workspace, python: str | None = None, poll_seconds: float = 0.5,
-                 env: dict | None = None):
+                 env: dict | None = None, device: str | None = None):
         self.ws, self.store = ws, JobStore(ws)
+        self.device = device  # every job trains there (the studio's --device); None: the CLI's default
         self.python, self.poll_seconds = python or sys.executable, poll_seconds
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self._lock = threading.RLock()
@@ -417,8 +503,8 @@ class JobRunner:
             while (self.ws.root / "runs" / job_id).exists():
                 job_id = self.ws.unique_name("jobs", job_id + "-1")
             run_dir = self.ws.folder("runs", job_id)
-            job = Job(id=job_id, kind=kind, settings=asdict(settings),
-                      command=command(self.ws, settings, run_dir, self.python), run_dir=self.ws.relative(run_dir))
+            cmd = command(self.ws, settings, run_dir, self.python) + (["--device", self.device] if self.device else [])
+            job = Job(id=job_id, kind=kind, settings=asdict(settings), command=cmd, run_dir=self.ws.relative(run_dir))
             self.store.folder(job.id).mkdir(parents=True)
             self.store.save(job)
         self.poll()

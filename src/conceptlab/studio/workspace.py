@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from conceptlab.errors import InputError
+from conceptlab.io import atomic_write_text
 
 FOLDERS = ("uploads", "runs", "concepts", "generations", "edits", "evaluations", "jobs", ".cache")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -122,19 +123,23 @@ class Workspace:
 
     # ---------------------------------------------------------------- uploads
     def store_images(self, files: list, name: str, argument: str = "images") -> Path:
-        """Checks every uploaded file with the validation layer, then writes each as PNG into uploads/NAME/.
+        """Checks every uploaded file with the validation layer, then writes each picture as PNG into
+        uploads/NAME/, and each caption (NAME.txt beside a picture of the same name, kohya's layout) beside it.
 
-        Nothing is written unless every file is a readable image within the limits, so a refused upload
-        leaves no half-filled folder; re-encoding drops whatever else a file carried (metadata, trailers)."""
+        Nothing is written unless every file is a readable image within the limits, or a caption that names
+        one of them, so a refused upload leaves no half-filled folder; re-encoding drops whatever else a file
+        carried (metadata, trailers)."""
         from conceptlab.imaging import save_image
         from conceptlab.validation import open_image
 
         paths = [Path(f if isinstance(f, str | os.PathLike) else f.name) for f in (files or [])]  # paths or tempfiles
+        texts = [p for p in paths if p.suffix.lower() == ".txt"]
+        paths = [p for p in paths if p.suffix.lower() != ".txt"]
         if not paths:
             raise InputError(argument, None, "no images uploaded", "Drop 3-12 pictures of the concept")
-        if len(paths) > MAX_UPLOAD_FILES:
-            raise InputError(argument, f"{len(paths)} files", f"is more than {MAX_UPLOAD_FILES}",
-                             "Upload 3-12 pictures of the concept")
+        if len(paths) + len(texts) > MAX_UPLOAD_FILES:
+            raise InputError(argument, f"{len(paths) + len(texts)} files", f"is more than {MAX_UPLOAD_FILES}",
+                             "Upload 3-12 pictures of the concept (and their captions)")
         images = []
         for path in paths:
             if path.is_file() and path.stat().st_size > MAX_UPLOAD_BYTES:
@@ -144,9 +149,12 @@ class Workspace:
                 images.append(open_image(argument, path))
             except InputError as e:  # name the file as the person knows it, not gradio's temporary path
                 raise InputError(argument, path.name, e.problem, e.fix) from None
+        captions = _captions(texts, [p.stem for p in paths], argument)
         folder = self.new_folder("uploads", name, "data set name")
-        for k, image in enumerate(images):
+        for k, (image, path) in enumerate(zip(images, paths)):
             save_image(image, folder / f"{k:03d}.png")
+            if path.stem in captions:
+                atomic_write_text(captions[path.stem] + "\n", folder / f"{k:03d}.txt")
         return folder
 
     def image_folders(self) -> list[str]:
@@ -160,3 +168,25 @@ class Workspace:
         for kind in ("generations", "uploads", "edits"):
             out += sorted((f"{kind}/{p.name}" for p in (self.root / kind).iterdir() if p.is_dir()), reverse=True)
         return out
+
+
+MAX_CAPTION_CHARS = 2000
+
+
+def _captions(texts: list[Path], stems: list[str], argument: str) -> dict[str, str]:
+    """{picture stem: its caption} from uploaded .txt files; a caption without its picture, one that is not
+    UTF-8 text or one too long is refused by name."""
+    out = {}
+    for path in texts:
+        if path.stem not in stems:
+            raise InputError(argument, path.name, "is a caption with no picture of the same name",
+                             f"Upload it with its picture ({path.stem}.png or .jpg), or leave it out")
+        try:
+            text = path.read_bytes()[: MAX_CAPTION_CHARS * 4 + 1].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise InputError(argument, path.name, "is not UTF-8 text", "Save the caption as plain UTF-8 text") from None
+        if not text or len(text) > MAX_CAPTION_CHARS or "\x00" in text:
+            raise InputError(argument, path.name, f"is empty or longer than {MAX_CAPTION_CHARS} characters",
+                             "Write one line describing the picture")
+        out[path.stem] = " ".join(text.split())
+    return out

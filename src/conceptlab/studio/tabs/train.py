@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from conceptlab.errors import InputError
 from conceptlab.studio import actions
-from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings, TrainSettings
+from conceptlab.studio.jobs import Advanced, DreamBoothSettings, PivotalSettings, TrainSettings
 from conceptlab.studio.progress import loss_rows, read_progress
 from conceptlab.studio.ui import shown, whole
 
@@ -24,8 +24,9 @@ def layout(gr, model: str) -> dict:
     d, w = TrainSettings.defaults(), {}
     with gr.Row():
         with gr.Column():
-            gr.Markdown("**1. Images** — drop 3-12 pictures of the concept, or draw a set from the sticker world")
-            w["files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="Pictures",
+            gr.Markdown("**1. Images** — drop 3-12 pictures of the concept (with a caption each as NAME.txt, if "
+                        "you have them), or draw a set from the sticker world")
+            w["files"] = gr.File(file_count="multiple", file_types=["image", ".txt"], type="filepath", label="Pictures",
                                  elem_id="train-files")
             w["set_name"] = gr.Textbox(label="Data set name", value="my-concept")
             w["upload"] = gr.Button("Add these pictures")
@@ -44,6 +45,7 @@ def layout(gr, model: str) -> dict:
                     _dreambooth_layout(gr, w)
                 with gr.Tab("Pivotal tuning", id="pivotal", elem_id="train-pivotal-tab"):
                     _pivotal_layout(gr, w)
+            _advanced_layout(gr, w)
             with gr.Row():
                 w["every"] = gr.Number(label="Checkpoint and preview every", value=d.checkpoint_every, precision=0,
                                        elem_id="train-every", info="steps; resume continues from the last checkpoint")
@@ -107,6 +109,8 @@ def _dreambooth_layout(gr, w: dict) -> None:
                                   info="400 is the library's default")
         w["db_lr"] = gr.Number(label="Learning rate", value=d.lr, info="1e-4 is usual for DreamBooth and LoRA")
         w["db_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, elem_id="db-batch")
+    w["db_ema"] = gr.Number(label="EMA decay", value=d.ema_decay, elem_id="db-ema",
+                            info="keeps a moving average of the weights and saves it; 0 is off, 0.99-0.999 usual")
     w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
 
 
@@ -130,7 +134,61 @@ def _pivotal_layout(gr, w: dict) -> None:
         w["pt_steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="pt-steps")
         w["pt_lr"] = gr.Number(label="LoRA learning rate", value=d.lr)
         w["pt_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0)
+    w["pt_text"] = gr.Checkbox(label="Text-encoder LoRA", value=d.train_text_encoder, elem_id="pt-text",
+                               info="also a LoRA on the text encoder, beside the token")
     w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
+
+
+def _advanced_layout(gr, w: dict) -> None:
+    """Settings every method shares: a GPU's precision and memory, pictures of any shape, captions, and keeping
+    the checkpoint a metric likes best (the CLI's flags of the same names)."""
+    a = Advanced()
+    with gr.Accordion("Advanced: GPU, picture shapes, captions, checkpoint choice", open=False, elem_id="train-advanced"):
+        with gr.Row():
+            w["adv_precision"] = gr.Radio(["no", "fp16", "bf16"], value=a.mixed_precision, label="Mixed precision",
+                                          elem_id="adv-precision", info="on a GPU: bf16 (or fp16) halves memory and "
+                                                                        "time; weights stay float32")
+            w["adv_checkpointing"] = gr.Checkbox(label="Gradient checkpointing", value=a.gradient_checkpointing,
+                                                 info="less memory for more time (SDXL on 24 GB)")
+            w["adv_accumulation"] = gr.Number(label="Gradient accumulation", value=a.gradient_accumulation,
+                                              precision=0, info="batches per optimizer step")
+        with gr.Row():
+            w["adv_schedule"] = gr.Dropdown(["constant", "constant_with_warmup", "linear", "cosine"],
+                                            value=a.lr_schedule, label="Learning-rate schedule")
+            w["adv_warmup"] = gr.Number(label="Warm-up steps", value=a.warmup_steps, precision=0)
+            w["adv_report"] = gr.Radio(["none", "tensorboard"], value=a.report_to, label="Log to",
+                                       info="tensorboard: runs/ID/logs")
+        with gr.Row():
+            w["adv_buckets"] = gr.Checkbox(label="Aspect-ratio buckets", value=a.buckets, elem_id="adv-buckets",
+                                           info="pictures train whole at their shape, not centre-cropped square")
+            w["adv_captions"] = gr.Textbox(label="Captions: the word the token replaces", value=a.captions,
+                                           elem_id="adv-captions", placeholder="e.g. broccoli",
+                                           info="train on each picture's caption (its .txt, or a drawn set's labels)")
+        with gr.Row():
+            w["adv_bias"] = gr.Dropdown(["none", "earlier", "later"], value=a.timestep_bias, label="Timestep bias",
+                                        info="DreamBooth, pivotal: earlier favours fine detail, later the layout")
+            w["adv_bias_x"] = gr.Number(label="Bias multiplier", value=a.timestep_bias_multiplier,
+                                        info="how much more often those steps are drawn")
+        with gr.Row():
+            w["adv_select"] = gr.Textbox(label="Keep the best checkpoint by", value=a.select_by, elem_id="adv-select",
+                                         placeholder="e.g. identity, or identity=1,emotion=0.5",
+                                         info="scores a fixed validation set with the judge; empty: the last step")
+            w["adv_every"] = gr.Number(label="Validate every", value=a.validate_every, precision=0, info="steps")
+
+
+ADVANCED = ("adv_precision", "adv_checkpointing", "adv_accumulation", "adv_schedule", "adv_warmup", "adv_report",
+            "adv_buckets", "adv_captions", "adv_bias", "adv_bias_x", "adv_select", "adv_every")
+
+
+def advanced(precision, checkpointing, accumulation, schedule, warmup, report, buckets, captions, bias, bias_x,
+             select, every) -> Advanced:
+    """The Advanced accordion's widgets (in ADVANCED's order) as the jobs' shared settings."""
+    return Advanced(mixed_precision=precision or "no", gradient_checkpointing=bool(checkpointing),
+                    gradient_accumulation=whole("gradient accumulation", accumulation), lr_schedule=schedule or "constant",
+                    warmup_steps=whole("warm-up steps", warmup), buckets=bool(buckets),
+                    captions=(captions or "").strip(), timestep_bias=bias or "none",
+                    timestep_bias_multiplier=float(bias_x if bias_x is not None else 2), select_by=(select or "").strip(),
+                    validate_every=whole("validate every", every), report_to=report or "none")
 
 
 def _world_objects() -> list[str]:
@@ -151,7 +209,9 @@ def wire(gr, studio: Studio, w: dict) -> None:
     @shown
     def upload(files, name):
         folder = actions.store_upload(ws, files, (name or "").strip())
-        return images_list(folder.name), f"stored {len(list(folder.glob('*.png')))} pictures in uploads/{folder.name}"
+        captioned = len(list(folder.glob("*.txt")))
+        return images_list(folder.name), f"stored {len(list(folder.glob('*.png')))} pictures in uploads/{folder.name}" + \
+            (f", {captioned} with captions" if captioned else "")
 
     @shown
     def draw(obj, n):
@@ -167,21 +227,21 @@ def wire(gr, studio: Studio, w: dict) -> None:
     w["world"].click(draw, [w["world_object"], w["world_n"]], [w["images"], upload_note], api_name="draw_images")
 
     @shown
-    def start(images, token, init, steps, lr, batch, every, seed, model):
+    def start(images, token, init, steps, lr, batch, every, seed, model, *adv):
         every = whole("checkpoint every", every)
         settings = TrainSettings(token=(token or "").strip(), images=images or "", init=(init or "").strip(),
                                  steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
                                  seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every,
-                                 preview_every=every)
+                                 preview_every=every, advanced=advanced(*adv))
         job = runner.submit(settings)
         return _job_list(gr, studio, job.id)
 
-    inputs = [w[k] for k in ("images", "token", "init", "steps", "lr", "batch", "every", "seed", "model")]
+    inputs = [w[k] for k in ("images", "token", "init", "steps", "lr", "batch", "every", "seed", "model", *ADVANCED)]
     w["start"].click(start, inputs, [w["job"]], api_name="train_start").then(**ticking)
 
     @shown
     def start_dreambooth(images, identifier, class_word, lora, rank, text_encoder, prior, class_images, prior_weight,
-                         steps, lr, batch, every, seed, model):
+                         steps, lr, batch, every, seed, model, ema, *adv):
         every = whole("checkpoint every", every)
         settings = DreamBoothSettings(
             identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
@@ -189,27 +249,29 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_preservation=bool(prior), class_images=whole("class images", class_images),
             prior_weight=float(prior_weight), steps=whole("steps", steps), lr=float(lr),
             batch_size=whole("batch size", batch), seed=whole("seed", seed), model=(model or "").strip(),
-            checkpoint_every=every, preview_every=every)
+            checkpoint_every=every, preview_every=every, ema_decay=float(ema or 0), advanced=advanced(*adv))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     db_inputs = [w[k] for k in ("images", "db_identifier", "db_class", "db_lora", "db_rank", "db_text", "db_prior",
                                 "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
-                                "model")]
+                                "model", "db_ema", *ADVANCED)]
     w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth").then(**ticking)
 
     @shown
     def start_pivotal(images, identifier, class_word, rank, token_lr, token_steps, prior, steps, lr, batch, every, seed,
-                      model):
+                      model, text_encoder, *adv):
         every = whole("checkpoint every", every)
         settings = PivotalSettings(
             identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
             rank=whole("LoRA rank", rank), token_lr=float(token_lr), token_steps=whole("token-only steps", token_steps),
             prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
-            seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every)
+            seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
+            train_text_encoder=bool(text_encoder), advanced=advanced(*adv))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
-                                "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model")]
+                                "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
+                                *ADVANCED)]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
