@@ -191,6 +191,8 @@ def record(out: Path, page: Path, model_name: str) -> None:
     for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
+    if cfg.get("text_encoder_lora"):
+        command += " --text-encoder-lora"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
     if "shards" in result:
