@@ -72,7 +72,8 @@ def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class
 
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
     pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
-                       rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora, train=train)
+                       rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora, train=train,
+                       vectors=cfg.vectors, token_steps=cfg.token_steps)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
@@ -126,6 +127,8 @@ def main() -> None:
     p.add_argument("--lora-lr", type=float, default=1e-4, help="pivotal tuning's LoRA learning rate")
     p.add_argument("--lora-rank", type=int, default=4, help="pivotal tuning's LoRA rank")
     p.add_argument("--text-encoder-lora", action="store_true", help="pivotal tuning also trains a text-encoder LoRA")
+    p.add_argument("--vectors", type=int, default=1, help="pivotal tuning: embedding vectors per token")
+    p.add_argument("--token-steps", type=int, default=0, help="pivotal tuning: steps of the token alone first")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -144,7 +147,7 @@ def main() -> None:
                    help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
-                          text_encoder_lora=a.text_encoder_lora,
+                          text_encoder_lora=a.text_encoder_lora, vectors=a.vectors, token_steps=a.token_steps,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
@@ -188,7 +191,8 @@ def record(out: Path, page: Path, model_name: str) -> None:
                f"{cfg['first_seed']} --concepts {' '.join(result['concepts'])} --loops "
                f"{' '.join(cfg.get('loops') or next(iter(result['concepts'].values()))['loops'])}")
     default = H.HeldOutConfig()
-    for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion"):  # the settings this run changed
+    for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion", "vectors",
+                "token_steps"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("text_encoder_lora"):

@@ -188,6 +188,35 @@ def test_edit_pastes_the_source_outside_the_painted_region(served, tiny_dir, tmp
         client.predict(source, target, *edit_args(tiny_dir, paste=True), api_name="/edit")
 
 
+def test_edit_with_a_library_lora_is_the_library_edit_on_the_pipeline_with_it(served, tiny_dir, concept_dirs):
+    """A LoRA picked in the Edit tab (a DreamBooth subject) is loaded for the edit: the edit equals the library's
+    on a pipeline given the same file by diffusers' own loader, and differs from the edit without it."""
+    import numpy as np
+    from PIL import Image
+
+    from conceptlab.editing.edit import edit
+    from conceptlab.models.loading import load_pipeline
+    from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, train_dreambooth
+    from conceptlab.training.loop import TrainConfig
+
+    studio, client, _ = served
+    run = studio.ws.root / "runs" / "edit-lora"
+    cfg = DreamBoothConfig(model=str(tiny_dir), subjects=[SubjectConfig("tuki", str(concept_dirs / "broccoli"),
+                                                                        "broccoli")],
+                           lora=True, rank=2, train=TrainConfig(steps=2, batch_size=1, lr=5e-2))
+    train_dreambooth(cfg, run)
+    source, target = "a sticker of a happy broccoli", "a sticker of a happy tuki broccoli"
+    gallery, _, _, _, _ = client.predict(source, target, *edit_args(tiny_dir), ["runs/edit-lora/lora"], 1.0,
+                                         api_name="/edit")
+    pipe = load_pipeline(str(tiny_dir))
+    plain = edit(pipe, source, [target], seed=0, steps=4, guidance=7.5, cross_steps=0.8, self_steps=0.4)
+    pipe.load_lora_weights(str(run / "lora" / "pytorch_lora_weights.safetensors"))
+    expected = edit(pipe, source, [target], seed=0, steps=4, guidance=7.5, cross_steps=0.8, self_steps=0.4)
+    got = np.asarray(Image.open(gallery[1]["image"]).convert("RGB"), dtype=int)
+    assert np.abs(got - np.asarray(expected.images[1], dtype=int)).max() <= 1
+    assert np.abs(got - np.asarray(plain.images[1], dtype=int)).max() > 8  # the check can fail: the LoRA matters
+
+
 def test_painted_region_reads_strokes_or_an_uploaded_mask_never_the_picture_under_the_brush():
     from PIL import Image
 

@@ -133,10 +133,12 @@ class InversionCache:
 
 def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source: str, target: str,
          model: str | None = None, concepts=(), photo: str | Path | None = None, method: str = "null-text",
-         reweight: dict[str, float] | None = None, region=None, **settings) -> EditOutcome:
+         reweight: dict[str, float] | None = None, region=None, loras=(), lora_scale: float = 1.0,
+         **settings) -> EditOutcome:
     """`conceptlab edit` of one target prompt, from seeded noise or from an uploaded photo inverted under
     `source` with `method` (`conceptlab invert`'s PSNR reported); results saved under edits/. `region`: a
-    painted (H, W) bool region, the command's --mask (kept beside the edit as region.png)."""
+    painted (H, W) bool region, the command's --mask (kept beside the edit as region.png); `loras`: library
+    LoRAs applied at `lora_scale` (the command's --lora), e.g. a DreamBooth subject the target brings in."""
     import tempfile
 
     from conceptlab.editing.edit import save_region
@@ -144,15 +146,16 @@ def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source
     with tempfile.TemporaryDirectory() as staging:
         if region is not None:
             settings["mask"] = save_region(region, Path(staging) / "region.png")
-        outcome = _edit(ws, cache, inversions, source, target, model, concepts, photo, method, reweight or {}, settings,
-                        painted=region is not None)
+        lora_files = _lora_files(ws, loras, lora_scale)
+        outcome = _edit(ws, cache, inversions, source, target, model, concepts, lora_files, photo, method,
+                        reweight or {}, settings, painted=region is not None)
         if region is not None:
             outcome.region = outcome.folder / "region.png"
             Path(settings["mask"]).replace(outcome.region)
     return outcome
 
 
-def _edit(ws, cache, inversions, source, target, model, concepts, photo, method, reweight, settings,
+def _edit(ws, cache, inversions, source, target, model, concepts, lora_files, photo, method, reweight, settings,
           painted: bool) -> EditOutcome:
     from conceptlab.editing.edit import EditConfig, check_edit
     from conceptlab.editing.edit import edit as p2p_edit
@@ -167,10 +170,11 @@ def _edit(ws, cache, inversions, source, target, model, concepts, photo, method,
         choice("inversion method", method, METHODS)
         check_inversion(source, settings.get("steps", 30), settings.get("guidance", 7.5))
     with cache.lock:
-        pipe = cache.get(model, _concept_files(ws, concepts))
+        pipe = cache.get(model, _concept_files(ws, concepts), lora_files)
         psnr, inversion = None, None
         if picture is not None:
-            inversion, psnr = _inverted(pipe, inversions, picture, source, method, settings, model, concepts)
+            inversion, psnr = _inverted(pipe, inversions, picture, source, method, settings, model,
+                                        (*(concepts or ()), *lora_files))
         result = p2p_edit(pipe, source, [target], inversion=inversion, reweight=reweight, **settings)
     out = ws.folder("edits", ws.stamped("edits", target))
     out.mkdir(parents=True)
@@ -202,9 +206,10 @@ def _save_mask(result, out: Path) -> Path:
 
 
 def attention(ws: Workspace, cache: PipelineCache, prompts: dict[str, str], out: Path, model: str | None = None,
-              concepts=(), seed: int = 0, steps: int = 30, guidance: float = 7.5) -> Path:
+              concepts=(), seed: int = 0, steps: int = 30, guidance: float = 7.5, loras=(),
+              lora_scale: float = 1.0) -> Path:
     """`conceptlab attention` of each prompt (label -> prompt) from `seed`: OUT/attention-LABEL.png (the image
-    and one heat map per word), and OUT/attention.png, those stacked in order."""
+    and one heat map per word), and OUT/attention.png, those stacked in order; with the edit's LoRAs, if any."""
     from PIL import Image
 
     from conceptlab.editing.edit import attention_maps
@@ -217,7 +222,7 @@ def attention(ws: Workspace, cache: PipelineCache, prompts: dict[str, str], out:
     out = ws.inside(out, "attention folder")
     sheets = []
     with cache.lock:
-        pipe = cache.get(model, _concept_files(ws, concepts))
+        pipe = cache.get(model, _concept_files(ws, concepts), _lora_files(ws, loras, lora_scale))
         for label, prompt in prompts.items():
             image, tokens, maps = attention_maps(pipe, prompt, seed, steps, guidance)  # maps: (T, h, w)
             sheets.append(Image.open(plot_attention(image, tokens, maps, out / f"attention-{slug(label)}.png")))

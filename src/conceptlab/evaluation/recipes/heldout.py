@@ -37,6 +37,8 @@ class HeldOutConfig:
     lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
     text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder
+    vectors: int = 1  # pivotal tuning: embedding vectors per token
+    token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
     per_emotion: int = 0  # monster: this many renders in each emotion instead of `images` drawn at random
@@ -298,7 +300,8 @@ def pivotal_name(cfg: dict) -> str:
     and '-te' with a text-encoder LoRA."""
     default, name = HeldOutConfig(), f"pivotal-lora-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
-                       ("guidance", "guidance"), ("per_emotion", "per-emotion")):
+                       ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
+                       ("token_steps", "token-steps")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
     return name + ("-te" if cfg.get("text_encoder_lora") else "")

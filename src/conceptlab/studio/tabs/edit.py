@@ -47,6 +47,10 @@ def layout(gr, model: str) -> dict:
                                                               "negative-prompt: fast, close; null-text: exact, slow; "
                                                               "ddim: fast, loose")
             w["concepts"] = gr.Dropdown([], allow_custom_value=True, multiselect=True, label="Concepts")
+            with gr.Row():
+                w["loras"] = gr.Dropdown([], allow_custom_value=True, multiselect=True, label="LoRAs",
+                                         elem_id="edit-loras", info="a DreamBooth or pivotal-tuning subject")
+                w["lora_scale"] = gr.Slider(-2, 2, value=1.0, step=0.05, label="LoRA scale")
             w["model"] = gr.Textbox(label="Model", value=model, placeholder="shipped sticker base model")
         with gr.Column():
             w["mode"] = gr.Radio(["auto", "replace", "refine"], value="auto", label="Mode",
@@ -152,11 +156,13 @@ def region_settings(value, paste: bool, seam, noise, start) -> dict:
 def wire(gr, studio: Studio, w: dict) -> None:
     @shown
     def run(source, target, photo, method, concepts, model, mode, cross, self_steps, *rest, progress=gr.Progress()):  # noqa: B008 - gradio's progress tracker
-        weights, (blend, blend_mask, seed, steps, guidance, maps, region, *place) = rest[:MAX_WORDS], rest[MAX_WORDS:]
+        weights, (blend, blend_mask, seed, steps, guidance, maps, region, *place, loras, lora_scale) = \
+            rest[:MAX_WORDS], rest[MAX_WORDS:]
         progress(0, desc="inverting the photo" if photo else "editing")
         model, seed, steps = (model or "").strip() or None, whole("seed", seed), whole("steps", steps)
         outcome = actions.edit(
             studio.ws, studio.cache, studio.inversions, source, target, model=model, concepts=concepts, photo=photo,
+            loras=loras, lora_scale=float(lora_scale if lora_scale is not None else 1),
             method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
             blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance),
@@ -170,7 +176,8 @@ def wire(gr, studio: Studio, w: dict) -> None:
         if maps:
             progress(0.5, desc="attention maps")
             sheet = actions.attention(studio.ws, studio.cache, {"source": source, "target": target}, outcome.folder,
-                                      model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance))
+                                      model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance),
+                                      loras=loras, lora_scale=float(lora_scale if lora_scale is not None else 1))
             if photo:
                 info += " · attention maps: of the prompts from this seed, not of the photo"
         if outcome.region is not None:
@@ -184,7 +191,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
 
     inputs = [w[k] for k in ("source", "target", "photo", "method", "concepts", "model", "mode", "cross", "self")]
     inputs += w["weights"] + [w[k] for k in ("blend", "blend_mask", "seed", "steps", "guidance", "attention",
-                                             "region", "paste", "seam", "noise", "start")]
+                                             "region", "paste", "seam", "noise", "start", "loras", "lora_scale")]
     w["go"].click(run, inputs, [w["gallery"], w["mask"], w["maps"], w["info"], w["region"]], api_name="edit")
 
     def under_the_brush(photo):
