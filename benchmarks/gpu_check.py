@@ -2,7 +2,8 @@
 
 SD-1.5-shaped and SDXL-shaped pipelines with random weights at their native sizes: one generation, a
 textual-inversion step, a LoRA step (both under the mixed precision of --dtype, fp16 with its GradScaler, the
-trainable weights in float32), a Prompt-to-Prompt edit and an inversion (where the family supports them), each
+trainable weights in float32), a Prompt-to-Prompt edit, an inversion (where the family supports them) and a
+pivotal-tuning step with a text-encoder LoRA and gradient checkpointing, each
 with its seconds, steps/s and peak GPU memory. Without a CUDA device it says so and exits 0.
 `--device cpu --shapes tiny,tiny-sdxl` runs the same code on tiny pipelines: the test suite does, so the
 script cannot rot between the rare GPU loans.
@@ -15,6 +16,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -84,6 +86,7 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     from conceptlab.models.families import family_of
     from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig
     from conceptlab.training.loop import TrainConfig
+    from conceptlab.training.pivotal import PivotalConfig, PivotalTuning
     from conceptlab.training.textual_inversion import ConceptConfig, TextualInversion, TextualInversionConfig
 
     built: dict = {}
@@ -107,6 +110,10 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     image = generate(pipe, GenerationConfig(prompt="a star", n=1, steps=2), progress=False)[0].image
     row["inversion"] = measure(device, lambda: {"method": "negative-prompt", "steps": invert(
         pipe, image, "a star", "negative-prompt", steps=steps).steps})
+    pipe = build(shape, device, dtype)  # pivotal tuning with a text-encoder LoRA, gradient checkpointing on
+    row["pivotal_te_step"] = measure(device, lambda: train_steps(pipe, PivotalTuning, PivotalConfig(
+        subjects=[SubjectConfig("<gpu>", str(folder), "broccoli")], rank=4, train_text_encoder=True,
+        train=replace(train, gradient_checkpointing=True)), steps, work / shape / "pivotal"))
     return row
 
 
