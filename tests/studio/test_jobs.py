@@ -265,13 +265,13 @@ def _advanced(**kw):
     return Advanced(**{"mixed_precision": "bf16", "gradient_checkpointing": True, "gradient_accumulation": 2,
                        "lr_schedule": "cosine", "warmup_steps": 5, "buckets": True, "captions": "broccoli",
                        "timestep_bias": "earlier", "timestep_bias_multiplier": 3.0, "select_by": "identity",
-                       "validate_every": 2, "report_to": "tensorboard", **kw})
+                       "validate_every": 2, "report_to": "tensorboard", "optimizer": "adafactor", **kw})
 
 
 def _train_flags(cfg):
     t = cfg.train
     return (t.mixed_precision, t.gradient_checkpointing, t.gradient_accumulation, t.lr_schedule, t.warmup_steps,
-            t.report_to)
+            t.report_to, t.optimizer)
 
 
 def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned):
@@ -291,7 +291,7 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     db_cfg, pv_cfg = _cli_config(dreambooth_command(ws, db, run, "py")), _cli_config(pivotal_command(ws, pv, run, "py"))
     ti_cmd = ti_command(ws, ti, run, "py")
     ti_cfg = _cli_config(ti_cmd)
-    wanted = ("bf16", True, 2, "cosine", 5, "tensorboard")
+    wanted = ("bf16", True, 2, "cosine", 5, "tensorboard", "adafactor")
     assert _train_flags(db_cfg) == _train_flags(pv_cfg) == _train_flags(ti_cfg) == wanted
     assert db_cfg.buckets.enabled and pv_cfg.buckets.enabled and ti_cfg.buckets.enabled
     assert db_cfg.subjects[0].captions == pv_cfg.subjects[0].captions == ti_cfg.concepts[0].captions == "broccoli"
@@ -304,6 +304,7 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
 
 @pytest.mark.parametrize("kind,change,match", [
     ("ti", {"mixed_precision": "fp8"}, r"mixed precision='fp8'"),
+    ("ti", {"optimizer": "lion"}, r"optimizer='lion'"),
     ("ti", {"timestep_bias": "earlier"}, r"timestep bias='earlier': textual inversion does not take one"),
     ("dreambooth", {"captions": "cat"}, r"does not contain 'cat'"),
     ("dreambooth", {"captions": "two words"}, r"captions word='two words': is not one word"),

@@ -72,7 +72,8 @@ def test_previews_and_checkpoint_rotation(tmp_path):
 
 @pytest.mark.parametrize("change,flag", [({"steps": 0}, "--steps"), ({"lr": 0}, "--lr"),
                                           ({"lr_schedule": "wavy"}, "--lr-schedule"),
-                                          ({"mixed_precision": "fp8"}, "--mixed-precision")])
+                                          ({"mixed_precision": "fp8"}, "--mixed-precision"),
+                                          ({"optimizer": "sgd"}, "--optimizer")])
 def test_bad_settings(change, flag):
     from conceptlab.errors import InputError
 
@@ -105,6 +106,41 @@ def test_the_loops_optimizer_is_fused_adamw_and_updates_as_torchs_default_adamw(
         assert torch.allclose(a, b, atol=1e-6) and (a - s).abs().max() > 1e-3
     ints = [torch.zeros(2, dtype=torch.int64)]  # no fused kernel for these: plain AdamW instead of an error
     assert make_optimizer(ints, 1e-3, 0.0).defaults["fused"] in (None, False)
+
+
+def test_adafactor_updates_as_torchs_and_keeps_a_factored_second_moment(tmp_path):
+    """--optimizer adafactor: the loop's optimizer steps as transformers' Adafactor (Shazeer & Stern 2018) at an
+    absolute lr, and a (7, 5) weight's state holds a row and a column vector (7 + 5 numbers), not AdamW's two
+    (7, 5) copies; weights that start at zero (a LoRA's B) move at once; a Ctrl-C and resume end where a straight
+    run ends."""
+    from transformers.optimization import Adafactor
+
+    from conceptlab.training.loop import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(7, 5, generator=g, requires_grad=True)]
+    ref = [ours[0].detach().clone().requires_grad_()]
+    opt = make_optimizer(ours, 1e-2, 1e-2, kind="adafactor")
+    ref_opt = Adafactor(ref, lr=1e-2, weight_decay=1e-2, scale_parameter=False, relative_step=False)
+    for _ in range(3):
+        grad = torch.randn(7, 5, generator=g)
+        for p, o in ((ours[0], opt), (ref[0], ref_opt)):
+            p.grad = grad.clone()
+            o.step()
+    assert torch.equal(ours[0], ref[0]) and isinstance(opt, Adafactor)
+    moments = [v for k, v in opt.state[ours[0]].items() if k.startswith("exp_avg")]
+    assert sorted(v.numel() for v in moments) == [5, 7]
+    straight = Quadratic()
+    cfg = TrainConfig(steps=6, lr=0.1, optimizer="adafactor")
+    Trainer(straight, cfg, tmp_path / "a").train()
+    assert straight.w.abs().min() > 1e-2  # from zeros, every weight moved
+    Trainer(Quadratic(fail_at=3), cfg, tmp_path / "b").train()
+    resumed = Quadratic()
+    assert Trainer(resumed, cfg, tmp_path / "b").train(resume=True).steps == 6 and torch.equal(resumed.w, straight.w)
+    from conceptlab.errors import InputError
+
+    with pytest.raises(InputError, match="optimizer"):  # a run cannot change its optimizer on resume
+        Trainer(Quadratic(), TrainConfig(steps=6, lr=0.1), tmp_path / "b").train(resume=True)
 
 
 # ---------------------------------------------------------------- extension points: hooks, streams, stop_when, stop_at

@@ -63,11 +63,13 @@ class Advanced:
     select_by: str = ""  # keep the checkpoint best by these metrics (--select-by; "" = the last step)
     validate_every: int = 100
     report_to: str = "none"  # "none" or "tensorboard"
+    optimizer: str = "adamw"  # or "adafactor": a fraction of AdamW's memory (--optimizer)
 
     def flags(self, kind: str) -> list[str]:
         """The CLI flags that differ from the defaults (captions go into --concept/--subject instead)."""
         d, out = Advanced(), []
-        for name in ("mixed_precision", "gradient_accumulation", "lr_schedule", "warmup_steps", "report_to"):
+        for name in ("mixed_precision", "gradient_accumulation", "lr_schedule", "warmup_steps", "report_to",
+                     "optimizer"):
             if getattr(self, name) != getattr(d, name):
                 out += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
         out += ["--gradient-checkpointing"] * self.gradient_checkpointing + ["--buckets"] * self.buckets
@@ -90,6 +92,7 @@ def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts
     choice("mixed precision", a.mixed_precision, ("no", "fp16", "bf16"))
     choice("learning-rate schedule", a.lr_schedule, LR_SCHEDULES)
     choice("report to", a.report_to, ("none", "tensorboard"))
+    choice("optimizer", a.optimizer, ("adamw", "adafactor"))
     BATCH.check("gradient accumulation", a.gradient_accumulation)
     COUNT0.check("warmup steps", a.warmup_steps)
     TrainConfig(lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps).check()

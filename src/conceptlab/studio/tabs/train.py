@@ -152,6 +152,8 @@ def _advanced_layout(gr, w: dict) -> None:
                                                  info="less memory for more time (SDXL on 24 GB)")
             w["adv_accumulation"] = gr.Number(label="Gradient accumulation", value=a.gradient_accumulation,
                                               precision=0, info="batches per optimizer step")
+            w["adv_optimizer"] = gr.Radio(["adamw", "adafactor"], value=a.optimizer, label="Optimizer",
+                                          info="adafactor: a fraction of AdamW's memory (full SDXL fine-tunes)")
         with gr.Row():
             w["adv_schedule"] = gr.Dropdown(["constant", "constant_with_warmup", "linear", "cosine"],
                                             value=a.lr_schedule, label="Learning-rate schedule")
@@ -177,18 +179,19 @@ def _advanced_layout(gr, w: dict) -> None:
 
 
 ADVANCED = ("adv_precision", "adv_checkpointing", "adv_accumulation", "adv_schedule", "adv_warmup", "adv_report",
-            "adv_buckets", "adv_captions", "adv_bias", "adv_bias_x", "adv_select", "adv_every")
+            "adv_buckets", "adv_captions", "adv_bias", "adv_bias_x", "adv_select", "adv_every", "adv_optimizer")
 
 
 def advanced(precision, checkpointing, accumulation, schedule, warmup, report, buckets, captions, bias, bias_x,
-             select, every) -> Advanced:
+             select, every, optimizer="adamw") -> Advanced:
     """The Advanced accordion's widgets (in ADVANCED's order) as the jobs' shared settings."""
     return Advanced(mixed_precision=precision or "no", gradient_checkpointing=bool(checkpointing),
                     gradient_accumulation=whole("gradient accumulation", accumulation), lr_schedule=schedule or "constant",
                     warmup_steps=whole("warm-up steps", warmup), buckets=bool(buckets),
                     captions=(captions or "").strip(), timestep_bias=bias or "none",
                     timestep_bias_multiplier=float(bias_x if bias_x is not None else 2), select_by=(select or "").strip(),
-                    validate_every=whole("validate every", every), report_to=report or "none")
+                    validate_every=whole("validate every", every), report_to=report or "none",
+                    optimizer=optimizer or "adamw")
 
 
 def _world_objects() -> list[str]:
