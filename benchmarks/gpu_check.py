@@ -13,6 +13,7 @@ script cannot rot between the rare GPU loans.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -102,6 +103,7 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     train = TrainConfig(steps=steps, batch_size=1, lr=1e-4, mixed_precision=MIXED[str(dtype).removeprefix("torch.")])
     ti = TextualInversionConfig(concepts=[ConceptConfig("<gpu>", str(folder), init="broccoli")], train=train)
     row["ti_step"] = measure(device, lambda: train_steps(pipe, TextualInversion, ti, steps, work / shape / "ti"))
+    built.clear()  # the first pipeline must not linger in the memory figures below
     pipe = build(shape, device, dtype)  # a clean pipeline: the token above is in this one's vocabulary
     db = DreamBoothConfig(subjects=[SubjectConfig("gpu", str(folder), "broccoli")], lora=True, rank=4, train=train)
     row["lora_step"] = measure(device, lambda: train_steps(pipe, DreamBooth, db, steps, work / shape / "lora"))
@@ -112,6 +114,10 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     row["inversion"] = measure(device, lambda: {"method": "negative-prompt", "steps": invert(
         pipe, image, "a star", "negative-prompt", steps=steps).steps})
     for optimizer in ("adamw", "adafactor"):  # a full UNet fine-tune: the optimizer's state is most of the memory
+        pipe = None
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
         pipe = build(shape, device, dtype)
         full = DreamBoothConfig(subjects=[SubjectConfig("gpu", str(folder), "broccoli")], lora=False,
                                 train=replace(train, optimizer=optimizer, gradient_checkpointing=True))

@@ -239,6 +239,28 @@ def test_painted_region_reads_strokes_or_an_uploaded_mask_never_the_picture_unde
     assert painted_region({"background": black, "layers": [], "composite": None}) is None  # nothing white
 
 
+def test_a_black_and_white_photo_under_the_brush_is_not_a_mask_and_a_region_beside_blend_words_is_refused(tmp_path):
+    from PIL import Image
+
+    from conceptlab.errors import InputError
+    from conceptlab.studio.tabs.edit import painted_region, region_settings
+
+    line_art = Image.new("L", (8, 8), 255)
+    line_art.paste(0, (3, 0, 5, 8))  # black lines on white: two-tone, as a mask would be
+    line_art.convert("RGB").save(tmp_path / "photo.png")
+    value = {"background": line_art.convert("RGB"), "layers": [], "composite": None}
+    assert painted_region(value, guide=str(tmp_path / "photo.png")) is None  # the photo put under the brush
+    assert painted_region(value).sum() == 48  # the same picture uploaded into the box is a mask
+    stroke = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    stroke.paste((255, 0, 0, 255), (0, 0, 2, 2))
+    painted = {**value, "layers": [stroke]}
+    assert region_settings(painted, True, 2, 0, 0)["mask_paste"] == 2.0
+    with pytest.raises(InputError, match=r"Region that may change='painted': and Blend words both say"):
+        region_settings(painted, False, 2, 0, 0, blend="broccoli")
+    with pytest.raises(InputError, match=r"and Blend mask both say"):
+        region_settings(painted, False, 2, 0, 0, blend_mask="difference")
+
+
 def test_edit_with_a_reweight_slider_a_blend_mask_and_attention_maps(served, tiny_dir):
     """Slider k weighs word k of the target ('a sticker of sad broccoli': 'sad' is the fourth); the weight reaches
     the library as --reweight does: the edit equals the library's own edit with reweight={'sad': 3}."""

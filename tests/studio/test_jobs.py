@@ -311,7 +311,8 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     ("dreambooth", {"select_by": "likeness"}, r"likeness"),
     ("dreambooth", {"select_by": "clip-t"}, r"needs CLIP weights"),
     ("dreambooth", {"ema": 0.99}, r"EMA decay=0.99: and checkpoint selection"),
-    ("pivotal", {"timestep_bias_multiplier": 0}, r"--timestep-bias-multiplier"),
+    ("pivotal", {"timestep_bias_multiplier": 0}, r"bias multiplier=0"),
+    ("dreambooth", {"report_to": "wandb"}, r"report to='wandb'"),
     ("pivotal", {"lr_schedule": "steps"}, r"learning-rate schedule='steps'"),
 ])
 def test_bad_advanced_settings_are_refused_before_a_job_exists(ws, captioned, fake_python, kind, change, match):
@@ -339,3 +340,19 @@ def test_jobs_train_on_the_studios_device(ws, upload, fake_python):
     assert job.command[job.command.index("--device") + 1] == "cuda"
     plain = JobRunner(ws, python=fake_python).submit(_settings(upload, name="plain"))
     assert "--device" not in plain.command
+
+
+def test_a_job_starting_on_the_studios_gpu_frees_the_pages_pipeline(ws, upload, fake_python, tiny_dir):
+    """on_start runs before each job's process; a studio on a CUDA device drops its loaded pipeline there, so a
+    job does not share the GPU with the page's pipeline (reloaded on the next generation)."""
+    from conceptlab.studio.app import Studio
+
+    started = []
+    job = JobRunner(ws, python=fake_python, on_start=started.append).submit(_settings(upload))
+    assert [j.id for j in started] == [job.id]
+    studio = Studio(ws.root.parent / "ws2", device="cuda")
+    studio.cache.device = None  # this machine may have no GPU: load on the CPU, keep the studio's wiring
+    studio.cache.get(str(tiny_dir))
+    assert studio.cache._pipe is not None
+    studio.runner.on_start(job)
+    assert studio.cache._pipe is None and Studio(ws.root.parent / "ws3").runner.on_start is None

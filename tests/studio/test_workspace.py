@@ -78,6 +78,9 @@ def test_captions_travel_with_their_pictures_and_the_training_loader_reads_them(
     (tmp_path / "cat.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(InputError, match=r"images='cat.txt': is not UTF-8 text"):
         ws.store_images([*pics, tmp_path / "cat.txt"], "more")
+    (tmp_path / "cat.txt").write_text("word " * 5000)  # read no further than a caption's size
+    with pytest.raises(InputError, match=r"images='cat.txt': is 25000 bytes, longer than a caption"):
+        ws.store_images([*pics, tmp_path / "cat.txt"], "more")
     assert not (ws.root / "uploads" / "more").exists()
 
 

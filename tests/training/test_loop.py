@@ -132,7 +132,10 @@ def test_adafactor_updates_as_torchs_and_keeps_a_factored_second_moment(tmp_path
     assert sorted(v.numel() for v in moments) == [5, 7]
     straight = Quadratic()
     cfg = TrainConfig(steps=6, lr=0.1, optimizer="adafactor")
-    Trainer(straight, cfg, tmp_path / "a").train()
+    trainer = Trainer(straight, cfg, tmp_path / "a")
+    assert isinstance(trainer.opt, Adafactor) and isinstance(Trainer(Quadratic(), TrainConfig(), tmp_path / "c").opt,
+                                                              torch.optim.AdamW)
+    trainer.train()
     assert straight.w.abs().min() > 1e-2  # from zeros, every weight moved
     Trainer(Quadratic(fail_at=3), cfg, tmp_path / "b").train()
     resumed = Quadratic()

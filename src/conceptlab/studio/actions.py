@@ -32,6 +32,15 @@ class PipelineCache:
         self.lock = threading.RLock()
         self._key, self._pipe = None, None
 
+    def release(self) -> None:
+        """Drops the loaded pipeline (and, on a GPU, its cached memory); the next call loads it again."""
+        import torch
+
+        with self.lock:
+            self._pipe, self._key = None, None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     def get(self, model: str | None, concepts: tuple[Path, ...] = (), loras: tuple[tuple[Path, float], ...] = ()):
         from conceptlab.models.loading import load_pipeline
 
@@ -143,7 +152,9 @@ def edit(ws: Workspace, cache: PipelineCache, inversions: InversionCache, source
 
     from conceptlab.editing.edit import save_region
 
-    with tempfile.TemporaryDirectory() as staging:
+    staged = ws.root / ".cache"  # inside the workspace: the move into edits/ stays on one filesystem
+    staged.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staged) as staging:
         if region is not None:
             settings["mask"] = save_region(region, Path(staging) / "region.png")
         lora_files = _lora_files(ws, loras, lora_scale)
@@ -174,7 +185,7 @@ def _edit(ws, cache, inversions, source, target, model, concepts, lora_files, ph
         psnr, inversion = None, None
         if picture is not None:
             inversion, psnr = _inverted(pipe, inversions, picture, source, method, settings, model,
-                                        (*(concepts or ()), *lora_files))
+                                        (*(concepts or ()), *((str(f), w, f.stat().st_mtime_ns) for f, w in lora_files)))
         result = p2p_edit(pipe, source, [target], inversion=inversion, reweight=reweight, **settings)
     out = ws.folder("edits", ws.stamped("edits", target))
     out.mkdir(parents=True)

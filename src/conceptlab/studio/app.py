@@ -26,8 +26,11 @@ class Studio:
                  python: str | None = None, job_env: dict | None = None, model: str | None = None):
         self.ws = Workspace(workspace)
         self.model = model or ""  # the model the forms start with; "" = the shipped base model
-        self.runner = JobRunner(self.ws, env=job_env, device=device, **({"python": python} if python else {}))
         self.cache = actions.PipelineCache(device, dtype)
+        # a job on the studio's GPU gets its memory: the page's pipeline is dropped (reloaded on the next use)
+        on_start = (lambda job: self.cache.release()) if device and device.startswith("cuda") else None
+        self.runner = JobRunner(self.ws, env=job_env, device=device, on_start=on_start,
+                                **({"python": python} if python else {}))
         self.inversions = actions.InversionCache()
 
     def close(self, stop_jobs: bool = True) -> None:

@@ -95,11 +95,21 @@ def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts
     choice("optimizer", a.optimizer, ("adamw", "adafactor"))
     BATCH.check("gradient accumulation", a.gradient_accumulation)
     COUNT0.check("warmup steps", a.warmup_steps)
-    TrainConfig(lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps).check()
+    # what the loop itself checks: a tracker whose package is missing, among the rest; its warnings (a CPU
+    # without bf16) are the job's to print, in the job's log
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        TrainConfig(lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps, mixed_precision=a.mixed_precision,
+                    report_to=a.report_to, optimizer=a.optimizer, gradient_accumulation=a.gradient_accumulation).check()
     if kind == "ti" and a.timestep_bias != "none":
         raise InputError("timestep bias", a.timestep_bias, "textual inversion does not take one",
                          "Set it to none, or train DreamBooth or pivotal tuning")
     if a.timestep_bias != "none":
+        from conceptlab.validation import TIMESTEP_MULTIPLIER
+
+        TIMESTEP_MULTIPLIER.check("bias multiplier", a.timestep_bias_multiplier)
         check_timestep_bias(TimestepBias(a.timestep_bias, a.timestep_bias_multiplier))
     if a.captions.strip():
         if any(c in a.captions for c in ",=") or len(a.captions.split()) != 1:
@@ -483,9 +493,10 @@ class JobRunner:
     """Starts queued jobs one at a time as child processes, watches them, cancels and resumes them."""
 
     def __init__(self, ws: Workspace, python: str | None = None, poll_seconds: float = 0.5,
-                 env: dict | None = None, device: str | None = None):
+                 env: dict | None = None, device: str | None = None, on_start=None):
         self.ws, self.store = ws, JobStore(ws)
         self.device = device  # every job trains there (the studio's --device); None: the CLI's default
+        self.on_start = on_start  # called before a job's process starts (the studio frees its GPU pipeline)
         self.python, self.poll_seconds = python or sys.executable, poll_seconds
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self._lock = threading.RLock()
@@ -600,6 +611,8 @@ class JobRunner:
         return "failed", f"exited with code {code}; see the log"
 
     def _start(self, job: Job) -> None:
+        if self.on_start is not None:
+            self.on_start(job)
         log_path = self.store.log_path(job.id)
         with open(log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -181,8 +181,11 @@ def _captions(texts: list[Path], stems: list[str], argument: str) -> dict[str, s
         if path.stem not in stems:
             raise InputError(argument, path.name, "is a caption with no picture of the same name",
                              f"Upload it with its picture ({path.stem}.png or .jpg), or leave it out")
+        if path.stat().st_size > MAX_CAPTION_CHARS * 4:  # 4 bytes: UTF-8's longest character
+            raise InputError(argument, path.name, f"is {path.stat().st_size} bytes, longer than a caption",
+                             f"Write one line of at most {MAX_CAPTION_CHARS} characters")
         try:
-            text = path.read_bytes()[: MAX_CAPTION_CHARS * 4 + 1].decode("utf-8").strip()
+            text = path.read_bytes().decode("utf-8").strip()
         except UnicodeDecodeError:
             raise InputError(argument, path.name, "is not UTF-8 text", "Save the caption as plain UTF-8 text") from None
         if not text or len(text) > MAX_CAPTION_CHARS or "\x00" in text:

@@ -116,10 +116,11 @@ def reweighting(target: str, weights) -> dict[str, float]:
             for word, weight in zip(words_of(target), weights) if weight is not None and float(weight) != 1.0}
 
 
-def painted_region(value):
+def painted_region(value, guide=None):
     """(H, W) bool of where the edit may change the picture, from the region editor's value: every pixel painted
-    on any layer, or, with nothing painted, an uploaded white-on-black mask (white: may change); None for neither
-    (a photo or source shown under the brush is only a guide)."""
+    on any layer, or, with nothing painted, an uploaded white-on-black mask (white: may change; not transparent:
+    the editor flattens a picture on white); None for neither. `guide`: the picture the studio put under the
+    brush (the photo), which is never read as a mask, even when it is black and white."""
     import numpy as np
 
     if not value:
@@ -131,17 +132,28 @@ def painted_region(value):
     if background is None:
         return None
     rgb = np.asarray(background.convert("RGB"), dtype=int)  # (H, W, 3)
+    if guide is not None:
+        from conceptlab.imaging import open_rgb
+
+        under = np.asarray(open_rgb(guide), dtype=int)
+        if under.shape == rgb.shape and np.abs(under - rgb).max() <= 2:  # the photo itself, not an uploaded mask
+            return None
     grey = rgb.mean(axis=2)
     two_tone = (np.ptp(rgb, axis=2) <= 8).all() and ((grey <= 16) | (grey >= 239)).all()
     return grey >= 128 if two_tone and (grey >= 128).any() else None
 
 
-def region_settings(value, paste: bool, seam, noise, start) -> dict:
+def region_settings(value, paste: bool, seam, noise, start, guide=None, blend: str = "",
+                    blend_mask: str = "attention") -> dict:
     """The library's region settings (mask, mask_paste, mask_noise, blend_start) from the region widgets; an
-    InputError names the widget that needs a painted region."""
+    InputError names the widget that needs a painted region, or that says where the picture may change too."""
     from conceptlab.errors import InputError
 
-    region = painted_region(value)
+    region = painted_region(value, guide)
+    if region is not None and (blend.strip() or blend_mask == "difference"):
+        other = "Blend words" if blend.strip() else "Blend mask"
+        raise InputError("Region that may change", "painted", f"and {other} both say where the picture may change",
+                         "Clear the blend words and choose the attention blend mask, or erase the region")
     if region is None:
         for label, on in (("Paste the source back", paste), ("Fresh noise inside the region", noise),
                           ("Region applies from", start)):
@@ -166,7 +178,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
             method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
             blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance),
-            **region_settings(region, *place))
+            **region_settings(region, *place, guide=photo, blend=blend or "", blend_mask=blend_mask))
         info = f"mode: **{outcome.mode}**"
         if outcome.reweight:
             info += " · re-weighted: " + ", ".join(f"{k} x{v:g}" for k, v in outcome.reweight.items())
@@ -185,7 +197,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
         files = [str(outcome.folder / "source.png"), str(outcome.folder / "edit.png")]
         # nothing painted and no photo: the generated source goes under the brush, to paint the next edit's region
         guide = gr.ImageEditor(value={"background": files[0], "layers": [], "composite": files[0]}) \
-            if not photo and painted_region(region) is None else gr.ImageEditor()
+            if not photo and painted_region(region, photo) is None else gr.ImageEditor()
         return list(zip(files, outcome.labels)), str(outcome.mask) if outcome.mask else None, \
             str(sheet) if sheet else None, info, guide
 
