@@ -350,6 +350,10 @@ def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
     with pytest.raises(AppError, match=r"likeness"):
         client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), True, *args,
                        api_name="/train_pivotal")
+    plain = [defaults[k] for k in ADVANCED]
+    with pytest.raises(AppError, match=r"more subjects='missing': is not a data set of the workspace"):
+        client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       0.0, *plain, "bnh=missing,class=monster", api_name="/train_dreambooth")
     with pytest.raises(AppError, match=r"timestep bias='earlier': textual inversion does not take one"):
         client.predict("adv-set", "<broc>", "broccoli", 2, 5e-3, 2, 2, 0, str(tiny_dir), *args, api_name="/train_start")
     assert advanced(*[defaults[k] for k in ADVANCED]) == type(advanced(*[defaults[k] for k in ADVANCED]))()

@@ -356,3 +356,46 @@ def test_a_job_starting_on_the_studios_gpu_frees_the_pages_pipeline(ws, upload, 
     assert studio.cache._pipe is not None
     studio.runner.on_start(job)
     assert studio.cache._pipe is None and Studio(ws.root.parent / "ws3").runner.on_start is None
+
+
+def test_more_subjects_train_in_the_same_run_with_their_own_options(ws, upload, captioned):
+    """'More subjects' lines become more --subject flags: the CLI's parser gives a two-subject config, each with
+    its data set, class and options; the Advanced captions word reaches a line that names none."""
+    from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings, dreambooth_command, pivotal_command
+
+    db = DreamBoothSettings(**{**vars(DreamBoothSettings.defaults()), "identifier": "tuki", "class_word": "broccoli",
+                               "images": upload, "more_subjects": f"\n bnh = {captioned} , class=monster,prior_weight=0.3\n"})
+    cfg = _cli_config(dreambooth_command(ws, db, ws.root / "runs" / "r", "py"))
+    assert [(s.identifier, s.class_word, s.prior_weight) for s in cfg.subjects] == [("tuki", "broccoli", None),
+                                                                                      ("bnh", "monster", 0.3)]
+    assert cfg.subjects[1].folder == str(ws.root / "uploads" / captioned)
+    from conceptlab.studio.jobs import check_dreambooth_settings, check_pivotal_settings
+
+    check_dreambooth_settings(ws, db)  # the settings pass the studio's own checks too
+    pv = PivotalSettings(**{**vars(PivotalSettings.defaults()), "identifier": "<tuki>", "class_word": "broccoli",
+                            "images": captioned, "more_subjects": f"<bnh>={captioned},class=broccoli",
+                            "advanced": _advanced(select_by="", timestep_bias="none")})
+    check_pivotal_settings(ws, pv)
+    cfg = _cli_config(pivotal_command(ws, pv, ws.root / "runs" / "r", "py"))
+    assert [s.identifier for s in cfg.subjects] == ["<tuki>", "<bnh>"] and cfg.subjects[1].captions == "broccoli"
+
+
+@pytest.mark.parametrize("kind,line,match", [
+    ("dreambooth", "bnh=missing,class=monster", r"missing.*is not a data set of the workspace"),
+    ("dreambooth", "bnh=../../etc,class=monster", r"more subjects"),
+    ("dreambooth", "bnh=SET,class=monster,masks=/etc", r"options: class, captions, prior_weight, class_prompts"),
+    ("dreambooth", "bnh=SET,class=monster,class_prompts=/etc/passwd", r"class_prompts is class or captions"),
+    ("dreambooth", "tuki=SET,class=monster", r"is used by two subjects"),
+    ("dreambooth", "bnh SET", r"expected ID=DATA SET,class=WORD"),
+    ("pivotal", "bnh=SET,class=monster", r"angle brackets"),
+])
+def test_bad_more_subjects_are_refused_before_a_job_exists(ws, upload, fake_python, kind, line, match):
+    from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings
+
+    cls = DreamBoothSettings if kind == "dreambooth" else PivotalSettings
+    settings = cls(**{**vars(cls.defaults()), "identifier": "<tuki>" if kind == "pivotal" else "tuki",
+                      "class_word": "broccoli", "images": upload, "more_subjects": line.replace("SET", upload)})
+    runner = JobRunner(ws, python=fake_python)
+    with pytest.raises(InputError, match=match):
+        runner.submit(settings)
+    assert runner.jobs() == []

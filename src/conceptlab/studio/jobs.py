@@ -221,6 +221,7 @@ class DreamBoothSettings:
     name: str = ""  # the run's name; "" = made from the identifier
     ema_decay: float = 0.0  # a moving average of the weights (--ema-decay; 0 = off)
     advanced: Advanced = field(default_factory=Advanced)
+    more_subjects: str = ""  # more subjects in the same run, one a line: 'ID=DATA SET,class=WORD[,OPTION=VALUE]'
 
     @classmethod
     def defaults(cls) -> DreamBoothSettings:
@@ -237,6 +238,48 @@ class DreamBoothSettings:
     @property
     def subject(self) -> str:
         return f"{self.identifier} {self.class_word}"
+
+
+EXTRA_OPTIONS = ("class", "captions", "prior_weight", "class_prompts")  # none of them names a file
+
+
+def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[str, object]]:
+    """Each line of 'More subjects' ('ID=DATA SET,class=WORD[,captions=W][,prior_weight=W][,class_prompts=class|
+    captions]') as (its --subject value, its SubjectConfig): the data set is an uploads/ folder of the workspace,
+    and options that would name a file (masks, a template or class-prompt file) are refused, so a job reads
+    only the workspace. `captions`: the Advanced captions word, for a line that names none."""
+    from conceptlab.training.dreambooth import parse_subject
+
+    out = []
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        head, *opts = [part.strip() for part in line.strip().split(",")]
+        ident, sep, name = (x.strip() for x in head.partition("="))
+        kw = dict(o.partition("=")[::2] for o in opts)
+        if not sep or not ident or not name or set(kw) - set(EXTRA_OPTIONS):
+            raise InputError("more subjects", line.strip(), f"expected ID=DATA SET,class=WORD[,OPTION=VALUE] "
+                             f"(options: {', '.join(EXTRA_OPTIONS)})", "e.g. bnh=bnh-pictures,class=monster")
+        if kw.get("class_prompts", "class") not in ("class", "captions"):
+            raise InputError("more subjects", line.strip(), "class_prompts is class or captions here",
+                             "Use class_prompts=class or class_prompts=captions")
+        check_token("more subjects", ident)
+        folder = ws.folder("uploads", check_name("more subjects", name), "more subjects")
+        if not folder.is_dir():
+            raise InputError("more subjects", name, "is not a data set of the workspace",
+                             "Add the subject's pictures above first, then name their data set")
+        value = f"{ident}={folder}" + "".join(f",{o}" for o in opts)
+        value += f",captions={captions}" if captions and "captions" not in kw else ""
+        out.append((value, parse_subject(value)))
+    return out
+
+
+def _check_captions(folder: Path, word: str | None) -> None:
+    from conceptlab.training.data import load_concept_folder, substituted_captions
+
+    if word:
+        _, names = load_concept_folder(folder, "images")
+        substituted_captions(folder, names, word, "X", "captions word")
 
 
 def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
@@ -260,9 +303,12 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
         raise InputError("preview prompt", s.preview_prompt, "has no {} for the subject", "e.g. 'a sticker of a {}'")
     folder = ws.folder("uploads", s.images, "images")
     subject = SubjectConfig(s.identifier, str(folder), s.class_word.strip(), captions=s.advanced.captions.strip() or None)
-    check_subjects(DreamBoothConfig(subjects=[subject], lora=s.lora, rank=s.rank, class_images=s.class_images,
+    extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects, s.advanced.captions.strip())]
+    check_subjects(DreamBoothConfig(subjects=[subject, *extra], lora=s.lora, rank=s.rank, class_images=s.class_images,
                                     prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
-    check_advanced(s.advanced, "dreambooth", folder, subjects=[subject])
+    for other in extra:
+        _check_captions(Path(other.folder), other.captions)
+    check_advanced(s.advanced, "dreambooth", folder, subjects=[subject, *extra])
     if getattr(s, "ema_decay", 0):
         from conceptlab.validation import EMA_DECAY
 
@@ -276,7 +322,9 @@ def _subject_command(ws: Workspace, s, command: str, own: list[str], run_dir: Pa
     """The command line of a `conceptlab train dreambooth|pivotal` job: the flags both share, and `own`."""
     subject = f"{s.identifier}={ws.folder('uploads', s.images)},class={s.class_word.strip()}"
     subject += f",captions={s.advanced.captions.strip()}" if s.advanced.captions.strip() else ""
-    cmd = [python or sys.executable, "-m", "conceptlab.cli.main", "train", command, "--subject", subject, *own,
+    extra = [x for value, _ in more_subjects(ws, s.more_subjects, s.advanced.captions.strip())
+             for x in ("--subject", value)]
+    cmd = [python or sys.executable, "-m", "conceptlab.cli.main", "train", command, "--subject", subject, *extra, *own,
            "--steps", str(s.steps), "--lr", repr(float(s.lr)), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
            "--checkpoint-every", str(s.checkpoint_every), "--preview-every", str(s.preview_every)]
     if s.prior_preservation:
@@ -319,6 +367,7 @@ class PivotalSettings:
     name: str = ""
     train_text_encoder: bool = False  # a LoRA on the text encoders too (--train-text-encoder)
     advanced: Advanced = field(default_factory=Advanced)
+    more_subjects: str = ""  # as DreamBoothSettings': each identifier a new token
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -344,7 +393,8 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
     check_dreambooth_settings(ws, DreamBoothSettings(**{k: getattr(s, k) for k in DreamBoothSettings.__dataclass_fields__
                                                           if hasattr(s, k)}))
     subject = SubjectConfig(s.identifier, str(ws.folder("uploads", s.images, "images")), s.class_word.strip())
-    check_pivotal(PivotalConfig(subjects=[subject], rank=s.rank, class_images=s.class_images,
+    extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects)]
+    check_pivotal(PivotalConfig(subjects=[subject, *extra], rank=s.rank, class_images=s.class_images,
                                 prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
                                 token_lr=s.token_lr, token_steps=s.token_steps,
                                 train=TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr)))

@@ -111,7 +111,13 @@ def _dreambooth_layout(gr, w: dict) -> None:
         w["db_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, elem_id="db-batch")
     w["db_ema"] = gr.Number(label="EMA decay", value=d.ema_decay, elem_id="db-ema",
                             info="keeps a moving average of the weights and saves it; 0 is off, 0.99-0.999 usual")
+    w["db_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="db-more",
+                              placeholder="bnh=bnh-pictures,class=monster,prior_weight=0.3", info=MORE_INFO)
     w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
+
+
+MORE_INFO = ("ID=DATA SET,class=WORD, the data set one added above; options: captions=WORD, prior_weight=W, "
+             "class_prompts=class|captions")
 
 
 def _pivotal_layout(gr, w: dict) -> None:
@@ -136,6 +142,8 @@ def _pivotal_layout(gr, w: dict) -> None:
         w["pt_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0)
     w["pt_text"] = gr.Checkbox(label="Text-encoder LoRA", value=d.train_text_encoder, elem_id="pt-text",
                                info="also a LoRA on the text encoder, beside the token")
+    w["pt_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="pt-more",
+                              placeholder="<bnh>=bnh-pictures,class=monster", info=MORE_INFO)
     w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
 
 
@@ -194,6 +202,11 @@ def advanced(precision, checkpointing, accumulation, schedule, warmup, report, b
                     optimizer=optimizer or "adamw")
 
 
+def _more(values) -> str:
+    """The 'More subjects' box after the Advanced widgets (an API call may leave it out)."""
+    return (values[len(ADVANCED)] or "") if len(values) > len(ADVANCED) else ""
+
+
 def _world_objects() -> list[str]:
     from conceptlab.world.attributes import OBJECTS
 
@@ -244,7 +257,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
 
     @shown
     def start_dreambooth(images, identifier, class_word, lora, rank, text_encoder, prior, class_images, prior_weight,
-                         steps, lr, batch, every, seed, model, ema, *adv):
+                         steps, lr, batch, every, seed, model, ema, *adv_more):
         every = whole("checkpoint every", every)
         settings = DreamBoothSettings(
             identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
@@ -252,29 +265,31 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_preservation=bool(prior), class_images=whole("class images", class_images),
             prior_weight=float(prior_weight), steps=whole("steps", steps), lr=float(lr),
             batch_size=whole("batch size", batch), seed=whole("seed", seed), model=(model or "").strip(),
-            checkpoint_every=every, preview_every=every, ema_decay=float(ema or 0), advanced=advanced(*adv))
+            checkpoint_every=every, preview_every=every, ema_decay=float(ema or 0),
+            advanced=advanced(*adv_more[:len(ADVANCED)]), more_subjects=_more(adv_more))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     db_inputs = [w[k] for k in ("images", "db_identifier", "db_class", "db_lora", "db_rank", "db_text", "db_prior",
                                 "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
-                                "model", "db_ema", *ADVANCED)]
+                                "model", "db_ema", *ADVANCED, "db_more")]
     w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth").then(**ticking)
 
     @shown
     def start_pivotal(images, identifier, class_word, rank, token_lr, token_steps, prior, steps, lr, batch, every, seed,
-                      model, text_encoder, *adv):
+                      model, text_encoder, *adv_more):
         every = whole("checkpoint every", every)
         settings = PivotalSettings(
             identifier=(identifier or "").strip(), class_word=(class_word or "").strip(), images=images or "",
             rank=whole("LoRA rank", rank), token_lr=float(token_lr), token_steps=whole("token-only steps", token_steps),
             prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
             seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
-            train_text_encoder=bool(text_encoder), advanced=advanced(*adv))
+            train_text_encoder=bool(text_encoder), advanced=advanced(*adv_more[:len(ADVANCED)]),
+            more_subjects=_more(adv_more))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
-                                *ADVANCED)]
+                                *ADVANCED, "pt_more")]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
