@@ -191,6 +191,7 @@ def test_a_person_generates_trains_edits_and_scores(page, shots, concept_dirs):
 
     # Train: draw a sticker-world set, train 10 steps, watch it finish with a loss curve and a preview
     _tab(driver, "Train")
+    _tab(driver, "Textual inversion")  # the page may have been left on another method's form
     _css(driver, "#draw-world").click()
     _wait(driver, lambda d: "world-broccoli" in _css(d, "#train-images input").get_attribute("value"))
     _type(driver, "#train-token textarea, #train-token input", "<bro>")

@@ -38,7 +38,7 @@ def layout(gr, model: str) -> dict:
             w["images"] = gr.Dropdown([], allow_custom_value=True, label="Training images (a data set of the workspace)",
                                       elem_id="train-images")
         with gr.Column():
-            with gr.Tabs():
+            with gr.Tabs(selected="ti"):
                 with gr.Tab("Textual inversion", id="ti"):
                     _ti_layout(gr, w)
                 with gr.Tab("DreamBooth / LoRA", id="dreambooth", elem_id="train-dreambooth-tab"):
