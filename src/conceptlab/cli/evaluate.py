@@ -1,4 +1,5 @@
-"""`conceptlab evaluate prompts|ti|dreambooth|edit`: score a model, or a run, with the sticker-world judge."""
+"""`conceptlab evaluate prompts|ti|dreambooth|edit`: score a model, or a run, with the sticker-world judge;
+`evaluate similarity`: CLIP-T, CLIP-I and DINO of any folder of images, with your own model weights."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _run_flags(p, what: str, model_default: str) -> None:
 
 
 def add_parser(sub):
-    esub = add_group(sub, "evaluate", help="score a model or a run with the sticker-world judge",
+    esub = add_group(sub, "evaluate", help="score a model or a run with the sticker-world judge, or any images with "
+                     "CLIP and DINO",
                      dest="evaluate_command")
     e = add_command(esub, "prompts", help="generate a fixed prompt set with fixed seeds and judge every attribute",
                     run=run_prompts)
@@ -60,6 +62,17 @@ def add_parser(sub):
     _run_flags(x, "`conceptlab edit` (generated edits; edits of a --from-image picture cannot be scored)",
                "the model the edits were made with (edits.json does not name it; default: the shipped base "
                "model). It must regenerate the run's source images")
+
+    m = add_command(esub, "similarity", run=run_similarity, help="CLIP-T, CLIP-I and DINO of a folder of images "
+                    "(any model: the DreamBooth paper's metrics), with CLIP and DINO weights you have")
+    flag(m, "folder", metavar="FOLDER", help="the images, e.g. a `conceptlab generate` --out folder")
+    flag(m, "--clip-model", default=None, metavar="PATH",
+         help="a local CLIPModel folder (e.g. openai/clip-vit-large-patch14 saved): CLIP-T, and CLIP-I with --references")
+    flag(m, "--dino-model", default=None, metavar="PATH", help="a local ViT folder (e.g. facebook/dino-vits16): DINO")
+    flag(m, "--references", default=None, metavar="DIR", help="real pictures to compare with (the training images)")
+    flag(m, "--prompt", default=None, help="the prompt CLIP-T scores every image against (default: each image's "
+                                           "own, from generations.jsonl or its stored settings)")
+    flag(m, "--out", default=None, metavar="FILE", help="also write the scores, per image and overall, as JSON")
     return esub
 
 
@@ -138,4 +151,22 @@ def run_edit(args) -> int:
     print(f"{len(result['rows'])} swaps ({len(result['skipped'])} other edits skipped): new thing judged there {new}; "
           f"PSNR outside the swapped words {psnr}")
     _print(result)
+    return 0
+
+
+def run_similarity(args) -> int:
+    from pathlib import Path
+
+    from conceptlab.evaluation.folder import score_similarity
+    from conceptlab.io import atomic_write_json
+
+    scores = score_similarity(args.folder, args.clip_model, args.dino_model, args.references, args.prompt)
+    summary = scores.summary()
+    print(f"{summary['images']} images, {summary['references']} references: " +
+          ", ".join(f"{k} {summary[k]:.4g}" for k in ("clip-t", "clip-i", "dino") if k in summary))
+    if args.out:
+        atomic_write_json({"summary": summary, "images": scores.per_image(), "folder": scores.folder,
+                           "clip_model": args.clip_model, "dino_model": args.dino_model,
+                           "references": args.references}, Path(args.out))
+        print(f"scores in {args.out}")
     return 0

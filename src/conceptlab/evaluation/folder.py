@@ -150,3 +150,96 @@ def write_folder_report(scores: FolderScores, out: str | Path, title: str = "Jud
 def confusion_pictures(out: str | Path) -> list[Path]:
     """The confusion matrices write_folder_report drew into `out`."""
     return sorted(Path(out).glob("confusion-*.png"))
+
+
+# ------------------------------------------------------------------------------ CLIP and DINO, for real models
+
+
+@dataclass
+class SimilarityScores:
+    """CLIP-T, CLIP-I and DINO (Ruiz et al. 2023, the DreamBooth paper's metrics) of every image in a folder:
+    each list holds one value per image (None when that metric was not asked for)."""
+
+    folder: str
+    files: list[str]
+    prompts: list[str | None]
+    clip_t: list[float] | None = None  # cos(image, its prompt) x 100
+    clip_i: list[float] | None = None  # mean cos(image, each reference) in CLIP's image space
+    dino: list[float] | None = None  # the same in a self-supervised ViT's CLS space
+    references: int = 0
+
+    def summary(self) -> dict:
+        """Each metric's mean over the folder, with the counts behind it."""
+        out = {"images": len(self.files), "references": self.references}
+        for name in ("clip_t", "clip_i", "dino"):
+            values = getattr(self, name)
+            if values is not None:
+                out[name.replace("_", "-")] = round(sum(values) / len(values), 4)
+        return out
+
+    def per_image(self) -> list[dict]:
+        return [{"file": f, "prompt": p, **{m.replace("_", "-"): round(getattr(self, m)[k], 4)
+                                            for m in ("clip_t", "clip_i", "dino") if getattr(self, m) is not None}}
+                for k, (f, p) in enumerate(zip(self.files, self.prompts))]
+
+
+def image_prompts(folder: Path, files: list[Path]) -> list[str | None]:
+    """Each image's prompt: its generations.jsonl row, else the settings `conceptlab generate` stores in it."""
+    from conceptlab.imaging import read_settings
+
+    rows = {}
+    log = folder / "generations.jsonl"
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["file"]] = str(row["prompt"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    out = []
+    for f in files:
+        prompt = rows.get(f.name)
+        if prompt is None:
+            try:
+                prompt = read_settings(f).get("prompt")
+            except (OSError, ValueError):
+                prompt = None
+        out.append(str(prompt) if prompt else None)
+    return out
+
+
+def score_similarity(folder: str | Path, clip_model: str | None = None, dino_model: str | None = None,
+                     references: str | Path | None = None, prompt: str | None = None,
+                     argument: str = "FOLDER") -> SimilarityScores:
+    """CLIP-T of every image against its prompt (`prompt`, else the folder's own: generations.jsonl or the
+    image's stored settings), and CLIP-I and DINO against the pictures in `references` (e.g. a subject's
+    training images); the models are local transformers folders (CLIPModel, and a ViT such as DINO ViT-S/16)."""
+    from conceptlab.evaluation.datasets import list_images
+    from conceptlab.evaluation.metrics import load_scorer
+    from conceptlab.imaging import open_rgb
+
+    if not clip_model and not dino_model:
+        raise InputError("--clip-model", None, "no scorer given: CLIP-T, CLIP-I and DINO need model weights",
+                         "Pass --clip-model PATH (a CLIPModel folder) and/or --dino-model PATH (a ViT folder)")
+    if dino_model and not references:
+        raise InputError("--dino-model", dino_model, "DINO compares with reference pictures, and none are given",
+                         "Pass --references DIR (e.g. the subject's training images)")
+    folder = Path(folder)
+    files, _ = list_images(folder, argument)  # an empty folder is refused there, by name
+    refs = [open_rgb(f) for f in list_images(Path(references), "--references")[0]] if references else []
+    prompts = [prompt] * len(files) if prompt else image_prompts(folder, files)
+    images = [open_rgb(f) for f in files]
+    scores = SimilarityScores(str(folder), [f.name for f in files], prompts, references=len(refs))
+    if clip_model:
+        clip = load_scorer("clip", clip_model)
+        missing = [f.name for f, p in zip(files, prompts) if p is None]
+        if missing:
+            raise InputError(argument, missing[0], "has no prompt to score CLIP-T against (no generations.jsonl "
+                             "row, no stored settings)", "Pass --prompt TEXT for the whole folder")
+        scores.clip_t = [100 * clip.clip_t([im], [p]) for im, p in zip(images, prompts)]
+        if refs:
+            scores.clip_i = [clip.clip_i([im], refs) for im in images]
+    if dino_model:
+        dino = load_scorer("dino", dino_model)
+        scores.dino = [dino.dino([im], refs) for im in images]
+    return scores

@@ -80,6 +80,22 @@ class DinoScorer:
         return _pairwise_mean(self.embeddings(generated), self.embeddings(real))
 
 
+def load_scorer(kind: str, path: str):
+    """A ClipScorer ("clip") or DinoScorer ("dino") from a local folder; InputError naming the flag for one that is
+    not (--clip-model, --dino-model)."""
+    from conceptlab.errors import InputError
+    from conceptlab.validation import input_dir
+
+    flag = "--clip-model" if kind == "clip" else "--dino-model"
+    input_dir(flag, path, "model folder")
+    try:
+        return (ClipScorer if kind == "clip" else DinoScorer).load(str(path))
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise InputError(flag, path, f"cannot be loaded ({type(e).__name__}: {first})",
+                         "Pass a folder saved with save_pretrained, holding the model and its processor") from None
+
+
 def x100(value: float) -> float:
     """The scale CLIP-T is usually reported in (cosine x 100)."""
     return 100.0 * value

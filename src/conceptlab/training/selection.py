@@ -379,15 +379,6 @@ def _references(folders: dict[str, tuple[str, str]]) -> dict[str, list]:
 
 
 def _load_scorer(kind: str, path: str):
-    """A ClipScorer or DinoScorer from a local folder; InputError naming the flag for one that is not."""
-    from conceptlab.evaluation.metrics import ClipScorer, DinoScorer
-    from conceptlab.validation import input_dir
+    from conceptlab.evaluation.metrics import load_scorer
 
-    flag = "--clip-model" if kind == "clip" else "--dino-model"
-    input_dir(flag, path, "model folder")
-    try:
-        return (ClipScorer if kind == "clip" else DinoScorer).load(str(path))
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise InputError(flag, path, f"cannot be loaded ({type(e).__name__}: {first})",
-                         "Pass a folder saved with save_pretrained, holding the model and its processor") from None
+    return load_scorer(kind, path)
