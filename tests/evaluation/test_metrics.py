@@ -11,29 +11,6 @@ def _img(seed, size=32):
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    from conceptlab.models.tiny import sticker_tokenizer
-
-    path = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    tok = sticker_tokenizer()
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=77, bos_token_id=0, eos_token_id=1),
-        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(path)
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                            crop_size={"height": 32, "width": 32}), tokenizer=tok)
-    proc.save_pretrained(path)
-    return path
-
-
 def test_clip_t_and_clip_i_equal_the_formula(tiny_clip):
     scorer = ClipScorer.load(str(tiny_clip))
     images, prompts = [_img(i) for i in range(3)], ["a happy star", "a sad cat", "a red apple"]

@@ -10,24 +10,11 @@ from PIL import Image
 
 from conceptlab.errors import InputError
 from conceptlab.evaluation.folder import score_similarity
-from tests.evaluation.test_metrics import tiny_clip  # noqa: F401 - the fixture
 
 
 def _img(seed, size=32):
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def tiny_dino(tmp_path_factory):
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    path = tmp_path_factory.mktemp("dino")
-    torch.manual_seed(0)
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                       image_size=32, patch_size=8), add_pooling_layer=False).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
 
 
 @pytest.fixture
@@ -53,7 +40,7 @@ def _cos(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def test_clip_t_clip_i_and_dino_per_image_equal_the_formula(folders, tiny_clip, tiny_dino):  # noqa: F811
+def test_clip_t_clip_i_and_dino_per_image_equal_the_formula(folders, tiny_clip, tiny_dino):
     from transformers import CLIPModel, CLIPProcessor, ViTImageProcessor, ViTModel
 
     gen, refs, prompts = folders
@@ -79,7 +66,7 @@ def test_clip_t_clip_i_and_dino_per_image_equal_the_formula(folders, tiny_clip, 
     assert len({round(v, 6) for v in s.clip_t}) == 3  # the check can fail: the images score differently
 
 
-def test_cli_writes_the_scores_and_a_given_prompt_overrides_the_folders(folders, tiny_clip, tmp_path, capsys):  # noqa: F811
+def test_cli_writes_the_scores_and_a_given_prompt_overrides_the_folders(folders, tiny_clip, tmp_path, capsys):
     from conceptlab.cli.main import main
 
     gen, refs, _ = folders
@@ -93,7 +80,7 @@ def test_cli_writes_the_scores_and_a_given_prompt_overrides_the_folders(folders,
     assert data["summary"]["clip-i"] == same.summary()["clip-i"]
 
 
-def test_bad_input_names_the_flag(folders, tiny_clip, tmp_path):  # noqa: F811
+def test_bad_input_names_the_flag(folders, tiny_clip, tmp_path):
     gen, refs, _ = folders
     with pytest.raises(InputError, match=r"--clip-model=None: no scorer given"):
         score_similarity(gen)

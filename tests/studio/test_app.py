@@ -384,6 +384,28 @@ def test_evaluate_a_world_set_with_the_judge(served):
     assert "confusion-object.png" in page and "Per image" in page
 
 
+def test_evaluate_with_clip_and_dino_is_evaluate_similarity(served, tiny_dir, tiny_clip, tiny_dino):
+    """'clip and dino' scores a generations folder as `conceptlab evaluate similarity` does: the same means,
+    against a data set of the workspace as references; without weights it is refused by name."""
+    from conceptlab.evaluation.folder import score_similarity
+
+    studio, client, _ = served
+    clip, dino = tiny_clip, tiny_dino
+    generate(client, "a sticker of a happy star", tiny_dir, n=2)
+    client.predict("broccoli", 3, api_name="/draw_images")
+    gens = sorted((studio.ws.root / "generations").iterdir())[-1]
+    refs = sorted((studio.ws.root / "uploads").glob("world-broccoli*"))[-1]
+    summary, table, _, report, per_image = client.predict(
+        f"generations/{gens.name}", "clip and dino", "", "", str(clip), str(dino), f"uploads/{refs.name}",
+        api_name="/evaluate")
+    expected = score_similarity(gens, str(clip), str(dino), refs).summary()
+    got = {r[0]: r[1] for r in table["data"]}
+    assert set(got) == {"clip-t", "clip-i", "dino"} and all(abs(got[k] - expected[k]) < 1e-3 for k in got)
+    assert len(per_image["data"]) == 2 and report.endswith("index.html")
+    with pytest.raises(AppError, match=r"no scorer given"):
+        client.predict(f"generations/{gens.name}", "clip and dino", "", "", "", "", None, api_name="/evaluate")
+
+
 def test_host_beyond_loopback_needs_auth():
     from conceptlab.cli.main import main
     from conceptlab.errors import InputError

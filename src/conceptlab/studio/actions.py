@@ -371,6 +371,30 @@ def _classify(folder: Path, classifier: str, expect: str | None, out: Path) -> E
     return Evaluation(per_class, per_image, [picture], report.write(), out)
 
 
+def similarity(ws: Workspace, name: str, clip_model: str | None, dino_model: str | None,
+               references: str | None) -> Evaluation:
+    """`conceptlab evaluate similarity` of the folder `name` into evaluations/TIME-NAME/: CLIP-T against each
+    image's prompt, CLIP-I and DINO against the data set `references` (an image set of the workspace)."""
+    from conceptlab.evaluation.folder import score_similarity
+    from conceptlab.evaluation.report import Report
+    from conceptlab.io import atomic_write_json
+
+    folder = image_set(ws, name)
+    refs = image_set(ws, references) if references else None
+    scores = score_similarity(folder, clip_model or None, dino_model or None, refs, argument="folder")
+    out = ws.folder("evaluations", ws.stamped("evaluations", folder.name))
+    out.mkdir(parents=True)
+    summary = scores.summary()
+    atomic_write_json({"summary": summary, "images": scores.per_image(), "clip_model": clip_model,
+                       "dino_model": dino_model, "references": references}, out / "similarity.json")
+    rows = [{"metric": k, "mean": v} for k, v in summary.items() if k in ("clip-t", "clip-i", "dino")]
+    report = Report(f"CLIP and DINO scores: {folder.name}", out)
+    report.text(f"{summary['images']} images, {summary['references']} reference pictures ({references or 'none'})")
+    report.table(rows, floats="{:.4f}")
+    report.table(scores.per_image(), floats="{:.4f}")
+    return Evaluation(rows, scores.per_image(), [], report.write(), out)
+
+
 def store_upload(ws: Workspace, files, name: str) -> Path:
     """Training images into uploads/NAME (checked, re-encoded)."""
     return ws.store_images(files, check_name("data set name", name))

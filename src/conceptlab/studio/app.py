@@ -87,7 +87,7 @@ def build_app(studio: Studio):
         # outside the queue: the page's lists must not wait behind a generation that holds the model
         app.load(shown(lambda: _choices(gr, studio)), None,
                  [g["concepts"], g["loras"], e["concepts"], e["loras"], c["pick"], c["first"], c["second"],
-                  t["images"], v["folder"]], api_name="lists", queue=False)
+                  t["images"], v["folder"], v["references"]], api_name="lists", queue=False)
         app.load(**t["ticking"])  # the Train tab's refresh timer runs while a job is queued or running
     return app
 
@@ -102,7 +102,7 @@ def _choices(gr, studio: Studio):
     return (gr.Dropdown(choices=tokens), gr.Dropdown(choices=loras), gr.Dropdown(choices=tokens),
             gr.Dropdown(choices=loras), gr.Dropdown(choices=every), gr.Dropdown(choices=tokens), gr.Dropdown(choices=tokens),
             gr.Dropdown(choices=images, value=images[0] if images else None),
-            first_choice(gr, studio.ws.image_sets()))
+            first_choice(gr, studio.ws.image_sets()), gr.Dropdown(choices=studio.ws.image_sets()))
 
 
 

@@ -17,7 +17,8 @@ def layout(gr) -> dict:
     w = {}
     gr.Markdown("Score a folder of images: the sticker-world judge reads every attribute (accuracy where the "
                 "folder says what each image should show: a world set's labels, or the prompts it was generated "
-                "from), or a classifier trained with `conceptlab classify train` says how many it recognizes")
+                "from), a classifier trained with `conceptlab classify train` says how many it recognizes, or, "
+                "for any model, CLIP and DINO weights you have give CLIP-T, CLIP-I and DINO")
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
@@ -25,12 +26,20 @@ def layout(gr) -> dict:
                                           info="a run's generations, an upload or an edit")
                 w["refresh"] = gr.Button("Refresh", elem_id="evaluate-refresh", scale=0)
             with gr.Row():
-                w["scorer"] = gr.Radio(["judge", "classifier"], value="judge", label="Score with",
+                w["scorer"] = gr.Radio(["judge", "classifier", "clip and dino"], value="judge", label="Score with",
                                        elem_id="evaluate-scorer")
                 w["classifier"] = gr.Textbox(label="Classifier", placeholder="the --out folder of classify train",
                                              elem_id="evaluate-classifier")
                 w["expect"] = gr.Textbox(label="Expected label", placeholder="LABEL=VALUE for every image",
                                          info="empty: from the folder's prompts or labels")
+            with gr.Row():
+                w["clip"] = gr.Textbox("", label="CLIP model folder", elem_id="evaluate-clip",
+                                       placeholder="a CLIPModel saved locally", info="clip and dino: CLIP-T, CLIP-I")
+                w["dino"] = gr.Textbox("", label="DINO model folder", elem_id="evaluate-dino",
+                                       placeholder="a ViT, e.g. dino-vits16", info="clip and dino: DINO")
+                w["references"] = gr.Dropdown([], allow_custom_value=True, label="Reference pictures",
+                                              elem_id="evaluate-references",
+                                              info="a data set of the real subject, for CLIP-I and DINO")
         with gr.Column(scale=1):
             w["files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                  label="Or upload a folder of images", elem_id="evaluate-files", height=120)
@@ -53,13 +62,17 @@ def wire(gr, studio: Studio, w: dict) -> None:
     import pandas as pd
 
     @shown
-    def score(folder, scorer, classifier, expect):
+    def score(folder, scorer, classifier, expect, clip="", dino="", references=None):
         if not folder:
             raise InputError("folder", None, "none selected", "Generate or upload images, then pick their folder")
         classifier = (classifier or "").strip() if scorer == "classifier" else None
         if scorer == "classifier" and not classifier:
             raise InputError("classifier", "", "no classifier given", "Type the --out folder of `classify train`")
-        result = actions.evaluate(studio.ws, folder, classifier, (expect or "").strip() or None)
+        if scorer == "clip and dino":
+            result = actions.similarity(studio.ws, folder, (clip or "").strip(), (dino or "").strip(),
+                                        references or None)
+        else:
+            result = actions.evaluate(studio.ws, folder, classifier, (expect or "").strip() or None)
         url = f"/gradio_api/file={result.report}"  # allowed: the report lies inside the workspace
         summary = (f"Scored **{len(result.per_image)}** images of `{folder}` into "
                    f"`{studio.ws.relative(result.folder)}` · [open the report]({url})")
@@ -67,8 +80,10 @@ def wire(gr, studio: Studio, w: dict) -> None:
             pd.DataFrame(result.per_image)
 
     outputs = [w["summary"], w["attributes"], w["confusion"], w["report"], w["images"]]
-    w["go"].click(score, [w["folder"], w["scorer"], w["classifier"], w["expect"]], outputs, api_name="evaluate")
-    w["refresh"].click(lambda: first_choice(gr, studio.ws.image_sets()), None, [w["folder"]], api_name=False)
+    w["go"].click(score, [w["folder"], w["scorer"], w["classifier"], w["expect"], w["clip"], w["dino"],
+                          w["references"]], outputs, api_name="evaluate")
+    w["refresh"].click(lambda: (first_choice(gr, studio.ws.image_sets()), gr.Dropdown(choices=studio.ws.image_sets())),
+                       None, [w["folder"], w["references"]], api_name=False)
 
     @shown
     def upload(files, name):
