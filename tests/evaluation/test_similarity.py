@@ -19,7 +19,7 @@ def _img(seed, size=32):
 
 @pytest.fixture
 def folders(tmp_path):
-    """gen/: three images, two listed in generations.jsonl and one carrying its prompt in its settings;
+    """gen/: three images listed in generations.jsonl, the third also carrying its prompt in its settings;
     refs/: two real pictures."""
     from conceptlab.imaging import save_image
 
@@ -30,7 +30,7 @@ def folders(tmp_path):
         _img(k).save(gen / f"{k:03d}.png")
     save_image(_img(2), gen / "002.png", {"prompt": prompts[2]})
     (gen / "generations.jsonl").write_text("".join(json.dumps({"file": f"{k:03d}.png", "prompt": prompts[k]}) + "\n"
-                                                   for k in range(2)))
+                                                   for k in range(3)))
     for k in range(2):
         _img(10 + k).save(refs / f"r{k}.png")
     return gen, refs, prompts
@@ -78,6 +78,32 @@ def test_cli_writes_the_scores_and_a_given_prompt_overrides_the_folders(folders,
     assert [r["prompt"] for r in data["images"]] == ["a happy star"] * 3 and "dino" not in data["summary"]
     same = score_similarity(gen, str(tiny_clip), references=refs, prompt="a happy star")
     assert data["summary"]["clip-i"] == same.summary()["clip-i"]
+    own = score_similarity(gen, str(tiny_clip)).clip_t  # the folder's own prompts score differently
+    assert [r["clip-t"] for r in data["images"]][1:] != [round(v, 4) for v in own][1:]
+
+
+def test_the_folders_own_prompts_listed_files_captions_and_a_learned_token(folders, tiny_clip, tiny_dino):
+    """Only the images generations.jsonl lists are scored (not a grid sheet beside them); a NAME.txt caption is
+    a prompt; '<tuki>' is read as 'tuki'; a picture whose stored settings are not an object is no crash."""
+    from conceptlab.evaluation.folder import clip_text
+
+    gen, refs, prompts = folders
+    _img(7, 64).save(gen / "grid.png")  # generate --grid's sheet: not listed
+    s = score_similarity(gen, str(tiny_clip), str(tiny_dino), refs)
+    assert s.files == ["000.png", "001.png", "002.png"]
+    (gen / "generations.jsonl").unlink()
+    (gen / "grid.png").unlink()
+    (gen / "000.txt").write_text("a happy star\n")
+    (gen / "001.txt").write_text("a sad cat")
+    assert score_similarity(gen, str(tiny_clip)).prompts == prompts
+    assert clip_text("a <tuki> monster and <bnh>") == "a tuki monster and bnh"
+    tokened = score_similarity(gen, str(tiny_clip), prompt="a <tuki> monster").clip_t
+    assert tokened == score_similarity(gen, str(tiny_clip), prompt="a tuki monster").clip_t
+    _img(8).save(gen / "odd.jpg", comment=b"2024")  # settings that parse, but are not an object
+    (gen / "000.txt").unlink()
+    (gen / "001.txt").unlink()
+    assert len(score_similarity(gen, dino_model=str(tiny_dino), references=refs).dino) == 4  # DINO reads no prompts
+    assert score_similarity(gen, str(tiny_clip), prompt="a star").prompts == ["a star"] * 4
 
 
 def test_bad_input_names_the_flag(folders, tiny_clip, tmp_path):
@@ -89,7 +115,7 @@ def test_bad_input_names_the_flag(folders, tiny_clip, tmp_path):
     with pytest.raises(InputError, match=r"--clip-model=.*cannot be loaded"):
         score_similarity(gen, clip_model=str(refs))
     (gen / "generations.jsonl").unlink()
-    with pytest.raises(InputError, match=r"FOLDER='000.png': has no prompt"):
+    with pytest.raises(InputError, match=r"FOLDER='000.png': has no prompt.*Give --prompt"):
         score_similarity(gen, clip_model=str(tiny_clip))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"--references=.*holds no readable images"):

@@ -402,8 +402,10 @@ def test_evaluate_with_clip_and_dino_is_evaluate_similarity(served, tiny_dir, ti
     got = {r[0]: r[1] for r in table["data"]}
     assert set(got) == {"clip-t", "clip-i", "dino"} and all(abs(got[k] - expected[k]) < 1e-3 for k in got)
     assert len(per_image["data"]) == 2 and report.endswith("index.html")
-    with pytest.raises(AppError, match=r"no scorer given"):
+    with pytest.raises(AppError, match=r"CLIP model folder=None: no scorer given"):
         client.predict(f"generations/{gens.name}", "clip and dino", "", "", "", "", None, api_name="/evaluate")
+    with pytest.raises(AppError, match=r"DINO model folder=.*Give Reference pictures"):
+        client.predict(f"generations/{gens.name}", "clip and dino", "", "", "", str(dino), None, api_name="/evaluate")
 
 
 def test_host_beyond_loopback_needs_auth():

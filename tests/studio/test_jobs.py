@@ -380,6 +380,19 @@ def test_more_subjects_train_in_the_same_run_with_their_own_options(ws, upload, 
     assert [s.identifier for s in cfg.subjects] == ["<tuki>", "<bnh>"] and cfg.subjects[1].captions == "broccoli"
 
 
+def test_more_subjects_lines_are_read_loosely_and_inherit_the_captions_word(ws, upload, captioned):
+    from conceptlab.studio.jobs import PivotalSettings, check_pivotal_settings, more_subjects, pivotal_command
+
+    (value, cfg), = more_subjects(ws, f" bnh = {captioned} , class = monster , prior_weight = 0.3 ,")
+    assert (cfg.identifier, cfg.class_word, cfg.prior_weight) == ("bnh", "monster", 0.3) and value.endswith("=0.3")
+    pv = PivotalSettings(**{**vars(PivotalSettings.defaults()), "identifier": "<tuki>", "class_word": "broccoli",
+                            "images": captioned, "more_subjects": f"<bnh>={captioned},class=monster,class_prompts=captions",
+                            "advanced": _advanced(select_by="", timestep_bias="none")})
+    check_pivotal_settings(ws, pv)  # the extra subject inherits the Advanced captions word, as the job's command does
+    cfg = _cli_config(pivotal_command(ws, pv, ws.root / "runs" / "r", "py"))
+    assert cfg.subjects[1].captions == "broccoli" and cfg.subjects[1].class_prompts == "captions"
+
+
 @pytest.mark.parametrize("kind,line,match", [
     ("dreambooth", "bnh=missing,class=monster", r"missing.*is not a data set of the workspace"),
     ("dreambooth", "bnh=../../etc,class=monster", r"more subjects"),
@@ -388,6 +401,8 @@ def test_more_subjects_train_in_the_same_run_with_their_own_options(ws, upload, 
     ("dreambooth", "tuki=SET,class=monster", r"is used by two subjects"),
     ("dreambooth", "bnh SET", r"expected ID=DATA SET,class=WORD"),
     ("pivotal", "bnh=SET,class=monster", r"angle brackets"),
+    ("dreambooth", "bnh=SET,class=monster,captions=big cat", r"captions= takes one word"),
+    ("dreambooth", "bnh=SET,class=../x", r"needs class=WORD, a plain word"),
 ])
 def test_bad_more_subjects_are_refused_before_a_job_exists(ws, upload, fake_python, kind, line, match):
     from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings

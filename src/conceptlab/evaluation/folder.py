@@ -183,63 +183,103 @@ class SimilarityScores:
                 for k, (f, p) in enumerate(zip(self.files, self.prompts))]
 
 
-def image_prompts(folder: Path, files: list[Path]) -> list[str | None]:
-    """Each image's prompt: its generations.jsonl row, else the settings `conceptlab generate` stores in it."""
-    from conceptlab.imaging import read_settings
+CLI_NAMES = {"folder": "FOLDER", "clip": "--clip-model", "dino": "--dino-model", "references": "--references",
+             "prompt": "--prompt"}  # what score_similarity's errors call each input (the studio passes its own)
 
+
+def listed_images(folder: Path, argument: str) -> list[Path]:
+    """The folder's images; with a generations.jsonl, only those it lists (not a --grid sheet beside them)."""
+    from conceptlab.evaluation.datasets import list_images
+
+    files, _ = list_images(folder, argument)  # an empty folder is refused there, by name
+    listed = set(_generation_rows(folder))
+    return [f for f in files if f.name in listed] if listed else files
+
+
+def _generation_rows(folder: Path) -> dict[str, str]:
     rows = {}
     log = folder / "generations.jsonl"
     if log.is_file():
         for line in log.read_text(errors="replace").splitlines():
             try:
                 row = json.loads(line)
-                rows[row["file"]] = str(row["prompt"])
+                rows[str(row["file"])] = str(row["prompt"])
             except (ValueError, KeyError, TypeError):
                 continue
-    out = []
+    return rows
+
+
+def image_prompts(folder: Path, files: list[Path]) -> list[str | None]:
+    """Each image's prompt: its generations.jsonl row, else a NAME.txt caption beside it (kohya's layout, as the
+    studio's uploads keep them), else the prompt `conceptlab generate` stores in the image; None if none."""
+    from conceptlab.imaging import read_settings
+
+    rows, out = _generation_rows(folder), []
     for f in files:
-        prompt = rows.get(f.name)
+        prompt, caption = rows.get(f.name), f.with_suffix(".txt")
+        if prompt is None and caption.is_file() and caption.stat().st_size < 10_000:
+            prompt = caption.read_text(errors="replace").strip()
         if prompt is None:
             try:
-                prompt = read_settings(f).get("prompt")
+                settings = read_settings(f)
             except (OSError, ValueError):
-                prompt = None
+                settings = None
+            prompt = settings.get("prompt") if isinstance(settings, dict) else None
         out.append(str(prompt) if prompt else None)
     return out
 
 
+def clip_text(prompt: str) -> str:
+    """The prompt as a separate CLIP reads it: a learned token's angle brackets dropped ('<tuki>' -> 'tuki'), as
+    checkpoint selection names subjects, so that the two CLIP-T figures compare."""
+    return re.sub(r"<([^<>\s]+)>", r"\1", prompt)
+
+
+def _cosines(a, b):
+    """(N, M) cosine similarities of the rows of a (N, D) and b (M, D)."""
+    import torch.nn.functional as F
+
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
 def score_similarity(folder: str | Path, clip_model: str | None = None, dino_model: str | None = None,
                      references: str | Path | None = None, prompt: str | None = None,
-                     argument: str = "FOLDER") -> SimilarityScores:
-    """CLIP-T of every image against its prompt (`prompt`, else the folder's own: generations.jsonl or the
-    image's stored settings), and CLIP-I and DINO against the pictures in `references` (e.g. a subject's
-    training images); the models are local transformers folders (CLIPModel, and a ViT such as DINO ViT-S/16)."""
-    from conceptlab.evaluation.datasets import list_images
+                     names: dict[str, str] | None = None) -> SimilarityScores:
+    """CLIP-T of every image against its prompt (`prompt`, else the folder's own: generations.jsonl, a NAME.txt
+    caption, or the image's stored settings; angle brackets dropped, see clip_text), and CLIP-I and DINO against
+    the pictures in `references` (e.g. a subject's training images); the models are local transformers folders
+    (CLIPModel, and a ViT such as DINO ViT-S/16). CLIP reads at most 77 tokens of a prompt. `names`: what errors
+    call each input (CLI_NAMES' keys)."""
     from conceptlab.evaluation.metrics import load_scorer
     from conceptlab.imaging import open_rgb
 
+    n = {**CLI_NAMES, **(names or {})}
     if not clip_model and not dino_model:
-        raise InputError("--clip-model", None, "no scorer given: CLIP-T, CLIP-I and DINO need model weights",
-                         "Pass --clip-model PATH (a CLIPModel folder) and/or --dino-model PATH (a ViT folder)")
+        raise InputError(n["clip"], None, "no scorer given: CLIP-T, CLIP-I and DINO need model weights",
+                         f"Give {n['clip']} (a CLIPModel folder) and/or {n['dino']} (a ViT folder)")
     if dino_model and not references:
-        raise InputError("--dino-model", dino_model, "DINO compares with reference pictures, and none are given",
-                         "Pass --references DIR (e.g. the subject's training images)")
+        raise InputError(n["dino"], dino_model, "DINO compares with reference pictures, and none are given",
+                         f"Give {n['references']} (e.g. the subject's training images)")
     folder = Path(folder)
-    files, _ = list_images(folder, argument)  # an empty folder is refused there, by name
-    refs = [open_rgb(f) for f in list_images(Path(references), "--references")[0]] if references else []
-    prompts = [prompt] * len(files) if prompt else image_prompts(folder, files)
+    files = listed_images(folder, n["folder"])
+    refs = [open_rgb(f) for f in listed_images(Path(references), n["references"])] if references else []
+    prompts = [None] * len(files)
+    if clip_model:
+        prompts = [prompt] * len(files) if prompt else image_prompts(folder, files)
+        missing = [f.name for f, p in zip(files, prompts) if p is None]
+        if missing:
+            raise InputError(n["folder"], missing[0], "has no prompt to score CLIP-T against (no generations.jsonl "
+                             "row, caption or stored prompt)", f"Give {n['prompt']} for the whole folder")
     images = [open_rgb(f) for f in files]
     scores = SimilarityScores(str(folder), [f.name for f in files], prompts, references=len(refs))
     if clip_model:
-        clip = load_scorer("clip", clip_model)
-        missing = [f.name for f, p in zip(files, prompts) if p is None]
-        if missing:
-            raise InputError(argument, missing[0], "has no prompt to score CLIP-T against (no generations.jsonl "
-                             "row, no stored settings)", "Pass --prompt TEXT for the whole folder")
-        scores.clip_t = [100 * clip.clip_t([im], [p]) for im, p in zip(images, prompts)]
+        clip = load_scorer("clip", clip_model, n["clip"])
+        shown = clip.image_embeddings(images)  # (N, D), once
+        texts = clip.text_embeddings([clip_text(p) for p in prompts])  # (N, D)
+        scores.clip_t = [100 * float(c) for c in _cosines(shown, texts).diagonal()]
         if refs:
-            scores.clip_i = [clip.clip_i([im], refs) for im in images]
+            scores.clip_i = [float(c) for c in _cosines(shown, clip.image_embeddings(refs)).mean(dim=1)]
     if dino_model:
-        dino = load_scorer("dino", dino_model)
-        scores.dino = [dino.dino([im], refs) for im in images]
+        dino = load_scorer("dino", dino_model, n["dino"])
+        scores.dino = [float(c) for c in _cosines(dino.embeddings(images), dino.embeddings(refs)).mean(dim=1)]
     return scores

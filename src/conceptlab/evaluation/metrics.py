@@ -80,13 +80,13 @@ class DinoScorer:
         return _pairwise_mean(self.embeddings(generated), self.embeddings(real))
 
 
-def load_scorer(kind: str, path: str):
-    """A ClipScorer ("clip") or DinoScorer ("dino") from a local folder; InputError naming the flag for one that is
-    not (--clip-model, --dino-model)."""
+def load_scorer(kind: str, path: str, flag: str | None = None):
+    """A ClipScorer ("clip") or DinoScorer ("dino") from a local folder; InputError naming `flag` (default
+    --clip-model, --dino-model) for one that is not."""
     from conceptlab.errors import InputError
     from conceptlab.validation import input_dir
 
-    flag = "--clip-model" if kind == "clip" else "--dino-model"
+    flag = flag or ("--clip-model" if kind == "clip" else "--dino-model")
     input_dir(flag, path, "model folder")
     try:
         return (ClipScorer if kind == "clip" else DinoScorer).load(str(path))

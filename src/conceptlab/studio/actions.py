@@ -319,12 +319,12 @@ class Evaluation:
     folder: Path
 
 
-def image_set(ws: Workspace, name: str) -> Path:
+def image_set(ws: Workspace, name: str, argument: str = "folder") -> Path:
     """WORKSPACE/KIND/NAME for a folder the Evaluate tab lists ('generations/...', 'uploads/...', 'edits/...')."""
     kind, _, sub = str(name or "").partition("/")
     if kind not in ("generations", "uploads", "edits"):
-        raise InputError("folder", name, "is not an image folder of the workspace", "Choose one from the list")
-    return ws.folder(kind, sub, "folder")
+        raise InputError(argument, name, "is not an image folder of the workspace", "Choose one from the list")
+    return ws.folder(kind, sub, argument)
 
 
 def evaluate(ws: Workspace, name: str, classifier: str | None = None, expect: str | None = None) -> Evaluation:
@@ -371,17 +371,23 @@ def _classify(folder: Path, classifier: str, expect: str | None, out: Path) -> E
     return Evaluation(per_class, per_image, [picture], report.write(), out)
 
 
+SIMILARITY_NAMES = {"folder": "folder", "clip": "CLIP model folder", "dino": "DINO model folder",
+                    "references": "Reference pictures", "prompt": "Prompt"}  # the Evaluate tab's fields
+
+
 def similarity(ws: Workspace, name: str, clip_model: str | None, dino_model: str | None,
-               references: str | None) -> Evaluation:
+               references: str | None, prompt: str | None = None) -> Evaluation:
     """`conceptlab evaluate similarity` of the folder `name` into evaluations/TIME-NAME/: CLIP-T against each
-    image's prompt, CLIP-I and DINO against the data set `references` (an image set of the workspace)."""
+    image's prompt (or `prompt`), CLIP-I and DINO against the data set `references` (an image set of the
+    workspace); errors name the tab's fields."""
     from conceptlab.evaluation.folder import score_similarity
     from conceptlab.evaluation.report import Report
     from conceptlab.io import atomic_write_json
 
     folder = image_set(ws, name)
-    refs = image_set(ws, references) if references else None
-    scores = score_similarity(folder, clip_model or None, dino_model or None, refs, argument="folder")
+    refs = image_set(ws, references, "Reference pictures") if references else None
+    scores = score_similarity(folder, clip_model or None, dino_model or None, refs, prompt or None,
+                              names=SIMILARITY_NAMES)
     out = ws.folder("evaluations", ws.stamped("evaluations", folder.name))
     out.mkdir(parents=True)
     summary = scores.summary()

@@ -254,15 +254,20 @@ def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[st
     for line in (text or "").splitlines():
         if not line.strip():
             continue
-        head, *opts = [part.strip() for part in line.strip().split(",")]
+        head, *parts = [part.strip() for part in line.strip().split(",")]
         ident, sep, name = (x.strip() for x in head.partition("="))
-        kw = dict(o.partition("=")[::2] for o in opts)
+        kw = {k.strip(): v.strip() for k, _, v in (o.partition("=") for o in parts if o)}
+        opts = [f"{k}={v}" for k, v in kw.items()]
         if not sep or not ident or not name or set(kw) - set(EXTRA_OPTIONS):
             raise InputError("more subjects", line.strip(), f"expected ID=DATA SET,class=WORD[,OPTION=VALUE] "
                              f"(options: {', '.join(EXTRA_OPTIONS)})", "e.g. bnh=bnh-pictures,class=monster")
         if kw.get("class_prompts", "class") not in ("class", "captions"):
             raise InputError("more subjects", line.strip(), "class_prompts is class or captions here",
                              "Use class_prompts=class or class_prompts=captions")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,40}", kw.get("class", "")):
+            raise InputError("more subjects", line.strip(), "needs class=WORD, a plain word", "e.g. class=monster")
+        if "captions" in kw and len(kw["captions"].split()) != 1:
+            raise InputError("more subjects", line.strip(), "captions= takes one word", "e.g. captions=monster")
         check_token("more subjects", ident)
         folder = ws.folder("uploads", check_name("more subjects", name), "more subjects")
         if not folder.is_dir():
@@ -275,11 +280,12 @@ def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[st
 
 
 def _check_captions(folder: Path, word: str | None) -> None:
+    """Every picture of an extra subject's data set has a caption naming `word` (errors name 'more subjects')."""
     from conceptlab.training.data import load_concept_folder, substituted_captions
 
     if word:
-        _, names = load_concept_folder(folder, "images")
-        substituted_captions(folder, names, word, "X", "captions word")
+        _, names = load_concept_folder(folder, "more subjects")
+        substituted_captions(folder, names, word, "X", "more subjects")
 
 
 def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
@@ -393,7 +399,7 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
     check_dreambooth_settings(ws, DreamBoothSettings(**{k: getattr(s, k) for k in DreamBoothSettings.__dataclass_fields__
                                                           if hasattr(s, k)}))
     subject = SubjectConfig(s.identifier, str(ws.folder("uploads", s.images, "images")), s.class_word.strip())
-    extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects)]
+    extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects, s.advanced.captions.strip())]
     check_pivotal(PivotalConfig(subjects=[subject, *extra], rank=s.rank, class_images=s.class_images,
                                 prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
                                 token_lr=s.token_lr, token_steps=s.token_steps,

@@ -40,6 +40,8 @@ def layout(gr) -> dict:
                 w["references"] = gr.Dropdown([], allow_custom_value=True, label="Reference pictures",
                                               elem_id="evaluate-references",
                                               info="a data set of the real subject, for CLIP-I and DINO")
+                w["prompt"] = gr.Textbox("", label="Prompt", elem_id="evaluate-prompt",
+                                         info="clip and dino: CLIP-T's text for every image (empty: each image's own)")
         with gr.Column(scale=1):
             w["files"] = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                  label="Or upload a folder of images", elem_id="evaluate-files", height=120)
@@ -62,7 +64,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
     import pandas as pd
 
     @shown
-    def score(folder, scorer, classifier, expect, clip="", dino="", references=None):
+    def score(folder, scorer, classifier, expect, clip="", dino="", references=None, prompt=""):
         if not folder:
             raise InputError("folder", None, "none selected", "Generate or upload images, then pick their folder")
         classifier = (classifier or "").strip() if scorer == "classifier" else None
@@ -70,7 +72,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
             raise InputError("classifier", "", "no classifier given", "Type the --out folder of `classify train`")
         if scorer == "clip and dino":
             result = actions.similarity(studio.ws, folder, (clip or "").strip(), (dino or "").strip(),
-                                        references or None)
+                                        references or None, (prompt or "").strip() or None)
         else:
             result = actions.evaluate(studio.ws, folder, classifier, (expect or "").strip() or None)
         url = f"/gradio_api/file={result.report}"  # allowed: the report lies inside the workspace
@@ -81,7 +83,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
 
     outputs = [w["summary"], w["attributes"], w["confusion"], w["report"], w["images"]]
     w["go"].click(score, [w["folder"], w["scorer"], w["classifier"], w["expect"], w["clip"], w["dino"],
-                          w["references"]], outputs, api_name="evaluate")
+                          w["references"], w["prompt"]], outputs, api_name="evaluate")
     w["refresh"].click(lambda: (first_choice(gr, studio.ws.image_sets()), gr.Dropdown(choices=studio.ws.image_sets())),
                        None, [w["folder"], w["references"]], api_name=False)
 

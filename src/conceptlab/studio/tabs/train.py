@@ -116,8 +116,8 @@ def _dreambooth_layout(gr, w: dict) -> None:
     w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
 
 
-MORE_INFO = ("ID=DATA SET,class=WORD, the data set one added above; options: captions=WORD, prior_weight=W, "
-             "class_prompts=class|captions")
+MORE_INFO = ("ID=DATA SET,class=WORD, the data set one added above; options: captions=WORD (default: the "
+             "Advanced captions word, if set), prior_weight=W, class_prompts=class|captions")
 
 
 def _pivotal_layout(gr, w: dict) -> None:
