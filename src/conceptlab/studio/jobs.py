@@ -275,7 +275,11 @@ def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[st
                              "Add the subject's pictures above first, then name their data set")
         value = f"{ident}={folder}" + "".join(f",{o}" for o in opts)
         value += f",captions={captions}" if captions and "captions" not in kw else ""
-        out.append((value, parse_subject(value)))
+        try:
+            out.append((value, parse_subject(value)))
+        except InputError as e:  # named as the page names it, not as the command's --subject
+            raise InputError("more subjects", line.strip(), e.problem, "e.g. bnh=bnh-pictures,class=monster,"
+                             "prior_weight=0.3") from None
     return out
 
 
@@ -400,6 +404,9 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
                                                           if hasattr(s, k)}))
     subject = SubjectConfig(s.identifier, str(ws.folder("uploads", s.images, "images")), s.class_word.strip())
     extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects, s.advanced.captions.strip())]
+    for argument, ident in (("token", s.identifier), *(("more subjects", x.identifier) for x in extra)):
+        if not (ident.startswith("<") and ident.endswith(">")):
+            raise InputError(argument, ident, "is not written as a new token", f"Write it in angle brackets: <{ident}>")
     check_pivotal(PivotalConfig(subjects=[subject, *extra], rank=s.rank, class_images=s.class_images,
                                 prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
                                 token_lr=s.token_lr, token_steps=s.token_steps,
