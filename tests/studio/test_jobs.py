@@ -280,11 +280,11 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     from conceptlab.cli.main import build_parser
     from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings, dreambooth_command, pivotal_command, ti_command
 
-    adv = _advanced()
     db = DreamBoothSettings(**{**vars(DreamBoothSettings.defaults()), "identifier": "tuki", "class_word": "broccoli",
                                "images": captioned, "ema_decay": 0.99, "advanced": _advanced(select_by="")})
     pv = PivotalSettings(**{**vars(PivotalSettings.defaults()), "identifier": "<tuki>", "class_word": "broccoli",
-                            "images": captioned, "train_text_encoder": True, "advanced": adv})
+                            "images": captioned, "train_text_encoder": True, "advanced": _advanced(select_by=""),
+                            "ema_decay": 0.95})
     ti = TrainSettings(**{**vars(TrainSettings.defaults()), "token": "<broc>", "images": captioned,
                           "advanced": _advanced(timestep_bias="none")})
     run = ws.root / "runs" / "r"
@@ -297,7 +297,7 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     assert db_cfg.subjects[0].captions == pv_cfg.subjects[0].captions == ti_cfg.concepts[0].captions == "broccoli"
     assert (db_cfg.timestep_bias.strategy, db_cfg.timestep_bias.multiplier) == ("earlier", 3.0)
     assert pv_cfg.timestep_bias.strategy == "earlier" and ti_cfg.train.lr_schedule == "cosine"
-    assert db_cfg.ema_decay == 0.99 and pv_cfg.train_text_encoder is True
+    assert db_cfg.ema_decay == 0.99 and pv_cfg.train_text_encoder is True and pv_cfg.ema_decay == 0.95
     args = build_parser().parse_args(ti_cmd[3:])
     assert (args.select_by, args.validate_every) == ("identity", 2)
 

@@ -211,10 +211,40 @@ def test_a_text_encoder_lora_trains_beside_the_tokens_and_loads_in_diffusers(con
     assert not torch.allclose(without_te, ours_unet, atol=1e-4)  # the check can fail: the LoRAs matter
 
 
+def test_ema_saves_the_moving_average_of_tokens_and_lora_and_resumes_exactly(concept_dirs, tmp_path):
+    """--ema-decay: the bundle and the separate files hold the average of the token vectors and the LoRA over the
+    steps (diffusers' EMAModel warm-up, computed here by hand from each step's weights); an interrupted run
+    resumes to the same average."""
+    decay, steps = 0.9, 4
+    pipe = build_pipeline("tiny")
+    method = PivotalTuning(pipe, _cfg(concept_dirs, steps=steps, ema_decay=decay))
+    trajectory = [method.trainable_state()]
+    hooks = [*method.hooks(), lambda t: trajectory.append(t.method.trainable_state())]
+    Trainer(method, method.cfg.train, tmp_path / "a", hooks=hooks).train()
+    expected = dict(trajectory[0])
+    for step, state in enumerate(trajectory[1:], start=1):
+        d = min(decay, (1 + step) / (10 + step))
+        expected = {k: d * expected[k] + (1 - d) * state[k] for k in state}
+    bundle = read_bundle(tmp_path / "a" / "bundle.safetensors")
+    assert torch.allclose(bundle.embeddings[0].vectors, expected["tokens.vectors"], atol=1e-6)
+    assert not torch.allclose(bundle.embeddings[0].vectors, trajectory[-1]["tokens.vectors"], atol=1e-6)
+    saved = load_file(str(tmp_path / "a" / "lora" / DIFFUSERS_NAME))
+    b = next(k for k in expected if k.startswith("lora.unet") and "lora_B" in k)
+    match = [v for v in saved.values() if v.shape == expected[b].shape and torch.allclose(v, expected[b], atol=1e-6)]
+    assert match and bundle.meta["ema_decay"] == decay
+    _, result = train_pivotal(_cfg(concept_dirs, steps=steps, ema_decay=decay), tmp_path / "b",
+                              pipe=build_pipeline("tiny"), stop_at=2)
+    train_pivotal(_cfg(concept_dirs, steps=steps, ema_decay=decay), tmp_path / "b", pipe=build_pipeline("tiny"),
+                  resume=True)
+    resumed = read_bundle(tmp_path / "b" / "bundle.safetensors")
+    assert torch.equal(resumed.embeddings[0].vectors, bundle.embeddings[0].vectors)
+    assert all(torch.equal(resumed.lora[k], bundle.lora[k]) for k in bundle.lora)
+
+
 @pytest.mark.parametrize("change, match", [
     ({"lora": False}, "--lora"),
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
-    ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 0.99}, "--ema-decay"),
+    ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)
@@ -270,3 +300,14 @@ def test_cli_select_by_errors_come_before_a_model_loads(concept_dirs, tmp_path, 
     assert main([*base, "--select-by", "sharpness"]) == 2
     err = capsys.readouterr().err
     assert "names sharpness, which this run does not compute" in err and "identity/tuki" in err
+
+
+def test_cli_ema_reaches_the_config_and_is_refused_beside_select_by(tiny_dir, concept_dirs, tmp_path, capsys):
+    from conceptlab.cli.main import main
+
+    args = ["train", "pivotal", "--model", str(tiny_dir), "--subject", f"<tuki>={concept_dirs / 'emoji'},class=monster",
+            "--rank", "2", "--steps", "2", "--batch-size", "1", "--ema-decay", "0.9"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert read_bundle(tmp_path / "a" / "bundle.safetensors").meta["config"]["ema_decay"] == 0.9
+    assert main([*args, "--select-by", "emotion", "--out", str(tmp_path / "b")]) == 2
+    assert "--ema-decay=0.9: and --select-by both decide" in capsys.readouterr().err

@@ -328,7 +328,7 @@ def pivotal_config(args):
 
     names = ("rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
-             "token_steps", "token_frac")
+             "token_steps", "token_frac", "ema_decay")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),

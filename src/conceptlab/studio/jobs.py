@@ -378,6 +378,7 @@ class PivotalSettings:
     train_text_encoder: bool = False  # a LoRA on the text encoders too (--train-text-encoder)
     advanced: Advanced = field(default_factory=Advanced)
     more_subjects: str = ""  # as DreamBoothSettings': each identifier a new token
+    ema_decay: float = 0.0  # a moving average of the tokens and the LoRA (--ema-decay; 0 = off)
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -417,6 +418,7 @@ def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: st
     """The `conceptlab train pivotal` command line of a job."""
     own = ["--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps)]
     own += ["--train-text-encoder"] if s.train_text_encoder else []
+    own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
     return _subject_command(ws, s, "pivotal", own, run_dir, python)
 
 

@@ -45,9 +45,6 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     check_subjects(cfg)
     if not cfg.lora:
         raise InputError("--lora", cfg.lora, "pivotal tuning trains a LoRA", "Drop lora=false, or use `train ti`")
-    if cfg.ema_decay:
-        raise InputError("--ema-decay", cfg.ema_decay, "pivotal tuning does not keep a moving average yet",
-                         "Drop ema_decay, or use `train dreambooth --ema-decay`")
     VECTORS.check("--vectors", cfg.vectors)
     LR.check("--token-lr", cfg.token_lr)
     FRACTION.check("--token-frac", cfg.token_frac)
@@ -126,9 +123,18 @@ class PivotalTuning:
         self.lora_params = list(self.lora_named.values())
         self.step = 0  # the steps done; PhaseClock keeps it current
         self.clock = PhaseClock(self)
+        # --ema-decay: one moving average over the tokens and the LoRA together; the DreamBooth part saves through
+        # it (its averaged() and use_average() read .ema)
+        self.ema = None
+        if cfg.ema_decay:
+            from conceptlab.training.loop import EMA
+
+            self.ema = self.lora.ema = EMA(self.parameters(), cfg.ema_decay)
 
     def hooks(self) -> list:
-        return [self.clock]
+        """The after-step hooks the Trainer needs: the moving average first (later hooks see this step's), then
+        the phase clock."""
+        return [self.ema, self.clock] if self.ema is not None else [self.clock]
 
     # ---------------------------------------------------------------- what the loop calls
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -167,11 +173,12 @@ class PivotalTuning:
         (both in one file, with this config inside)."""
         from conceptlab.concepts.bundle import save_bundle
 
-        self.tokens.save_outputs(out, step, loss)
-        self.lora.save_outputs(out, step, loss)
-        meta = {**self.lora.metadata(step, loss), "family": self.family.name, "method": "pivotal",
-                "config": asdict(self.cfg)}
-        save_bundle(Path(out) / BUNDLE_NAME, self.tokens.embeddings(step, loss), Path(out) / "lora", meta)
+        with self.lora.averaged():  # with --ema-decay, tokens and LoRA are saved as their moving average
+            self.tokens.save_outputs(out, step, loss)
+            self.lora._save_outputs(out, step, loss)
+            meta = {**self.lora.metadata(step, loss), "family": self.family.name, "method": "pivotal",
+                    "config": asdict(self.cfg), "ema_decay": self.cfg.ema_decay or None}
+            save_bundle(Path(out) / BUNDLE_NAME, self.tokens.embeddings(step, loss), Path(out) / "lora", meta)
 
     @torch.no_grad()
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:
@@ -191,5 +198,15 @@ def train_pivotal(cfg: PivotalConfig, out, resume: bool = False, device=None, dt
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     classes, texts = prepare_priors(cfg, pipe, out)  # before the tokens exist: class prompts never hold them
     method = PivotalTuning(pipe, cfg, classes, texts)
+    if method.ema is not None:
+        from conceptlab.training.selection import CheckpointSelection
+
+        if any(isinstance(h, CheckpointSelection) for h in hooks):
+            raise InputError("--ema-decay", cfg.ema_decay, "and --select-by both decide which weights are kept: "
+                             "selection scores the trained weights, the saved ones would be their average",
+                             "Use one of --ema-decay and --select-by")
     trainer = Trainer(method, cfg.train, out, config_record=asdict(cfg), hooks=[*method.hooks(), *hooks])
-    return pipe, trainer.train(resume=resume, **train_kwargs)
+    result = trainer.train(resume=resume, **train_kwargs)
+    if method.ema is not None:
+        method.lora.use_average()  # the returned pipeline holds what was saved
+    return pipe, result

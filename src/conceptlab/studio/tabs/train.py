@@ -142,6 +142,8 @@ def _pivotal_layout(gr, w: dict) -> None:
         w["pt_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0)
     w["pt_text"] = gr.Checkbox(label="Text-encoder LoRA", value=d.train_text_encoder, elem_id="pt-text",
                                info="also a LoRA on the text encoder, beside the token")
+    w["pt_ema"] = gr.Number(label="EMA decay", value=0.0, elem_id="pt-ema",
+                            info="keeps a moving average of the token and the LoRA and saves it; 0 is off")
     w["pt_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="pt-more",
                               placeholder="<bnh>=bnh-pictures,class=monster", info=MORE_INFO)
     w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
@@ -205,6 +207,11 @@ def advanced(precision, checkpointing, accumulation, schedule, warmup, report, b
 def _more(values) -> str:
     """The 'More subjects' box after the Advanced widgets (an API call may leave it out)."""
     return (values[len(ADVANCED)] or "") if len(values) > len(ADVANCED) else ""
+
+
+def _after_more(values) -> float:
+    """Pivotal tuning's EMA decay, the widget after 'More subjects' (an API call may leave it out: 0, off)."""
+    return float(values[len(ADVANCED) + 1] or 0) if len(values) > len(ADVANCED) + 1 else 0.0
 
 
 def _world_objects() -> list[str]:
@@ -284,12 +291,12 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
             seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
             train_text_encoder=bool(text_encoder), advanced=advanced(*adv_more[:len(ADVANCED)]),
-            more_subjects=_more(adv_more))
+            more_subjects=_more(adv_more), ema_decay=_after_more(adv_more))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
-                                *ADVANCED, "pt_more")]
+                                *ADVANCED, "pt_more", "pt_ema")]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
