@@ -84,15 +84,14 @@ class Advanced:
 def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts=None) -> None:
     """The checks the CLI makes on these flags before it loads a model; `subjects` or `concepts` (the library's
     configs) let checkpoint selection check its metrics as `--select-by` does."""
-    from conceptlab.training.data import load_concept_folder, read_captions, substituted_captions
     from conceptlab.training.diffusion import TimestepBias, check_timestep_bias
-    from conceptlab.training.loop import LR_SCHEDULES, TrainConfig
+    from conceptlab.training.loop import AUTOCAST, LR_SCHEDULES, OPTIMIZERS, TrainConfig
     from conceptlab.validation import BATCH, COUNT0, TRAIN_STEPS, choice
 
-    choice("mixed precision", a.mixed_precision, ("no", "fp16", "bf16"))
+    choice("mixed precision", a.mixed_precision, AUTOCAST)
     choice("learning-rate schedule", a.lr_schedule, LR_SCHEDULES)
     choice("report to", a.report_to, ("none", "tensorboard"))
-    choice("optimizer", a.optimizer, ("adamw", "adafactor"))
+    choice("optimizer", a.optimizer, OPTIMIZERS)
     BATCH.check("gradient accumulation", a.gradient_accumulation)
     COUNT0.check("warmup steps", a.warmup_steps)
     # what the loop itself checks: a tracker whose package is missing, among the rest; its warnings (a CPU
@@ -114,9 +113,7 @@ def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts
     if a.captions.strip():
         if any(c in a.captions for c in ",=") or len(a.captions.split()) != 1:
             raise InputError("captions word", a.captions, "is not one word", "e.g. cat, the word each caption uses")
-        _, names = load_concept_folder(folder, "images")
-        read_captions(folder, names, "images")  # a picture without a caption is named here
-        substituted_captions(folder, names, a.captions.strip(), "X", "captions word")
+        _check_captions(folder, a.captions.strip(), "captions word")
     if a.select_by.strip():
         from conceptlab.training.selection import make_selection
 
@@ -241,6 +238,7 @@ class DreamBoothSettings:
 
 
 EXTRA_OPTIONS = ("class", "captions", "prior_weight", "class_prompts")  # none of them names a file
+CLASS_WORD = r"[A-Za-z][A-Za-z -]{0,40}"  # a subject's class: a plain word or two
 
 
 def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[str, object]]:
@@ -264,7 +262,7 @@ def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[st
         if kw.get("class_prompts", "class") not in ("class", "captions"):
             raise InputError("more subjects", line.strip(), "class_prompts is class or captions here",
                              "Use class_prompts=class or class_prompts=captions")
-        if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,40}", kw.get("class", "")):
+        if not re.fullmatch(CLASS_WORD, kw.get("class", "")):
             raise InputError("more subjects", line.strip(), "needs class=WORD, a plain word", "e.g. class=monster")
         if "captions" in kw and len(kw["captions"].split()) != 1:
             raise InputError("more subjects", line.strip(), "captions= takes one word", "e.g. captions=monster")
@@ -283,13 +281,13 @@ def more_subjects(ws: Workspace, text: str, captions: str = "") -> list[tuple[st
     return out
 
 
-def _check_captions(folder: Path, word: str | None) -> None:
-    """Every picture of an extra subject's data set has a caption naming `word` (errors name 'more subjects')."""
+def _check_captions(folder: Path, word: str | None, argument: str) -> None:
+    """Every picture in `folder` has a caption naming `word` (a missing caption, or one without it, named)."""
     from conceptlab.training.data import load_concept_folder, substituted_captions
 
     if word:
-        _, names = load_concept_folder(folder, "more subjects")
-        substituted_captions(folder, names, word, "X", "more subjects")
+        _, names = load_concept_folder(folder, argument)
+        substituted_captions(folder, names, word, "X", argument)
 
 
 def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
@@ -299,7 +297,7 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
 
     check_token("identifier", s.identifier)
     text("class word", s.class_word, example="broccoli")
-    if not re.fullmatch(r"[A-Za-z][A-Za-z -]{0,40}", s.class_word.strip()):
+    if not re.fullmatch(CLASS_WORD, s.class_word.strip()):
         raise InputError("class word", s.class_word, "is not a plain word", "e.g. broccoli")
     check_name("images", s.images)
     if s.name:
@@ -317,9 +315,9 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
     check_subjects(DreamBoothConfig(subjects=[subject, *extra], lora=s.lora, rank=s.rank, class_images=s.class_images,
                                     prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
     for other in extra:
-        _check_captions(Path(other.folder), other.captions)
+        _check_captions(Path(other.folder), other.captions, "more subjects")
     check_advanced(s.advanced, "dreambooth", folder, subjects=[subject, *extra])
-    if getattr(s, "ema_decay", 0):
+    if s.ema_decay:
         from conceptlab.validation import EMA_DECAY
 
         EMA_DECAY.check("EMA decay", s.ema_decay)

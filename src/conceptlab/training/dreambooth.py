@@ -550,6 +550,16 @@ class DreamBooth:
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
 
 
+def refuse_ema_beside_selection(ema_decay: float, hooks) -> None:
+    """--ema-decay and --select-by both decide which weights are kept; a run takes one of them."""
+    from conceptlab.training.selection import CheckpointSelection
+
+    if ema_decay and any(isinstance(h, CheckpointSelection) for h in hooks):
+        raise InputError("--ema-decay", ema_decay, "and --select-by both decide which weights are kept: "
+                         "selection scores the trained weights, the saved ones would be their average",
+                         "Use one of --ema-decay and --select-by")
+
+
 def prompt_folder(prompt: str) -> str:
     """A short, stable folder name for a prompt's class images."""
     import hashlib
@@ -616,12 +626,7 @@ def train_dreambooth(cfg: DreamBoothConfig, out, resume: bool = False, device=No
     classes, texts = prepare_priors(cfg, pipe, out)
     method = DreamBooth(pipe, cfg, classes, texts)
     if method.ema is not None:
-        from conceptlab.training.selection import CheckpointSelection
-
-        if any(isinstance(h, CheckpointSelection) for h in hooks):
-            raise InputError("--ema-decay", cfg.ema_decay, "and --select-by both decide which weights are kept: "
-                             "selection scores the trained weights, the saved ones would be their average",
-                             "Use one of --ema-decay and --select-by")
+        refuse_ema_beside_selection(cfg.ema_decay, hooks)
         hooks = [method.ema, *hooks]  # first: later hooks see this step's average
     record = run_record(without_unset_priors(asdict(cfg)))
     result = Trainer(method, cfg.train, out, config_record=record, hooks=hooks).train(resume=resume,

@@ -68,8 +68,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     # "adamw", or "adafactor": Adafactor (Shazeer & Stern 2018), whose second moment is factored into a row and
-    # a column vector, so its state is a fraction of AdamW's two full copies (what lets a full SDXL UNet
-    # fine-tune fit a 24 GB card); transformers' implementation at this lr, as kohya's scripts run it
+    # a column vector, so its state is a fraction of AdamW's two full copies (about 21 GB less for a full SDXL
+    # UNet); transformers' implementation at this lr, as kohya's scripts run it
     optimizer: str = "adamw"
     # torch's fused AdamW kernel (make_optimizer); False: its default per-tensor AdamW, which the base model, the
     # judge and the classifier were always trained with, so that they reproduce bit for bit

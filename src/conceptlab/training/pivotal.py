@@ -190,7 +190,7 @@ def train_pivotal(cfg: PivotalConfig, out, resume: bool = False, device=None, dt
     """Checks every setting, loads the model (unless `pipe` is given), prepares class images when prior
     preservation is on, trains; returns (pipe, TrainResult). `hooks`: more after-step hooks (e.g. selection)."""
     from conceptlab.models.loading import load_pipeline
-    from conceptlab.training.dreambooth import prepare_priors
+    from conceptlab.training.dreambooth import prepare_priors, refuse_ema_beside_selection
     from conceptlab.training.loop import Trainer
 
     check_pivotal(cfg)
@@ -198,13 +198,7 @@ def train_pivotal(cfg: PivotalConfig, out, resume: bool = False, device=None, dt
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
     classes, texts = prepare_priors(cfg, pipe, out)  # before the tokens exist: class prompts never hold them
     method = PivotalTuning(pipe, cfg, classes, texts)
-    if method.ema is not None:
-        from conceptlab.training.selection import CheckpointSelection
-
-        if any(isinstance(h, CheckpointSelection) for h in hooks):
-            raise InputError("--ema-decay", cfg.ema_decay, "and --select-by both decide which weights are kept: "
-                             "selection scores the trained weights, the saved ones would be their average",
-                             "Use one of --ema-decay and --select-by")
+    refuse_ema_beside_selection(cfg.ema_decay, hooks)
     trainer = Trainer(method, cfg.train, out, config_record=asdict(cfg), hooks=[*method.hooks(), *hooks])
     result = trainer.train(resume=resume, **train_kwargs)
     if method.ema is not None:

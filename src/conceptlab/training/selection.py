@@ -359,11 +359,13 @@ def make_selection(select_by: str, every: int, *, subjects: list | None = None, 
 
         evaluators.append(ClassifierEvaluator(Classifier(classifier)))
     if clip_model or dino_model:
+        from conceptlab.evaluation.metrics import load_scorer
+
         references = _references(folders)
         if clip_model:
-            evaluators.append(ClipEvaluator(_load_scorer("clip", clip_model), references))
+            evaluators.append(ClipEvaluator(load_scorer("clip", clip_model), references))
         if dino_model:
-            evaluators.append(DinoEvaluator(_load_scorer("dino", dino_model), references))
+            evaluators.append(DinoEvaluator(load_scorer("dino", dino_model), references))
     return CheckpointSelection(evaluators, cases, SelectionConfig(weights, every, steps))
 
 
@@ -376,9 +378,3 @@ def _references(folders: dict[str, tuple[str, str]]) -> dict[str, list]:
     from conceptlab.training.data import load_concept_folder
 
     return {g: load_concept_folder(folder, argument)[0] for g, (folder, argument) in folders.items()}
-
-
-def _load_scorer(kind: str, path: str):
-    from conceptlab.evaluation.metrics import load_scorer
-
-    return load_scorer(kind, path)

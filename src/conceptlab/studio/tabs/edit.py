@@ -172,9 +172,10 @@ def wire(gr, studio: Studio, w: dict) -> None:
             rest[:MAX_WORDS], rest[MAX_WORDS:]
         progress(0, desc="inverting the photo" if photo else "editing")
         model, seed, steps = (model or "").strip() or None, whole("seed", seed), whole("steps", steps)
+        lora_scale = float(lora_scale if lora_scale is not None else 1)
         outcome = actions.edit(
             studio.ws, studio.cache, studio.inversions, source, target, model=model, concepts=concepts, photo=photo,
-            loras=loras, lora_scale=float(lora_scale if lora_scale is not None else 1),
+            loras=loras, lora_scale=lora_scale,
             method=method, reweight=reweighting(target, weights), mode=mode, cross_steps=float(cross),
             self_steps=float(self_steps), blend=[b.strip() for b in (blend or "").split(",") if b.strip()],
             blend_mask=blend_mask, seed=seed, steps=steps, guidance=float(guidance),
@@ -189,7 +190,7 @@ def wire(gr, studio: Studio, w: dict) -> None:
             progress(0.5, desc="attention maps")
             sheet = actions.attention(studio.ws, studio.cache, {"source": source, "target": target}, outcome.folder,
                                       model=model, concepts=concepts, seed=seed, steps=steps, guidance=float(guidance),
-                                      loras=loras, lora_scale=float(lora_scale if lora_scale is not None else 1))
+                                      loras=loras, lora_scale=lora_scale)
             if photo:
                 info += " · attention maps: of the prompts from this seed, not of the photo"
         if outcome.region is not None:
