@@ -14,7 +14,8 @@ diffusers' examples/textual_inversion/textual_inversion.py works (benchmarks.ben
 ReferenceTI: VAE at every step, templates, the whole embedding matrix in AdamW, its default learning rate
 scaled by the batch), and judged with the plain words on the same seeds: 16 prompts x --per-prompt images.
 --loops pivotal adds pivotal tuning (the token with a UNet LoRA, --lora-rank 4, conceptlab.training.pivotal) on the same
-captions, judged with the token and its class word ('<tuki> monster'); --text-encoder-lora adds a text-encoder LoRA.
+captions, judged with the token and its class word ('<tuki> monster'); --text-encoder-lora adds a text-encoder LoRA;
+--full-fine-tune trains every UNet weight (and text-encoder weight with --text-encoder-lora) beside the token.
 Choose settings on one seed range (--first-seed 1000) and report on another (2000).
 """
 
@@ -65,15 +66,15 @@ def train_reference(pipe, cfg: H.HeldOutConfig, token: str, init: str, template:
 
 def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class_word: str, folder: Path,
                        out: Path) -> float:
-    """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank), on each image's caption with `words` replaced by
-    'TOKEN CLASS'; no prior preservation. Returns seconds."""
+    """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank, or every UNet weight with cfg.full), on each
+    image's caption with `words` replaced by 'TOKEN CLASS'; no prior preservation. Returns seconds."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
     pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
-                       rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora, train=train,
-                       vectors=cfg.vectors, token_steps=cfg.token_steps)
+                       lora=not cfg.full, rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora,
+                       train=train, vectors=cfg.vectors, token_steps=cfg.token_steps)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
@@ -126,7 +127,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--lora-lr", type=float, default=1e-4, help="pivotal tuning's LoRA learning rate")
     p.add_argument("--lora-rank", type=int, default=4, help="pivotal tuning's LoRA rank")
-    p.add_argument("--text-encoder-lora", action="store_true", help="pivotal tuning also trains a text-encoder LoRA")
+    p.add_argument("--text-encoder-lora", action="store_true", help="pivotal tuning also trains a text-encoder LoRA "
+                   "(with --full-fine-tune: every text-encoder weight)")
+    p.add_argument("--full-fine-tune", action="store_true", help="pivotal tuning trains every UNet weight beside the "
+                   "token instead of a LoRA, at --lora-lr")
     p.add_argument("--vectors", type=int, default=1, help="pivotal tuning: embedding vectors per token")
     p.add_argument("--token-steps", type=int, default=0, help="pivotal tuning: steps of the token alone first")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
@@ -147,7 +151,8 @@ def main() -> None:
                    help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
-                          text_encoder_lora=a.text_encoder_lora, vectors=a.vectors, token_steps=a.token_steps,
+                          text_encoder_lora=a.text_encoder_lora, full=a.full_fine_tune, vectors=a.vectors,
+                          token_steps=a.token_steps,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
@@ -197,6 +202,8 @@ def record(out: Path, page: Path, model_name: str) -> None:
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("text_encoder_lora"):
         command += " --text-encoder-lora"
+    if cfg.get("full"):
+        command += " --full-fine-tune"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
     if "shards" in result:

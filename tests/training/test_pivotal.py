@@ -241,8 +241,61 @@ def test_ema_saves_the_moving_average_of_tokens_and_lora_and_resumes_exactly(con
     assert all(torch.equal(resumed.lora[k], bundle.lora[k]) for k in bundle.lora)
 
 
+@pytest.mark.parametrize("build", [build_pipeline, build_sdxl_pipeline], ids=["sd1", "sdxl"])
+def test_a_full_fine_tune_trains_every_weight_beside_the_tokens_and_saves_a_pipeline_that_knows_them(
+        concept_dirs, tmp_path, build):
+    """lora=False (--full-fine-tune) with the text encoders: every UNet and text-encoder weight may move, the VAE
+    stays; OUT/pipeline, loaded by diffusers alone, has the tokens in its tokenizers with the embedding files'
+    vectors and gives the trained pipeline's conditioning and noise prediction; no LoRA, no bundle."""
+    from diffusers import DiffusionPipeline
+
+    pipe = build("tiny") if build is build_pipeline else build()
+    before = _frozen(pipe)
+    cfg = _cfg(concept_dirs, steps=3, lora=False, train_text_encoder=True, vectors=2)
+    cfg.train.lr = 1e-3
+    method = PivotalTuning(pipe, cfg)
+    assert not any("lora_" in k for k in method.trainable_state())
+    Trainer(method, cfg.train, tmp_path, hooks=method.hooks()).train()
+    now = _frozen(pipe)
+    # the embedding matrices grew by the new rows; every other weight is compared as it was
+    moved = {k.split(".")[0] for k in before if not k.endswith("token_embedding.weight")
+             and not torch.equal(before[k], now[k])}
+    assert moved == ({"unet", "text_encoder"} if build is build_pipeline else {"unet", "text_encoder", "text_encoder_2"})
+    assert not (tmp_path / "lora").exists() and not (tmp_path / "bundle.safetensors").exists()
+    ours_unet, ours_hidden = _unet_out(pipe)
+    saved = DiffusionPipeline.from_pretrained(tmp_path / "pipeline")
+    files = load_file(str(tmp_path / "tuki" / "learned_embeds.safetensors"))
+    for key, tok, te in (("clip_l", saved.tokenizer, saved.text_encoder),
+                         ("clip_g", getattr(saved, "tokenizer_2", None), getattr(saved, "text_encoder_2", None))):
+        if te is not None:
+            ids = tok.convert_tokens_to_ids(["<tuki>", "<tuki>_1"])
+            rows = te.get_input_embeddings().weight[ids]
+            assert torch.equal(rows, files[key] if build is build_sdxl_pipeline else files["<tuki>"])
+    theirs_unet, theirs_hidden = _unet_out(saved)
+    assert torch.allclose(theirs_hidden, ours_hidden, atol=1e-6)
+    assert torch.allclose(theirs_unet, ours_unet, atol=1e-5)
+    fresh_unet, _ = _unet_out(build("tiny") if build is build_pipeline else build(), "a sticker of a monster")
+    assert not torch.allclose(fresh_unet, ours_unet, atol=1e-3)  # the check can fail: the training matters
+
+
+def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_dirs, tmp_path, capsys):
+    from conceptlab.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", "pivotal", "--model", str(tiny_dir), "--subject", f"<tuki>={concept_dirs / 'emoji'},class=monster",
+                 "--full-fine-tune", "--steps", "2", "--batch-size", "1", "--lr", "1e-4", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "every UNet weight" in said and f"--model {out / 'pipeline'}" in said
+    import json
+
+    meta = json.loads((out / "pipeline" / "conceptlab_dreambooth.json").read_text())
+    assert meta["method"] == "pivotal" and meta["lora"] is False and meta["subjects"] == ["<tuki>"]
+    assert main(["generate", "--model", str(out / "pipeline"), "--prompt", PROMPT, "-n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "gen")]) == 0
+    assert len(list((tmp_path / "gen").glob("*.png"))) == 1
+
+
 @pytest.mark.parametrize("change, match", [
-    ({"lora": False}, "--lora"),
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
     ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"),
 ])

@@ -130,7 +130,11 @@ def add_parser(sub):
     flag(pv, "--token-frac", type=FRACTION.arg, help="share of the steps after which the tokens stop, as diffusers' "
                                                      "--train_text_encoder_ti_frac (default: 1.0, to the end)")
     flag(pv, "--train-text-encoder", action="store_const", const=True,
-         help="also train a LoRA on the text encoders (at --lr), beside the tokens")
+         help="also train a LoRA on the text encoders (at --lr), beside the tokens; with --full-fine-tune every "
+              "text-encoder weight")
+    flag(pv, "--full-fine-tune", dest="lora", action="store_const", const=False,
+         help="train every UNet weight beside the tokens instead of a LoRA (OneTrainer's fine-tune with embeddings; "
+              "use a lower --lr such as 1e-4); saves OUT/pipeline, its tokenizer holding the tokens, and no bundle")
     add_bucket_flags(pv)
     add_train_flags(pv)
     add_selection_flags(pv)
@@ -326,7 +330,7 @@ def pivotal_config(args):
     from conceptlab.training.dreambooth import parse_subject
     from conceptlab.training.pivotal import PivotalConfig
 
-    names = ("rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
+    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
              "token_steps", "token_frac", "ema_decay")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
@@ -345,9 +349,17 @@ def run_pivotal(args) -> int:
     result = _train(args, cfg, train_pivotal, subjects=cfg.subjects)
     if result.stopped != "done":
         return _stopped_code(result)
+    tokens = ", ".join(s.identifier for s in cfg.subjects)
+    if not cfg.lora:
+        pipeline = Path(args.out) / "pipeline"
+        print(f"trained {tokens} (tokens + every UNet{' and text-encoder' * bool(cfg.train_text_encoder)} weight) for "
+              f"{result.steps} steps; pipeline in {pipeline} (its tokenizer holds the tokens), embeddings in "
+              f"{args.out}/<token>/; use it with: conceptlab generate --model {pipeline} --prompt 'a sticker of a "
+              f"{cfg.subjects[0].identifier} {cfg.subjects[0].class_word}'")
+        return 0
     bundle = Path(args.out) / BUNDLE_NAME
     what = "tokens + UNet and text-encoder LoRA" if cfg.train_text_encoder else "tokens + LoRA"
-    print(f"trained {', '.join(s.identifier for s in cfg.subjects)} ({what}) for {result.steps} steps; bundle "
+    print(f"trained {tokens} ({what}) for {result.steps} steps; bundle "
           f"{bundle}, embeddings in {args.out}/<token>/, LoRA in {Path(args.out) / 'lora'}; use them with: conceptlab "
           f"generate --concepts {bundle} --prompt 'a sticker of a {cfg.subjects[0].identifier} "
           f"{cfg.subjects[0].class_word}'")

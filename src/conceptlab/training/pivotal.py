@@ -4,7 +4,9 @@ advanced DreamBooth-LoRA scripts do with --train_text_encoder_ti and cloneofsimo
 What it trains: the subjects' new tokens in every text encoder of the family (TextualInversion's TokenSplices;
 SDXL: both encoders) and LoRA adapters on the UNet's attention (DreamBooth's); with `train_text_encoder`, LoRA
 adapters on the text encoders' attention too (OneTrainer trains an embedding beside a text-encoder LoRA this way;
-diffusers' advanced script allows only one of the two); nothing else.
+diffusers' advanced script allows only one of the two); nothing else. With `lora=False` (`--full-fine-tune`) every
+UNet weight trains beside the tokens instead of a LoRA, and every text-encoder weight with `train_text_encoder`
+(OneTrainer's fine-tune with additional embeddings); the result is a whole pipeline whose tokenizer holds the tokens.
 Its loss: DreamBooth's (instance images + each subject's prior weight x its class images), with prompts that
 name the new token ("a <tuki> monster"), so the gradient reaches the token vectors and the LoRA alike.
 Schedule: the tokens alone for `token_steps` (lora_pti's inversion phase), then both; the tokens stop after
@@ -30,7 +32,7 @@ class PivotalConfig(DreamBoothConfig):
     """`conceptlab train pivotal` settings: DreamBooth-LoRA's, each subject's identifier a new token ('<tuki>')
     that starts from its class word's embedding (diffusers' --initializer_concept)."""
 
-    lora: bool = True  # pivotal tuning always trains a LoRA; False is refused
+    lora: bool = True  # False: every UNet weight (and text-encoder weight with train_text_encoder) beside the tokens
     # train_text_encoder (DreamBooth's field): a LoRA on the text encoders as well, at the LoRA's learning rate
     vectors: int = 1  # embedding vectors per token (diffusers' --num_new_tokens_per_abstraction; 2 there)
     token_lr: float = 5e-3  # the tokens' learning rate (textual inversion's); the LoRA's is train.lr
@@ -43,8 +45,6 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     from conceptlab.validation import FRACTION, LR, TRAIN_STEPS, VECTORS, Bound
 
     check_subjects(cfg)
-    if not cfg.lora:
-        raise InputError("--lora", cfg.lora, "pivotal tuning trains a LoRA", "Drop lora=false, or use `train ti`")
     VECTORS.check("--vectors", cfg.vectors)
     LR.check("--token-lr", cfg.token_lr)
     FRACTION.check("--token-frac", cfg.token_frac)
@@ -79,13 +79,18 @@ def dreambooth_config(cfg: PivotalConfig) -> DreamBoothConfig:
 
 
 class _LoraOnTrainedTokens(DreamBooth):
-    """DreamBooth-LoRA whose prompts hold tokens that train: their conditioning changes every step, so it is
-    encoded each time, with gradients (DreamBooth caches it while the text encoders are frozen)."""
+    """DreamBooth (a LoRA, or every weight with lora=False) whose prompts hold tokens that train: their conditioning
+    changes every step, so it is encoded each time, with gradients (DreamBooth caches it while the text encoders are
+    frozen)."""
 
     def encode(self, texts: list[str], sizes=None):
         # a token of K vectors is K words ('<tuki> <tuki>_1'), as the pipeline itself expands it; `sizes`: the
         # images' SDXL size conditioning when buckets are on
         return self._encode([self.pipe.maybe_convert_prompt(t, self.pipe.tokenizer) for t in texts], sizes)
+
+    def metadata(self, steps: int | None, loss: float | None) -> dict:
+        # what a full fine-tune writes beside its pipeline (conceptlab_dreambooth.json) and the bundle's header start
+        return {**super().metadata(steps, loss), "method": "pivotal"}
 
 
 class PhaseClock:
@@ -117,8 +122,8 @@ class PivotalTuning:
         self.lora = _LoraOnTrainedTokens(pipe, dreambooth_config(cfg), class_latents, class_texts)
         self.family = self.tokens.family
         self.token_params = self.tokens.parameters()  # (K, D_i) per text encoder
-        # the UNet's LoRA A and B matrices, by name: DreamBooth names only what requires grad, and a phase
-        # freezes them for a while
+        # the UNet's LoRA A and B matrices (every UNet weight with lora=False), by name: DreamBooth names only what
+        # requires grad, and a phase freezes them for a while. Their checkpoint keys say 'lora.' either way.
         self.lora_named = self.lora._named_trainable()
         self.lora_params = list(self.lora_named.values())
         self.step = 0  # the steps done; PhaseClock keeps it current
@@ -170,12 +175,15 @@ class PivotalTuning:
 
     def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
         """OUT/<token>/ (the embedding in every format), OUT/lora/ (diffusers and kohya files) and OUT/bundle.safetensors
-        (both in one file, with this config inside)."""
+        (both in one file, with this config inside); with lora=False OUT/pipeline/ instead of the LoRA and the bundle:
+        the whole fine-tuned pipeline, the tokens written into its text encoders and tokenizers."""
         from conceptlab.concepts.bundle import save_bundle
 
         with self.lora.averaged():  # with --ema-decay, tokens and LoRA are saved as their moving average
-            self.tokens.save_outputs(out, step, loss)
+            self.tokens.save_outputs(out, step, loss)  # also writes the vectors into the embedding matrices
             self.lora._save_outputs(out, step, loss)
+            if not self.cfg.lora:
+                return
             meta = {**self.lora.metadata(step, loss), "family": self.family.name, "method": "pivotal",
                     "config": asdict(self.cfg), "ema_decay": self.cfg.ema_decay or None}
             save_bundle(Path(out) / BUNDLE_NAME, self.tokens.embeddings(step, loss), Path(out) / "lora", meta)

@@ -36,7 +36,8 @@ class HeldOutConfig:
     lr: float = 5e-3  # ours (conceptlab's default for textual inversion)
     lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
-    text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder
+    text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder (with full: all of it)
+    full: bool = False  # pivotal tuning trains every UNet weight beside the token instead of a LoRA (lora_lr its lr)
     vectors: int = 1  # pivotal tuning: embedding vectors per token
     token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
@@ -296,9 +297,9 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
 
 
 def pivotal_name(cfg: dict) -> str:
-    """'pivotal-lora-lr0.001', plus each setting that differs from HeldOutConfig's defaults ('-rank16-steps800'),
-    and '-te' with a text-encoder LoRA."""
-    default, name = HeldOutConfig(), f"pivotal-lora-lr{cfg['lora_lr']:g}"
+    """'pivotal-lora-lr0.001' ('pivotal-full-lr0.0001' for a full fine-tune), plus each setting that differs from
+    HeldOutConfig's defaults ('-rank16-steps800'), and '-te' with the text encoder trained."""
+    default, name = HeldOutConfig(), f"pivotal-{'full' if cfg.get('full') else 'lora'}-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
                        ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
                        ("token_steps", "token-steps")):
