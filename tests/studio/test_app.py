@@ -355,6 +355,9 @@ def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
         selecting = [*plain[:ADVANCED.index("adv_select")], "emotion", *plain[ADVANCED.index("adv_select") + 1:]]
         client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), False,
                        *selecting, "", 0.99, api_name="/train_pivotal")
+    with pytest.raises(AppError, match=r"EMA decay=0.99: and checkpoint selection"):  # the full fine-tune box last
+        client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), False,
+                       *selecting, "", 0.99, True, api_name="/train_pivotal")
     with pytest.raises(AppError, match=r"more subjects='missing': is not a data set of the workspace"):
         client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
                        0.0, *plain, "bnh=missing,class=monster", api_name="/train_dreambooth")

@@ -220,6 +220,9 @@ def test_pivotal_command_parses_to_the_settings_asked_for(ws, upload):
     cfg = _cli_config(pivotal_command(ws, s, ws.root / "runs" / "r", python="py"))
     assert cfg.subjects[0].identifier == "<tuki>" and (cfg.rank, cfg.token_lr, cfg.token_steps, cfg.train.steps) == \
         (2, 1e-3, 1, 3)
+    assert cfg.lora is True
+    full = _cli_config(pivotal_command(ws, PivotalSettings(**{**vars(s), "full_fine_tune": True}), ws.root / "r", "py"))
+    assert full.lora is False
 
 
 @pytest.mark.parametrize("kind,field,value,match", [

@@ -377,6 +377,7 @@ class PivotalSettings:
     advanced: Advanced = field(default_factory=Advanced)
     more_subjects: str = ""  # as DreamBoothSettings': each identifier a new token
     ema_decay: float = 0.0  # a moving average of the tokens and the LoRA (--ema-decay; 0 = off)
+    full_fine_tune: bool = False  # every UNet weight beside the tokens instead of a LoRA (--full-fine-tune)
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -406,7 +407,8 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
     for argument, ident in (("token", s.identifier), *(("more subjects", x.identifier) for x in extra)):
         if not (ident.startswith("<") and ident.endswith(">")):
             raise InputError(argument, ident, "is not written as a new token", f"Write it in angle brackets: <{ident}>")
-    check_pivotal(PivotalConfig(subjects=[subject, *extra], rank=s.rank, class_images=s.class_images,
+    check_pivotal(PivotalConfig(subjects=[subject, *extra], lora=not s.full_fine_tune, rank=s.rank,
+                                class_images=s.class_images,
                                 prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
                                 token_lr=s.token_lr, token_steps=s.token_steps,
                                 train=TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr)))
@@ -417,6 +419,7 @@ def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: st
     own = ["--rank", str(s.rank), "--token-lr", repr(float(s.token_lr)), "--token-steps", str(s.token_steps)]
     own += ["--train-text-encoder"] if s.train_text_encoder else []
     own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
+    own += ["--full-fine-tune"] if s.full_fine_tune else []
     return _subject_command(ws, s, "pivotal", own, run_dir, python)
 
 

@@ -146,6 +146,9 @@ def _pivotal_layout(gr, w: dict) -> None:
                             info="keeps a moving average of the token and the LoRA and saves it; 0 is off")
     w["pt_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="pt-more",
                               placeholder="<bnh>=bnh-pictures,class=monster", info=MORE_INFO)
+    w["pt_full"] = gr.Checkbox(label="Full fine-tune", value=False, elem_id="pt-full",
+                               info="every UNet weight (and text-encoder weight, with the box above) beside the token "
+                                    "instead of a LoRA; saves a whole model. Use a learning rate near 1e-4")
     w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
 
 
@@ -212,6 +215,11 @@ def _more(values) -> str:
 def _after_more(values) -> float:
     """Pivotal tuning's EMA decay, the widget after 'More subjects' (an API call may leave it out: 0, off)."""
     return float(values[len(ADVANCED) + 1] or 0) if len(values) > len(ADVANCED) + 1 else 0.0
+
+
+def _full(values) -> bool:
+    """Pivotal tuning's full fine-tune box, after its EMA decay (an API call may leave it out: off)."""
+    return bool(values[len(ADVANCED) + 2]) if len(values) > len(ADVANCED) + 2 else False
 
 
 def _world_objects() -> list[str]:
@@ -291,12 +299,12 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
             seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
             train_text_encoder=bool(text_encoder), advanced=advanced(*adv_more[:len(ADVANCED)]),
-            more_subjects=_more(adv_more), ema_decay=_after_more(adv_more))
+            more_subjects=_more(adv_more), ema_decay=_after_more(adv_more), full_fine_tune=_full(adv_more))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
-                                *ADVANCED, "pt_more", "pt_ema")]
+                                *ADVANCED, "pt_more", "pt_ema", "pt_full")]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
@@ -358,7 +366,8 @@ def _learns(job) -> str:
     """What a job teaches: its token, or its subject ('tuki broccoli') and how."""
     s = job.settings
     if job.kind == "pivotal":
-        return f"{s.get('identifier', '')} {s.get('class_word', '')} (token + LoRA rank {s.get('rank')})"
+        how = "full fine-tune" if s.get("full_fine_tune") else f"LoRA rank {s.get('rank')}"
+        return f"{s.get('identifier', '')} {s.get('class_word', '')} (token + {how})"
     if job.kind == "dreambooth":
         how = f"LoRA rank {s.get('rank')}" if s.get("lora") else "full fine-tune"
         return f"{s.get('identifier', '')} {s.get('class_word', '')} ({how})"
@@ -368,6 +377,9 @@ def _learns(job) -> str:
 def _where_it_went(job) -> str:
     s = job.settings
     subject = html.escape(f"{s.get('identifier', '')} {s.get('class_word', '')}")
+    if job.kind == "pivotal" and s.get("full_fine_tune"):
+        return (f"The fine-tuned model, which knows the token, is {job.run_dir}/pipeline: type that path as the Model "
+                f"in Generate and prompt with 'a {subject}'.")
     if job.kind == "pivotal":
         return (f"The token and its LoRA are in the Concepts tab ({job.run_dir}/...); pick both in Generate "
                 f"(Concepts and LoRAs) and prompt with 'a {subject}'.")
