@@ -293,6 +293,14 @@ def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_di
     assert main(["generate", "--model", str(out / "pipeline"), "--prompt", PROMPT, "-n", "1", "--steps", "2",
                  "--out", str(tmp_path / "gen")]) == 0
     assert len(list((tmp_path / "gen").glob("*.png"))) == 1
+    capsys.readouterr()
+    # its tokens alone onto another model would drop the fine-tune; onto its own model they are there already
+    assert main(["generate", "--model", str(tiny_dir), "--concepts", str(out), "--prompt", PROMPT, "--steps", "2",
+                 "--out", str(tmp_path / "g2")]) == 2
+    assert "is a pivotal full fine-tune" in capsys.readouterr().err
+    assert main(["generate", "--model", str(out / "pipeline"), "--concepts", str(out / "tuki"), "--prompt", PROMPT,
+                 "--steps", "2", "--out", str(tmp_path / "g3")]) == 2
+    assert "is a learned token this model already holds" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, match", [

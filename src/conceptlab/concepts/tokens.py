@@ -108,6 +108,9 @@ class TokenSplice(nn.Module):
 def check_new_token(tokenizer, token: str, argument: str) -> None:
     """A learned token must be a new word: one named like a real word ('broccoli') would silently take it over."""
     vocab = tokenizer.get_vocab()
+    if token in tokenizer.get_added_vocab():
+        raise InputError(argument, token, "is a learned token this model already holds (a `train pivotal "
+                         "--full-fine-tune` pipeline keeps its tokens)", "Drop it from --concepts: the model reads it as is")
     if token in vocab or token.lower() + "</w>" in vocab or token + "</w>" in vocab:
         raise InputError(argument, token, "is already a word of the tokenizer; loading it would take that word over",
                          f"Rename it, e.g. --token '<{token.strip('<>')}>' (concepts convert --token renames a file)")
