@@ -67,14 +67,16 @@ def train_reference(pipe, cfg: H.HeldOutConfig, token: str, init: str, template:
 def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class_word: str, folder: Path,
                        out: Path) -> float:
     """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank, or every UNet weight with cfg.full), on each
-    image's caption with `words` replaced by 'TOKEN CLASS'; no prior preservation. Returns seconds."""
+    image's caption with `words` replaced by 'TOKEN CLASS'; prior preservation with cfg.prior_weight. Returns seconds."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
+    prior = {"prior_preservation": True, "prior_weight": cfg.prior_weight, "class_prompts": cfg.class_prompts,
+             "class_images": cfg.class_images} if cfg.prior_weight else {}
     pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
                        lora=not cfg.full, rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora,
-                       train=train, vectors=cfg.vectors, token_steps=cfg.token_steps)
+                       train=train, vectors=cfg.vectors, token_steps=cfg.token_steps, **prior)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
@@ -133,6 +135,11 @@ def main() -> None:
                    "token instead of a LoRA, at --lora-lr")
     p.add_argument("--vectors", type=int, default=1, help="pivotal tuning: embedding vectors per token")
     p.add_argument("--token-steps", type=int, default=0, help="pivotal tuning: steps of the token alone first")
+    p.add_argument("--prior-weight", type=float, default=0.0, help="pivotal tuning: prior preservation at this "
+                   "weight (default 0: none)")
+    p.add_argument("--class-prompts", choices=("class", "captions"), default="captions",
+                   help="with a prior: class images from the captions without the token, or from 'a monster'")
+    p.add_argument("--class-images", type=int, default=50, help="with a prior: class images per prompt pool")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -152,6 +159,7 @@ def main() -> None:
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
                           text_encoder_lora=a.text_encoder_lora, full=a.full_fine_tune, vectors=a.vectors,
+                          prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
                           token_steps=a.token_steps,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
@@ -197,13 +205,15 @@ def record(out: Path, page: Path, model_name: str) -> None:
                f"{' '.join(cfg.get('loops') or next(iter(result['concepts'].values()))['loops'])}")
     default = H.HeldOutConfig()
     for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion", "vectors",
-                "token_steps"):  # the settings this run changed
+                "token_steps", "prior_weight", "class_images"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("text_encoder_lora"):
         command += " --text-encoder-lora"
     if cfg.get("full"):
         command += " --full-fine-tune"
+    if cfg.get("prior_weight") and cfg.get("class_prompts", "captions") != "captions":
+        command += f" --class-prompts {cfg['class_prompts']}"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
     if "shards" in result:

@@ -38,6 +38,9 @@ class HeldOutConfig:
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
     text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder (with full: all of it)
     full: bool = False  # pivotal tuning trains every UNet weight beside the token instead of a LoRA (lora_lr its lr)
+    prior_weight: float = 0.0  # pivotal tuning: prior preservation at this weight (0: none)
+    class_prompts: str = "captions"  # with a prior: class images from each caption without the token ('class': 'a monster')
+    class_images: int = 50  # with a prior: class images per class prompt pool
     vectors: int = 1  # pivotal tuning: embedding vectors per token
     token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
@@ -302,7 +305,7 @@ def pivotal_name(cfg: dict) -> str:
     default, name = HeldOutConfig(), f"pivotal-{'full' if cfg.get('full') else 'lora'}-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
                        ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
-                       ("token_steps", "token-steps")):
+                       ("token_steps", "token-steps"), ("prior_weight", "prior")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
     return name + ("-te" if cfg.get("text_encoder_lora") else "")
