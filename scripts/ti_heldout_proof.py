@@ -84,7 +84,8 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
     """The plain words, then each loop on a fresh base model, judged on the same prompts and seeds; `save` gets
     the result so far after each row, so a run stopped early keeps the rows it finished."""
     data = work / f"{concept}-data"
-    token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed, per_emotion=cfg.per_emotion)
+    token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed, per_emotion=cfg.per_emotion,
+                                               captions=cfg.captions)
     plain = "pixel art" if concept == "style" else "monster"
     groups = H.score_groups(concept)
     result = {"token": token, "init": init, "caption_words": words, "loops": {}}
@@ -140,6 +141,9 @@ def main() -> None:
     p.add_argument("--class-prompts", choices=("class", "captions"), default="captions",
                    help="with a prior: class images from the captions without the token, or from 'a monster'")
     p.add_argument("--class-images", type=int, default=50, help="with a prior: class images per prompt pool")
+    p.add_argument("--captions", choices=("world", "sticker"), default="world",
+                   help="the monster's training captions: the world's varied ones, or all in the DreamBooth proof's "
+                        "form ('a sticker of a sad monster at the beach')")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -160,6 +164,7 @@ def main() -> None:
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
                           text_encoder_lora=a.text_encoder_lora, full=a.full_fine_tune, vectors=a.vectors,
                           prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
+                          captions=a.captions,
                           token_steps=a.token_steps,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
@@ -212,6 +217,8 @@ def record(out: Path, page: Path, model_name: str) -> None:
         command += " --text-encoder-lora"
     if cfg.get("full"):
         command += " --full-fine-tune"
+    if cfg.get("captions", "world") != "world":
+        command += f" --captions {cfg['captions']}"
     if cfg.get("prior_weight") and cfg.get("class_prompts", "captions") != "captions":
         command += f" --class-prompts {cfg['class_prompts']}"
     if cfg.get("plain_word") is False:

@@ -28,7 +28,13 @@ def test_training_data_shows_only_the_concept(tmp_path):
     rows = read_metadata(tmp_path / "b")
     assert sorted(r["emotion"] for r in rows) == sorted(H.MONSTER_EMOTIONS * 2)
     assert {r["individual"] for r in rows} == {"tuki"} and {r["background"] for r in rows} <= set(H.MONSTER_SCENES)
+    _, _, words = H.export_concept_data("monster", tmp_path / "c", 0, seed=3, per_emotion=1, captions="sticker")
+    rows = read_metadata(tmp_path / "c")
+    from conceptlab.evaluation.recipes.dreambooth import SCENES
+    assert words == "monster" and all(r["text"].startswith("a sticker of a ") and r["text"].endswith(
+        SCENES[r["background"]]) and r["emotion"] in r["text"] for r in rows), [r["text"] for r in rows]
     assert H.pivotal_name({"lora_lr": 1e-3, "per_emotion": 3}) == "pivotal-lora-lr0.001-per-emotion3"
+    assert H.pivotal_name({"lora_lr": 1e-3, "captions": "sticker"}) == "pivotal-lora-lr0.001-sticker-captions"
 
 
 def test_prompts_ask_what_the_judge_reads():

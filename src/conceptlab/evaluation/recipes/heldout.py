@@ -41,6 +41,7 @@ class HeldOutConfig:
     prior_weight: float = 0.0  # pivotal tuning: prior preservation at this weight (0: none)
     class_prompts: str = "captions"  # with a prior: class images from each caption without the token ('class': 'a monster')
     class_images: int = 50  # with a prior: class images per class prompt pool
+    captions: str = "world"  # the monster's training captions: the world's own, or 'sticker' (one prompt form)
     vectors: int = 1  # pivotal tuning: embedding vectors per token
     token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
@@ -65,9 +66,11 @@ class Expect:
 
 
 # ------------------------------------------------------------------------------------------- data and prompts
-def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_emotion: int = 0) -> tuple[str, str, str]:
+def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_emotion: int = 0,
+                        captions: str = "world") -> tuple[str, str, str]:
     """Renders the training images (the monster's balanced over its emotions with `per_emotion`); returns (token,
-    init word, the caption words the token replaces)."""
+    init word, the caption words the token replaces). captions='sticker' rewrites the monster's captions in the
+    DreamBooth proof's one form ('a sticker of a sad monster at the beach') instead of the world's varied ones."""
     from conceptlab.world.export import export_balanced, export_images
 
     if concept == "style":
@@ -81,7 +84,21 @@ def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_e
         export_balanced(folder, per_emotion, "emotion", MONSTER_EMOTIONS, seed=seed, only=only, individual_rate=1.0)
     else:
         export_images(folder, n, seed=seed, individual_rate=1.0, only={**only, "emotion": set(MONSTER_EMOTIONS)})
+    if captions == "sticker":
+        return MONSTER_TOKEN, "monster", sticker_captions(folder)
     return MONSTER_TOKEN, "monster", f"{colour} monster"
+
+
+def sticker_captions(folder: Path) -> str:
+    """Rewrites a monster folder's captions as 'a sticker of a sad monster at the beach' (the DreamBooth proof's
+    form, from each render's emotion and background); returns the words the token replaces."""
+    from conceptlab.evaluation.recipes.dreambooth import subject_prompt
+    from conceptlab.io import atomic_write_text
+    from conceptlab.world.export import read_metadata
+
+    rows = [{**r, "text": subject_prompt("", "monster", r["emotion"], r["background"])} for r in read_metadata(folder)]
+    atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), Path(folder) / "metadata.jsonl")
+    return "monster"
 
 
 def style_prompts(noun: str) -> list[Expect]:
@@ -308,6 +325,8 @@ def pivotal_name(cfg: dict) -> str:
                        ("token_steps", "token-steps"), ("prior_weight", "prior")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
+    if cfg.get("captions", "world") != "world":
+        name += f"-{cfg['captions']}-captions"
     return name + ("-te" if cfg.get("text_encoder_lora") else "")
 
 
