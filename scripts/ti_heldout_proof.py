@@ -157,6 +157,10 @@ def main() -> None:
                         "made if missing) and stop (no training)")
     p.add_argument("--merge", nargs="+", metavar="SHARD", default=None,
                    help="join the heldout.json of runs on consecutive seed ranges (same settings) into OUT and stop")
+    p.add_argument("--judge-pipeline", metavar="DIR", default=None,
+                   help="judge a trained pipeline folder (e.g. `train pivotal --full-fine-tune`'s OUT/pipeline) on the "
+                        "monster's prompts and seeds, per prompt, into OUT/judged.json, and stop (no training)")
+    p.add_argument("--noun", default="<tuki> monster", help="with --judge-pipeline: how the prompts name the monster")
     p.add_argument("--model-name", default="v9", help="the model's name in the record")
     p.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "pivotal", "plain"],
                    help="the rows, in order; 'plain': the plain word here (default: first)")
@@ -174,6 +178,8 @@ def main() -> None:
         return merge(out, [Path(d) for d in a.merge])
     if a.record:
         return record(out, Path(a.record), a.model_name)
+    if a.judge_pipeline:
+        return judge_pipeline(out, Path(a.judge_pipeline), a.noun, cfg)
     out.mkdir(parents=True, exist_ok=True)
     t0, judge = time.time(), load_judge()
     result = {"config": asdict(cfg), "concepts": {}}
@@ -187,6 +193,28 @@ def main() -> None:
     (out / "heldout.json").write_text(json.dumps(result, indent=1))
     for bar in result["floors"]:
         print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} (floor {bar['floor']:.3f})")
+
+
+def judge_pipeline(out: Path, folder: Path, noun: str, cfg: H.HeldOutConfig) -> None:
+    """The monster's 16 prompts (naming it `noun`) x cfg.per_prompt seeds on a trained pipeline, judged as the proof
+    judges its loops; OUT/judged.json holds the shares overall and per prompt."""
+    from collections import defaultdict
+
+    out.mkdir(parents=True, exist_ok=True)
+    pipe, judge = load_pipeline(str(folder)), load_judge()
+    rows, images = H.judge_prompts(pipe, judge, H.monster_prompts(noun), cfg.per_prompt, cfg.first_seed, cfg.guidance,
+                                   cfg.sampling_steps)
+    groups, by_prompt = H.score_groups("monster"), defaultdict(list)
+    for r in rows:
+        by_prompt[r["prompt"]].append(r)
+    result = {"pipeline": str(folder), "noun": noun, "seeds": [cfg.first_seed, cfg.first_seed + cfg.per_prompt - 1],
+              **H.shares(rows, groups), "images": len(rows),
+              "per_prompt": {p: H.shares(rs, groups) for p, rs in by_prompt.items()}}
+    (out / "judged.json").write_text(json.dumps(result, indent=1))
+    H.save_grid(images, cfg.per_prompt, out / "judged.png")
+    for p, sh in result["per_prompt"].items():
+        print(f"{p:62s} identity {sh['identity']:.0%}  emotion {sh['emotion']:.0%}  scene {sh['scene']:.0%}")
+    print({k: result[k] for k in ("identity", "emotion", "scene", "all", "images")})
 
 
 def merge(out: Path, shards: list[Path]) -> None:
