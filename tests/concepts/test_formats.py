@@ -14,6 +14,20 @@ def emb():
                      {"base_model": "tiny", "steps": 10, "init": "broccoli"})
 
 
+def test_a_safetensors_header_whose_length_starts_with_a_pickle_byte_is_still_safetensors(emb, tmp_path):
+    """A safetensors file begins with its header's length (8 bytes, little-endian); when that length's first byte
+    is 0x80 it looks like a legacy pickle's, and such a file was once read as an A1111 .pt and refused."""
+    for pad in range(300):
+        path = save_embedding(Embedding(emb.token, emb.vectors, {**emb.meta, "pad": "x" * pad}),
+                              tmp_path / f"e{pad}.safetensors", "diffusers")
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length starting with 0x80")
+    assert detect_format(path) == "diffusers"
+    assert torch.equal(load_embedding(path, token="<broccoli>").vectors, emb.vectors)
+
+
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "sdxl"])
 def test_every_format_round_trips_by_content(emb, tmp_path, fmt):
     path = save_embedding(emb, tmp_path / "file.weird-extension", fmt)

@@ -297,10 +297,20 @@ def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_di
     # its tokens alone onto another model would drop the fine-tune; onto its own model they are there already
     assert main(["generate", "--model", str(tiny_dir), "--concepts", str(out), "--prompt", PROMPT, "--steps", "2",
                  "--out", str(tmp_path / "g2")]) == 2
-    assert "is a pivotal full fine-tune" in capsys.readouterr().err
-    assert main(["generate", "--model", str(out / "pipeline"), "--concepts", str(out / "tuki"), "--prompt", PROMPT,
-                 "--steps", "2", "--out", str(tmp_path / "g3")]) == 2
-    assert "is a learned token this model already holds" in capsys.readouterr().err
+    assert f"was trained together with every weight of {out / 'pipeline'}" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_dir), "--concepts", str(out / "tuki" / "learned_embeds.safetensors"),
+                 "--prompt", PROMPT, "--steps", "2", "--out", str(tmp_path / "g4")]) == 2
+    assert "--model" in capsys.readouterr().err
+    # a token the model already holds (here one loaded before) is refused as such, not as a word of the vocabulary
+    from conceptlab.concepts.formats import Embedding
+    from conceptlab.concepts.tokens import load_concepts
+    from conceptlab.models.loading import load_pipeline
+
+    pipe = load_pipeline(str(tiny_dir))
+    plain = Embedding("<other>", torch.zeros(1, pipe.text_encoder.config.hidden_size))
+    load_concepts(pipe, [plain])
+    with pytest.raises(InputError, match="is a learned token this model already holds"):
+        load_concepts(pipe, [plain])
 
 
 @pytest.mark.parametrize("change, match", [

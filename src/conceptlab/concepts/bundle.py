@@ -142,18 +142,6 @@ def bundle_file(path: str | Path) -> Path | None:
     return candidate if is_bundle(candidate) else None
 
 
-def refuse_full_fine_tune_run(path: str | Path, argument: str = "--concepts") -> None:
-    """A `train pivotal --full-fine-tune` folder: its tokens were trained with every UNet weight of OUT/pipeline, so
-    loading them alone onto another model would silently drop what the fine-tune learned."""
-    from conceptlab.validation import read_json_object
-
-    meta = Path(path) / "pipeline" / "conceptlab_dreambooth.json"
-    if Path(path).is_dir() and meta.is_file() and read_json_object(argument, meta).get("method") == "pivotal":
-        raise InputError(argument, str(path), "is a pivotal full fine-tune: its tokens belong with the model it "
-                         f"trained, {Path(path) / 'pipeline'}", f"Use --model {Path(path) / 'pipeline'} and drop this "
-                         "--concepts (that model already reads the tokens)")
-
-
 def load_concepts_and_bundles(pipe, paths: list[str | Path], argument: str = "--concepts"):
     """Loads every path of --concepts: bundles (tokens and LoRA) and embeddings (files or `train ti` folders).
 
@@ -161,8 +149,6 @@ def load_concepts_and_bundles(pipe, paths: list[str | Path], argument: str = "--
     concepts.lora.apply_loras(pipe, loras, keep=names), so that --lora files and bundles apply together."""
     from conceptlab.concepts.tokens import load_concept_paths
 
-    for p in paths:
-        refuse_full_fine_tune_run(p, argument)
     bundles = [(p, f) for p in paths if (f := bundle_file(p)) is not None]
     plain = [p for p in paths if bundle_file(p) is None]
     embeddings = load_concept_paths(pipe, plain) if plain else []

@@ -112,6 +112,20 @@ def safe_name(token: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in token).strip("_") or "concept"
 
 
+def _safetensors_keys(path: Path, head: bytes) -> set[str] | None:
+    """The tensor names of a safetensors file (its 8-byte length, then a JSON object); None for any other file."""
+    if len(head) < 8 or not 0 < (n := int.from_bytes(head, "little")) < 100_000_000:
+        return None
+    with open(path, "rb") as f:
+        f.seek(8)
+        header = f.read(n)
+    try:
+        parsed = json.loads(header)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return set(parsed) - {"__metadata__"} if isinstance(parsed, dict) else None
+
+
 def detect_format(path: str | Path, argument: str = "embedding") -> str:
     """The format of an embedding file, from its bytes (the extension is not trusted)."""
     path = Path(path)
@@ -119,22 +133,14 @@ def detect_format(path: str | Path, argument: str = "embedding") -> str:
         head = f.read(8)
     if head[:6] == b"\x93NUMPY":
         return "numpy"
+    # safetensors first: its first 8 bytes are the header's length, which may start with 0x80 like a pickle
+    keys = _safetensors_keys(path, head)
+    if keys is not None:
+        if {"clip_l", "clip_g"} <= keys:
+            return "sdxl"
+        return "kohya" if keys == {"emb_params"} else "diffusers"
     if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive, or a legacy pickle
         return "a1111-pt"
-    if len(head) == 8:
-        n = int.from_bytes(head, "little")
-        if 0 < n < 100_000_000:
-            with open(path, "rb") as f:
-                f.seek(8)
-                header = f.read(n)
-            try:
-                keys = set(json.loads(header)) - {"__metadata__"}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                keys = None
-            if keys is not None:
-                if {"clip_l", "clip_g"} <= keys:
-                    return "sdxl"
-                return "kohya" if keys == {"emb_params"} else "diffusers"
     raise InputError(argument, str(path), "is not an embedding file conceptlab can read",
                      f"Use one of the formats {FORMATS}")
 

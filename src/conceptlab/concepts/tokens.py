@@ -109,8 +109,9 @@ def check_new_token(tokenizer, token: str, argument: str) -> None:
     """A learned token must be a new word: one named like a real word ('broccoli') would silently take it over."""
     vocab = tokenizer.get_vocab()
     if token in tokenizer.get_added_vocab():
-        raise InputError(argument, token, "is a learned token this model already holds (a `train pivotal "
-                         "--full-fine-tune` pipeline keeps its tokens)", "Drop it from --concepts: the model reads it as is")
+        raise InputError(argument, token, "is a learned token this model already holds (given twice, or kept by the "
+                         "model itself, as a `train pivotal --full-fine-tune` pipeline keeps its tokens)",
+                         "Load each token once, and none the model already reads; or rename one (concepts convert --token)")
     if token in vocab or token.lower() + "</w>" in vocab or token + "</w>" in vocab:
         raise InputError(argument, token, "is already a word of the tokenizer; loading it would take that word over",
                          f"Rename it, e.g. --token '<{token.strip('<>')}>' (concepts convert --token renames a file)")
@@ -146,6 +147,10 @@ def load_concepts(pipe, embeddings: list[Embedding], argument: str = "--concepts
         if emb.token in seen:
             raise InputError(argument, emb.token, "is given twice", "Pass each embedding once")
         seen.add(emb.token)
+        if pipeline := emb.meta.get("full_fine_tune_pipeline"):  # `train pivotal --full-fine-tune`'s tokens
+            raise InputError(argument, emb.token, f"was trained together with every weight of {pipeline}; on "
+                             "another model it would lose what that fine-tune learned",
+                             f"Use --model {pipeline} (it already reads the token) and drop this from {argument}")
         check_fits(pipe, emb, argument)
         for slot in family.slots:
             check_new_token(slot.parts(pipe)[0], emb.token, argument)

@@ -180,13 +180,25 @@ class PivotalTuning:
         from conceptlab.concepts.bundle import save_bundle
 
         with self.lora.averaged():  # with --ema-decay, tokens and LoRA are saved as their moving average
+            if not self.cfg.lora:
+                return self._save_full(Path(out), step, loss)
             self.tokens.save_outputs(out, step, loss)  # also writes the vectors into the embedding matrices
             self.lora._save_outputs(out, step, loss)
-            if not self.cfg.lora:
-                return
             meta = {**self.lora.metadata(step, loss), "family": self.family.name, "method": "pivotal",
                     "config": asdict(self.cfg), "ema_decay": self.cfg.ema_decay or None}
             save_bundle(Path(out) / BUNDLE_NAME, self.tokens.embeddings(step, loss), Path(out) / "lora", meta)
+
+    def _save_full(self, out: Path, step: int, loss: float | None) -> None:
+        """A full fine-tune's outputs: the pipeline with the tokens written into its embedding rows, and the
+        embedding files, each marked with that pipeline (concepts.tokens.load_concepts refuses them elsewhere)."""
+        from conceptlab.concepts.formats import safe_name, save_all_formats
+
+        for splice in self.tokens.splices:
+            splice.write_into_embedding()
+        for emb in self.tokens.embeddings(step, loss):
+            emb.meta["full_fine_tune_pipeline"] = str(out / "pipeline")
+            save_all_formats(emb, out / safe_name(emb.token))
+        self.lora._save_outputs(out, step, loss)
 
     @torch.no_grad()
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:

@@ -326,6 +326,10 @@ def pivotal_name(cfg: dict) -> str:
                        ("token_steps", "token-steps"), ("prior_weight", "prior")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
+    if cfg.get("prior_weight"):  # the prior's other settings, where they are not the defaults
+        for key, label in (("class_prompts", "class-prompts-"), ("class_images", "class-images")):
+            if key in cfg and cfg[key] != getattr(default, key):
+                name += f"-{label}{cfg[key]}"
     if cfg.get("captions", "world") != "world":
         name += f"-{cfg['captions']}-captions"
     return name + ("-te" if cfg.get("text_encoder_lora") else "")
