@@ -143,6 +143,10 @@ def test_shards_on_consecutive_seeds_join_weighted_by_their_images():
     other["config"]["lora_lr"] = 1e-4
     with pytest.raises(ValueError, match="different settings"):
         H.merge_results([shard(2000, 5, 0.6, 0.0), other])
+    older = shard(2005, 5, 0.6, 0.0)
+    older["concepts"]["monster"]["ceiling"] = 0.771  # e.g. measured on fewer renders by an earlier version
+    with pytest.raises(ValueError, match="different ceilings"):
+        H.merge_results([shard(2000, 5, 0.6, 0.0), older])
 
 
 def test_a_plain_word_run_alone_is_a_row_with_the_style_ceiling():

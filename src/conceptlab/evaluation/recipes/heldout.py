@@ -238,8 +238,11 @@ def merge_results(shards: list[dict]) -> dict:
     for concept in shards[0]["concepts"]:
         parts = [s["concepts"][concept] for s in shards]
         joined = {k: parts[0][k] for k in ("token", "init", "caption_words")}
-        if "ceiling" in parts[0]:
-            joined["ceiling"] = sum(p["ceiling"] for p in parts) / len(parts)
+        if "ceiling" in parts[0]:  # the same renders through the same autoencoder: one value, unless the code changed
+            if len({p.get("ceiling") for p in parts}) > 1:
+                raise ValueError(f"shards measured different ceilings for {concept} "
+                                 f"({sorted({p.get('ceiling') for p in parts}, key=str)}): run them with one version")
+            joined["ceiling"] = parts[0]["ceiling"]
         if all("plain_word" in p for p in parts):
             joined["plain_word"] = {"noun": parts[0]["plain_word"]["noun"], **_pooled([p["plain_word"] for p in parts])}
         loops = [loop for loop in parts[0]["loops"] if all(loop in p["loops"] for p in parts)]
