@@ -294,6 +294,16 @@ def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_di
                  "--out", str(tmp_path / "gen")]) == 0
     assert len(list((tmp_path / "gen").glob("*.png"))) == 1
     capsys.readouterr()
+    # trained again in the other mode, the folder keeps only that mode's outputs
+    lora_run = ["train", "pivotal", "--model", str(tiny_dir), "--subject", f"<tuki>={concept_dirs / 'emoji'},class=monster",
+                "--rank", "2", "--steps", "1", "--batch-size", "1", "--overwrite"]
+    assert main([*lora_run, "--out", str(tmp_path / "again")]) == 0
+    assert main([*lora_run[:-1], "--full-fine-tune", "--overwrite", "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "pipeline").is_dir() and not (tmp_path / "again" / "lora").exists()
+    assert not (tmp_path / "again" / "bundle.safetensors").exists()
+    assert main([*lora_run, "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "bundle.safetensors").is_file() and not (tmp_path / "again" / "pipeline").exists()
+    capsys.readouterr()
     # its tokens alone onto another model would drop the fine-tune; onto its own model they are there already
     assert main(["generate", "--model", str(tiny_dir), "--concepts", str(out), "--prompt", PROMPT, "--steps", "2",
                  "--out", str(tmp_path / "g2")]) == 2
