@@ -533,6 +533,7 @@ class DreamBooth:
         from conceptlab.concepts.lora import save_lora
 
         meta = {**self.metadata(step, loss), "ema_decay": self.cfg.ema_decay or None}
+        _remove_other_mode(Path(out), self.cfg.lora)
         if self.cfg.lora:
             save_lora(self.pipe, Path(out) / "lora", meta)
         else:
@@ -548,6 +549,18 @@ class DreamBooth:
 
         generators = seeded_generators([seed] * len(prompts))
         return self.pipe(prompts, num_inference_steps=steps, generator=generators).images
+
+
+def _remove_other_mode(out: Path, lora: bool) -> None:
+    """A run folder trained again in the other mode (after --overwrite) keeps none of the first run's outputs: a
+    LoRA run drops the pipeline a full fine-tune wrote (marked by its conceptlab_dreambooth.json), a full
+    fine-tune drops lora/."""
+    import shutil
+
+    if lora and (out / "pipeline" / "conceptlab_dreambooth.json").is_file():
+        shutil.rmtree(out / "pipeline")
+    elif not lora and (out / "lora").is_dir():
+        shutil.rmtree(out / "lora")
 
 
 def refuse_ema_beside_selection(ema_decay: float, hooks) -> None:

@@ -179,7 +179,6 @@ class PivotalTuning:
         the whole fine-tuned pipeline, the tokens written into its text encoders and tokenizers."""
         from conceptlab.concepts.bundle import save_bundle
 
-        _remove_other_mode(Path(out), self.cfg.lora)
         with self.lora.averaged():  # with --ema-decay, tokens and LoRA are saved as their moving average
             if not self.cfg.lora:
                 return self._save_full(Path(out), step, loss)
@@ -191,40 +190,15 @@ class PivotalTuning:
 
     def _save_full(self, out: Path, step: int, loss: float | None) -> None:
         """A full fine-tune's outputs: the pipeline with the tokens written into its embedding rows, and the
-        embedding files, each marked with that pipeline (concepts.tokens.load_concepts refuses them elsewhere)."""
-        from conceptlab.concepts.formats import safe_name, save_all_formats
-
-        for splice in self.tokens.splices:
-            splice.write_into_embedding()
-        for emb in self.tokens.embeddings(step, loss):
-            emb.meta["full_fine_tune_pipeline"] = str(out / "pipeline")
-            save_all_formats(emb, out / safe_name(emb.token))
+        embedding files, each marked with that pipeline (concepts.tokens.load_concepts refuses them elsewhere); a
+        LoRA run's bundle left in OUT by an earlier run goes (DreamBooth drops its lora/)."""
+        self.tokens.save_outputs(out, step, loss, meta={"full_fine_tune_pipeline": str(out / "pipeline")})
         self.lora._save_outputs(out, step, loss)
+        (out / BUNDLE_NAME).unlink(missing_ok=True)
 
     @torch.no_grad()
     def preview(self, prompts: list[str], seed: int, steps: int) -> list:
         return self.lora.preview(prompts, seed, steps)
-
-
-def _remove_other_mode(out: Path, lora: bool) -> None:
-    """An OUT trained again in the other mode (after --overwrite) must not keep the first run's files: a LoRA run's
-    bundle and lora/ beside a full fine-tune's pipeline, or a full fine-tune's pipeline beside a LoRA."""
-    import json
-    import shutil
-
-    if lora:
-        meta = out / "pipeline" / "conceptlab_dreambooth.json"
-        try:
-            ours = meta.is_file() and json.loads(meta.read_text()).get("method") == "pivotal"
-        except (OSError, ValueError, AttributeError):  # not a record this method wrote: leave the folder alone
-            ours = False
-        if ours:
-            shutil.rmtree(out / "pipeline")
-        return
-    if (out / BUNDLE_NAME).is_file():
-        (out / BUNDLE_NAME).unlink()
-    if (out / "lora").is_dir():
-        shutil.rmtree(out / "lora")
 
 
 def train_pivotal(cfg: PivotalConfig, out, resume: bool = False, device=None, dtype=None, pipe=None, hooks=(),

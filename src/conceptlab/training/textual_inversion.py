@@ -285,10 +285,12 @@ class TextualInversion:
             out.append(Embedding(ph.token, rows[0], meta, extra))
         return out
 
-    def save_outputs(self, out: Path, step: int, loss: float | None) -> None:
+    def save_outputs(self, out: Path, step: int, loss: float | None, meta: dict | None = None) -> None:
+        """Every token's files in OUT/<token>/ (`meta`: more keys for each file's metadata)."""
         for splice in self.splices:
             splice.write_into_embedding()
         for emb in self.embeddings(step, loss):
+            emb.meta.update(meta or {})
             save_all_formats(emb, Path(out) / safe_name(emb.token))
 
     @torch.no_grad()
