@@ -323,9 +323,23 @@ def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_di
         load_concepts(pipe, [plain])
 
 
+@pytest.mark.parametrize("token_init", ["class", "random", "sticker"])
+def test_token_init_starts_each_token_from_its_class_word_a_random_draw_or_a_word(concept_dirs, token_init):
+    pipe = build_pipeline("tiny")
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().clone()  # (V, D) before the token is added
+    start = PivotalTuning(pipe, _cfg(concept_dirs, token_init=token_init)).trainable_state()["tokens.vectors"]
+    if token_init == "random":  # diffusers' advanced script: a normal draw scaled by the vocabulary's spread
+        g = torch.Generator().manual_seed(0)
+        expected = torch.randn(1, table.shape[1], generator=g) * table.float().std()
+    else:
+        word = "monster" if token_init == "class" else token_init
+        expected = table[pipe.tokenizer(word, add_special_tokens=False).input_ids].float().mean(0, keepdim=True)
+    torch.testing.assert_close(start.float().reshape(expected.shape), expected)
+
+
 @pytest.mark.parametrize("change, match", [
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
-    ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"),
+    ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"), ({"token_init": " "}, "--token-init"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)

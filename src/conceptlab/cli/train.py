@@ -125,6 +125,8 @@ def add_parser(sub):
     add_subject_flags(pv, example="'<tuki>'")
     flag(pv, "--vectors", type=VECTORS.arg, help="embedding vectors per token (default: 1)")
     flag(pv, "--token-lr", type=LR.arg, help="the tokens' learning rate; --lr is the LoRA's (default: 5e-3)")
+    flag(pv, "--token-init", help="where each token's vectors start: class (its class word, the default), random "
+                                   "(diffusers' advanced script without --initializer_concept) or a word")
     flag(pv, "--token-steps", type=COUNT0.arg, help="steps that train the tokens alone before the LoRA joins "
                                                     "(default: 0, together from the start)")
     flag(pv, "--token-frac", type=FRACTION.arg, help="share of the steps after which the tokens stop, as diffusers' "
@@ -332,7 +334,7 @@ def pivotal_config(args):
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
-             "token_steps", "token_frac", "ema_decay")
+             "token_init", "token_steps", "token_frac", "ema_decay")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),

@@ -38,6 +38,7 @@ class PivotalConfig(DreamBoothConfig):
     token_lr: float = 5e-3  # the tokens' learning rate (textual inversion's); the LoRA's is train.lr
     token_steps: int = 0  # steps that train the tokens alone before the LoRA joins (0: together from the start)
     token_frac: float = 1.0  # share of the steps after which the tokens stop (diffusers' ti_frac)
+    token_init: str = "class"  # each token's start: "class" (its class word), "random" (diffusers' default), a word
 
 
 def check_pivotal(cfg: PivotalConfig) -> None:
@@ -55,6 +56,8 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     if cfg.token_steps and token_until(cfg) <= cfg.token_steps:
         raise InputError("--token-frac", cfg.token_frac, f"stops the tokens at step {token_until(cfg)}, before the "
                          f"LoRA joins at step {cfg.token_steps}", "Raise --token-frac, or lower --token-steps")
+    if not cfg.token_init.strip():
+        raise InputError("--token-init", cfg.token_init, "is empty", "Use class, random or a word such as creature")
     for s in cfg.subjects:
         if not (s.identifier.startswith("<") and s.identifier.endswith(">")):
             raise InputError("--subject", s.identifier, "is not written as a new token",
@@ -67,10 +70,16 @@ def token_until(cfg: PivotalConfig) -> int:
 
 
 def token_config(cfg: PivotalConfig) -> TextualInversionConfig:
-    """Textual inversion's settings for the subjects' tokens, each starting from its class word."""
-    concepts = [ConceptConfig(s.identifier, s.folder, init=s.class_word, vectors=cfg.vectors) for s in cfg.subjects]
+    """Textual inversion's settings for the subjects' tokens, each starting from --token-init."""
+    concepts = [ConceptConfig(s.identifier, s.folder, init=token_start(cfg, s.class_word), vectors=cfg.vectors)
+                for s in cfg.subjects]
     return TextualInversionConfig(model=cfg.model, concepts=concepts, resolution=cfg.resolution,
                                   center_crop=cfg.center_crop, flip=cfg.flip, train=cfg.train)
+
+
+def token_start(cfg: PivotalConfig, class_word: str) -> str | None:
+    """The word a token's vectors start from; None draws them at random, scaled like the vocabulary's."""
+    return {"class": class_word, "random": None}.get(cfg.token_init, cfg.token_init)
 
 
 def dreambooth_config(cfg: PivotalConfig) -> DreamBoothConfig:
