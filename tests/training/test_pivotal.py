@@ -278,6 +278,27 @@ def test_a_full_fine_tune_trains_every_weight_beside_the_tokens_and_saves_a_pipe
     assert not torch.allclose(fresh_unet, ours_unet, atol=1e-3)  # the check can fail: the training matters
 
 
+def test_a_full_fine_tune_with_text_encoder_and_ema_resumes_to_the_same_pipeline(concept_dirs, tmp_path):
+    """Stopped after 2 of 4 steps and resumed, a full fine-tune with the text encoder and a moving average saves
+    the pipeline and token files of the run that never stopped, to the last bit."""
+    def cfg():
+        c = _cfg(concept_dirs, steps=4, lora=False, train_text_encoder=True, ema_decay=0.9)
+        c.train.lr = 1e-3
+        return c
+    train_pivotal(cfg(), tmp_path / "a", pipe=build_pipeline("tiny"))
+    train_pivotal(cfg(), tmp_path / "b", pipe=build_pipeline("tiny"), stop_at=2)
+    assert not (tmp_path / "b" / "pipeline").exists()  # the interrupted run saved a checkpoint, not a pipeline
+    train_pivotal(cfg(), tmp_path / "b", pipe=build_pipeline("tiny"), resume=True)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        whole, resumed = (load_file(str(tmp_path / run / "pipeline" / part)) for run in ("a", "b"))
+        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), part
+    tokens = [load_file(str(tmp_path / run / "tuki" / "learned_embeds.safetensors")) for run in ("a", "b")]
+    assert all(torch.equal(tokens[0][k], tokens[1][k]) for k in tokens[0])
+    fresh = build_pipeline("tiny").unet.state_dict()
+    whole = load_file(str(tmp_path / "a" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(fresh[k], whole[k]) for k in fresh)  # the check can fail: the run trained
+
+
 def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_dirs, tmp_path, capsys):
     from conceptlab.cli.main import main
 
