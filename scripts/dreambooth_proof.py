@@ -43,32 +43,17 @@ from conceptlab.training.data import load_concept_images, prepare_image, to_pixe
 from conceptlab.training.diffusion import TimestepBias  # noqa: E402
 from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
 from conceptlab.training.loop import TrainConfig  # noqa: E402
-from conceptlab.world.export import export_balanced, export_images, read_metadata  # noqa: E402
 
 SUBJECTS = ("tuki", "bnh")
 EMOTIONS = ("happy", "sad", "angry", "in love")
 CLASS_OFFSET = 500  # bare class prompts use seeds first_seed + 500..
 
 
-def varying_captions(folder: Path) -> None:
-    """Rewrites a rendered folder's captions to name only what varies between its images (emotion, scene)."""
-    rows = read_metadata(folder)
-    for row in rows:
-        row["text"] = R.subject_prompt("", "monster", row["emotion"], row["background"])
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     """--images renders of `ident` in varied emotions (drawn at random), or with --per-emotion N renders of each of
-    the proof's emotions."""
-    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
-             "flowers": {"none"}, "background": set(R.SCENES), "individual": {ident}}
-    if a.per_emotion and ident in (a.balanced or SUBJECTS):
-        export_balanced(folder, a.per_emotion, "emotion", EMOTIONS, seed=seed, only=fixed, individual_rate=1.0,
-                        masks=masks or False)
-    else:
-        export_images(folder, a.images, seed=seed, only={**fixed, "emotion": set(EMOTIONS) | {"neutral"}},
-                      individual_rate=1.0, masks=masks or False)
+    the proof's emotions (only the subjects --balanced names, when it is given)."""
+    balanced = a.per_emotion if ident in (a.balanced or SUBJECTS) else 0
+    R.export_subject_renders(folder, ident, seed, images=a.images, per_emotion=balanced, masks=masks or False)
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:
@@ -149,10 +134,10 @@ def run(a) -> dict:
               "loops": {}}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
-    for k, ident in enumerate(SUBJECTS):
-        export_subject(data / ident, ident, 5000 + 100 * k, a, masks)
+    for ident in SUBJECTS:
+        export_subject(data / ident, ident, R.SUBJECT_RENDER_SEEDS[ident], a, masks)
         if a.captions == "varying":
-            varying_captions(data / ident)
+            R.sticker_captions(data / ident)
     save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
     base = load_pipeline(a.model)
     report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES))

@@ -11,6 +11,7 @@ seeds per subject); each variant samples them with DDIM (30 steps) in one loop:
     eps = u + w (c - u) + wid (c - k)      # from step late*steps on; u: "", c: the prompt, k: the prompt without
                                            # the identifier (Subject-Agnostic Guidance, Chan et al. CVPR 2024)
     eps = u + w (c - u) + wn (cn - kn)     # cn, kn: the prompt and the class prompt without the emotion word
+    eps = u + w (c - u) + we (c - cn)      # emotion guidance: the emotion word's own direction, from late*steps on
     c -> cn before pre*steps or from post*steps on (prompt switching); no-emotion: cn at every step
 
 and the sticker-world judge reads identity, emotion and scene per subject. Choose on --first-seed 1000, report on
@@ -34,7 +35,8 @@ from conceptlab.generation.generate import seeded_generators  # noqa: E402
 from conceptlab.imaging import make_grid  # noqa: E402
 from conceptlab.models.loading import load_pipeline  # noqa: E402
 
-DEFAULTS = {"w": 7.5, "wid": 0.0, "late": 0.0, "wn": 0.0, "pre": 0.0, "post": 0.0, "no_emotion": 0.0}
+DEFAULTS = {"w": 7.5, "wid": 0.0, "late": 0.0, "wn": 0.0, "we": 0.0, "pre": 0.0, "post": 0.0, "no_emotion": 0.0,
+            "steps": 30.0}
 
 
 @torch.no_grad()
@@ -65,6 +67,8 @@ def sample(pipe, cases, v: dict, steps: int = 30):
             names.append("k")
         if v["wn"]:
             names += ["cn", "kn"]
+        if v["we"] and k >= v["late"] * steps:
+            names.append("cn")
         names = list(dict.fromkeys(names))  # switched to cn with wn on: cn is evaluated once
         x = sched.scale_model_input(lat, t)
         out = pipe.unet(torch.cat([x] * len(names)), t, encoder_hidden_states=torch.cat([e[m] for m in names])).sample
@@ -75,6 +79,8 @@ def sample(pipe, cases, v: dict, steps: int = 30):
             guided = guided + v["wid"] * (c - eps["k"])
         if v["wn"]:
             guided = guided + v["wn"] * (eps["cn"] - eps["kn"])
+        if v["we"] and k >= v["late"] * steps:
+            guided = guided + v["we"] * (c - eps["cn"])
         lat = sched.step(guided, t, lat).prev_sample
     images = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
     return pipe.image_processor.postprocess(images, output_type="pil")
@@ -95,7 +101,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict):
     cases = [(i, em, sc, s) for i in subjects for em in R.EMOTIONS for sc in R.SCENES
              for s in range(first_seed, first_seed + seeds)]
-    images = [im for k in range(0, len(cases), 16) for im in sample(pipe, cases[k:k + 16], v)]
+    images = [im for k in range(0, len(cases), 16) for im in sample(pipe, cases[k:k + 16], v, int(v["steps"]))]
     pred = judge.predict(images)
     res = {}
     for ident in subjects:

@@ -67,16 +67,22 @@ def train_reference(pipe, cfg: H.HeldOutConfig, token: str, init: str, template:
 def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class_word: str, folder: Path,
                        out: Path) -> float:
     """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank, or every UNet weight with cfg.full), on each
-    image's caption with `words` replaced by 'TOKEN CLASS'; prior preservation with cfg.prior_weight. Returns seconds."""
+    image's caption with `words` replaced by 'TOKEN CLASS'; prior preservation with cfg.prior_weight; with
+    cfg.companion a second monster's token trained beside, its prior on its captions. Returns seconds."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
-    prior = {"prior_preservation": True, "prior_weight": cfg.prior_weight, "class_prompts": cfg.class_prompts,
-             "class_images": cfg.class_images} if cfg.prior_weight else {}
-    pc = PivotalConfig(model=cfg.model, subjects=[SubjectConfig(token, str(folder), class_word, captions=words)],
-                       lora=not cfg.full, rank=cfg.lora_rank, token_lr=cfg.lr, train_text_encoder=cfg.text_encoder_lora,
-                       train=train, vectors=cfg.vectors, token_steps=cfg.token_steps, **prior)
+    subjects = [SubjectConfig(token, str(folder), class_word, captions=words, prior_weight=cfg.prior_weight)]
+    if cfg.companion:
+        ident = H.export_companion(out.parent / f"{cfg.companion}-data", cfg.companion)
+        subjects.append(SubjectConfig(ident, str(out.parent / f"{cfg.companion}-data"), class_word, captions="monster",
+                                      prior_weight=cfg.companion_prior, class_prompts="captions"))
+    prior = {"prior_preservation": True, "class_prompts": cfg.class_prompts, "class_images": cfg.class_images} \
+        if any(s.prior_weight for s in subjects) else {}
+    pc = PivotalConfig(model=cfg.model, subjects=subjects, lora=not cfg.full, rank=cfg.lora_rank, token_lr=cfg.lr,
+                       train_text_encoder=cfg.text_encoder_lora, train=train, vectors=cfg.vectors,
+                       token_steps=cfg.token_steps, token_init=cfg.token_init, **prior)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
 
@@ -85,7 +91,7 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
     the result so far after each row, so a run stopped early keeps the rows it finished."""
     data = work / f"{concept}-data"
     token, init, words = H.export_concept_data(concept, data, cfg.images, seed=cfg.seed, per_emotion=cfg.per_emotion,
-                                               captions=cfg.captions)
+                                               captions=cfg.captions, renders=cfg.renders)
     plain = "pixel art" if concept == "style" else "monster"
     groups = H.score_groups(concept)
     result = {"token": token, "init": init, "caption_words": words, "loops": {}}
@@ -144,6 +150,16 @@ def main() -> None:
     p.add_argument("--captions", choices=("world", "sticker"), default="world",
                    help="the monster's training captions: the world's varied ones, or all in the DreamBooth proof's "
                         "form ('a sticker of a sad monster at the beach')")
+    p.add_argument("--token-init", default="class", help="pivotal tuning: where the token starts (class: 'monster'; "
+                   "random; or a word)")
+    p.add_argument("--renders", choices=("heldout", "dreambooth"), default="heldout",
+                   help="the monster's training renders: this proof's draw, or the DreamBooth proof's (its render "
+                        "seed and five scenes, captions in its form)")
+    p.add_argument("--companion", choices=("bnh",), default=None,
+                   help="pivotal tuning: a second held-out monster trained beside tuki as its own token (its renders "
+                        "as the DreamBooth proof draws them, 3 per emotion)")
+    p.add_argument("--companion-prior", type=float, default=0.3,
+                   help="the companion's prior weight, on class images of its captions")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -169,7 +185,8 @@ def main() -> None:
                           text_encoder_lora=a.text_encoder_lora, full=a.full_fine_tune, vectors=a.vectors,
                           prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
                           captions=a.captions,
-                          token_steps=a.token_steps,
+                          token_steps=a.token_steps, token_init=a.token_init, renders=a.renders,
+                          companion=a.companion, companion_prior=a.companion_prior,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
@@ -249,6 +266,12 @@ def record(out: Path, page: Path, model_name: str) -> None:
         command += f" --captions {cfg['captions']}"
     if cfg.get("prior_weight") and cfg.get("class_prompts", "captions") != "captions":
         command += f" --class-prompts {cfg['class_prompts']}"
+    if cfg.get("token_init", "class") != "class":
+        command += f" --token-init {cfg['token_init']}"
+    if cfg.get("renders", "heldout") != "heldout":
+        command += f" --renders {cfg['renders']}"
+    if cfg.get("companion"):
+        command += f" --companion {cfg['companion']} --companion-prior {cfg['companion_prior']:g}"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
     if "shards" in result:

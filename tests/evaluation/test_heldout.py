@@ -37,6 +37,32 @@ def test_training_data_shows_only_the_concept(tmp_path):
     assert H.pivotal_name({"lora_lr": 1e-3, "captions": "sticker"}) == "pivotal-lora-lr0.001-sticker-captions"
 
 
+def test_dreambooth_renders_and_the_companion_are_the_dreambooth_proofs_own(tmp_path):
+    """renders='dreambooth' and the companion draw what scripts/dreambooth_proof.py trains on (its render seeds,
+    its five scenes, 3 per emotion, its caption form): the same pixels and captions as its own export."""
+    import numpy as np
+    from PIL import Image
+
+    from conceptlab.evaluation.recipes import dreambooth as db
+
+    _, _, words = H.export_concept_data("monster", tmp_path / "ho", 0, per_emotion=3, renders="dreambooth")
+    assert H.export_companion(tmp_path / "bnh") == "<bnh>" and words == "monster"
+    for folder, ident in ((tmp_path / "ho", "tuki"), (tmp_path / "bnh", "bnh")):
+        db.export_subject_renders(tmp_path / f"db-{ident}", ident, db.SUBJECT_RENDER_SEEDS[ident], per_emotion=3)
+        db.sticker_captions(tmp_path / f"db-{ident}")
+        rows, theirs = read_metadata(folder), read_metadata(tmp_path / f"db-{ident}")
+        assert [r["text"] for r in rows] == [r["text"] for r in theirs]
+        assert {r["individual"] for r in rows} == {ident} and sorted(r["emotion"] for r in rows) == sorted(
+            H.MONSTER_EMOTIONS * 3)
+        assert all(r["text"] == db.subject_prompt("", "monster", r["emotion"], r["background"]) for r in rows)
+        for r, t in zip(rows, theirs, strict=True):
+            assert np.array_equal(np.asarray(Image.open(folder / r["file_name"])),
+                                  np.asarray(Image.open(tmp_path / f"db-{ident}" / t["file_name"])))
+    name = H.pivotal_name({"lora_lr": 1e-4, "full": True, "token_init": "random", "renders": "dreambooth",
+                           "companion": "bnh", "companion_prior": 0.3})
+    assert name == "pivotal-full-lr0.0001-init-random-dreambooth-renders-with-bnh0.3"
+
+
 def test_prompts_ask_what_the_judge_reads():
     for concept, noun in (("style", "<pixel-art>"), ("monster", "<tuki>")):
         prompts = H.prompts_for(concept, noun)

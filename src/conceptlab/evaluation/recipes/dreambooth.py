@@ -37,6 +37,37 @@ CLASS_SEED = 1000  # class-prompt generations use seeds 1000.., apart from the s
 NOT_A_DB_RUN = "Pass the --out folder of `conceptlab train dreambooth`"
 
 
+SUBJECT_RENDER_SEEDS = {"tuki": 5000, "bnh": 5100}  # where each subject's training renders are drawn from
+
+
+def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int = 10, per_emotion: int = 0,
+                           masks: str | bool = False) -> None:
+    """The proof's training renders of `ident` in the proof's scenes: `images` drawn at random over the emotions
+    (and neutral), or `per_emotion` renders of each emotion; `masks` ('silhouette', 'face') adds a mask per render."""
+    from conceptlab.world.export import export_balanced, export_images
+
+    fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
+             "flowers": {"none"}, "background": set(SCENES), "individual": {ident}}
+    if per_emotion:
+        export_balanced(folder, per_emotion, "emotion", EMOTIONS, seed=seed, only=fixed, individual_rate=1.0,
+                        masks=masks)
+    else:
+        export_images(folder, images, seed=seed, only={**fixed, "emotion": set(EMOTIONS) | {"neutral"}},
+                      individual_rate=1.0, masks=masks)
+
+
+def sticker_captions(folder: Path) -> None:
+    """Rewrites a rendered folder's captions to name only what varies between its images, in the proof's prompt
+    form ('a sticker of a sad monster at the beach')."""
+    import json
+
+    from conceptlab.io import atomic_write_text
+    from conceptlab.world.export import read_metadata
+
+    rows = [{**r, "text": subject_prompt("", "monster", r["emotion"], r["background"])} for r in read_metadata(folder)]
+    atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), Path(folder) / "metadata.jsonl")
+
+
 def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str:
     """'a sticker of a happy tuki monster at the beach'; ident '' gives the bare class word, emotion '' none."""
     noun = f"{ident} {class_word}".strip()

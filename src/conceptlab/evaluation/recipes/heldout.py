@@ -44,6 +44,10 @@ class HeldOutConfig:
     captions: str = "world"  # the monster's training captions: the world's own, or 'sticker' (one prompt form)
     vectors: int = 1  # pivotal tuning: embedding vectors per token
     token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
+    token_init: str = "class"  # pivotal tuning: where the token starts (class word, 'random' or a word)
+    renders: str = "heldout"  # the monster's training renders: this proof's, or 'dreambooth' (that proof's draw)
+    companion: str | None = None  # pivotal tuning: a second held-out monster trained beside, as its own token
+    companion_prior: float = 0.3  # its prior weight, on class images of its captions (the DreamBooth proof's bnh)
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
     per_emotion: int = 0  # monster: this many renders in each emotion instead of `images` drawn at random
@@ -67,16 +71,23 @@ class Expect:
 
 # ------------------------------------------------------------------------------------------- data and prompts
 def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_emotion: int = 0,
-                        captions: str = "world") -> tuple[str, str, str]:
+                        captions: str = "world", renders: str = "heldout") -> tuple[str, str, str]:
     """Renders the training images (the monster's balanced over its emotions with `per_emotion`); returns (token,
     init word, the caption words the token replaces). captions='sticker' rewrites the monster's captions in the
-    DreamBooth proof's one form ('a sticker of a sad monster at the beach') instead of the world's varied ones."""
+    DreamBooth proof's one form ('a sticker of a sad monster at the beach') instead of the world's varied ones.
+    renders='dreambooth' draws the monster as the DreamBooth proof does (its render seed and its five scenes, the
+    jungle among them), captioned in that form."""
+    from conceptlab.evaluation.recipes import dreambooth as db
     from conceptlab.world.export import export_balanced, export_images
 
     if concept == "style":
         export_images(folder, n, seed=seed, only={**_PLAIN, "style": {"pixel art"}, "background": {"plain"},
                                                   "object": set(STYLE_TRAIN_OBJECTS)})
         return STYLE_TOKEN, "pixel", "pixel art"
+    if renders == "dreambooth":
+        db.export_subject_renders(folder, "tuki", db.SUBJECT_RENDER_SEEDS["tuki"], images=n, per_emotion=per_emotion)
+        db.sticker_captions(folder)
+        return MONSTER_TOKEN, "monster", "monster"
     look, colour = INDIVIDUALS["tuki"]
     only = {**_PLAIN, "style": {"sticker"}, "object": {"monster"}, "individual": {"tuki"},
             "background": set(MONSTER_SCENES)}
@@ -85,20 +96,18 @@ def export_concept_data(concept: str, folder: Path, n: int, seed: int = 0, per_e
     else:
         export_images(folder, n, seed=seed, individual_rate=1.0, only={**only, "emotion": set(MONSTER_EMOTIONS)})
     if captions == "sticker":
-        return MONSTER_TOKEN, "monster", sticker_captions(folder)
+        db.sticker_captions(folder)
+        return MONSTER_TOKEN, "monster", "monster"
     return MONSTER_TOKEN, "monster", f"{colour} monster"
 
 
-def sticker_captions(folder: Path) -> str:
-    """Rewrites a monster folder's captions as 'a sticker of a sad monster at the beach' (the DreamBooth proof's
-    form, from each render's emotion and background); returns the words the token replaces."""
-    from conceptlab.evaluation.recipes.dreambooth import subject_prompt
-    from conceptlab.io import atomic_write_text
-    from conceptlab.world.export import read_metadata
+def export_companion(folder: Path, ident: str = "bnh", per_emotion: int = 3) -> str:
+    """A second held-out monster, rendered as the DreamBooth proof renders it; returns its token ('<bnh>')."""
+    from conceptlab.evaluation.recipes import dreambooth as db
 
-    rows = [{**r, "text": subject_prompt("", "monster", r["emotion"], r["background"])} for r in read_metadata(folder)]
-    atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), Path(folder) / "metadata.jsonl")
-    return "monster"
+    db.export_subject_renders(folder, ident, db.SUBJECT_RENDER_SEEDS[ident], per_emotion=per_emotion)
+    db.sticker_captions(folder)
+    return f"<{ident}>"
 
 
 def style_prompts(noun: str) -> list[Expect]:
@@ -335,6 +344,12 @@ def pivotal_name(cfg: dict) -> str:
                 name += f"-{label}{cfg[key]}"
     if cfg.get("captions", "world") != "world":
         name += f"-{cfg['captions']}-captions"
+    if cfg.get("token_init", "class") != "class":
+        name += f"-init-{cfg['token_init']}"
+    if cfg.get("renders", "heldout") != "heldout":
+        name += f"-{cfg['renders']}-renders"
+    if cfg.get("companion"):
+        name += f"-with-{cfg['companion']}{cfg.get('companion_prior', default.companion_prior):g}"
     return name + ("-te" if cfg.get("text_encoder_lora") else "")
 
 
