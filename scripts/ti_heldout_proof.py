@@ -264,7 +264,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
         command += " --full-fine-tune"
     if cfg.get("captions", "world") != "world":
         command += f" --captions {cfg['captions']}"
-    if cfg.get("prior_weight") and cfg.get("class_prompts", "captions") != "captions":
+    if (cfg.get("prior_weight") or cfg.get("companion")) and cfg.get("class_prompts", "captions") != "captions":
         command += f" --class-prompts {cfg['class_prompts']}"
     if cfg.get("token_init", "class") != "class":
         command += f" --token-init {cfg['token_init']}"

@@ -338,7 +338,7 @@ def pivotal_name(cfg: dict) -> str:
                        ("token_steps", "token-steps"), ("prior_weight", "prior")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
-    if cfg.get("prior_weight"):  # the prior's other settings, where they are not the defaults
+    if cfg.get("prior_weight") or cfg.get("companion"):  # the prior's other settings, where not the defaults
         for key, label in (("class_prompts", "class-prompts-"), ("class_images", "class-images")):
             if key in cfg and cfg[key] != getattr(default, key):
                 name += f"-{label}{cfg[key]}"
