@@ -337,12 +337,21 @@ def test_bad_advanced_settings_are_refused_before_a_job_exists(ws, captioned, fa
     assert runner.jobs() == []
 
 
-def test_jobs_train_on_the_studios_device(ws, upload, fake_python):
-    """A studio started with --device cuda trains there: every job's command asks for it (CPU by default)."""
-    job = JobRunner(ws, python=fake_python, device="cuda").submit(_settings(upload))
-    assert job.command[job.command.index("--device") + 1] == "cuda"
+def test_jobs_train_on_the_studios_device_and_dtype(ws, upload, fake_python):
+    """A studio started with --device cuda --dtype float16 trains there so: every job's command asks for both, and
+    the CLI's own parser reads them (CPU and the saved dtype by default)."""
+    from conceptlab.cli.main import build_parser
+
+    job = JobRunner(ws, python=fake_python, device="cuda", dtype="float16").submit(_settings(upload))
+    args = build_parser().parse_args(job.command[job.command.index("train"):])
+    assert (args.device, args.dtype) == ("cuda", "float16")
     plain = JobRunner(ws, python=fake_python).submit(_settings(upload, name="plain"))
-    assert "--device" not in plain.command
+    assert "--device" not in plain.command and "--dtype" not in plain.command
+    from conceptlab.studio.app import Studio
+
+    studio_args = build_parser().parse_args(["studio", "--dtype", "bfloat16"])
+    studio = Studio(ws.root.parent / "ws-dtype", device=studio_args.device, dtype=studio_args.dtype)
+    assert studio.cache.dtype == studio.runner.dtype == "bfloat16"  # the page's pipeline and the jobs alike
 
 
 def test_a_job_starting_on_the_studios_gpu_frees_the_pages_pipeline(ws, upload, fake_python, tiny_dir):

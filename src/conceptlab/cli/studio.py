@@ -20,6 +20,9 @@ def add_parser(sub):
          help="the model the forms start with: hub id, diffusers folder or .safetensors file (default: the shipped "
               "sticker base model)")
     flag(p, "--device", default=None, help="torch device for generation, edits and training jobs, e.g. cuda (default: cpu)")
+    flag(p, "--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+         help="weights' dtype for generation, edits and training jobs (a job's trained weights stay float32; its "
+              "frozen ones are stored so), e.g. float16 on a GPU (default: as saved)")
     return p
 
 
@@ -36,7 +39,7 @@ def run(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise InputError("studio", "gradio", "is not installed", "pip install 'conceptlab[studio]'") from None
-    studio = Studio(args.workspace, device=args.device, model=args.model)
+    studio = Studio(args.workspace, device=args.device, dtype=args.dtype, model=args.model)
     studio.ws.claim()
     print(f"conceptlab studio: workspace {studio.ws.root}; open http://{_url_host(args.host)}:{args.port} "
           "(Ctrl-C stops it; a running training job is stopped with a checkpoint and can be resumed)")

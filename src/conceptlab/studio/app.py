@@ -29,7 +29,7 @@ class Studio:
         self.cache = actions.PipelineCache(device, dtype)
         # a job on the studio's GPU gets its memory: the page's pipeline is dropped (reloaded on the next use)
         on_start = (lambda job: self.cache.release()) if device and device.startswith("cuda") else None
-        self.runner = JobRunner(self.ws, env=job_env, device=device, on_start=on_start,
+        self.runner = JobRunner(self.ws, env=job_env, device=device, dtype=dtype, on_start=on_start,
                                 **({"python": python} if python else {}))
         self.inversions = actions.InversionCache()
 

@@ -559,9 +559,10 @@ class JobRunner:
     """Starts queued jobs one at a time as child processes, watches them, cancels and resumes them."""
 
     def __init__(self, ws: Workspace, python: str | None = None, poll_seconds: float = 0.5,
-                 env: dict | None = None, device: str | None = None, on_start=None):
+                 env: dict | None = None, device: str | None = None, dtype: str | None = None, on_start=None):
         self.ws, self.store = ws, JobStore(ws)
         self.device = device  # every job trains there (the studio's --device); None: the CLI's default
+        self.dtype = dtype  # and stores its frozen weights so (the studio's --dtype); None: as saved
         self.on_start = on_start  # called before a job's process starts (the studio frees its GPU pipeline)
         self.python, self.poll_seconds = python or sys.executable, poll_seconds
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
@@ -583,7 +584,8 @@ class JobRunner:
             while (self.ws.root / "runs" / job_id).exists():
                 job_id = self.ws.unique_name("jobs", job_id + "-1")
             run_dir = self.ws.folder("runs", job_id)
-            cmd = command(self.ws, settings, run_dir, self.python) + (["--device", self.device] if self.device else [])
+            cmd = command(self.ws, settings, run_dir, self.python) + (["--device", self.device] if self.device else []) \
+                + (["--dtype", self.dtype] if self.dtype else [])
             job = Job(id=job_id, kind=kind, settings=asdict(settings), command=cmd, run_dir=self.ws.relative(run_dir))
             self.store.folder(job.id).mkdir(parents=True)
             self.store.save(job)
