@@ -6,7 +6,7 @@ without losing the asked emotion, judged.
 
 PIPELINE is a DreamBooth run's pipeline folder (dreambooth_proof.py's OUT/ours/pipeline or OUT/reference/pipeline).
 The prompts are the proof's ("a sticker of a <emotion> <id> monster <scene>", 4 emotions x 5 scenes x --seeds
-seeds per subject); each variant samples them with DDIM (30 steps) in one loop:
+seeds per subject); each variant samples them with DDIM (30 steps, or its steps=N) in one loop:
 
     eps = u + w (c - u) + wid (c - k)      # from step late*steps on; u: "", c: the prompt, k: the prompt without
                                            # the identifier (Subject-Agnostic Guidance, Chan et al. CVPR 2024)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -150,8 +151,8 @@ def main() -> None:
     p.add_argument("--captions", choices=("world", "sticker"), default="world",
                    help="the monster's training captions: the world's varied ones, or all in the DreamBooth proof's "
                         "form ('a sticker of a sad monster at the beach')")
-    p.add_argument("--token-init", default="class", help="pivotal tuning: where the token starts (class: 'monster'; "
-                   "random; or a word)")
+    p.add_argument("--token-init", default="class", help="pivotal tuning: where the token starts (class: its class "
+                   "word, 'monster' or 'art'; random; or a word)")
     p.add_argument("--renders", choices=("heldout", "dreambooth"), default="heldout",
                    help="the monster's training renders: this proof's draw, or the DreamBooth proof's (its render "
                         "seed and five scenes, captions in its form)")
@@ -190,6 +191,9 @@ def main() -> None:
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
+    if a.companion and (set(a.concepts) != {"monster"} or a.loops != ["pivotal"]):
+        raise SystemExit("--companion trains a second monster beside tuki in pivotal tuning: use it with "
+                         "--concepts monster --loops pivotal")
     out = Path(a.out)
     if a.merge:
         return merge(out, [Path(d) for d in a.merge])
@@ -267,7 +271,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
     if (cfg.get("prior_weight") or cfg.get("companion")) and cfg.get("class_prompts", "captions") != "captions":
         command += f" --class-prompts {cfg['class_prompts']}"
     if cfg.get("token_init", "class") != "class":
-        command += f" --token-init {cfg['token_init']}"
+        command += f" --token-init {shlex.quote(cfg['token_init'])}"
     if cfg.get("renders", "heldout") != "heldout":
         command += f" --renders {cfg['renders']}"
     if cfg.get("companion"):

@@ -47,8 +47,14 @@ def test_dreambooth_renders_and_the_companion_are_the_dreambooth_proofs_own(tmp_
 
     _, _, words = H.export_concept_data("monster", tmp_path / "ho", 0, per_emotion=3, renders="dreambooth")
     assert H.export_companion(tmp_path / "bnh") == "<bnh>" and words == "monster"
-    for folder, ident in ((tmp_path / "ho", "tuki"), (tmp_path / "bnh", "bnh")):
-        db.export_subject_renders(tmp_path / f"db-{ident}", ident, db.SUBJECT_RENDER_SEEDS[ident], per_emotion=3)
+    from conceptlab.world.export import export_balanced
+
+    for folder, ident, seed in ((tmp_path / "ho", "tuki", 5000), (tmp_path / "bnh", "bnh", 5100)):
+        # the reference: the DreamBooth proof's own export call as it stood before it moved into the recipe
+        fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
+                 "flowers": {"none"}, "background": set(db.SCENES), "individual": {ident}}
+        export_balanced(tmp_path / f"db-{ident}", 3, "emotion", ("happy", "sad", "angry", "in love"), seed=seed,
+                        only=fixed, individual_rate=1.0, masks=False)
         db.sticker_captions(tmp_path / f"db-{ident}")
         rows, theirs = read_metadata(folder), read_metadata(tmp_path / f"db-{ident}")
         assert [r["text"] for r in rows] == [r["text"] for r in theirs]

@@ -294,9 +294,11 @@ def test_a_full_fine_tune_with_text_encoder_and_ema_resumes_to_the_same_pipeline
         assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), part
     tokens = [load_file(str(tmp_path / run / "tuki" / "learned_embeds.safetensors")) for run in ("a", "b")]
     assert all(torch.equal(tokens[0][k], tokens[1][k]) for k in tokens[0])
-    fresh = build_pipeline("tiny").unet.state_dict()
-    whole = load_file(str(tmp_path / "a" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert any(not torch.equal(fresh[k], whole[k]) for k in fresh)  # the check can fail: the run trained
+    fresh = build_pipeline("tiny")  # the check can fail: the run trained both the UNet and the text encoder
+    for part, module in (("unet/diffusion_pytorch_model.safetensors", fresh.unet),
+                         ("text_encoder/model.safetensors", fresh.text_encoder)):
+        whole, before = load_file(str(tmp_path / "a" / "pipeline" / part)), module.state_dict()
+        assert any(not torch.equal(before[k], whole[k]) for k in whole if k in before and "token_embedding" not in k)
 
 
 def test_cli_full_fine_tune_saves_a_pipeline_generate_reads(tiny_dir, concept_dirs, tmp_path, capsys):
@@ -358,9 +360,33 @@ def test_token_init_starts_each_token_from_its_class_word_a_random_draw_or_a_wor
     torch.testing.assert_close(start.float().reshape(expected.shape), expected)
 
 
+def test_random_starts_give_each_token_its_own_draw_and_an_unreadable_word_is_refused(concept_dirs):
+    """Two tokens started at random get two draws from one seeded sequence (diffusers' advanced script draws all new
+    tokens at once), not the same vector twice; a word the tokenizer reads as nothing is refused naming --token-init
+    (train_pivotal checks it before drawing class images)."""
+    cfg = _cfg(concept_dirs, token_init="random")
+    cfg.subjects.append(SubjectConfig("<bnh>", str(concept_dirs / "broccoli"), "monster"))
+    pipe = build_pipeline("tiny")
+    width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    std = pipe.text_encoder.get_input_embeddings().weight.detach().float().std()
+    start = PivotalTuning(pipe, cfg).trainable_state()["tokens.vectors"].float()  # (2, D): <tuki>, <bnh>
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(start, torch.cat([torch.randn(1, width, generator=g) * std for _ in range(2)]))
+    assert not torch.equal(start[0], start[1])
+    from types import SimpleNamespace
+
+    from conceptlab.training.pivotal import check_token_init
+
+    reads_nothing = lambda word, add_special_tokens: SimpleNamespace(input_ids=[])  # noqa: E731 (CLIP drops some)
+    with pytest.raises(InputError, match="--token-init.*tokenizes to nothing"):
+        check_token_init(_cfg(concept_dirs, token_init="\u200b"), reads_nothing)
+    check_token_init(_cfg(concept_dirs, token_init="random"), reads_nothing)  # no word: nothing to read
+
+
 @pytest.mark.parametrize("change, match", [
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
     ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"), ({"token_init": " "}, "--token-init"),
+    ({"token_init": "runs/tuki.safetensors"}, "--token-init.*looks like a file"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)

@@ -42,9 +42,11 @@ def add_placeholder(tokenizer, text_encoder, placeholder: PlaceholderToken, argu
     return tokenizer.convert_tokens_to_ids(placeholder.tokens())
 
 
-def init_vectors(tokenizer, text_encoder, init: str | Embedding | None, num_vectors: int) -> torch.Tensor:
+def init_vectors(tokenizer, text_encoder, init: str | Embedding | None, num_vectors: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """(K, D) starting vectors: a word's embedding (the mean, if it splits into several tokens), a saved
-    embedding, or small random vectors when no init is given."""
+    embedding, or random vectors scaled like the vocabulary when no init is given, drawn from `generator` (one
+    generator shared by several new tokens gives each its own draw; default: seeded 0)."""
     weight = text_encoder.get_input_embeddings().weight  # (V, D)
     if isinstance(init, Embedding):
         check_dimension(init, weight.shape[1])
@@ -53,7 +55,7 @@ def init_vectors(tokenizer, text_encoder, init: str | Embedding | None, num_vect
                              f"Set vectors={init.num_vectors} or drop init")
         return init.vectors.clone()
     if init is None:
-        g = torch.Generator().manual_seed(0)  # drawn on the CPU (the same vectors on every device), then moved
+        g = generator or torch.Generator().manual_seed(0)  # drawn on the CPU (the same on every device), then moved
         return torch.randn(num_vectors, weight.shape[1], generator=g).to(weight.device) * weight.detach().float().std()
     ids = tokenizer(init, add_special_tokens=False).input_ids
     if not ids:

@@ -56,8 +56,7 @@ def check_pivotal(cfg: PivotalConfig) -> None:
     if cfg.token_steps and token_until(cfg) <= cfg.token_steps:
         raise InputError("--token-frac", cfg.token_frac, f"stops the tokens at step {token_until(cfg)}, before the "
                          f"LoRA joins at step {cfg.token_steps}", "Raise --token-frac, or lower --token-steps")
-    if not cfg.token_init.strip():
-        raise InputError("--token-init", cfg.token_init, "is empty", "Use class, random or a word such as creature")
+    check_token_init(cfg)
     for s in cfg.subjects:
         if not (s.identifier.startswith("<") and s.identifier.endswith(">")):
             raise InputError("--subject", s.identifier, "is not written as a new token",
@@ -75,6 +74,21 @@ def token_config(cfg: PivotalConfig) -> TextualInversionConfig:
                 for s in cfg.subjects]
     return TextualInversionConfig(model=cfg.model, concepts=concepts, resolution=cfg.resolution,
                                   center_crop=cfg.center_crop, flip=cfg.flip, train=cfg.train)
+
+
+def check_token_init(cfg: PivotalConfig, tokenizer=None) -> None:
+    """--token-init is class, random or a word (with `tokenizer`: one it reads), never a file path."""
+    from conceptlab.training.textual_inversion import _looks_like_path
+    from conceptlab.validation import text
+
+    text("--token-init", cfg.token_init, example="random")
+    if cfg.token_init not in ("class", "random") and _looks_like_path(cfg.token_init):
+        raise InputError("--token-init", cfg.token_init, "looks like a file; it takes a word",
+                         "Use class, random or a word such as creature")
+    for s in cfg.subjects if tokenizer is not None else ():
+        word = token_start(cfg, s.class_word)
+        if word is not None and not tokenizer(word, add_special_tokens=False).input_ids:
+            raise InputError("--token-init", word, "tokenizes to nothing", "Use class, random or a word such as creature")
 
 
 def token_start(cfg: PivotalConfig, class_word: str) -> str | None:
@@ -221,6 +235,7 @@ def train_pivotal(cfg: PivotalConfig, out, resume: bool = False, device=None, dt
     check_pivotal(cfg)
     cfg.train.check()
     pipe = pipe if pipe is not None else load_pipeline(cfg.model, device=device, dtype=dtype)
+    check_token_init(cfg, pipe.tokenizer)  # before class images take minutes
     classes, texts = prepare_priors(cfg, pipe, out)  # before the tokens exist: class prompts never hold them
     method = PivotalTuning(pipe, cfg, classes, texts)
     refuse_ema_beside_selection(cfg.ema_decay, hooks)

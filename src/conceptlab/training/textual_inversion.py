@@ -202,10 +202,11 @@ class TextualInversion:
         slot = self.family.slots[k]
         tok, te = slot.parts(self.pipe)
         ids, start = [], []
+        draws = torch.Generator().manual_seed(0)  # one sequence: tokens started at random each get their own draw
         for c, ph, (vectors, init) in zip(self.cfg.concepts, self.placeholders, inits):
             if isinstance(init, Embedding):
                 init = Embedding(init.token, slot_vectors(init, self.family)[k])
-            start.append(init_vectors(tok, te, init, vectors))
+            start.append(init_vectors(tok, te, init, vectors, draws))
             ids += add_placeholder(tok, te, ph, f"--concept {c.token}")
         return TokenSplice(te.get_input_embeddings(), ids, torch.cat(start))
 
