@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -205,3 +207,28 @@ def test_style_ceiling_reads_pixel_art_through_the_autoencoder():
     assert H.style_ceiling(_FakeVAE(), judge, seeds=1) > 0.9  # lossless: the renders' own accuracy
     assert H.style_ceiling(_FakeVAE(factor=2), judge, seeds=1) > 0.9  # blocky decoding keeps pixel art
     assert H.style_ceiling(Blank(), judge, seeds=1) == 0.0
+
+
+def test_the_proofs_companion_trains_beside_tuki_with_its_own_prior(tmp_path, monkeypatch):
+    """--companion bnh: the pivotal row trains <tuki> (no prior of its own) and <bnh> (its prior on its captions) in
+    one run, the token start and the class prompts passed through; without it, tuki alone and no prior."""
+    import importlib.util
+
+    import conceptlab.training.pivotal as pivotal
+
+    spec = importlib.util.spec_from_file_location("heldout_proof", Path(__file__).parents[2] / "scripts" /
+                                                  "ti_heldout_proof.py")
+    proof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proof)
+    seen = []
+    monkeypatch.setattr(pivotal, "train_pivotal", lambda cfg, out, pipe: seen.append(cfg) or (pipe, SimpleNamespace(
+        seconds=1.0)))
+    cfg = H.HeldOutConfig(full=True, token_init="random", companion="bnh", companion_prior=0.3, class_prompts="class")
+    proof.train_pivotal_loop(None, cfg, "<tuki>", "monster", "monster", tmp_path / "tuki-data", tmp_path / "run")
+    pc = seen[-1]
+    assert [(s.identifier, s.prior_weight, s.class_prompts) for s in pc.subjects] == [
+        ("<tuki>", 0.0, None), ("<bnh>", 0.3, "captions")]
+    assert pc.prior_preservation and pc.class_prompts == "class" and pc.token_init == "random" and not pc.lora
+    assert len(read_metadata(tmp_path / "bnh-data")) == 12
+    proof.train_pivotal_loop(None, H.HeldOutConfig(), "<tuki>", "monster", "monster", tmp_path / "t", tmp_path / "r2")
+    assert [s.identifier for s in seen[-1].subjects] == ["<tuki>"] and not seen[-1].prior_preservation
