@@ -69,15 +69,16 @@ def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class
                        out: Path) -> float:
     """Pivotal tuning (the token and a UNet LoRA of cfg.lora_rank, or every UNet weight with cfg.full), on each
     image's caption with `words` replaced by 'TOKEN CLASS'; prior preservation with cfg.prior_weight; with
-    cfg.companion a second monster's token trained beside, its prior on its captions. Returns seconds."""
+    cfg.companion more held-out monsters' tokens trained beside ('bnh+moxo'), each with its prior on its captions.
+    Returns seconds."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.pivotal import PivotalConfig, train_pivotal
 
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lora_lr, seed=cfg.seed)
     subjects = [SubjectConfig(token, str(folder), class_word, captions=words, prior_weight=cfg.prior_weight)]
-    if cfg.companion:
-        ident = H.export_companion(out.parent / f"{cfg.companion}-data", cfg.companion)
-        subjects.append(SubjectConfig(ident, str(out.parent / f"{cfg.companion}-data"), class_word, captions="monster",
+    for name in cfg.companion.split("+") if cfg.companion else ():
+        ident = H.export_companion(out.parent / f"{name}-data", name)
+        subjects.append(SubjectConfig(ident, str(out.parent / f"{name}-data"), class_word, captions="monster",
                                       prior_weight=cfg.companion_prior, class_prompts="captions"))
     prior = {"prior_preservation": True, "class_prompts": cfg.class_prompts, "class_images": cfg.class_images} \
         if any(s.prior_weight for s in subjects) else {}
@@ -156,11 +157,12 @@ def main() -> None:
     p.add_argument("--renders", choices=("heldout", "dreambooth"), default="heldout",
                    help="the monster's training renders: this proof's draw, or the DreamBooth proof's (its render "
                         "seed and five scenes, captions in its form)")
-    p.add_argument("--companion", choices=("bnh",), default=None,
-                   help="pivotal tuning: a second held-out monster trained beside tuki as its own token (its renders "
-                        "as the DreamBooth proof draws them, 3 per emotion)")
+    p.add_argument("--companion", nargs="+", choices=("bnh", "moxo"), default=None,
+                   help="pivotal tuning: more held-out monsters trained beside tuki, each as its own token (renders "
+                        "drawn as the DreamBooth proof draws its subjects, 3 per emotion); moxo shares tuki's stripes "
+                        "with two eyes")
     p.add_argument("--companion-prior", type=float, default=0.3,
-                   help="the companion's prior weight, on class images of its captions")
+                   help="each companion's prior weight, on class images of its captions")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance when judging")
     p.add_argument("--no-plain-word", action="store_true", help="skip the plain-word row (a choosing run that has it)")
     p.add_argument("--images", type=int, default=8)
@@ -187,7 +189,7 @@ def main() -> None:
                           prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
                           captions=a.captions,
                           token_steps=a.token_steps, token_init=a.token_init, renders=a.renders,
-                          companion=a.companion, companion_prior=a.companion_prior,
+                          companion="+".join(a.companion) if a.companion else None, companion_prior=a.companion_prior,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
@@ -275,7 +277,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
     if cfg.get("renders", "heldout") != "heldout":
         command += f" --renders {cfg['renders']}"
     if cfg.get("companion"):
-        command += f" --companion {cfg['companion']} --companion-prior {cfg['companion_prior']:g}"
+        command += f" --companion {cfg['companion'].replace('+', ' ')} --companion-prior {cfg['companion_prior']:g}"
     if cfg.get("plain_word") is False:
         command += " --no-plain-word"
     if "shards" in result:

@@ -223,11 +223,13 @@ def test_the_proofs_companion_trains_beside_tuki_with_its_own_prior(tmp_path, mo
     seen = []
     monkeypatch.setattr(pivotal, "train_pivotal", lambda cfg, out, pipe: seen.append(cfg) or (pipe, SimpleNamespace(
         seconds=1.0)))
-    cfg = H.HeldOutConfig(full=True, token_init="random", companion="bnh", companion_prior=0.3, class_prompts="class")
+    cfg = H.HeldOutConfig(full=True, token_init="random", companion="bnh+moxo", companion_prior=0.3,
+                          class_prompts="class")
     proof.train_pivotal_loop(None, cfg, "<tuki>", "monster", "monster", tmp_path / "tuki-data", tmp_path / "run")
     pc = seen[-1]
     assert [(s.identifier, s.prior_weight, s.class_prompts) for s in pc.subjects] == [
-        ("<tuki>", 0.0, None), ("<bnh>", 0.3, "captions")]
+        ("<tuki>", 0.0, None), ("<bnh>", 0.3, "captions"), ("<moxo>", 0.3, "captions")]
+    assert {r["individual"] for r in read_metadata(tmp_path / "moxo-data")} == {"moxo"}
     assert pc.prior_preservation and pc.class_prompts == "class" and pc.token_init == "random" and not pc.lora
     assert len(read_metadata(tmp_path / "bnh-data")) == 12
     proof.train_pivotal_loop(None, H.HeldOutConfig(), "<tuki>", "monster", "monster", tmp_path / "t", tmp_path / "r2")

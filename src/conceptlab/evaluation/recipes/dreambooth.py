@@ -37,7 +37,7 @@ CLASS_SEED = 1000  # class-prompt generations use seeds 1000.., apart from the s
 NOT_A_DB_RUN = "Pass the --out folder of `conceptlab train dreambooth`"
 
 
-SUBJECT_RENDER_SEEDS = {"tuki": 5000, "bnh": 5100}  # where each subject's training renders are drawn from
+SUBJECT_RENDER_SEEDS = {"tuki": 5000, "bnh": 5100, "moxo": 5200}  # where each subject's training renders come from
 
 
 def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int = 10, per_emotion: int = 0,

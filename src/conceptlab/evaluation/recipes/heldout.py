@@ -46,7 +46,7 @@ class HeldOutConfig:
     token_steps: int = 0  # pivotal tuning: steps that train the token alone before the LoRA joins
     token_init: str = "class"  # pivotal tuning: where the token starts (class word, 'random' or a word)
     renders: str = "heldout"  # the monster's training renders: this proof's, or 'dreambooth' (that proof's draw)
-    companion: str | None = None  # pivotal tuning: a second held-out monster trained beside, as its own token
+    companion: str | None = None  # pivotal tuning: more held-out monsters trained beside, each its own token ('bnh+moxo')
     companion_prior: float = 0.3  # its prior weight, on class images of its captions (the DreamBooth proof's bnh)
     reference_lr: float = 5e-4 * 4  # diffusers' default 5e-4, scaled by the batch (its --scale_lr default)
     images: int = 8
