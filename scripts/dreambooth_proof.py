@@ -79,7 +79,7 @@ def scores(pipe, judge, out: Path, name: str, a) -> dict:
 def subject_configs(data: Path, a, priors: dict) -> list[SubjectConfig]:
     """Each subject with its captions, masks and own prior (weight, class prompts) from --prior."""
     return [SubjectConfig(i, str(data / i), "monster", captions="monster" if a.captions != "none" else None,
-                          masks=str(data / i / "masks") if a.mask_weight else None,
+                          masks=str(data / i / "masks") if a.mask_weight and i in (a.masked or SUBJECTS) else None,
                           prior_weight=priors.get(i, (None, None))[0], class_prompts=priors.get(i, (None, None))[1])
             for i in SUBJECTS]
 
@@ -229,6 +229,8 @@ def main() -> None:
                          "the captions with the identifier dropped")
     ap.add_argument("--mask-weight", type=float, default=None,
                     help="train ours with a mask per render (--masks), the subject's pixels weighted this much")
+    ap.add_argument("--masked", nargs="+", choices=SUBJECTS, default=None,
+                    help="with --mask-weight: only these subjects' losses are weighted by their masks (default: all)")
     ap.add_argument("--masks", choices=("silhouette", "face"), default="silhouette",
                     help="with --mask-weight: the silhouette, or the face white and the rest of the body grey")
     ap.add_argument("--select-by", default=None, metavar="SPEC",

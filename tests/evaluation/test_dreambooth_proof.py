@@ -168,3 +168,11 @@ def test_records_name_the_subjects_whose_renders_were_balanced():
     _, reference = R.proof_records(report, date="2026-11-30", commit="abc", model="v9")
     assert "--per-emotion 3 --balanced tuki" in reference["command"]
     assert reference["settings"]["setup"].endswith("; 3 renders per emotion of tuki")
+
+
+def test_a_masked_run_records_its_mask_flags_so_the_command_reproduces_it():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    assert "--mask" not in R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
+    report["config"].update(mask_weight=5.0, masks="face", masked=["bnh"])
+    command = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
+    assert command.endswith("--mask-weight 5 --masks face --masked bnh")

@@ -388,6 +388,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else "")
                + (f" --ema-decay {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "")
+               + (f" --mask-weight {cfg['mask_weight']:g} --masks {cfg['masks']}"
+                  + (f" --masked {' '.join(cfg['masked'])}" if cfg.get("masked") else "") if cfg.get("mask_weight") else "")
                + (f" --select-by {cfg['select_by']} --validate-every {cfg['validate_every']} --validation-seeds "
                   f"{cfg['validation_seeds']}" if cfg.get("select_by") else ""))
     chosen = report.get("selection")  # ours judged at the checkpoint its validation set chose
