@@ -358,6 +358,9 @@ def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
     with pytest.raises(AppError, match=r"EMA decay=0.99: and checkpoint selection"):  # the full fine-tune box last
         client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), False,
                        *selecting, "", 0.99, True, api_name="/train_pivotal")
+    with pytest.raises(AppError, match=r"token starts from='runs/x.pt': looks like a file"):  # after the full box
+        client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), False,
+                       *plain, "", 0.0, False, "runs/x.pt", api_name="/train_pivotal")
     with pytest.raises(AppError, match=r"more subjects='missing': is not a data set of the workspace"):
         client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
                        0.0, *plain, "bnh=missing,class=monster", api_name="/train_dreambooth")

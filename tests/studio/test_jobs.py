@@ -222,13 +222,17 @@ def test_pivotal_command_parses_to_the_settings_asked_for(ws, upload):
         (2, 1e-3, 1, 3)
     assert cfg.lora is True
     full = _cli_config(pivotal_command(ws, PivotalSettings(**{**vars(s), "full_fine_tune": True}), ws.root / "r", "py"))
-    assert full.lora is False
+    assert full.lora is False and full.token_init == "class"
+    for start in ("random", "creature"):
+        cmd = pivotal_command(ws, PivotalSettings(**{**vars(s), "token_init": start}), ws.root / "r", "py")
+        assert _cli_config(cmd).token_init == start
 
 
 @pytest.mark.parametrize("kind,field,value,match", [
     ("dreambooth", "identifier", "../x", "one new word"), ("dreambooth", "class_word", "a/b", "plain word"),
     ("dreambooth", "rank", 0, "--rank"), ("dreambooth", "images", "missing", "does not exist"),
-    ("pivotal", "identifier", "tuki", "angle brackets"), ("pivotal", "token_steps", 5, "leaves none")])
+    ("pivotal", "identifier", "tuki", "angle brackets"), ("pivotal", "token_steps", 5, "leaves none"),
+    ("pivotal", "token_init", "runs/x.safetensors", "token starts from='runs/x.safetensors': looks like a file")])
 def test_bad_dreambooth_and_pivotal_settings_are_refused(ws, upload, fake_python, kind, field, value, match):
     from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings
 

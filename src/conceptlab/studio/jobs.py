@@ -356,7 +356,7 @@ class PivotalSettings:
     """A pivotal-tuning job: a new token ('<tuki>') trained with a UNet LoRA; defaults are PivotalConfig's."""
 
     identifier: str  # the new token, in angle brackets
-    class_word: str  # what the subject is; the token starts from its embedding
+    class_word: str  # what the subject is; the token starts from its embedding unless token_init says otherwise
     images: str  # an uploads/ folder name
     rank: int = 4
     prior_preservation: bool = False
@@ -378,6 +378,7 @@ class PivotalSettings:
     more_subjects: str = ""  # as DreamBoothSettings': each identifier a new token
     ema_decay: float = 0.0  # a moving average of the tokens and the LoRA (--ema-decay; 0 = off)
     full_fine_tune: bool = False  # every UNet weight beside the tokens instead of a LoRA (--full-fine-tune)
+    token_init: str = "class"  # where the tokens start: class (the class word), random, or a word (--token-init)
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -398,7 +399,7 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
     """The checks `conceptlab train pivotal` makes before it loads a model (the library's check_pivotal)."""
     from conceptlab.training.dreambooth import SubjectConfig
     from conceptlab.training.loop import TrainConfig
-    from conceptlab.training.pivotal import PivotalConfig, check_pivotal
+    from conceptlab.training.pivotal import PivotalConfig, check_pivotal, check_token_init
 
     check_dreambooth_settings(ws, DreamBoothSettings(**{k: getattr(s, k) for k in DreamBoothSettings.__dataclass_fields__
                                                           if hasattr(s, k)}))
@@ -407,10 +408,14 @@ def check_pivotal_settings(ws: Workspace, s: PivotalSettings) -> None:
     for argument, ident in (("token", s.identifier), *(("more subjects", x.identifier) for x in extra)):
         if not (ident.startswith("<") and ident.endswith(">")):
             raise InputError(argument, ident, "is not written as a new token", f"Write it in angle brackets: <{ident}>")
+    try:
+        check_token_init(PivotalConfig(subjects=[subject], token_init=s.token_init))
+    except InputError as e:  # named after the page's field
+        raise InputError("token starts from", e.value, e.problem, e.fix.replace("Use class", "Pick class")) from None
     check_pivotal(PivotalConfig(subjects=[subject, *extra], lora=not s.full_fine_tune, rank=s.rank,
                                 class_images=s.class_images,
                                 prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
-                                token_lr=s.token_lr, token_steps=s.token_steps,
+                                token_lr=s.token_lr, token_steps=s.token_steps, token_init=s.token_init,
                                 train=TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr)))
 
 
@@ -420,6 +425,7 @@ def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: st
     own += ["--train-text-encoder"] if s.train_text_encoder else []
     own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
     own += ["--full-fine-tune"] if s.full_fine_tune else []
+    own += ["--token-init", s.token_init] if s.token_init != "class" else []
     return _subject_command(ws, s, "pivotal", own, run_dir, python)
 
 

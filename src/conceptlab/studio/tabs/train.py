@@ -149,6 +149,9 @@ def _pivotal_layout(gr, w: dict) -> None:
     w["pt_full"] = gr.Checkbox(label="Full fine-tune", value=False, elem_id="pt-full",
                                info="every UNet weight (and text-encoder weight, with the box above) beside the token "
                                     "instead of a LoRA; saves a whole model. Use a learning rate near 1e-4")
+    w["pt_init"] = gr.Dropdown(["class", "random"], value="class", allow_custom_value=True, label="Token starts from",
+                               elem_id="pt-init", info="class: the class word; random: a random draw, which helped a "
+                                                       "subject the model had never drawn; or type a word")
     w["pt_start"] = gr.Button("Start pivotal tuning", variant="primary", elem_id="pt-start")
 
 
@@ -220,6 +223,11 @@ def _after_more(values) -> float:
 def _full(values) -> bool:
     """Pivotal tuning's full fine-tune box, after its EMA decay (an API call may leave it out: off)."""
     return bool(values[len(ADVANCED) + 2]) if len(values) > len(ADVANCED) + 2 else False
+
+
+def _token_init(values) -> str:
+    """Pivotal tuning's token start, after its full fine-tune box (an API call may leave it out: the class word)."""
+    return (str(values[len(ADVANCED) + 3] or "").strip() or "class") if len(values) > len(ADVANCED) + 3 else "class"
 
 
 def _world_objects() -> list[str]:
@@ -299,12 +307,13 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_preservation=bool(prior), steps=whole("steps", steps), lr=float(lr), batch_size=whole("batch size", batch),
             seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
             train_text_encoder=bool(text_encoder), advanced=advanced(*adv_more[:len(ADVANCED)]),
-            more_subjects=_more(adv_more), ema_decay=_after_more(adv_more), full_fine_tune=_full(adv_more))
+            more_subjects=_more(adv_more), ema_decay=_after_more(adv_more), full_fine_tune=_full(adv_more),
+            token_init=_token_init(adv_more))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
-                                *ADVANCED, "pt_more", "pt_ema", "pt_full")]
+                                *ADVANCED, "pt_more", "pt_ema", "pt_full", "pt_init")]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
