@@ -215,9 +215,16 @@ def test_ema_saves_the_moving_average_of_tokens_and_lora_and_resumes_exactly(con
     """--ema-decay: the bundle and the separate files hold the average of the token vectors and the LoRA over the
     steps (diffusers' EMAModel warm-up, computed here by hand from each step's weights); an interrupted run
     resumes to the same average."""
+    import conceptlab.training.loop as loop
+
     decay, steps = 0.9, 4
     pipe = build_pipeline("tiny")
-    method = PivotalTuning(pipe, _cfg(concept_dirs, steps=steps, ema_decay=decay))
+    made, real = [], loop.EMA
+    with pytest.MonkeyPatch.context() as mp:  # one moving average is built, not DreamBooth's as well
+        mp.setattr(loop, "EMA", type("CountedEMA", (real,), {"__init__": lambda self, *a: made.append(1) or
+                                                               real.__init__(self, *a)}))
+        method = PivotalTuning(pipe, _cfg(concept_dirs, steps=steps, ema_decay=decay))
+    assert len(made) == 1 and method.lora.cfg.ema_decay == decay
     trajectory = [method.trainable_state()]
     hooks = [*method.hooks(), lambda t: trajectory.append(t.method.trainable_state())]
     Trainer(method, method.cfg.train, tmp_path / "a", hooks=hooks).train()

@@ -142,7 +142,10 @@ class PivotalTuning:
         self.pipe, self.cfg = pipe, cfg
         # the tokens first: they must be in the tokenizers before DreamBooth reads its prompts
         self.tokens = TextualInversion(pipe, token_config(cfg))
-        self.lora = _LoraOnTrainedTokens(pipe, dreambooth_config(cfg), class_latents, class_texts)
+        part = dreambooth_config(cfg)
+        part.ema_decay = 0.0  # the one average below covers the DreamBooth part: no second copy of its weights
+        self.lora = _LoraOnTrainedTokens(pipe, part, class_latents, class_texts)
+        part.ema_decay = cfg.ema_decay  # what its saves record, as they hold that average
         self.family = self.tokens.family
         self.token_params = self.tokens.parameters()  # (K, D_i) per text encoder
         # the UNet's LoRA A and B matrices (every UNet weight with lora=False), by name: DreamBooth names only what
