@@ -250,6 +250,8 @@ def main() -> None:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
     if a.select_by and a.lora:  # the chosen step is read back as OUT/ours/selected/pipeline, a full fine-tune's
         ap.error("--select-by judges a full fine-tune's chosen checkpoint; drop --lora or --select-by")
+    if a.masked and not a.mask_weight:
+        ap.error("--masked names the subjects whose masks weight the loss; give --mask-weight too")
     a.class_dir = a.class_dir or a.out / "class-images"
     run(a)
 

@@ -189,7 +189,8 @@ def main() -> None:
                           prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
                           captions=a.captions,
                           token_steps=a.token_steps, token_init=a.token_init, renders=a.renders,
-                          companion="+".join(a.companion) if a.companion else None, companion_prior=a.companion_prior,
+                          companion="+".join(dict.fromkeys(a.companion)) if a.companion else None,
+                          companion_prior=a.companion_prior,
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)

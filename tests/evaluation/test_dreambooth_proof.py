@@ -176,3 +176,16 @@ def test_a_masked_run_records_its_mask_flags_so_the_command_reproduces_it():
     report["config"].update(mask_weight=5.0, masks="face", masked=["bnh"])
     command = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
     assert command.endswith("--mask-weight 5 --masks face --masked bnh")
+
+
+def test_masked_weights_only_the_named_subjects_masks(tmp_path):
+    spec = importlib.util.spec_from_file_location("db_proof", REPO / "scripts" / "dreambooth_proof.py")
+    proof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proof)
+    from argparse import Namespace
+
+    a = Namespace(captions="varying", mask_weight=5.0, masked=["bnh"])
+    masks = {s.identifier: s.masks for s in proof.subject_configs(tmp_path, a, {})}
+    assert masks == {"tuki": None, "bnh": str(tmp_path / "bnh" / "masks")}
+    a.masked = None  # every subject's, as before --masked
+    assert all(s.masks for s in proof.subject_configs(tmp_path, a, {}))

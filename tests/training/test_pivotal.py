@@ -394,6 +394,7 @@ def test_random_starts_give_each_token_its_own_draw_and_an_unreadable_word_is_re
     ({"token_steps": 3}, "--token-steps"), ({"token_steps": 2, "token_frac": 0.5}, "--token-frac"),
     ({"identifier": "tuki"}, "angle brackets"), ({"ema_decay": 1.5}, "--ema-decay"), ({"token_init": " "}, "--token-init"),
     ({"token_init": "runs/tuki.safetensors"}, "--token-init.*looks like a file"),
+    ({"token_init": "-big"}, "--token-init.*reads as a flag"),
 ])
 def test_bad_settings_are_refused_before_a_model_loads(concept_dirs, change, match):
     cfg = _cfg(concept_dirs, steps=3)

@@ -82,6 +82,9 @@ def check_token_init(cfg: PivotalConfig, tokenizer=None) -> None:
     from conceptlab.validation import text
 
     text("--token-init", cfg.token_init, example="random")
+    if cfg.token_init.startswith("-"):
+        raise InputError("--token-init", cfg.token_init, "starts with '-', which reads as a flag",
+                         "Use class, random or a word such as creature")
     if cfg.token_init not in ("class", "random") and _looks_like_path(cfg.token_init):
         raise InputError("--token-init", cfg.token_init, "looks like a file; it takes a word",
                          "Use class, random or a word such as creature")

@@ -227,7 +227,8 @@ def _full(values) -> bool:
 
 def _token_init(values) -> str:
     """Pivotal tuning's token start, after its full fine-tune box (an API call may leave it out: the class word)."""
-    return (str(values[len(ADVANCED) + 3] or "").strip() or "class") if len(values) > len(ADVANCED) + 3 else "class"
+    start = (str(values[len(ADVANCED) + 3] or "").strip() or "class") if len(values) > len(ADVANCED) + 3 else "class"
+    return start.lower() if start.lower() in ("class", "random") else start
 
 
 def _world_objects() -> list[str]:
