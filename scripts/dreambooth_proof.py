@@ -91,6 +91,7 @@ def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
         prior_preservation=prior, class_images=a.class_images, class_dir=str(a.class_dir), class_prompts=a.class_prompts,
         timestep_bias=TimestepBias(a.timestep_bias, a.timestep_bias_multiplier, a.timestep_bias_portion),
         ema_decay=a.ema_decay if prior else 0.0,  # loop 'ours' alone (`prior` is true for it only)
+        text_encoder_lr=a.text_encoder_lr if prior and a.train_text_encoder else None,
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4), seed=a.seed,
                           checkpoint_every=0, preview_every=0))
 
@@ -238,6 +239,8 @@ def main() -> None:
                          "seeds 0..), e.g. identity=1,emotion=1; the proof judges that checkpoint")
     ap.add_argument("--ema-decay", type=float, default=0.0,
                     help="ours: judge (and save) the moving average of the weights, e.g. 0.99")
+    ap.add_argument("--text-encoder-lr", type=float, default=None,
+                    help="ours, with --train-text-encoder: the text encoder's own learning rate (default: --lr)")
     ap.add_argument("--validate-every", type=int, default=200)
     ap.add_argument("--validation-seeds", type=int, default=2)
     ap.add_argument("--record", metavar="PAGE_JSON", default=None,

@@ -74,3 +74,21 @@ def test_ema_decay_reaches_the_config_and_bad_values_are_refused_at_parse_time(t
     assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
                  "--ema-decay", "1", "--out", str(tmp_path / "x")]) == 2
     assert "--ema-decay" in capsys.readouterr().err
+
+
+def test_text_encoder_lr_reaches_both_configs_and_is_refused_without_the_text_encoder(tiny_dir, tmp_path, capsys):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config, pivotal_config
+
+    base = ["--train-text-encoder", "--text-encoder-lr", "2e-5", "--out", str(tmp_path)]
+    args = build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster", *base])
+    assert dreambooth_config(args).text_encoder_lr == 2e-5
+    args = build_parser().parse_args(["train", "pivotal", "--subject", "<tuki>=d/tuki,class=monster", *base])
+    assert pivotal_config(args).text_encoder_lr == 2e-5
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
+                 "--text-encoder-lr", "2e-5", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--text-encoder-lr" in err and "--train-text-encoder" in err and "Traceback" not in err
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
+                 "--train-text-encoder", "--text-encoder-lr", "-1", "--out", str(tmp_path / "y")]) == 2
+    assert "--text-encoder-lr" in capsys.readouterr().err

@@ -308,3 +308,49 @@ def test_bad_ema_settings_are_refused(concept_dirs):
     selection = make_selection("emotion", 2, subjects=cfg.subjects, seeds=1)
     with pytest.raises(InputError, match="--select-by"):
         train_dreambooth(cfg, "unused", pipe=build_pipeline("tiny"), hooks=[selection])
+
+
+def test_text_encoder_lr_moves_the_text_encoder_at_its_own_rate(concept_dirs, tmp_path):
+    """--text-encoder-lr: AdamW's first step moves each weight by about its group's lr (|update| = lr * |m/sqrt(v)|
+    = lr for a fresh moment, plus weight decay), so after one step the UNet's largest change is about --lr and the
+    text encoder's about --text-encoder-lr."""
+    def largest_change(text_encoder_lr):
+        pipe = build_pipeline("tiny")
+        fc1 = next(p for n, p in pipe.text_encoder.named_parameters() if n.endswith("layers.0.mlp.fc1.weight"))
+        after = {"unet": pipe.unet.conv_in.weight, "text": fc1}
+        before = {k: v.detach().clone() for k, v in after.items()}
+        cfg = _cfg(concept_dirs, steps=1, train_text_encoder=True, text_encoder_lr=text_encoder_lr)
+        Trainer(DreamBooth(pipe, cfg), cfg.train, tmp_path / str(text_encoder_lr)).train()
+        return {k: float((after[k].detach() - before[k]).abs().max()) for k in before}
+
+    same = largest_change(None)  # one group at lr 1e-2
+    split = largest_change(1e-4)
+    assert same["unet"] == pytest.approx(1e-2, rel=0.05) and same["text"] == pytest.approx(1e-2, rel=0.05)
+    assert split["unet"] == pytest.approx(1e-2, rel=0.05)
+    assert split["text"] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_text_encoder_lr_resumes_exactly(concept_dirs, tmp_path):
+    from conceptlab.training.dreambooth import train_dreambooth
+
+    def run(steps, out, resume=False):
+        cfg = _cfg(concept_dirs, steps=steps, lora=True, rank=2, train_text_encoder=True, text_encoder_lr=1e-3)
+        pipe, _ = train_dreambooth(cfg, out, resume=resume, pipe=build_pipeline("tiny"))
+        return {f"{name}.{k}": v.detach().clone() for name, m in (("unet", pipe.unet), ("text", pipe.text_encoder))
+                for k, v in m.named_parameters() if "lora" in k}
+
+    straight = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    resumed = run(4, tmp_path / "b", resume=True)
+    assert any(k.startswith("text.") for k in straight)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_bad_text_encoder_lr_is_refused(concept_dirs):
+    from conceptlab.training.dreambooth import check_subjects
+
+    with pytest.raises(InputError, match="--text-encoder-lr.*does not train"):
+        check_subjects(_cfg(concept_dirs, text_encoder_lr=1e-5))
+    for bad in (0.0, -1e-5, 2.0):
+        with pytest.raises(InputError, match="--text-encoder-lr"):
+            check_subjects(_cfg(concept_dirs, train_text_encoder=True, text_encoder_lr=bad))

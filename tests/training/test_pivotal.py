@@ -461,3 +461,22 @@ def test_cli_ema_reaches_the_config_and_is_refused_beside_select_by(tiny_dir, co
     assert read_bundle(tmp_path / "a" / "bundle.safetensors").meta["config"]["ema_decay"] == 0.9
     assert main([*args, "--select-by", "emotion", "--out", str(tmp_path / "b")]) == 2
     assert "--ema-decay=0.9: and --select-by both decide" in capsys.readouterr().err
+
+
+def test_text_encoder_lr_moves_the_text_encoder_lora_at_its_own_rate(concept_dirs, tmp_path):
+    """--text-encoder-lr: after one AdamW step (|update| about the group's lr) the text encoder's LoRA has moved by
+    about --text-encoder-lr, the UNet's by about --lr, the tokens by about --token-lr."""
+    pipe = build_pipeline("tiny")
+    cfg = _cfg(concept_dirs, steps=1, train_text_encoder=True, text_encoder_lr=1e-4, token_lr=1e-3)
+    method = PivotalTuning(pipe, cfg)
+    init = {k: v.clone() for k, v in method.trainable_state().items()}
+    Trainer(method, cfg.train, tmp_path, hooks=method.hooks()).train()
+    after = method.trainable_state()
+
+    def moved(prefix):
+        return max(float((after[k] - init[k]).abs().max()) for k in after if k.startswith(prefix))
+
+    assert moved("lora.unet") == pytest.approx(1e-2, rel=0.05)
+    assert moved("lora.text_encoder") == pytest.approx(1e-4, rel=0.05)
+    token = [k for k in after if not k.startswith("lora.")]
+    assert token and max(float((after[k] - init[k]).abs().max()) for k in token) == pytest.approx(1e-3, rel=0.05)

@@ -152,6 +152,8 @@ def add_subject_flags(d, example: str = "tuki") -> None:
               "like it (white = subject), and weights the loss toward the subject; prior_weight and class_prompts set "
               "this subject's prior apart from --prior-weight and --class-prompts")
     flag(d, "--rank", type=RANK.arg, help="LoRA rank (default: 4)")
+    flag(d, "--text-encoder-lr", type=LR.arg,
+         help="with --train-text-encoder: the text encoders' own learning rate, e.g. a tenth of --lr (default: --lr)")
     flag(d, "--prior-preservation", action="store_const", const=True,
          help="also train on class images the base model draws, so the class keeps its meaning")
     flag(d, "--class-images", type=COUNT0.arg, help="class images to generate per class (default: 50)")
@@ -304,7 +306,8 @@ def dreambooth_config(args):
     from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay")
+             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay",
+             "text_encoder_lr")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                    "buckets": bucket_overrides(args),
@@ -334,7 +337,7 @@ def pivotal_config(args):
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
-             "token_init", "token_steps", "token_frac", "ema_decay")
+             "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),

@@ -78,6 +78,8 @@ class DreamBoothConfig:
     lora: bool = False
     rank: int = 4
     train_text_encoder: bool = False
+    # the text encoders' own learning rate (kohya's --text_encoder_lr, diffusers' advanced script's); None: --lr
+    text_encoder_lr: float | None = None
     prior_preservation: bool = False
     class_images: int = 50
     prior_weight: float = 1.0
@@ -123,6 +125,18 @@ def parse_subject(text: str) -> SubjectConfig:
                          kw.get("captions") or None, kw.get("masks") or None, weight, kw.get("class_prompts") or None)
 
 
+def check_text_encoder_lr(cfg: DreamBoothConfig) -> None:
+    """--text-encoder-lr is a learning rate, and only means something when the text encoder trains."""
+    from conceptlab.validation import LR
+
+    if cfg.text_encoder_lr is None:
+        return
+    LR.check("--text-encoder-lr", cfg.text_encoder_lr)
+    if not cfg.train_text_encoder:
+        raise InputError("--text-encoder-lr", cfg.text_encoder_lr, "is set but the text encoder does not train",
+                         "Add --train-text-encoder, or drop --text-encoder-lr")
+
+
 def check_subjects(cfg: DreamBoothConfig) -> None:
     """Raises InputError for any bad setting or subject, before a model is loaded or a file written."""
     from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, Bound
@@ -143,6 +157,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
     Bound(0, 1000, low_open=True, hint="5 is usual").check("--mask-weight", cfg.mask_weight)
     check_timestep_bias(cfg.timestep_bias)
     EMA_DECAY.check("--ema-decay", cfg.ema_decay)
+    check_text_encoder_lr(cfg)
     for s in cfg.subjects:
         _check_subject(s)
     if cfg.class_prompts not in ("class", "captions"):
@@ -362,6 +377,17 @@ class DreamBooth:
     def parameters(self) -> list[torch.nn.Parameter]:
         modules = (self.pipe.unet, *(te for _, te in self.text_encoders))
         return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    def param_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """[(weights, factor of the loop's lr)]: one group, or the UNet's at the lr and the text encoders' at
+        text_encoder_lr."""
+        return [(self.parameters(), 1.0)] if self.cfg.text_encoder_lr is None else self.split_groups()
+
+    def split_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """The UNet's trainable weights at the lr, the text encoders' at text_encoder_lr (scaled as the lr is)."""
+        unet = [p for p in self.pipe.unet.parameters() if p.requires_grad]
+        text = [p for _, te in self.text_encoders for p in te.parameters() if p.requires_grad]
+        return [(unet, 1.0), (text, self.cfg.text_encoder_lr / self.cfg.train.lr)]
 
     def _named_trainable(self) -> dict[str, torch.nn.Parameter]:
         out = {}
