@@ -84,6 +84,7 @@ def train_pivotal_loop(pipe, cfg: H.HeldOutConfig, token: str, words: str, class
         if any(s.prior_weight for s in subjects) else {}
     pc = PivotalConfig(model=cfg.model, subjects=subjects, lora=not cfg.full, rank=cfg.lora_rank, token_lr=cfg.lr,
                        train_text_encoder=cfg.text_encoder_lora, train=train, vectors=cfg.vectors,
+                       text_encoder_lr=cfg.text_encoder_lr if cfg.text_encoder_lora else None,
                        token_steps=cfg.token_steps, token_init=cfg.token_init, **prior)
     return train_pivotal(pc, out, pipe=pipe)[1].seconds
 
@@ -140,6 +141,8 @@ def main() -> None:
     p.add_argument("--lora-rank", type=int, default=4, help="pivotal tuning's LoRA rank")
     p.add_argument("--text-encoder-lora", action="store_true", help="pivotal tuning also trains a text-encoder LoRA "
                    "(with --full-fine-tune: every text-encoder weight)")
+    p.add_argument("--text-encoder-lr", type=float, default=None,
+                   help="with --text-encoder-lora: the text encoder's own learning rate (default: --lora-lr)")
     p.add_argument("--full-fine-tune", action="store_true", help="pivotal tuning trains every UNet weight beside the "
                    "token instead of a LoRA, at --lora-lr")
     p.add_argument("--vectors", type=int, default=1, help="pivotal tuning: embedding vectors per token")
@@ -185,7 +188,8 @@ def main() -> None:
                    help="the rows, in order; 'plain': the plain word here (default: first)")
     a = p.parse_args()
     cfg = H.HeldOutConfig(model=a.model, steps=a.steps, lr=a.lr, lora_lr=a.lora_lr, lora_rank=a.lora_rank, images=a.images,
-                          text_encoder_lora=a.text_encoder_lora, full=a.full_fine_tune, vectors=a.vectors,
+                          text_encoder_lora=a.text_encoder_lora, text_encoder_lr=a.text_encoder_lr,
+                          full=a.full_fine_tune, vectors=a.vectors,
                           prior_weight=a.prior_weight, class_prompts=a.class_prompts, class_images=a.class_images,
                           captions=a.captions,
                           token_steps=a.token_steps, token_init=a.token_init, renders=a.renders,
@@ -267,6 +271,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("text_encoder_lora"):
         command += " --text-encoder-lora"
+        command += f" --text-encoder-lr {cfg['text_encoder_lr']:g}" if cfg.get("text_encoder_lr") else ""
     if cfg.get("full"):
         command += " --full-fine-tune"
     if cfg.get("captions", "world") != "world":

@@ -143,6 +143,8 @@ def test_pivotal_records_name_every_changed_setting_and_may_lack_the_plain_word(
     assert H.pivotal_name(cfg) == "pivotal-lora-lr0.001-rank16-steps800"
     assert H.pivotal_name({**cfg, "steps": 400, "lora_rank": 4}) == "pivotal-lora-lr0.001"
     assert H.pivotal_name({"lora_lr": 1e-4, "full": True, "text_encoder_lora": True}) == "pivotal-full-lr0.0001-te"
+    assert H.pivotal_name({"lora_lr": 1e-4, "full": True, "text_encoder_lora": True, "text_encoder_lr": 1e-5}) \
+        == "pivotal-full-lr0.0001-te-lr1e-05"
     assert H.pivotal_name({"lora_lr": 1e-4, "full": True, "prior_weight": 0.3}) == "pivotal-full-lr0.0001-prior0.3"
     assert H.pivotal_name({"lora_lr": 1e-4, "prior_weight": 0.3, "class_prompts": "class", "class_images": 20}) == \
         "pivotal-lora-lr0.0001-prior0.3-class-prompts-class-class-images20"

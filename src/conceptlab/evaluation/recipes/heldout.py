@@ -37,6 +37,7 @@ class HeldOutConfig:
     lora_lr: float = 1e-4  # pivotal tuning's LoRA (its tokens take `lr`)
     lora_rank: int = 4  # pivotal tuning's LoRA rank (DreamBooth-LoRA's default)
     text_encoder_lora: bool = False  # pivotal tuning also trains a LoRA on the text encoder (with full: all of it)
+    text_encoder_lr: float | None = None  # with text_encoder_lora: its own learning rate (None: lora_lr)
     full: bool = False  # pivotal tuning trains every UNet weight beside the token instead of a LoRA (lora_lr its lr)
     prior_weight: float = 0.0  # pivotal tuning: prior preservation at this weight (0: none)
     class_prompts: str = "captions"  # with a prior: class images from each caption without the token ('class': 'a monster')
@@ -350,7 +351,8 @@ def pivotal_name(cfg: dict) -> str:
         name += f"-{cfg['renders']}-renders"
     if cfg.get("companion"):
         name += f"-with-{cfg['companion']}{cfg.get('companion_prior', default.companion_prior):g}"
-    return name + ("-te" if cfg.get("text_encoder_lora") else "")
+    te_lr = f"-lr{cfg['text_encoder_lr']:g}" if cfg.get("text_encoder_lr") else ""  # "-te-lr1e-05"
+    return name + ("-te" + te_lr if cfg.get("text_encoder_lora") else "")
 
 
 NEW_PAGE = {
