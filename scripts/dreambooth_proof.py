@@ -92,6 +92,7 @@ def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
         timestep_bias=TimestepBias(a.timestep_bias, a.timestep_bias_multiplier, a.timestep_bias_portion),
         ema_decay=a.ema_decay if prior else 0.0,  # loop 'ours' alone (`prior` is true for it only)
         text_encoder_lr=a.text_encoder_lr if prior and a.train_text_encoder else None,
+        caption_dropout=a.caption_dropout if prior and a.captions != "none" else 0.0,
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4), seed=a.seed,
                           checkpoint_every=0, preview_every=0))
 
@@ -241,6 +242,8 @@ def main() -> None:
                     help="ours: judge (and save) the moving average of the weights, e.g. 0.99")
     ap.add_argument("--text-encoder-lr", type=float, default=None,
                     help="ours, with --train-text-encoder: the text encoder's own learning rate (default: --lr)")
+    ap.add_argument("--caption-dropout", type=float, default=0.0,
+                    help="ours, with captions: the share of examples trained on the bare prompt 'a ID monster'")
     ap.add_argument("--validate-every", type=int, default=200)
     ap.add_argument("--validation-seeds", type=int, default=2)
     ap.add_argument("--record", metavar="PAGE_JSON", default=None,

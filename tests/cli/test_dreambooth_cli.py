@@ -92,3 +92,17 @@ def test_text_encoder_lr_reaches_both_configs_and_is_refused_without_the_text_en
     assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
                  "--train-text-encoder", "--text-encoder-lr", "-1", "--out", str(tmp_path / "y")]) == 2
     assert "--text-encoder-lr" in capsys.readouterr().err
+
+
+def test_caption_dropout_reaches_both_configs_and_bad_values_are_refused_at_parse_time(tiny_dir, tmp_path, capsys):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config, pivotal_config
+
+    tail = ["--caption-dropout", "0.3", "--out", str(tmp_path)]
+    args = build_parser().parse_args(["train", "dreambooth", "--subject", "tuki=d/tuki,class=monster", *tail])
+    assert dreambooth_config(args).caption_dropout == 0.3
+    args = build_parser().parse_args(["train", "pivotal", "--subject", "<tuki>=d/tuki,class=monster", *tail])
+    assert pivotal_config(args).caption_dropout == 0.3
+    assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", "tuki=d/tuki,class=monster",
+                 "--caption-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
+    assert "--caption-dropout" in capsys.readouterr().err

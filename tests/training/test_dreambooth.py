@@ -354,3 +354,38 @@ def test_bad_text_encoder_lr_is_refused(concept_dirs):
     for bad in (0.0, -1e-5, 2.0):
         with pytest.raises(InputError, match="--text-encoder-lr"):
             check_subjects(_cfg(concept_dirs, train_text_encoder=True, text_encoder_lr=bad))
+
+
+def test_caption_dropout_trains_that_share_on_the_bare_prompt(concept_dirs, tmp_path):
+    """--caption-dropout: a subject with captions draws its bare prompt ('a tuki monster') on about that share of
+    its examples, its captions on the rest; 0 never draws it."""
+    import json
+
+    folder = tmp_path / "tuki"
+    folder.mkdir()
+    rows = []
+    for k in range(3):
+        Image.new("RGB", (32, 32), (40 * k, 80, 120)).save(folder / f"{k}.png")
+        rows.append({"file_name": f"{k}.png", "text": f"a sticker of a happy monster number {k}"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    subject = SubjectConfig("tuki", str(folder), "monster", captions="monster")
+
+    def texts(rate, seed=0):
+        cfg = DreamBoothConfig(subjects=[subject], caption_dropout=rate, train=TrainConfig(steps=1, batch_size=4))
+        method, g = DreamBooth(build_pipeline("tiny"), cfg), torch.Generator().manual_seed(seed)
+        return [t for _ in range(100) for t in method.batch(4, g)[1]]
+
+    bare = [t == "a tuki monster" for t in texts(0.3)]
+    assert 0.2 < sum(bare) / len(bare) < 0.4
+    assert all("tuki monster number" in t for t, b in zip(texts(0.3), bare) if not b)
+    assert not any(t == "a tuki monster" for t in texts(0.0))
+
+
+def test_bad_caption_dropout_is_refused(concept_dirs):
+    from conceptlab.training.dreambooth import check_subjects
+
+    with pytest.raises(InputError, match="--caption-dropout.*captions"):
+        check_subjects(_cfg(concept_dirs, caption_dropout=0.3))  # no subject trains on captions
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="--caption-dropout"):
+            check_subjects(_cfg(concept_dirs, caption_dropout=bad))

@@ -15,6 +15,7 @@ from conceptlab.validation import (
     NONNEG,
     RANK,
     SEED,
+    SHARE,
     SIZE,
     TIMESTEP_MULTIPLIER,
     TIMESTEP_PORTION,
@@ -176,6 +177,9 @@ def add_subject_flags(d, example: str = "tuki") -> None:
          help="earlier/later: the share of the timesteps favoured (default: 0.25)")
     flag(d, "--timestep-bias-range", type=COUNT0.arg, nargs=2, metavar=("BEGIN", "END"),
          help="range: favour timesteps BEGIN..END-1 (default: 0 1000)")
+    flag(d, "--caption-dropout", type=SHARE.arg,
+         help="for subjects trained on captions: the share of their examples trained on the bare prompt "
+              "('a ID CLASS') instead, e.g. 0.3 (default: 0)")
     flag(d, "--mask-weight", type=GAMMA.arg,
          help="for subjects given masks=DIR: a subject pixel's loss weight against a background pixel's (default 5)")
     flag(d, "--ema-decay", type=EMA_DECAY.arg,
@@ -307,7 +311,7 @@ def dreambooth_config(args):
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay",
-             "text_encoder_lr")
+             "text_encoder_lr", "caption_dropout")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                    "buckets": bucket_overrides(args),
@@ -337,7 +341,7 @@ def pivotal_config(args):
 
     names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
              "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
-             "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr")
+             "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr", "caption_dropout")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),

@@ -81,6 +81,10 @@ class DreamBoothConfig:
     # the text encoders' own learning rate (kohya's --text_encoder_lr, diffusers' advanced script's); None: --lr
     text_encoder_lr: float | None = None
     prior_preservation: bool = False
+    # subjects with captions: the share of their examples trained on the bare instance prompt ('a tuki monster')
+    # instead (kohya's --caption_dropout_rate, which drops to an empty caption), so the identifier alone must carry
+    # the subject while the captions keep the emotion and scene words working
+    caption_dropout: float = 0.0
     class_images: int = 50
     prior_weight: float = 1.0
     class_dir: str | None = None  # default: OUT/class-images/<class word>
@@ -139,7 +143,7 @@ def check_text_encoder_lr(cfg: DreamBoothConfig) -> None:
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
     """Raises InputError for any bad setting or subject, before a model is loaded or a file written."""
-    from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, Bound
+    from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, SHARE, Bound
 
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
@@ -158,6 +162,10 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
     check_timestep_bias(cfg.timestep_bias)
     EMA_DECAY.check("--ema-decay", cfg.ema_decay)
     check_text_encoder_lr(cfg)
+    SHARE.check("--caption-dropout", cfg.caption_dropout)
+    if cfg.caption_dropout and not any(s.captions for s in cfg.subjects):
+        raise InputError("--caption-dropout", cfg.caption_dropout, "needs subjects trained on captions",
+                         "Add captions=WORD to a --subject, or drop --caption-dropout")
     for s in cfg.subjects:
         _check_subject(s)
     if cfg.class_prompts not in ("class", "captions"):
@@ -433,13 +441,23 @@ class DreamBooth:
             inst.append(self.instance[s].sample(idx, generator))
             inst_w.append(self.instance[s].pixel_weight(idx))
             own = self.captions[s]  # latents hold the images, then their mirror images
-            inst_txt.append(own[int(idx) % len(own)] if own else instance_prompt(subject))
+            inst_txt.append(self._instance_text(subject, own, int(idx) % len(own) if own else 0, generator))
             if self.cfg.prior_preservation:
                 latents, text = self._class_example(subject, generator)
                 cls.append(latents)
                 cls_txt.append(text)
         drawn = torch.cat(inst), inst_txt, torch.cat(inst_w), (torch.cat(cls) if cls else None), cls_txt
         return (*drawn, (offset + torch.arange(batch_size)) % n) if with_subjects else drawn
+
+    def _instance_text(self, subject: SubjectConfig, own: list[str] | None, row: int, generator) -> str:
+        """Image `row`'s caption, or the bare instance prompt (without captions, and at the --caption-dropout
+        rate; the draw only happens with a rate, so runs without one keep their random sequence)."""
+        if not own:
+            return instance_prompt(subject)
+        rate = self.cfg.caption_dropout
+        if rate and float(torch.rand((), generator=generator)) < rate:
+            return instance_prompt(subject)
+        return own[row]
 
     def _class_example(self, subject: SubjectConfig, generator: torch.Generator):
         """(latents (1, C, h, w), prompt) of a class image from the subject's prior pool."""
@@ -457,8 +475,7 @@ class DreamBooth:
             subject, idx = self.cfg.subjects[s], torch.tensor([row])
             inst.append(part.latents.sample(idx, generator))  # (1, C, h, w) of the bucket
             inst_w.append(part.latents.pixel_weight(idx))
-            own = self.captions[s]
-            inst_txt.append(own[part.sources[row]] if own else instance_prompt(subject))
+            inst_txt.append(self._instance_text(subject, self.captions[s], part.sources[row], generator))
             subjects.append(s)
             sizes.append(part.sizes[row])
             if self.cfg.prior_preservation:

@@ -389,6 +389,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                   if cfg.get("timestep_bias", "none") != "none" else "")
                + (f" --ema-decay {cfg['ema_decay']:g}" if cfg.get("ema_decay") else "")
                + (f" --text-encoder-lr {cfg['text_encoder_lr']:g}" if cfg.get("text_encoder_lr") else "")
+               + (f" --caption-dropout {cfg['caption_dropout']:g}" if cfg.get("caption_dropout") else "")
                + (f" --mask-weight {cfg['mask_weight']:g} --masks {cfg['masks']}"
                   + (f" --masked {' '.join(cfg['masked'])}" if cfg.get("masked") else "") if cfg.get("mask_weight") else "")
                + (f" --select-by {cfg['select_by']} --validate-every {cfg['validate_every']} --validation-seeds "
