@@ -364,6 +364,19 @@ def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
     with pytest.raises(AppError, match=r"more subjects='missing': is not a data set of the workspace"):
         client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
                        0.0, *plain, "bnh=missing,class=monster", api_name="/train_dreambooth")
+    # the text-encoder learning rate and caption dropout, appended last to both forms' inputs
+    with pytest.raises(AppError, match=r"text-encoder learning rate=1e-05: is set but the text encoder does not train"):
+        client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       0.0, *plain, "", 1e-5, api_name="/train_dreambooth")
+    with pytest.raises(AppError, match=r"caption dropout=0.3: needs subjects trained on captions"):
+        client.predict("adv-set", "tuki", "broccoli", True, 4, True, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),
+                       0.0, *plain, "", 1e-5, 0.3, api_name="/train_dreambooth")
+    with pytest.raises(AppError, match=r"text-encoder learning rate=1e-05: is set but the text encoder does not train"):
+        client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), False,
+                       *plain, "", 0.0, False, "class", 1e-5, api_name="/train_pivotal")
+    with pytest.raises(AppError, match=r"caption dropout=1.5: is past the limit 1"):
+        client.predict("adv-set", "<piv>", "broccoli", 4, 5e-3, 1, False, 3, 1e-4, 1, 2, 0, str(tiny_dir), True,
+                       *plain, "", 0.0, False, "class", 1e-5, 1.5, api_name="/train_pivotal")
     with pytest.raises(AppError, match=r"timestep bias='earlier': textual inversion does not take one"):
         client.predict("adv-set", "<broc>", "broccoli", 2, 5e-3, 2, 2, 0, str(tiny_dir), *args, api_name="/train_start")
     assert advanced(*[defaults[k] for k in ADVANCED]) == type(advanced(*[defaults[k] for k in ADVANCED]))()

@@ -232,7 +232,17 @@ def test_pivotal_command_parses_to_the_settings_asked_for(ws, upload):
     ("dreambooth", "identifier", "../x", "one new word"), ("dreambooth", "class_word", "a/b", "plain word"),
     ("dreambooth", "rank", 0, "--rank"), ("dreambooth", "images", "missing", "does not exist"),
     ("pivotal", "identifier", "tuki", "angle brackets"), ("pivotal", "token_steps", 5, "leaves none"),
-    ("pivotal", "token_init", "runs/x.safetensors", "token starts from='runs/x.safetensors': looks like a file")])
+    ("pivotal", "token_init", "runs/x.safetensors", "token starts from='runs/x.safetensors': looks like a file"),
+    ("dreambooth", "text_encoder_lr", 1e-5, r"text-encoder learning rate=1e-05: is set but the text encoder does not "
+                                            r"train\. Tick the text-encoder box"),
+    ("pivotal", "text_encoder_lr", 1e-5, r"text-encoder learning rate=1e-05: is set but the text encoder does not"),
+    ("dreambooth", "text_encoder_lr", -1e-4, r"text-encoder learning rate=-0.0001: is out of range"),
+    ("pivotal", "text_encoder_lr", 2.0, r"text-encoder learning rate=2.0: is past the limit 1"),
+    ("dreambooth", "caption_dropout", 0.3, r"caption dropout=0.3: needs subjects trained on captions\. Set a captions "
+                                           r"word under Advanced"),
+    ("pivotal", "caption_dropout", 0.3, r"caption dropout=0.3: needs subjects trained on captions"),
+    ("dreambooth", "caption_dropout", 1.5, r"caption dropout=1.5: is past the limit 1"),
+    ("pivotal", "caption_dropout", -0.1, r"caption dropout=-0.1: is out of range")])
 def test_bad_dreambooth_and_pivotal_settings_are_refused(ws, upload, fake_python, kind, field, value, match):
     from conceptlab.studio.jobs import DreamBoothSettings, PivotalSettings
 
@@ -407,6 +417,38 @@ def test_more_subjects_lines_are_read_loosely_and_inherit_the_captions_word(ws, 
     check_pivotal_settings(ws, pv)  # the extra subject inherits the Advanced captions word, as the job's command does
     cfg = _cli_config(pivotal_command(ws, pv, ws.root / "runs" / "r", "py"))
     assert cfg.subjects[1].captions == "broccoli" and cfg.subjects[1].class_prompts == "captions"
+
+
+@pytest.mark.parametrize("kind", ["dreambooth", "pivotal"])
+def test_text_encoder_lr_and_caption_dropout_reach_the_command_only_when_set(ws, upload, captioned, kind):
+    """The form's text-encoder learning rate and caption dropout become --text-encoder-lr and --caption-dropout
+    only when set; the CLI's own parser gives a config holding them. Caption dropout needs captions, from the
+    Advanced word or from a 'More subjects' line's own captions=WORD."""
+    from conceptlab.studio.jobs import KINDS
+
+    cls, check, command, _ = KINDS[kind]
+    ident = "<tuki>" if kind == "pivotal" else "tuki"
+    base = {**vars(cls.defaults()), "identifier": ident, "class_word": "broccoli", "images": captioned,
+            "train_text_encoder": True, "advanced": _advanced(select_by="", timestep_bias="none")}
+    plain = cls(**base)
+    check(ws, plain)
+    cmd = command(ws, plain, ws.root / "runs" / "r", "py")
+    assert "--text-encoder-lr" not in cmd and "--caption-dropout" not in cmd
+    cfg = _cli_config(cmd)
+    assert cfg.text_encoder_lr is None and cfg.caption_dropout == 0.0
+    s = cls(**{**base, "text_encoder_lr": 2e-5, "caption_dropout": 0.25})
+    check(ws, s)
+    cmd = command(ws, s, ws.root / "runs" / "r", "py")
+    assert cmd[cmd.index("--text-encoder-lr") + 1] == "2e-05" and cmd[cmd.index("--caption-dropout") + 1] == "0.25"
+    cfg = _cli_config(cmd)
+    assert (cfg.train_text_encoder, cfg.text_encoder_lr, cfg.caption_dropout, cfg.train.lr) == \
+        (True, 2e-5, 0.25, plain.lr)
+    other = "<bnh>" if kind == "pivotal" else "bnh"
+    only_more = cls(**{**base, "images": upload, "advanced": _advanced(select_by="", timestep_bias="none", captions=""),
+                       "more_subjects": f"{other}={captioned},class=broccoli,captions=broccoli", "caption_dropout": 0.5})
+    check(ws, only_more)  # the extra subject's own captions are enough
+    cfg = _cli_config(command(ws, only_more, ws.root / "runs" / "r", "py"))
+    assert cfg.caption_dropout == 0.5 and [x.captions for x in cfg.subjects] == [None, "broccoli"]
 
 
 @pytest.mark.parametrize("kind,line,match", [

@@ -219,6 +219,8 @@ class DreamBoothSettings:
     ema_decay: float = 0.0  # a moving average of the weights (--ema-decay; 0 = off)
     advanced: Advanced = field(default_factory=Advanced)
     more_subjects: str = ""  # more subjects in the same run, one a line: 'ID=DATA SET,class=WORD[,OPTION=VALUE]'
+    text_encoder_lr: float = 0.0  # with train_text_encoder: its own learning rate (--text-encoder-lr; 0 = lr's)
+    caption_dropout: float = 0.0  # captioned subjects: the share trained on the bare prompt (--caption-dropout)
 
     @classmethod
     def defaults(cls) -> DreamBoothSettings:
@@ -230,7 +232,8 @@ class DreamBoothSettings:
         return cls(identifier="", class_word="", images="", rank=lib.rank, train_text_encoder=lib.train_text_encoder,
                    prior_preservation=lib.prior_preservation, class_images=lib.class_images,
                    prior_weight=lib.prior_weight, steps=lib.train.steps, lr=lib.train.lr,
-                   batch_size=lib.train.batch_size, seed=lib.train.seed)
+                   batch_size=lib.train.batch_size, seed=lib.train.seed, text_encoder_lr=lib.text_encoder_lr or 0.0,
+                   caption_dropout=lib.caption_dropout)
 
     @property
     def subject(self) -> str:
@@ -290,10 +293,17 @@ def _check_captions(folder: Path, word: str | None, argument: str) -> None:
         substituted_captions(folder, names, word, "X", argument)
 
 
+# what the library's check_subjects names by the flag, named as the form names it: (field, fix)
+PAGE_FIELDS = {"--text-encoder-lr": ("text-encoder learning rate", "Tick the text-encoder box beside it, or set it "
+                                                                   "to 0 (the learning rate's)"),
+               "--caption-dropout": ("caption dropout", "Set a captions word under Advanced (or captions=WORD on a "
+                                                        "'More subjects' line), or set it to 0")}
+
+
 def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
     """The checks `conceptlab train dreambooth` makes before it loads a model (the library's check_subjects)."""
     from conceptlab.training.dreambooth import DreamBoothConfig, SubjectConfig, check_subjects
-    from conceptlab.validation import BATCH, COUNT0, LR, SEED, TRAIN_STEPS, text
+    from conceptlab.validation import BATCH, COUNT0, LR, SEED, SHARE, TRAIN_STEPS, text
 
     check_token("identifier", s.identifier)
     text("class word", s.class_word, example="broccoli")
@@ -307,13 +317,23 @@ def check_dreambooth_settings(ws: Workspace, s: DreamBoothSettings) -> None:
                                    ("preview every", COUNT0, s.preview_every)):
         bound.check(argument, value)
     LR.check("learning rate", s.lr)
+    if s.text_encoder_lr:  # 0: the text encoders train at the learning rate
+        LR.check("text-encoder learning rate", s.text_encoder_lr)
+    SHARE.check("caption dropout", s.caption_dropout)
     if s.preview_every and "{}" not in text("preview prompt", s.preview_prompt):
         raise InputError("preview prompt", s.preview_prompt, "has no {} for the subject", "e.g. 'a sticker of a {}'")
     folder = ws.folder("uploads", s.images, "images")
     subject = SubjectConfig(s.identifier, str(folder), s.class_word.strip(), captions=s.advanced.captions.strip() or None)
     extra = [cfg for _, cfg in more_subjects(ws, s.more_subjects, s.advanced.captions.strip())]
-    check_subjects(DreamBoothConfig(subjects=[subject, *extra], lora=s.lora, rank=s.rank, class_images=s.class_images,
-                                    prior_preservation=s.prior_preservation, prior_weight=s.prior_weight))
+    try:
+        check_subjects(DreamBoothConfig(subjects=[subject, *extra], lora=s.lora, rank=s.rank, class_images=s.class_images,
+                                        prior_preservation=s.prior_preservation, prior_weight=s.prior_weight,
+                                        train_text_encoder=s.train_text_encoder,
+                                        text_encoder_lr=s.text_encoder_lr or None, caption_dropout=s.caption_dropout))
+    except InputError as e:  # without the text encoder, or without captions: named after the page's field
+        if e.argument not in PAGE_FIELDS:
+            raise
+        raise InputError(PAGE_FIELDS[e.argument][0], e.value, e.problem, PAGE_FIELDS[e.argument][1]) from None
     for other in extra:
         _check_captions(Path(other.folder), other.captions, "more subjects")
     check_advanced(s.advanced, "dreambooth", folder, subjects=[subject, *extra])
@@ -348,7 +368,14 @@ def dreambooth_command(ws: Workspace, s: DreamBoothSettings, run_dir: Path, pyth
     """The `conceptlab train dreambooth` command line of a job (what a person would type)."""
     own = (["--lora", "--rank", str(s.rank)] if s.lora else []) + (["--train-text-encoder"] if s.train_text_encoder else [])
     own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
-    return _subject_command(ws, s, "dreambooth", own, run_dir, python)
+    return _subject_command(ws, s, "dreambooth", own + _shared_flags(s), run_dir, python)
+
+
+def _shared_flags(s) -> list[str]:
+    """DreamBooth's and pivotal tuning's flags that are only written when set: the text encoders' own learning
+    rate and caption dropout."""
+    return (["--text-encoder-lr", repr(float(s.text_encoder_lr))] if s.text_encoder_lr else []) + \
+        (["--caption-dropout", repr(float(s.caption_dropout))] if s.caption_dropout else [])
 
 
 @dataclass
@@ -379,6 +406,8 @@ class PivotalSettings:
     ema_decay: float = 0.0  # a moving average of the tokens and the LoRA (--ema-decay; 0 = off)
     full_fine_tune: bool = False  # every UNet weight beside the tokens instead of a LoRA (--full-fine-tune)
     token_init: str = "class"  # where the tokens start: class (the class word), random, or a word (--token-init)
+    text_encoder_lr: float = 0.0  # as DreamBoothSettings': the text-encoder LoRA's own learning rate (0 = lr's)
+    caption_dropout: float = 0.0  # as DreamBoothSettings'
 
     @classmethod
     def defaults(cls) -> PivotalSettings:
@@ -388,7 +417,8 @@ class PivotalSettings:
         return cls(identifier="", class_word="", images="", rank=lib.rank, prior_preservation=lib.prior_preservation,
                    class_images=lib.class_images, prior_weight=lib.prior_weight, token_lr=lib.token_lr,
                    token_steps=lib.token_steps, steps=lib.train.steps, lr=lib.train.lr,
-                   batch_size=lib.train.batch_size, seed=lib.train.seed)
+                   batch_size=lib.train.batch_size, seed=lib.train.seed, text_encoder_lr=lib.text_encoder_lr or 0.0,
+                   caption_dropout=lib.caption_dropout)
 
     @property
     def subject(self) -> str:
@@ -426,7 +456,7 @@ def pivotal_command(ws: Workspace, s: PivotalSettings, run_dir: Path, python: st
     own += ["--ema-decay", repr(float(s.ema_decay))] if s.ema_decay else []
     own += ["--full-fine-tune"] if s.full_fine_tune else []
     own += ["--token-init", s.token_init] if s.token_init != "class" else []
-    return _subject_command(ws, s, "pivotal", own, run_dir, python)
+    return _subject_command(ws, s, "pivotal", own + _shared_flags(s), run_dir, python)
 
 
 # each kind of job: its settings' class, their check, its command line, the field its run is named after

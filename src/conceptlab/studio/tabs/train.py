@@ -98,6 +98,8 @@ def _dreambooth_layout(gr, w: dict) -> None:
                                  info="4 is the library's default; 8-16 hold more detail")
         w["db_text"] = gr.Checkbox(label="Train the text encoder", value=d.train_text_encoder, elem_id="db-text",
                                    info="learns the words too; more faithful, easier to overfit")
+        w["db_te_lr"] = gr.Number(label="Text-encoder learning rate", value=d.text_encoder_lr, elem_id="db-te-lr",
+                                  info=TE_LR_INFO)
     with gr.Row():
         w["db_prior"] = gr.Checkbox(label="Prior preservation", value=d.prior_preservation, elem_id="db-prior",
                                     info="also trains on class images the model draws, so the class keeps its meaning")
@@ -109,8 +111,11 @@ def _dreambooth_layout(gr, w: dict) -> None:
                                   info="400 is the library's default")
         w["db_lr"] = gr.Number(label="Learning rate", value=d.lr, info="1e-4 is usual for DreamBooth and LoRA")
         w["db_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0, elem_id="db-batch")
-    w["db_ema"] = gr.Number(label="EMA decay", value=d.ema_decay, elem_id="db-ema",
-                            info="keeps a moving average of the weights and saves it; 0 is off, 0.99-0.999 usual")
+    with gr.Row():
+        w["db_ema"] = gr.Number(label="EMA decay", value=d.ema_decay, elem_id="db-ema",
+                                info="keeps a moving average of the weights and saves it; 0 is off, 0.99-0.999 usual")
+        w["db_caption_dropout"] = gr.Number(label="Caption dropout", value=d.caption_dropout,
+                                            elem_id="db-caption-dropout", info=DROPOUT_INFO)
     w["db_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="db-more",
                               placeholder="bnh=bnh-pictures,class=monster,prior_weight=0.3", info=MORE_INFO)
     w["db_start"] = gr.Button("Start DreamBooth", variant="primary", elem_id="db-start")
@@ -118,6 +123,9 @@ def _dreambooth_layout(gr, w: dict) -> None:
 
 MORE_INFO = ("ID=DATA SET,class=WORD, the data set one added above; options: captions=WORD (default: the "
              "Advanced captions word, if set), prior_weight=W, class_prompts=class|captions")
+TE_LR_INFO = "with the text-encoder box: its own learning rate, e.g. a tenth of the learning rate; 0: the same"
+DROPOUT_INFO = ("with captions (Advanced, or a subject's captions=WORD): the share of examples trained on the bare "
+                "'a ID CLASS' instead, e.g. 0.3; 0 is off")
 
 
 def _pivotal_layout(gr, w: dict) -> None:
@@ -140,10 +148,16 @@ def _pivotal_layout(gr, w: dict) -> None:
         w["pt_steps"] = gr.Number(label="Steps", value=d.steps, precision=0, elem_id="pt-steps")
         w["pt_lr"] = gr.Number(label="LoRA learning rate", value=d.lr)
         w["pt_batch"] = gr.Number(label="Batch size", value=d.batch_size, precision=0)
-    w["pt_text"] = gr.Checkbox(label="Text-encoder LoRA", value=d.train_text_encoder, elem_id="pt-text",
-                               info="also a LoRA on the text encoder, beside the token")
-    w["pt_ema"] = gr.Number(label="EMA decay", value=0.0, elem_id="pt-ema",
-                            info="keeps a moving average of the token and the LoRA and saves it; 0 is off")
+    with gr.Row():
+        w["pt_text"] = gr.Checkbox(label="Text-encoder LoRA", value=d.train_text_encoder, elem_id="pt-text",
+                                   info="also a LoRA on the text encoder, beside the token")
+        w["pt_te_lr"] = gr.Number(label="Text-encoder learning rate", value=d.text_encoder_lr, elem_id="pt-te-lr",
+                                  info=TE_LR_INFO)
+    with gr.Row():
+        w["pt_ema"] = gr.Number(label="EMA decay", value=0.0, elem_id="pt-ema",
+                                info="keeps a moving average of the token and the LoRA and saves it; 0 is off")
+        w["pt_caption_dropout"] = gr.Number(label="Caption dropout", value=d.caption_dropout,
+                                            elem_id="pt-caption-dropout", info=DROPOUT_INFO)
     w["pt_more"] = gr.Textbox("", label="More subjects in the same run, one a line", lines=2, elem_id="pt-more",
                               placeholder="<bnh>=bnh-pictures,class=monster", info=MORE_INFO)
     w["pt_full"] = gr.Checkbox(label="Full fine-tune", value=False, elem_id="pt-full",
@@ -231,6 +245,12 @@ def _token_init(values) -> str:
     return start.lower() if start.lower() in ("class", "random") else start
 
 
+def _number(values, after_advanced: int) -> float:
+    """A number widget `after_advanced` places after the Advanced widgets (an API call may leave it out: 0)."""
+    at = len(ADVANCED) + after_advanced
+    return float(values[at] or 0) if len(values) > at else 0.0
+
+
 def _world_objects() -> list[str]:
     from conceptlab.world.attributes import OBJECTS
 
@@ -290,12 +310,13 @@ def wire(gr, studio: Studio, w: dict) -> None:
             prior_weight=float(prior_weight), steps=whole("steps", steps), lr=float(lr),
             batch_size=whole("batch size", batch), seed=whole("seed", seed), model=(model or "").strip(),
             checkpoint_every=every, preview_every=every, ema_decay=float(ema or 0),
-            advanced=advanced(*adv_more[:len(ADVANCED)]), more_subjects=_more(adv_more))
+            advanced=advanced(*adv_more[:len(ADVANCED)]), more_subjects=_more(adv_more),
+            text_encoder_lr=_number(adv_more, 1), caption_dropout=_number(adv_more, 2))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     db_inputs = [w[k] for k in ("images", "db_identifier", "db_class", "db_lora", "db_rank", "db_text", "db_prior",
                                 "db_class_images", "db_prior_weight", "db_steps", "db_lr", "db_batch", "every", "seed",
-                                "model", "db_ema", *ADVANCED, "db_more")]
+                                "model", "db_ema", *ADVANCED, "db_more", "db_te_lr", "db_caption_dropout")]
     w["db_start"].click(start_dreambooth, db_inputs, [w["job"]], api_name="train_dreambooth").then(**ticking)
 
     @shown
@@ -309,12 +330,14 @@ def wire(gr, studio: Studio, w: dict) -> None:
             seed=whole("seed", seed), model=(model or "").strip(), checkpoint_every=every, preview_every=every,
             train_text_encoder=bool(text_encoder), advanced=advanced(*adv_more[:len(ADVANCED)]),
             more_subjects=_more(adv_more), ema_decay=_after_more(adv_more), full_fine_tune=_full(adv_more),
-            token_init=_token_init(adv_more))
+            token_init=_token_init(adv_more), text_encoder_lr=_number(adv_more, 4),
+            caption_dropout=_number(adv_more, 5))
         return _job_list(gr, studio, runner.submit(settings).id)
 
     pt_inputs = [w[k] for k in ("images", "pt_identifier", "pt_class", "pt_rank", "pt_token_lr", "pt_token_steps",
                                 "pt_prior", "pt_steps", "pt_lr", "pt_batch", "every", "seed", "model", "pt_text",
-                                *ADVANCED, "pt_more", "pt_ema", "pt_full", "pt_init")]
+                                *ADVANCED, "pt_more", "pt_ema", "pt_full", "pt_init", "pt_te_lr",
+                                "pt_caption_dropout")]
     w["pt_start"].click(start_pivotal, pt_inputs, [w["job"]], api_name="train_pivotal").then(**ticking)
     w["cancel"].click(shown(lambda job: _job_list(gr, studio, runner.cancel(_need(job)).id)), [w["job"]], [w["job"]],
                       api_name="train_cancel").then(**ticking)
