@@ -33,7 +33,8 @@ class PivotalConfig(DreamBoothConfig):
     that starts from its class word's embedding (diffusers' --initializer_concept)."""
 
     lora: bool = True  # False: every UNet weight (and text-encoder weight with train_text_encoder) beside the tokens
-    # train_text_encoder (DreamBooth's field): a LoRA on the text encoders as well, at the LoRA's learning rate unless text_encoder_lr sets its own
+    # train_text_encoder (DreamBooth's field): a LoRA on the text encoders as well, at the LoRA's learning rate
+    # unless text_encoder_lr sets its own
     vectors: int = 1  # embedding vectors per token (diffusers' --num_new_tokens_per_abstraction; 2 there)
     token_lr: float = 5e-3  # the tokens' learning rate (textual inversion's); the LoRA's is train.lr
     token_steps: int = 0  # steps that train the tokens alone before the LoRA joins (0: together from the start)
