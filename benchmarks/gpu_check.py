@@ -4,7 +4,8 @@ SD-1.5-shaped and SDXL-shaped pipelines with random weights at their native size
 textual-inversion step, a LoRA step (both under the mixed precision of --dtype, fp16 with its GradScaler, the
 trainable weights in float32), a Prompt-to-Prompt edit, an inversion (where the family supports them) and a
 pivotal-tuning step with a text-encoder LoRA and gradient checkpointing, and a full UNet fine-tune step with
-AdamW and with Adafactor (peak memory side by side: adafactor_memory_ratio), each
+AdamW, with Adafactor and with 8-bit AdamW (peak memory side by side: adafactor_memory_ratio,
+adamw8bit_memory_ratio), each
 with its seconds, steps/s and peak GPU memory. Without a CUDA device it says so and exits 0.
 `--device cpu --shapes tiny,tiny-sdxl` runs the same code on tiny pipelines: the test suite does, so the
 script cannot rot between the rare GPU loans.
@@ -113,7 +114,8 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
     image = generate(pipe, GenerationConfig(prompt="a star", n=1, steps=2), progress=False)[0].image
     row["inversion"] = measure(device, lambda: {"method": "negative-prompt", "steps": invert(
         pipe, image, "a star", "negative-prompt", steps=steps).steps})
-    for optimizer in ("adamw", "adafactor"):  # a full UNet fine-tune: the optimizer's state is most of the memory
+    # a full UNet fine-tune: the optimizer's state is most of the memory
+    for optimizer in ("adamw", "adafactor", "adamw8bit"):
         pipe = None
         gc.collect()
         if device.startswith("cuda"):
@@ -123,9 +125,10 @@ def check_shape(shape: str, device: str, dtype: torch.dtype, steps: int, work: P
                                 train=replace(train, optimizer=optimizer, gradient_checkpointing=True))
         row[f"full_{optimizer}_step"] = measure(device, lambda pipe=pipe, full=full, name=optimizer: train_steps(
             pipe, DreamBooth, full, steps, work / shape / f"full-{name}"))
-    if "peak_gib" in row["full_adamw_step"] and "peak_gib" in row["full_adafactor_step"]:
-        row["adafactor_memory_ratio"] = round(row["full_adafactor_step"]["peak_gib"] /
-                                              row["full_adamw_step"]["peak_gib"], 3)
+    for optimizer in ("adafactor", "adamw8bit"):
+        if "peak_gib" in row["full_adamw_step"] and "peak_gib" in row[f"full_{optimizer}_step"]:
+            row[f"{optimizer}_memory_ratio"] = round(row[f"full_{optimizer}_step"]["peak_gib"] /
+                                                     row["full_adamw_step"]["peak_gib"], 3)
     pipe = build(shape, device, dtype)  # pivotal tuning with a text-encoder LoRA, gradient checkpointing on
     row["pivotal_te_step"] = measure(device, lambda: train_steps(pipe, PivotalTuning, PivotalConfig(
         subjects=[SubjectConfig("<gpu>", str(folder), "broccoli")], rank=4, train_text_encoder=True,

@@ -15,7 +15,8 @@ def test_gpu_check_runs_every_check_on_tiny_shapes(tmp_path):
     for shape, family in (("tiny", "sd1"), ("tiny-sdxl", "sdxl")):
         row = data[shape]
         assert row["family"] == family
-        for check in ("generate", "ti_step", "lora_step", "pivotal_te_step", "full_adamw_step", "full_adafactor_step"):
+        for check in ("generate", "ti_step", "lora_step", "pivotal_te_step", "full_adamw_step", "full_adafactor_step",
+                      "full_adamw8bit_step"):
             assert "error" not in row[check] and row[check]["seconds"] > 0, (shape, check, row[check])
         assert row["ti_step"]["steps"] == 1 and row["lora_step"]["steps_per_s"] > 0
         assert row["pivotal_te_step"]["steps"] == 1

@@ -7,8 +7,8 @@ from conceptlab.training.loop import TrainConfig, Trainer, TrainingDiverged, _ch
 class Quadratic:
     """A toy method: fit a vector to a target; its loss can be made to fail at a chosen step."""
 
-    def __init__(self, fail_at=None, fail_with=None):
-        self.w = torch.nn.Parameter(torch.zeros(4))
+    def __init__(self, fail_at=None, fail_with=None, n=4):
+        self.w = torch.nn.Parameter(torch.zeros(n))
         self.calls, self.fail_at, self.fail_with, self.saved = 0, fail_at, fail_with, None
 
     def parameters(self):
@@ -20,7 +20,7 @@ class Quadratic:
             if self.fail_with == "nan":
                 return self.w.sum() * float("nan")
             raise KeyboardInterrupt
-        target = torch.randn(4, generator=generator)
+        target = torch.randn(self.w.shape, generator=generator)
         return ((self.w - target) ** 2).mean()
 
     def trainable_state(self):
@@ -144,6 +144,52 @@ def test_adafactor_updates_as_torchs_and_keeps_a_factored_second_moment(tmp_path
 
     with pytest.raises(InputError, match="optimizer"):  # a run cannot change its optimizer on resume
         Trainer(Quadratic(), TrainConfig(steps=6, lr=0.1), tmp_path / "b").train(resume=True)
+
+
+def test_adamw8bit_steps_as_bitsandbytes_close_to_adamw_and_keeps_8_bit_moments(tmp_path):
+    """--optimizer adamw8bit: the loop's optimizer is bitsandbytes' AdamW8bit (Dettmers et al. 2022) with the
+    loop's lr and weight decay, stepping bit for bit as one built by hand; its update stays close to float AdamW's
+    (the moments are quantised, the step is not); a large weight's two moments are one byte per weight, a quarter
+    of AdamW's; a Ctrl-C and resume end where a straight run ends (its state saves and loads as plain tensors)."""
+    import bitsandbytes as bnb
+
+    from conceptlab.training.loop import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(64, 128, generator=g)  # 8192 weights: over bitsandbytes' 4096 for 8-bit moments
+    ours, ref, exact = (start.clone().requires_grad_() for _ in range(3))
+    opt = make_optimizer([ours], 1e-2, 1e-2, kind="adamw8bit")
+    ref_opt = torch.optim.AdamW([ref], lr=1e-2, weight_decay=1e-2)
+    exact_opt = bnb.optim.AdamW8bit([exact], lr=1e-2, weight_decay=1e-2)
+    for _ in range(5):
+        grad = torch.randn(64, 128, generator=g)
+        for p, o in ((ours, opt), (ref, ref_opt), (exact, exact_opt)):
+            p.grad = grad.clone()
+            o.step()
+    assert torch.equal(ours, exact)
+    ours_step, ref_step = (ours - start).flatten(), (ref - start).flatten()
+    assert torch.nn.functional.cosine_similarity(ours_step, ref_step, dim=0) > 0.99
+    moments = [v for k, v in opt.state[ours].items() if k in ("state1", "state2")]
+    assert [v.dtype for v in moments] == [torch.uint8] * 2 and sum(v.numel() for v in moments) == 2 * ours.numel()
+    straight = Quadratic(n=4096)
+    cfg = TrainConfig(steps=6, lr=0.1, optimizer="adamw8bit")
+    trainer = Trainer(straight, cfg, tmp_path / "a")
+    assert isinstance(trainer.opt, bnb.optim.AdamW8bit)
+    trainer.train()
+    assert (straight.w != 0).all()  # from zeros, every weight moved
+    Trainer(Quadratic(n=4096, fail_at=3), cfg, tmp_path / "b").train()
+    resumed = Quadratic(n=4096)
+    assert Trainer(resumed, cfg, tmp_path / "b").train(resume=True).steps == 6 and torch.equal(resumed.w, straight.w)
+
+
+def test_adamw8bit_without_bitsandbytes_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from conceptlab.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    with pytest.raises(InputError, match="--optimizer.*bitsandbytes.*pip install bitsandbytes"):
+        TrainConfig(optimizer="adamw8bit").check()
 
 
 # ---------------------------------------------------------------- extension points: hooks, streams, stop_when, stop_at

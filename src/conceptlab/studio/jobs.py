@@ -63,7 +63,7 @@ class Advanced:
     select_by: str = ""  # keep the checkpoint best by these metrics (--select-by; "" = the last step)
     validate_every: int = 100
     report_to: str = "none"  # "none" or "tensorboard"
-    optimizer: str = "adamw"  # or "adafactor": a fraction of AdamW's memory (--optimizer)
+    optimizer: str = "adamw"  # "adafactor" (a fraction of AdamW's memory) or "adamw8bit" (a quarter) (--optimizer)
 
     def flags(self, kind: str) -> list[str]:
         """The CLI flags that differ from the defaults (captions go into --concept/--subject instead)."""

@@ -182,8 +182,9 @@ def _advanced_layout(gr, w: dict) -> None:
                                                  info="less memory for more time (SDXL on 24 GB)")
             w["adv_accumulation"] = gr.Number(label="Gradient accumulation", value=a.gradient_accumulation,
                                               precision=0, info="batches per optimizer step")
-            w["adv_optimizer"] = gr.Radio(["adamw", "adafactor"], value=a.optimizer, label="Optimizer",
-                                          info="adafactor: a fraction of AdamW's memory (full SDXL fine-tunes)")
+            w["adv_optimizer"] = gr.Radio(["adamw", "adafactor", "adamw8bit"], value=a.optimizer, label="Optimizer",
+                                          info="adafactor: a fraction of AdamW's memory (full SDXL fine-tunes); "
+                                               "adamw8bit: a quarter of it (needs bitsandbytes)")
         with gr.Row():
             w["adv_schedule"] = gr.Dropdown(["constant", "constant_with_warmup", "linear", "cosine"],
                                             value=a.lr_schedule, label="Learning-rate schedule")
