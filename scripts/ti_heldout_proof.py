@@ -107,7 +107,8 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
     for loop in order:
         if loop == "plain":
             rows, images = judged(plain)
-            result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows)}
+            result["plain_word"] = {"noun": plain, **H.shares(rows, groups), "images": len(rows),
+                                    "read": H.readings(rows)}
             H.save_grid(images, cfg.per_prompt, work / f"{concept}-plain.png")
             print(f"{concept} plain word: {result['plain_word']}", flush=True)
             save(result)
@@ -123,7 +124,8 @@ def run_concept(concept: str, cfg: H.HeldOutConfig, judge, work: Path, save=lamb
         else:
             secs = train_reference(pipe, cfg, token, init, "style" if concept == "style" else "object", data)
         rows, images = judged(noun)
-        result["loops"][loop] = {**H.shares(rows, groups), "images": len(rows), "train_seconds": round(secs, 1)}
+        result["loops"][loop] = {**H.shares(rows, groups), "images": len(rows), "train_seconds": round(secs, 1),
+                                 "read": H.readings(rows)}
         H.save_grid(images, cfg.per_prompt, work / f"{concept}-{loop}.png")
         print(f"{concept} {loop}: {result['loops'][loop]}", flush=True)
         save(result)
@@ -236,7 +238,7 @@ def judge_pipeline(out: Path, folder: Path, noun: str, cfg: H.HeldOutConfig) -> 
     for r in rows:
         by_prompt[r["prompt"]].append(r)
     result = {"pipeline": str(folder), "noun": noun, "seeds": [cfg.first_seed, cfg.first_seed + cfg.per_prompt - 1],
-              **H.shares(rows, groups), "images": len(rows),
+              **H.shares(rows, groups), "images": len(rows), "read": H.readings(rows),
               "per_prompt": {p: H.shares(rs, groups) for p, rs in by_prompt.items()}}
     (out / "judged.json").write_text(json.dumps(result, indent=1))
     H.save_grid(images, cfg.per_prompt, out / "judged.png")

@@ -90,6 +90,19 @@ def test_shares_need_every_listed_attribute():
     assert s == {"style": 0.5, "object_and_colour": 0.5, "all": 0.25}
 
 
+def test_readings_count_what_the_judge_named_and_shards_sum_them():
+    rows = [{"individual": True, "read": {"individual": "tuki", "emotion": "sad"}},
+            {"individual": False, "read": {"individual": "moxo", "emotion": "sad"}},
+            {"individual": True, "read": {"individual": "tuki", "emotion": "happy"}}]
+    read = H.readings(rows)
+    assert read == {"individual": {"tuki": 2, "moxo": 1}, "emotion": {"sad": 2, "happy": 1}}
+    assert list(read["individual"]) == ["tuki", "moxo"]  # most often first
+    pooled = H._pooled([{"identity": 2 / 3, "images": 3, "read": read},
+                        {"identity": 0.0, "images": 1, "read": {"individual": {"moxo": 1}, "emotion": {"sad": 1}}}])
+    assert pooled["read"]["individual"] == {"tuki": 2, "moxo": 2} and pooled["read"]["emotion"]["sad"] == 3
+    assert math.isclose(pooled["identity"], 0.5) and pooled["images"] == 4
+
+
 def test_difference_noise_is_two_standard_errors():
     a, b, n = 0.8, 0.6, 400
     p = (a + b) / 2

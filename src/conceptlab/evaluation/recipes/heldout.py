@@ -141,7 +141,8 @@ def judge_prompts(pipe, judge, prompts: list[Expect], per_prompt: int, first_see
                                batch_size=per_prompt, progress=False)
         pred = judge.predict(batch)
         for i, seed in enumerate(seeds):
-            rows.append({"prompt": p.prompt, "seed": seed, **{a: pred[a][i] == v for a, v in p.want.items()}})
+            rows.append({"prompt": p.prompt, "seed": seed, **{a: pred[a][i] == v for a, v in p.want.items()},
+                         "read": {a: pred[a][i] for a in p.want}})
         images += batch
     return rows, images
 
@@ -149,6 +150,15 @@ def judge_prompts(pipe, judge, prompts: list[Expect], per_prompt: int, first_see
 def shares(rows: list[dict], groups: dict[str, tuple[str, ...]]) -> dict[str, float]:
     """{name: share of rows where every listed attribute was read as asked}."""
     return {name: sum(all(r[a] for a in attrs) for r in rows) / len(rows) for name, attrs in groups.items()}
+
+
+def readings(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """{attribute: {value the judge read: count}}, most often first, for every attribute the prompts asked about:
+    e.g. which individual a generation was taken for when it was not the asked one."""
+    from collections import Counter
+
+    names = dict.fromkeys(a for r in rows for a in r.get("read", {}))
+    return {a: dict(Counter(r["read"][a] for r in rows if a in r.get("read", {})).most_common()) for a in names}
 
 
 def score_groups(concept: str) -> dict[str, tuple[str, ...]]:
@@ -266,10 +276,16 @@ def merge_results(shards: list[dict]) -> dict:
 
 
 def _pooled(rows: list[dict]) -> dict:
-    """Shares pooled over shards, each weighted by its images."""
+    """Shares pooled over shards, each weighted by its images; the judge's reading counts summed."""
     n = sum(r["images"] for r in rows)
-    keys = [k for k in rows[0] if k not in ("images", "train_seconds", "noun")]
-    return {**{k: sum(r[k] * r["images"] for r in rows) / n for k in keys}, "images": n}
+    keys = [k for k in rows[0] if k not in ("images", "train_seconds", "noun", "read")]
+    out = {**{k: sum(r[k] * r["images"] for r in rows) / n for k in keys}, "images": n}
+    if all("read" in r for r in rows):  # the judge's readings: counts, summed
+        from collections import Counter
+
+        out["read"] = {a: dict(sum((Counter(r["read"].get(a, {})) for r in rows), Counter()).most_common())
+                       for a in rows[0]["read"]}
+    return out
 
 
 def _bar(what: str, value: float, floor: float, beyond: bool = False) -> dict:
