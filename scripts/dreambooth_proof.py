@@ -258,6 +258,10 @@ def main() -> None:
         ap.error("--select-by judges a full fine-tune's chosen checkpoint; drop --lora or --select-by")
     if a.masked and not a.mask_weight:
         ap.error("--masked names the subjects whose masks weight the loss; give --mask-weight too")
+    if a.text_encoder_lr and not a.train_text_encoder:
+        ap.error("--text-encoder-lr is the text encoder's own rate; give --train-text-encoder too")
+    if a.caption_dropout and a.captions == "none":
+        ap.error("--caption-dropout swaps captions for the bare prompt; use --captions varying or full")
     a.class_dir = a.class_dir or a.out / "class-images"
     run(a)
 

@@ -200,6 +200,8 @@ def main() -> None:
                           per_emotion=a.per_emotion,
                           per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
+    if a.text_encoder_lr and not a.text_encoder_lora:
+        raise SystemExit("--text-encoder-lr is the text encoder's own rate in pivotal tuning: give --text-encoder-lora")
     if a.companion and (set(a.concepts) != {"monster"} or a.loops != ["pivotal"]):
         raise SystemExit("--companion trains a second monster beside tuki in pivotal tuning: use it with "
                          "--concepts monster --loops pivotal")

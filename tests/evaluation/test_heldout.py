@@ -192,6 +192,12 @@ def test_shards_on_consecutive_seeds_join_weighted_by_their_images():
     other["config"]["lora_lr"] = 1e-4
     with pytest.raises(ValueError, match="different settings"):
         H.merge_results([shard(2000, 5, 0.6, 0.0), other])
+    newer = shard(2005, 5, 0.6, 0.0)
+    newer["config"]["text_encoder_lr"] = None  # a setting added later, at its default: the same run
+    assert H.merge_results([shard(2000, 5, 0.6, 0.0), newer])["config"]["per_prompt"] == 10
+    newer["config"]["text_encoder_lr"] = 1e-5
+    with pytest.raises(ValueError, match="different settings"):
+        H.merge_results([shard(2000, 5, 0.6, 0.0), newer])
     older = shard(2005, 5, 0.6, 0.0)
     older["concepts"]["monster"]["ceiling"] = 0.771  # e.g. measured on fewer renders by an earlier version
     with pytest.raises(ValueError, match="different ceilings"):

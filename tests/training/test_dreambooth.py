@@ -389,3 +389,35 @@ def test_bad_caption_dropout_is_refused(concept_dirs):
     for bad in (-0.1, 1.5):
         with pytest.raises(InputError, match="--caption-dropout"):
             check_subjects(_cfg(concept_dirs, caption_dropout=bad))
+
+
+def test_a_run_checkpointed_before_newer_settings_existed_still_resumes(concept_dirs, tmp_path):
+    """A checkpoint whose fingerprint predates ema_decay, text_encoder_lr and caption_dropout (an older version
+    wrote none of them) resumes when this run leaves them at their defaults, and ends where a straight run does;
+    asking for one of them is still refused as a different run."""
+    import json
+
+    from conceptlab.training.dreambooth import train_dreambooth
+    from conceptlab.training.loop import _write_manifest
+
+    def run(steps, out, resume=False, **kw):
+        cfg = _cfg(concept_dirs, steps=steps, lora=True, rank=2, **kw)
+        pipe, _ = train_dreambooth(cfg, out, resume=resume, pipe=build_pipeline("tiny"))
+        return {k: v.detach().clone() for k, v in pipe.unet.named_parameters() if "lora" in k}
+
+    straight = run(4, tmp_path / "a")
+    run(2, tmp_path / "b")
+    files = list((tmp_path / "b").rglob("loop.json"))
+    assert files
+    for f in files:
+        loop = json.loads(f.read_text())
+        assert {"ema_decay", "text_encoder_lr", "caption_dropout"} <= set(loop["fingerprint"])
+        for key in ("ema_decay", "text_encoder_lr", "caption_dropout"):
+            del loop["fingerprint"][key]
+        f.write_text(json.dumps(loop))
+        (f.parent / "manifest.json").unlink()
+        _write_manifest(f.parent)  # as the older version wrote it
+    resumed = run(4, tmp_path / "b", resume=True)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with pytest.raises(InputError, match="ema_decay"):
+        run(6, tmp_path / "b", resume=True, ema_decay=0.5)

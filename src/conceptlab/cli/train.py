@@ -42,7 +42,8 @@ def add_train_flags(p) -> None:
     flag(p, "--gradient-accumulation", type=BATCH.arg, help="batches per optimizer step (default: 1)")
     flag(p, "--optimizer", choices=("adamw", "adafactor", "adamw8bit"),
          help="adamw (default); adafactor: a factored second moment, a fraction of AdamW's memory; adamw8bit: "
-              "bitsandbytes' AdamW with 8-bit moments, a quarter of AdamW's memory (pip install bitsandbytes)")
+              "bitsandbytes' AdamW with 8-bit moments, a quarter of AdamW's memory for large weights (tensors under "
+              "4096 weights, such as LoRA matrices, keep 32-bit ones; pip install bitsandbytes)")
     flag(p, "--mixed-precision", choices=("no", "fp16", "bf16"),
          help="autocast the frozen model's compute to this dtype (fp16 with a GradScaler), trainable weights stay "
               "float32; pair with --dtype float16|bfloat16 to store the frozen weights so. On a CPU bf16 is fast only "

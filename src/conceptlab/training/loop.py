@@ -46,6 +46,9 @@ RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_checkpoints", 
              "train.report_to")
 # fingerprint keys added since fingerprints began, with the value every run made before them had
 ADDED = {"train.min_lr_ratio": 0.0, "train.fused_adamw": True, "train.optimizer": "adamw"}
+# method-config keys added since, with the value every run made before them had; filled into an older
+# fingerprint only where this run's has the key (a textual-inversion run has no text_encoder_lr)
+METHOD_ADDED = {"ema_decay": 0.0, "text_encoder_lr": None, "caption_dropout": 0.0, "token_init": "class"}
 STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 # --mixed-precision -> the autocast dtype (None: no autocast)
 AUTOCAST = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -106,7 +109,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise InputError("--optimizer", self.optimizer, "unknown optimizer", f"Use one of {OPTIMIZERS}")
         if self.optimizer == "adamw8bit":
-            _bitsandbytes()
+            _bitsandbytes(load=False)
         if self.mixed_precision not in AUTOCAST:
             raise InputError("--mixed-precision", self.mixed_precision, "unsupported", f"Use one of {tuple(AUTOCAST)}")
         _check_tracker(self.report_to)
@@ -284,6 +287,11 @@ def run_fingerprint(record: dict, cfg: TrainConfig, processes: int) -> dict:
     return {k: v for k, v in _flatten(full).items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
 
 
+def _added_since(fingerprint: dict) -> dict:
+    """The keys added to fingerprints since they began, at the value older runs had, for those `fingerprint` has."""
+    return {**ADDED, **{k: v for k, v in METHOD_ADDED.items() if k in fingerprint}}
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     unset = object()
     return sorted(k for k in old.keys() | new.keys() if old.get(k, unset) != new.get(k, unset))
@@ -381,15 +389,23 @@ def _notice(text: str) -> None:
         os.write(2, text.encode())
 
 
-def _bitsandbytes():
-    """The bitsandbytes module (--optimizer adamw8bit), or an InputError saying how to get it."""
+def _bitsandbytes(load: bool = True):
+    """The bitsandbytes module (--optimizer adamw8bit), or an InputError saying how to get it; load=False only
+    checks that it is installed (TrainConfig.check, which the studio runs before every job)."""
+    import importlib.util
+
     try:
-        import bitsandbytes
-    except ImportError:
+        found = importlib.util.find_spec("bitsandbytes") is not None
+    except ValueError:  # a module set to None (as tests do to hide it)
+        found = False
+    if not found:
         raise InputError("--optimizer", "adamw8bit", "needs the bitsandbytes package, which is not installed",
-                         "pip install bitsandbytes (or: pip install 'conceptlab[8bit]'), or use adamw or adafactor") \
-            from None
-    return bitsandbytes
+                         "pip install bitsandbytes (or: pip install 'conceptlab[8bit]'), or use adamw or adafactor")
+    if load:
+        import bitsandbytes
+
+        return bitsandbytes
+    return None
 
 
 def make_optimizer(params, lr: float, weight_decay: float, fused: bool = True,
@@ -610,7 +626,7 @@ class Trainer:
         if old is None:
             self._warn(f"checkpoint {ck} predates run fingerprints: whether it was made with this run's settings "
                        "cannot be checked")
-        elif keys := _differences(old := {**ADDED, **old}, self.fingerprint):
+        elif keys := _differences(old := {**_added_since(self.fingerprint), **old}, self.fingerprint):
             raise InputError("--resume", str(ck), f"the checkpoint was made with {_show(old, keys)}; this run asks "
                              f"{_show(self.fingerprint, keys)}",
                              "Resume with the same settings, or start a new run with --overwrite")

@@ -9,7 +9,7 @@ textual inversion and with a loop built the way diffusers' example works, and ju
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from conceptlab.evaluation.recipes.ti import difference_noise
@@ -245,7 +245,9 @@ def add_difference(r: dict, concept: str) -> None:
 def merge_results(shards: list[dict]) -> dict:
     """One result from runs with the same settings on consecutive seed ranges: each share weighted by its images;
     a row is kept only if every shard has it (train seconds: the shards' mean)."""
-    cfgs = sorted((s["config"] for s in shards), key=lambda c: c["first_seed"])
+    # a key missing from an older shard's config predates that setting: it ran at the default
+    defaults = json.loads(json.dumps(asdict(HeldOutConfig())))
+    cfgs = sorted(({**defaults, **s["config"]} for s in shards), key=lambda c: c["first_seed"])
     for prev, cfg in zip(cfgs, cfgs[1:]):
         if cfg["first_seed"] != prev["first_seed"] + prev["per_prompt"]:
             raise ValueError(f"shards' seeds are not consecutive: {prev['first_seed']}+{prev['per_prompt']} "
