@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("bench_generation", "bench_textual_inversion", "bench_dreambooth", "bench_editing", "bench_studio",
-              "bench_sdxl")
+BENCHMARKS = ("bench_generation", "bench_textual_inversion", "bench_dreambooth", "bench_optimizer", "bench_editing",
+              "bench_studio", "bench_sdxl")
 SDXL_MEMORY_GB = 20  # the SDXL-shaped benchmark holds about 14.5 GB at 128 px (a 2.6B-parameter UNet in float32)
 
 
