@@ -325,6 +325,11 @@ def test_text_encoder_lr_moves_the_text_encoder_at_its_own_rate(concept_dirs, tm
 
     same = largest_change(None)  # one group at lr 1e-2
     split = largest_change(1e-4)
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "0.0001" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] == 1e-2 and rows[-1]["lr_groups"] == pytest.approx([1e-2, 1e-4])
+    assert "lr_groups" not in json.loads((tmp_path / "None" / "metrics.jsonl").read_text().splitlines()[-1])
     assert same["unet"] == pytest.approx(1e-2, rel=0.05) and same["text"] == pytest.approx(1e-2, rel=0.05)
     assert split["unet"] == pytest.approx(1e-2, rel=0.05)
     assert split["text"] == pytest.approx(1e-4, rel=0.05)

@@ -469,6 +469,7 @@ class Trainer:
             _check_stream(name, stream)
         self.desc, self.progress = desc, progress
         self.step, self.losses, self.last_lr = 0, [], None  # last_lr: the rate the last step used
+        self.group_lrs: list[float] | None = None  # each group's, when they differ (--token-lr, --text-encoder-lr)
         self.fingerprint = run_fingerprint(self.record, cfg, self.acc.num_processes)
         self._stop: str | None = None  # set by a signal: "interrupted" or "terminated"
         self._on_disk: int | None = None  # the step whose state is known to be in checkpoints/ already
@@ -726,7 +727,9 @@ class Trainer:
             self.scaler.unscale_(self.opt)  # clip the true gradients
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-        self.last_lr = self.sched.get_last_lr()[0]
+        rates = self.sched.get_last_lr()  # one per optimizer group
+        self.last_lr = rates[0]
+        self.group_lrs = rates if len(set(rates)) > 1 else None  # logged too where groups train at their own rates
         if self.scaler is not None:  # skips the update when fp16 gradients overflowed, and lowers the scale
             self.scaler.step(self.opt)
             self.scaler.update()
@@ -771,14 +774,15 @@ class Trainer:
         return TrainResult(self.step, self.losses, stopped, time.perf_counter() - t0)
 
     def _log_metrics(self) -> None:
-        """Appends the step to OUT/metrics.jsonl (step, loss, lr, time), which the studio plots live, and sends loss
-        and lr to the --report-to tracker."""
+        """Appends the step to OUT/metrics.jsonl (step, loss, lr, each group's lr where they differ, time), which the
+        studio plots live, and sends loss and the rates to the --report-to tracker."""
         if self.acc.is_main_process:
             row = {"step": self.step, "steps": self.cfg.steps, "loss": self.losses[-1], "lr": self.last_lr,
-                   "time": time.time()}
+                   **({"lr_groups": self.group_lrs} if self.group_lrs else {}), "time": time.time()}
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-        self.log({"loss": self.losses[-1], "lr": self.last_lr})
+        groups = {f"lr_group{k}": lr for k, lr in enumerate(self.group_lrs or [])}
+        self.log({"loss": self.losses[-1], "lr": self.last_lr, **groups})
 
     def log(self, values: dict, step: int | None = None) -> None:
         """Sends the numbers among `values` (a hook's validation scores, say) to the --report-to tracker, at `step`
