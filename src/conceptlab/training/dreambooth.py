@@ -387,14 +387,15 @@ class DreamBooth:
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def param_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
-        """[(weights, factor of the loop's lr)]: one group, or the UNet's at the lr and the text encoders' at
-        text_encoder_lr."""
-        return [(self.parameters(), 1.0)] if self.cfg.text_encoder_lr is None else self.split_groups()
+        return self.rate_groups(self._named_trainable())
 
-    def split_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
-        """The UNet's trainable weights at the lr, the text encoders' at text_encoder_lr (scaled as the lr is)."""
-        unet = [p for p in self.pipe.unet.parameters() if p.requires_grad]
-        text = [p for _, te in self.text_encoders for p in te.parameters() if p.requires_grad]
+    def rate_groups(self, named: dict[str, torch.nn.Parameter]) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """[(weights, factor of the loop's lr)] of `named` ('unet.*', 'text_encoder*.*'): one group at the lr, or
+        the UNet's at the lr and the text encoders' at text_encoder_lr (scaled as the lr is)."""
+        if self.cfg.text_encoder_lr is None:
+            return [(list(named.values()), 1.0)]
+        unet = [p for n, p in named.items() if n.startswith("unet.")]
+        text = [p for n, p in named.items() if not n.startswith("unet.")]
         return [(unet, 1.0), (text, self.cfg.text_encoder_lr / self.cfg.train.lr)]
 
     def _named_trainable(self) -> dict[str, torch.nn.Parameter]:

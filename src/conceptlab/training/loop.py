@@ -109,7 +109,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise InputError("--optimizer", self.optimizer, "unknown optimizer", f"Use one of {OPTIMIZERS}")
         if self.optimizer == "adamw8bit":
-            _bitsandbytes(load=False)
+            _require_bitsandbytes()
         if self.mixed_precision not in AUTOCAST:
             raise InputError("--mixed-precision", self.mixed_precision, "unsupported", f"Use one of {tuple(AUTOCAST)}")
         _check_tracker(self.report_to)
@@ -389,9 +389,9 @@ def _notice(text: str) -> None:
         os.write(2, text.encode())
 
 
-def _bitsandbytes(load: bool = True):
-    """The bitsandbytes module (--optimizer adamw8bit), or an InputError saying how to get it; load=False only
-    checks that it is installed (TrainConfig.check, which the studio runs before every job)."""
+def _require_bitsandbytes() -> None:
+    """--optimizer adamw8bit: an InputError saying how to get bitsandbytes unless it is installed (looked up, not
+    imported: TrainConfig.check runs before every studio job)."""
     import importlib.util
 
     try:
@@ -401,11 +401,6 @@ def _bitsandbytes(load: bool = True):
     if not found:
         raise InputError("--optimizer", "adamw8bit", "needs the bitsandbytes package, which is not installed",
                          "pip install bitsandbytes (or: pip install 'conceptlab[8bit]'), or use adamw or adafactor")
-    if load:
-        import bitsandbytes
-
-        return bitsandbytes
-    return None
 
 
 def make_optimizer(params, lr: float, weight_decay: float, fused: bool = True,
@@ -421,7 +416,10 @@ def make_optimizer(params, lr: float, weight_decay: float, fused: bool = True,
     it): a relative step would leave a LoRA's zero-initialised B matrix all but still."""
     params = list(params)  # tensors, or torch param groups ({"params": [...], "lr": ...})
     if kind == "adamw8bit":  # Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"
-        return _bitsandbytes().optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+        _require_bitsandbytes()
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
     if kind == "adafactor":
         from transformers.optimization import Adafactor
 

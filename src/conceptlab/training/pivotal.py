@@ -176,14 +176,9 @@ class PivotalTuning:
         return self.token_params + self.lora_params
 
     def param_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
-        """The LoRA at the loop's lr (its text-encoder part at text_encoder_lr when set), the tokens at token_lr;
-        both scaled with the lr under --scale-lr."""
-        tokens = (self.token_params, self.cfg.token_lr / self.cfg.train.lr)
-        if self.cfg.text_encoder_lr is None:
-            return [(self.lora_params, 1.0), tokens]
-        unet = [p for n, p in self.lora_named.items() if n.startswith("unet.")]
-        text = [p for n, p in self.lora_named.items() if not n.startswith("unet.")]
-        return [(unet, 1.0), (text, self.cfg.text_encoder_lr / self.cfg.train.lr), tokens]
+        """The LoRA's groups as DreamBooth's (its text-encoder part at text_encoder_lr when set), then the tokens at
+        token_lr; all scaled with the lr under --scale-lr."""
+        return [*self.lora.rate_groups(self.lora_named), (self.token_params, self.cfg.token_lr / self.cfg.train.lr)]
 
     def phase(self, step: int) -> tuple[bool, bool]:
         """(tokens train, LoRA trains) at the step after `step` steps are done."""
