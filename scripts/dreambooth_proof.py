@@ -94,6 +94,7 @@ def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
         text_encoder_lr=a.text_encoder_lr if prior and a.train_text_encoder else None,
         caption_dropout=a.caption_dropout if prior and a.captions != "none" else 0.0,
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4), seed=a.seed,
+                          lr_schedule=a.lr_schedule if prior else "constant", warmup_steps=a.warmup_steps if prior else 0,
                           checkpoint_every=0, preview_every=0))
 
 
@@ -244,6 +245,10 @@ def main() -> None:
                     help="ours, with --train-text-encoder: the text encoder's own learning rate (default: --lr)")
     ap.add_argument("--caption-dropout", type=float, default=0.0,
                     help="ours, with captions: the share of examples trained on the bare prompt 'a ID monster'")
+    ap.add_argument("--lr-schedule", choices=("constant", "constant_with_warmup", "linear", "cosine"),
+                    default="constant", help="ours: the learning rate's schedule (the reference keeps diffusers' "
+                                             "default, constant)")
+    ap.add_argument("--warmup-steps", type=int, default=0, help="ours: steps of linear warm-up")
     ap.add_argument("--validate-every", type=int, default=200)
     ap.add_argument("--validation-seeds", type=int, default=2)
     ap.add_argument("--record", metavar="PAGE_JSON", default=None,

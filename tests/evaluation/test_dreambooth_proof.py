@@ -152,6 +152,15 @@ def test_records_of_a_run_judged_at_a_chosen_checkpoint_say_which_step_and_how()
     assert " --ema-decay 0.99 " in R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
 
 
+def test_records_name_the_training_seed_and_schedule_so_the_command_reproduces_the_run():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    plain = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
+    assert " --seed " not in plain and "--lr-schedule" not in plain and "--warmup-steps" not in plain
+    report["config"].update(seed=3, lr_schedule="cosine", warmup_steps=50)
+    command = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
+    assert " --lr-schedule cosine --warmup-steps 50 --seed 3 --seeds 3 " in command
+
+
 def test_records_of_a_balanced_run_name_its_renders_and_levers():
     report = _report(0.72, 0.95, 0.3, 0.05)
     report["config"].update(per_emotion=3, timestep_bias="earlier", timestep_bias_multiplier=3.0,

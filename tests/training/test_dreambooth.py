@@ -361,10 +361,13 @@ def test_bad_text_encoder_lr_is_refused(concept_dirs):
             check_subjects(_cfg(concept_dirs, train_text_encoder=True, text_encoder_lr=bad))
 
 
-def test_caption_dropout_trains_that_share_on_the_bare_prompt(concept_dirs, tmp_path):
+@pytest.mark.parametrize("buckets", [False, True])
+def test_caption_dropout_trains_that_share_on_the_bare_prompt(concept_dirs, tmp_path, buckets):
     """--caption-dropout: a subject with captions draws its bare prompt ('a tuki monster') on about that share of
-    its examples, its captions on the rest; 0 never draws it."""
+    its examples, its captions on the rest; 0 never draws it. Batches from aspect-ratio buckets draw it alike."""
     import json
+
+    from conceptlab.training.buckets import BucketConfig
 
     folder = tmp_path / "tuki"
     folder.mkdir()
@@ -376,9 +379,12 @@ def test_caption_dropout_trains_that_share_on_the_bare_prompt(concept_dirs, tmp_
     subject = SubjectConfig("tuki", str(folder), "monster", captions="monster")
 
     def texts(rate, seed=0):
-        cfg = DreamBoothConfig(subjects=[subject], caption_dropout=rate, train=TrainConfig(steps=1, batch_size=4))
+        cfg = DreamBoothConfig(subjects=[subject], caption_dropout=rate, buckets=BucketConfig(enabled=buckets),
+                               train=TrainConfig(steps=1, batch_size=4))
         method, g = DreamBooth(build_pipeline("tiny"), cfg), torch.Generator().manual_seed(seed)
-        return [t for _ in range(100) for t in method.batch(4, g)[1]]
+        assert (method.buckets is not None) == buckets
+        draw = method.bucket_batch if buckets else method.batch
+        return [t for _ in range(100) for t in draw(4, g)[1]]
 
     bare = [t == "a tuki monster" for t in texts(0.3)]
     assert 0.2 < sum(bare) / len(bare) < 0.4

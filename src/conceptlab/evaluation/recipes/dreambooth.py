@@ -380,6 +380,9 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (" --lora" if cfg["lora"] else "") + f" --captions {cfg['captions']} --class-prompts {cfg['class_prompts']}"
                + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
+               + (f" --lr-schedule {cfg['lr_schedule']}" if cfg.get("lr_schedule", "constant") != "constant" else "")
+               + (f" --warmup-steps {cfg['warmup_steps']}" if cfg.get("warmup_steps") else "")
+               + (f" --seed {cfg['seed']}" if cfg.get("seed") else "")  # the training seed; runs vary with it
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
                + f" --class-images {cfg['class_images']}"
                + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
