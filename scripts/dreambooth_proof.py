@@ -53,7 +53,8 @@ def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     """--images renders of `ident` in varied emotions (drawn at random), or with --per-emotion N renders of each of
     the proof's emotions (only the subjects --balanced names, when it is given)."""
     balanced = a.per_emotion if ident in (a.balanced or SUBJECTS) else 0
-    R.export_subject_renders(folder, ident, seed, images=a.images, per_emotion=balanced, masks=masks or False)
+    R.export_subject_renders(folder, ident, seed, images=a.images, per_emotion=balanced, masks=masks or False,
+                             cover_scenes=a.cover_scenes)
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:
@@ -218,6 +219,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
     ap.add_argument("--per-emotion", type=int, default=0,
                     help="instead of --images drawn at random: this many renders of each subject in each emotion")
+    ap.add_argument("--cover-scenes", action="store_true",
+                    help="with --per-emotion: the renders' scenes cycle through every scene (emotion k mod 4 with "
+                         "scene k mod 5), instead of scenes drawn at random")
     ap.add_argument("--balanced", nargs="+", choices=SUBJECTS, default=None,
                     help="with --per-emotion: only these subjects' renders are balanced (default: all)")
     ap.add_argument("--timestep-bias", choices=("none", "earlier", "later"), default="none",
@@ -261,6 +265,8 @@ def main() -> None:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
     if a.select_by and a.lora:  # the chosen step is read back as OUT/ours/selected/pipeline, a full fine-tune's
         ap.error("--select-by judges a full fine-tune's chosen checkpoint; drop --lora or --select-by")
+    if a.cover_scenes and not a.per_emotion:
+        ap.error("--cover-scenes arranges the --per-emotion renders over the scenes; give --per-emotion too")
     if a.masked and not a.mask_weight:
         ap.error("--masked names the subjects whose masks weight the loss; give --mask-weight too")
     if a.text_encoder_lr and not a.train_text_encoder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -177,6 +178,29 @@ def test_records_name_the_subjects_whose_renders_were_balanced():
     _, reference = R.proof_records(report, date="2026-11-30", commit="abc", model="v9")
     assert "--per-emotion 3 --balanced tuki" in reference["command"]
     assert reference["settings"]["setup"].endswith("; 3 renders per emotion of tuki")
+
+
+def test_records_of_renders_covering_every_scene_say_so():
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(per_emotion=3, cover_scenes=True)
+    ours, reference = R.proof_records(report, date="2026-11-30", commit="abc", model="v9")
+    assert "--per-emotion 3 --cover-scenes" in ours["command"]
+    assert reference["settings"]["setup"].endswith("; 3 renders per emotion in every scene")
+
+
+def test_scene_cover_holds_every_emotion_equally_every_scene_and_no_pair_twice(tmp_path):
+    from collections import Counter
+
+    cells = R.scene_cover(3)
+    pairs = [(c["emotion"], c["background"]) for c in cells]
+    assert len(pairs) == 12 and len(set(pairs)) == 12
+    assert set(Counter(e for e, _ in pairs).values()) == {3}
+    assert sorted(Counter(s for _, s in pairs).values()) == [2, 2, 2, 3, 3] and set(R.SCENES) == {s for _, s in pairs}
+    R.export_subject_renders(tmp_path / "tuki", "tuki", 5000, per_emotion=3, cover_scenes=True)
+    rows = [json.loads(line) for line in (tmp_path / "tuki" / "metadata.jsonl").read_text().splitlines()]
+    assert [(r["emotion"], r["background"]) for r in rows] == pairs  # the renders are the cells, in order
+    assert {r["individual"] for r in rows} == {"tuki"} and len({r["file_name"] for r in rows}) == 12
+    assert all((tmp_path / "tuki" / r["file_name"]).exists() for r in rows)
 
 
 def test_a_masked_run_records_its_mask_flags_so_the_command_reproduces_it():

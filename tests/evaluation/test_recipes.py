@@ -86,6 +86,9 @@ def test_subject_and_class_scores_equal_a_hand_count(tiny_pipe):
         for e in emotions:  # each asked emotion's share, per subject
             picked = [ok for ok, c in zip(emotion[rows], cases[rows]) if c[1] == e]
             assert mine["emotion_by_emotion"][e] == np.mean(picked) and len(picked) == 4
+        for sc in scenes:  # the identity in each asked scene, per subject
+            picked = [ok for ok, c in zip(identity[rows], cases[rows]) if c[2] == sc]
+            assert mine["identity_by_scene"][sc] == np.mean(picked) and len(picked) == 4
 
     cls, class_images = class_scores(tiny_pipe, judge, "monster", {"tuki", "bnh"}, n=3, steps=STEPS, progress=False)
     assert same_pixels(class_images, old_script_images(tiny_pipe, ["a monster"] * 3, [1000, 1001, 1002]))

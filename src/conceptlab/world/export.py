@@ -83,6 +83,21 @@ def export_balanced(out: str | Path, per_value: int, attribute: str, values, see
     return path
 
 
+def export_cells(out: str | Path, cells: list[dict], seed: int = 0, only=None, **kwargs) -> Path:
+    """One render per cell (a dict of attribute values, e.g. {"emotion": "sad", "background": "beach"}; cell k from
+    seed + k), into one folder with one metadata.jsonl: training pictures that cover chosen combinations of states,
+    every scene as well as every emotion, say."""
+    if not cells:
+        raise InputError("cells", cells, "is empty", "Give at least one combination of attribute values")
+    rows = []
+    for k, cell in enumerate(cells):
+        export_images(out, 1, seed=seed + k, only={**(only or {}), **{a: {v} for a, v in cell.items()}}, **kwargs)
+        rows += read_metadata(out)
+    path = Path(out) / "metadata.jsonl"
+    atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)
+    return path
+
+
 def read_metadata(folder: str | Path, argument: str = "metadata.jsonl") -> list[dict]:
     """The rows of a folder's metadata.jsonl; a malformed line or a row without file_name names its line."""
     from conceptlab.validation import read_jsonl

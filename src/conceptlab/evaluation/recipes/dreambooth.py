@@ -40,15 +40,25 @@ NOT_A_DB_RUN = "Pass the --out folder of `conceptlab train dreambooth`"
 SUBJECT_RENDER_SEEDS = {"tuki": 5000, "bnh": 5100, "moxo": 5200}  # where each subject's training renders come from
 
 
+def scene_cover(per_emotion: int) -> list[dict]:
+    """`per_emotion` cells of each emotion whose scenes cycle through every scene: cell k pairs emotion k mod 4 with
+    scene k mod 5, so 12 cells hold each emotion 3 times, each scene 2-3 times and no pair twice."""
+    return [{"emotion": EMOTIONS[k % len(EMOTIONS)], "background": list(SCENES)[k % len(SCENES)]}
+            for k in range(per_emotion * len(EMOTIONS))]
+
+
 def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int = 10, per_emotion: int = 0,
-                           masks: str | bool = False) -> None:
+                           masks: str | bool = False, cover_scenes: bool = False) -> None:
     """The proof's training renders of `ident` in the proof's scenes: `images` drawn at random over the emotions
-    (and neutral), or `per_emotion` renders of each emotion; `masks` ('silhouette', 'face') adds a mask per render."""
-    from conceptlab.world.export import export_balanced, export_images
+    (and neutral), or `per_emotion` renders of each emotion (in scenes drawn at random, or with `cover_scenes` in
+    every scene: `scene_cover`); `masks` ('silhouette', 'face') adds a mask per render."""
+    from conceptlab.world.export import export_balanced, export_cells, export_images
 
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
              "flowers": {"none"}, "background": set(SCENES), "individual": {ident}}
-    if per_emotion:
+    if per_emotion and cover_scenes:
+        export_cells(folder, scene_cover(per_emotion), seed=seed, only=fixed, individual_rate=1.0, masks=masks)
+    elif per_emotion:
         export_balanced(folder, per_emotion, "emotion", EMOTIONS, seed=seed, only=fixed, individual_rate=1.0,
                         masks=masks)
     else:
@@ -97,6 +107,9 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
         by_emotion = {e: [k for k in mine if cases[k][2] == e] for e in emotions}  # which asked emotion is missed
         per_subject[ident]["emotion_by_emotion"] = {e: sum(ok["emotion"][k] for k in ks) / len(ks)
                                                     for e, ks in by_emotion.items()}
+        by_scene = {sc: [k for k in mine if cases[k][3] == sc] for sc in scenes}  # where the identity is lost
+        per_subject[ident]["identity_by_scene"] = {sc: sum(ok["identity"][k] for k in ks) / len(ks)
+                                                   for sc, ks in by_scene.items()}
     return {**{k: sum(v) / len(v) for k, v in ok.items()}, "per_subject": per_subject,
             "identity_per_subject": {i: s["identity"] for i, s in per_subject.items()}, "images": len(cases)}, images
 
@@ -387,6 +400,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + f" --class-images {cfg['class_images']}"
                + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
                + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
+               + (" --cover-scenes" if cfg.get("per_emotion") and cfg.get("cover_scenes") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else "")
@@ -402,7 +416,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
               + ",".join(f"{m}={w:g}" for m, w in chosen["select_by"].items()) + " on validation seeds 0..") if chosen else ""
     per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
     balanced = " of " + " and ".join(cfg["balanced"]) if cfg.get("balanced") else ""
-    renders = f"; {per_emotion} renders per emotion{balanced}" if per_emotion else ""
+    covering = " in every scene" if cfg.get("cover_scenes") else ""
+    renders = f"; {per_emotion} renders per emotion{balanced}{covering}" if per_emotion else ""
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
