@@ -52,6 +52,24 @@ def test_repeated_only_flags_accumulate(tmp_path):
     assert {(r["object"], r["emotion"]) for r in rows} == {("broccoli", "sad")}
 
 
+def test_world_export_cover_spreads_the_renders_over_every_combination(tmp_path, capsys):
+    """--cover emotion background: each allowed emotion equally often, each scene about equally, no pair twice."""
+    from collections import Counter
+
+    assert main(["world", "export", "--out", str(tmp_path / "a"), "--n", "12", "--only", "object=monster",
+                 "individual=tuki", "emotion=happy,sad,angry,in love", "--exclude", "background=river",
+                 "--individual-rate", "1", "--cover", "emotion", "background"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metadata.jsonl").read_text().splitlines()]
+    pairs = [(r["emotion"], r["background"]) for r in rows]
+    assert len(set(pairs)) == 12 and {r["individual"] for r in rows} == {"tuki"}
+    assert set(Counter(e for e, _ in pairs).values()) == {3}
+    assert sorted(Counter(b for _, b in pairs).values()) == [2, 2, 2, 3, 3] and "river" not in {b for _, b in pairs}
+    assert len({r["file_name"] for r in rows}) == 12
+    for bad, why in ((["mood"], "is not an attribute"), (["emotion", "emotion"], "is named twice")):
+        assert main(["world", "export", "--out", str(tmp_path / "b"), "--n", "2", "--cover", *bad]) == 2
+        assert why in capsys.readouterr().err
+
+
 def test_demo_writes_a_report_whose_images_exist(tiny_dir, tmp_path):
     import re
 

@@ -65,3 +65,24 @@ def test_balanced_export_shows_each_value_equally_often_in_one_folder(tmp_path):
     assert [r["text"] for r in read_metadata(tmp_path / "sad")] == [r["text"] for r in rows if r["emotion"] == "sad"]
     with pytest.raises(InputError, match=r"renders per emotion \(per_value\)"):
         export_balanced(tmp_path / "x", 30, "emotion", ("happy",))
+
+
+def test_cover_cells_balance_every_attribute_and_repeat_no_combination_until_all_are_used():
+    """Against a count: 3 attributes of 2, 3 and 2 values (12 combinations), 18 cells."""
+    from collections import Counter
+    from itertools import product
+
+    from conceptlab.world.export import cover_cells
+
+    values = {"a": ["x", "y"], "b": ["p", "q", "r"], "c": ["u", "v"]}
+    cells = cover_cells(values, 18)
+    combos = [tuple(c[k] for k in values) for c in cells]
+    assert sorted(combos[:12]) == sorted(product(*values.values()))  # every combination once, first
+    assert len(set(combos[12:])) == 6  # then a fresh round
+    for k, vs in values.items():
+        counts = Counter(c[k] for c in cells)
+        assert set(counts) == set(vs) and max(counts.values()) - min(counts.values()) <= 1
+    with pytest.raises(InputError, match="cells"):
+        from conceptlab.world.export import export_cells
+
+        export_cells("unused", [])

@@ -18,6 +18,10 @@ def add_parser(sub):
     flag(e, "--only", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]",
          help="keep only these values, e.g. object=broccoli emotion=happy,sad")
     flag(e, "--exclude", nargs="*", action="extend", default=[], metavar="ATTR=V[,V]", help="never these values")
+    flag(e, "--cover", nargs="+", default=[], metavar="ATTR",
+         help="spread the N renders over these attributes' values (those --only allows): each value about equally "
+              "often, no combination twice before all are used, e.g. --cover emotion background for training "
+              "pictures that show every emotion and every scene")
     flag(e, "--individual-rate", type=FRACTION.arg, default=0.3, help="chance that a monster is a named individual")
     flag(e, "--format", default="png", choices=("png", "jpg"), help="image file format")
     flag(e, "--masks", nargs="?", const="silhouette", default=False, choices=("silhouette", "face"),
@@ -44,11 +48,33 @@ def run_offworld(args) -> int:
 def run_export(args) -> int:
     from conceptlab.validation import output_dir
     from conceptlab.world.attributes import parse_filters
-    from conceptlab.world.export import export_images
+    from conceptlab.world.export import cover_cells, export_cells, export_images
 
     only, exclude = parse_filters(args.only, "--only"), parse_filters(args.exclude, "--exclude")
     output_dir("--out", args.out)
-    path = export_images(args.out, args.n, seed=args.seed, size=args.size, only=only, exclude=exclude,
-                         individual_rate=args.individual_rate, fmt=args.format, masks=args.masks)
+    options = dict(size=args.size, exclude=exclude, individual_rate=args.individual_rate, fmt=args.format,
+                   masks=args.masks)
+    if args.cover:
+        cells = cover_cells(covered_values(args.cover, only, exclude), args.n)
+        path = export_cells(args.out, cells, seed=args.seed, only=only, **options)
+    else:
+        path = export_images(args.out, args.n, seed=args.seed, only=only, **options)
     print(f"wrote {args.n} stickers and {path}")
     return 0
+
+
+def covered_values(names: list[str], only: dict, exclude: dict) -> dict[str, list[str]]:
+    """--cover's attributes with the values --only and --exclude leave, in the world's order."""
+    from conceptlab.errors import InputError
+    from conceptlab.world.attributes import ATTRIBUTES
+
+    values = {}
+    for name in names:
+        if name not in ATTRIBUTES or name in values:
+            raise InputError("--cover", name, "is not an attribute" if name not in ATTRIBUTES else "is named twice",
+                             f"Name each of {list(ATTRIBUTES)} at most once")
+        values[name] = [v for v in ATTRIBUTES[name] if v in only.get(name, ATTRIBUTES[name])
+                        and v not in exclude.get(name, ())]
+        if not values[name]:
+            raise InputError("--cover", name, "has no value left after --only/--exclude", "Loosen the filters")
+    return values

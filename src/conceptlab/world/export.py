@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def face_mask(r: Rendered) -> Image.Image:
 
 
 def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=None, exclude=None,
-                  individual_rate: float = 0.3, fmt: str = "png", masks: bool | str = False) -> Path:
+                  individual_rate: float = 0.3, fmt: str = "png", masks: bool | str = False,
+                  progress: bool = True) -> Path:
     """Renders n stickers from seeds seed..seed+n-1 into `out`; returns the metadata.jsonl path.
 
     Each row holds file_name, text (the caption), every attribute as a string column, and bbox. With `masks`
@@ -55,7 +57,7 @@ def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=N
     if masks:
         (out / "masks").mkdir(exist_ok=True)
     rows = []
-    for i in tqdm(range(seed, seed + n), desc="render", unit="img"):
+    for i in tqdm(range(seed, seed + n), desc="render", unit="img", disable=not progress):
         r = render(sample_spec(i, only, exclude, individual_rate), size)
         name = f"{i:06d}.{fmt}"
         r.image.save(out / name)
@@ -83,6 +85,25 @@ def export_balanced(out: str | Path, per_value: int, attribute: str, values, see
     return path
 
 
+def cover_cells(values: dict[str, list[str]], n: int) -> list[dict]:
+    """`n` cells, one value of each attribute in `values`, that show every value about equally often and repeat no
+    combination before all are used: each is the unused combination whose values were shown least so far (ties go
+    to the earliest in the product's order). 12 cells over 4 emotions and 5 scenes: each emotion 3 times, each
+    scene 2-3 times."""
+    names = list(values)
+    product = [dict(zip(names, combo)) for combo in itertools.product(*(values[a] for a in names))]
+    shown = {a: dict.fromkeys(values[a], 0) for a in names}
+    cells, unused = [], []
+    for _ in range(n):
+        unused = unused or list(product)  # every combination used: start over
+        cell = min(unused, key=lambda c: sum(shown[a][c[a]] for a in names))  # min keeps the first of equals
+        unused.remove(cell)
+        cells.append(cell)
+        for a in names:
+            shown[a][cell[a]] += 1
+    return cells
+
+
 def export_cells(out: str | Path, cells: list[dict], seed: int = 0, only=None, **kwargs) -> Path:
     """One render per cell (a dict of attribute values, e.g. {"emotion": "sad", "background": "beach"}; cell k from
     seed + k), into one folder with one metadata.jsonl: training pictures that cover chosen combinations of states,
@@ -90,8 +111,9 @@ def export_cells(out: str | Path, cells: list[dict], seed: int = 0, only=None, *
     if not cells:
         raise InputError("cells", cells, "is empty", "Give at least one combination of attribute values")
     rows = []
-    for k, cell in enumerate(cells):
-        export_images(out, 1, seed=seed + k, only={**(only or {}), **{a: {v} for a, v in cell.items()}}, **kwargs)
+    for k, cell in enumerate(tqdm(cells, desc="render", unit="img")):
+        export_images(out, 1, seed=seed + k, only={**(only or {}), **{a: {v} for a, v in cell.items()}},
+                      progress=False, **kwargs)
         rows += read_metadata(out)
     path = Path(out) / "metadata.jsonl"
     atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)

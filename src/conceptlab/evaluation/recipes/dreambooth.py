@@ -41,10 +41,11 @@ SUBJECT_RENDER_SEEDS = {"tuki": 5000, "bnh": 5100, "moxo": 5200}  # where each s
 
 
 def scene_cover(per_emotion: int) -> list[dict]:
-    """`per_emotion` cells of each emotion whose scenes cycle through every scene: cell k pairs emotion k mod 4 with
-    scene k mod 5, so 12 cells hold each emotion 3 times, each scene 2-3 times and no pair twice."""
-    return [{"emotion": EMOTIONS[k % len(EMOTIONS)], "background": list(SCENES)[k % len(SCENES)]}
-            for k in range(per_emotion * len(EMOTIONS))]
+    """`per_emotion` cells of each emotion spread over every scene (`cover_cells`): 12 cells hold each emotion 3
+    times, each scene 2-3 times and no pair twice."""
+    from conceptlab.world.export import cover_cells
+
+    return cover_cells({"emotion": list(EMOTIONS), "background": list(SCENES)}, per_emotion * len(EMOTIONS))
 
 
 def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int = 10, per_emotion: int = 0,
