@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ holds the reference loop
 
 from benchmarks.bench_dreambooth import ReferenceDreamBooth  # noqa: E402
+from conceptlab.errors import InputError  # noqa: E402
 from conceptlab.evaluation.judge import load_judge  # noqa: E402
 from conceptlab.evaluation.recipes import dreambooth as R  # noqa: E402
 from conceptlab.imaging import make_grid  # noqa: E402
@@ -193,7 +194,12 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0, help="the training seed, the same for every loop")
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="the training seed, the same for every loop; several train one run each (into OUT/seed-N) "
+                         "and pool their scores, since runs vary with it")
+    ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="RUN",
+                    help="pool the finished runs (their OUT folders) of one command that differ only in --seed into "
+                         "OUT/dreambooth-proof.json, e.g. runs trained side by side; no training")
     ap.add_argument("--first-seed", type=int, default=2000,
                     help="judged generations use seeds FIRST.., class prompts FIRST+500..; choose on 1000")
     ap.add_argument("--seeds", type=int, default=3,
@@ -274,7 +280,27 @@ def main() -> None:
     if a.caption_dropout and a.captions == "none":
         ap.error("--caption-dropout swaps captions for the bare prompt; use --captions varying or full")
     a.class_dir = a.class_dir or a.out / "class-images"
-    run(a)
+    if a.pool:
+        try:
+            return pool(a.out, [json.loads((d / "dreambooth-proof.json").read_text()) for d in a.pool])
+        except (InputError, FileNotFoundError) as e:
+            ap.error(str(e))
+    if len(a.seed) == 1:
+        a.seed = a.seed[0]
+        return run(a)
+    pool(a.out, [run(argparse.Namespace(**{**vars(a), "seed": s, "out": a.out / f"seed-{s}"})) for s in a.seed])
+
+
+def pool(out: Path, reports: list[dict]) -> dict:
+    """Runs that differ only in their training seed, as one report (R.pool_proof_reports)."""
+    report = R.pool_proof_reports(reports)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))
+    for run_ in report["runs"]:
+        print("seed", run_["seed"], json.dumps(run_["identity"]))
+    for bar in report["floors"]:
+        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
+    return report
 
 
 if __name__ == "__main__":

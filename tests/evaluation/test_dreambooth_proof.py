@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conceptlab.errors import InputError
 from conceptlab.evaluation.recipes import dreambooth as R
 from conceptlab.evaluation.recipes import heldout as H
 from tests.docs.examples import REPO
@@ -222,3 +223,44 @@ def test_masked_weights_only_the_named_subjects_masks(tmp_path):
     assert masks == {"tuki": None, "bnh": str(tmp_path / "bnh" / "masks")}
     a.masked = None  # every subject's, as before --masked
     assert all(s.masks for s in proof.subject_configs(tmp_path, a, {}))
+
+
+def test_runs_pooled_over_training_seeds_average_their_shares_and_sum_their_counts():
+    import math
+
+    def run(seed, tuki, bnh, colours):
+        report = _report(tuki, bnh, 0.5, 0.0)
+        report["config"]["seed"] = seed
+        for loop in report["loops"].values():
+            loop["class"].update(distribution={"colour": colours}, entropy_bits={"colour": 0.0}, judged_class=0.9)
+        return report
+
+    a, b = run(0, 0.8, 0.9, {"red": 3, "blue": 1}), run(1, 0.4, 1.0, {"red": 1, "green": 3})
+    pooled = R.pool_proof_reports([a, b])
+    ours = pooled["loops"]["ours"]
+    assert ours["subjects"]["per_subject"]["tuki"]["identity"] == pytest.approx(0.6)
+    assert ours["subjects"]["identity"] == pytest.approx((0.85 + 0.7) / 2)
+    assert ours["subjects"]["images"] == 240 and ours["subjects"]["per_subject"]["bnh"]["images"] == 120
+    assert ours["class"]["distribution"]["colour"] == {"red": 4, "blue": 1, "green": 3}
+    shares = [4 / 8, 1 / 8, 3 / 8]
+    assert ours["class"]["entropy_bits"]["colour"] == round(-sum(p * math.log2(p) for p in shares), 3)
+    assert ours["train_seconds"] == 24.0 and pooled["config"]["seed"] == [0, 1]
+    assert pooled["runs"][1] == {"seed": 1, "identity": {"ours": {"tuki": 0.4, "bnh": 1.0},
+                                                         "reference": {"tuki": 0.5, "bnh": 0.5}}}
+    bars = {bar["what"].split(" (")[0]: bar for bar in pooled["floors"]}
+    assert bars["tuki: identity / round-trip ceiling"]["value"] == pytest.approx(0.6 / 0.8)
+    ours_record, reference_record = R.proof_records(pooled, date="d", commit="c", model="v9")
+    assert " --seed 0 1 --seeds 3 " in ours_record["command"] and ours_record["samples"].startswith("240 judged")
+    assert reference_record["settings"]["setup"].endswith("; training seeds 0, 1 pooled")
+    newer = run(3, 0.5, 0.5, {"red": 1})  # a run made after the proof gained a setting, left at its default
+    newer["config"].update(lr_schedule="constant", warmup_steps=0, cover_scenes=False)
+    assert R.pool_proof_reports([a, newer])["config"]["seed"] == [0, 3]
+    newer["config"]["lr_schedule"] = "cosine"
+    with pytest.raises(InputError, match="lr_schedule"):
+        R.pool_proof_reports([a, newer])
+    other = run(2, 0.5, 0.5, {"red": 1})
+    other["config"]["steps"] = 900
+    with pytest.raises(InputError, match="steps.*differ in more than their training seed"):
+        R.pool_proof_reports([a, other])
+    with pytest.raises(InputError, match="training seed twice"):
+        R.pool_proof_reports([a, run(0, 0.1, 0.1, {"red": 1})])

@@ -343,6 +343,55 @@ def proof_floors(report: dict) -> list[dict]:
     return out
 
 
+POOL_FREE = ("seed", "out", "class_dir")  # what runs pooled into one report may differ in
+# the proof's settings added after runs were made, with the value those runs had
+PROOF_ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "cover_scenes": False}
+
+
+def pool_proof_reports(reports: list[dict]) -> dict:
+    """One proof report from runs of one command that differ only in their training seed: every share the mean
+    of the runs' (each judged the same prompts and seeds), counts and images summed, the floors computed again;
+    config.seed lists the seeds and `runs` keeps each run's identity per subject."""
+    first = reports[0]
+    setting = lambda r, k: r["config"].get(k, PROOF_ADDED.get(k))  # noqa: E731
+    for r in reports[1:]:
+        differ = sorted(k for k in {*first["config"], *r["config"]} - set(POOL_FREE) if setting(first, k) != setting(r, k))
+        if differ or r["seeds"] != first["seeds"] or set(r["loops"]) != set(first["loops"]):
+            raise InputError("--pool", differ or "their judged seeds or loops", "runs differ in more than their "
+                             "training seed", "Pool runs of one command that differ only in --seed")
+    seeds = [r["config"]["seed"] for r in reports]
+    if len(set(seeds)) < len(seeds):
+        raise InputError("--pool", seeds, "holds a training seed twice", "Pool runs with different --seed")
+    pooled = {**first, "config": {**first["config"], "seed": seeds, "out": None}}
+    pooled.pop("selection", None)
+    pooled["loops"] = {loop: {"train_seconds": round(sum(r["loops"][loop]["train_seconds"] for r in reports), 1),
+                              "subjects": _pool([r["loops"][loop]["subjects"] for r in reports]),
+                              "class": _pool_class([r["loops"][loop]["class"] for r in reports])}
+                       for loop in first["loops"]}
+    pooled["runs"] = [{"seed": r["config"]["seed"],
+                       "identity": {loop: {i: m["identity"] for i, m in r["loops"][loop]["subjects"]["per_subject"].items()}
+                                    for loop in r["loops"]}} for r in reports]
+    pooled["floors"] = proof_floors(pooled)
+    return pooled
+
+
+def _pool(parts: list):
+    """The mean of matching numbers (shares) over runs of equal sample size, nested dicts alike; 'images' summed."""
+    if isinstance(parts[0], dict):
+        return {k: (sum(p[k] for p in parts) if k == "images" else _pool([p[k] for p in parts])) for k in parts[0]}
+    if isinstance(parts[0], (int, float)) and not isinstance(parts[0], bool):
+        return sum(parts) / len(parts)
+    return parts[0]
+
+
+def _pool_class(parts: list[dict]) -> dict:
+    """Class-prompt scores over runs: shares averaged, each attribute's counts summed and its entropy recomputed."""
+    counts = {a: sum((Counter(p["distribution"][a]) for p in parts), Counter()) for a in parts[0]["distribution"]}
+    return {**_pool([{k: v for k, v in p.items() if k not in ("distribution", "entropy_bits")} for p in parts]),
+            "distribution": {a: dict(c) for a, c in counts.items()},
+            "entropy_bits": {a: round(entropy(c), 3) for a, c in counts.items()}}
+
+
 def _proof_bar(what: str, value: float, limit: float, rule: str) -> dict:
     holds = {">=": value >= limit, ">": value > limit, "<": value < limit}[rule]
     return {"what": what, "value": round(value, 4), "rule": f"{rule} {limit:.3f}", "holds": holds}
@@ -382,6 +431,12 @@ PROOF_TABLE = {
 REFERENCE_SETUP = "fixed prompts \"a tuki monster\", prior 1.0 on \"a monster\""
 
 
+def _seed_flag(seed) -> str:
+    """' --seed 3', ' --seed 0 1' for runs pooled over training seeds, '' for the default seed 0."""
+    seeds = seed if isinstance(seed, list) else [seed or 0]
+    return "" if seeds == [0] else " --seed " + " ".join(map(str, seeds))
+
+
 def proof_records(report: dict, *, date: str, commit: str, model: str, setup: str | None = None,
                   name: str | None = None) -> list[dict]:
     """One results-page record per loop of a dreambooth-proof.json; `name` tells apart runs on the same seeds."""
@@ -396,7 +451,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
                + (f" --lr-schedule {cfg['lr_schedule']}" if cfg.get("lr_schedule", "constant") != "constant" else "")
                + (f" --warmup-steps {cfg['warmup_steps']}" if cfg.get("warmup_steps") else "")
-               + (f" --seed {cfg['seed']}" if cfg.get("seed") else "")  # the training seed; runs vary with it
+               + _seed_flag(cfg.get("seed"))  # the training seed(s); runs vary with it
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
                + f" --class-images {cfg['class_images']}"
                + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
@@ -417,6 +472,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
               + ",".join(f"{m}={w:g}" for m, w in chosen["select_by"].items()) + " on validation seeds 0..") if chosen else ""
     per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
     balanced = " of " + " and ".join(cfg["balanced"]) if cfg.get("balanced") else ""
+    seeds = cfg.get("seed")
+    pooled = f"; training seeds {', '.join(map(str, seeds))} pooled" if isinstance(seeds, list) else ""
     covering = " in every scene" if cfg.get("cover_scenes") else ""
     renders = f"; {per_emotion} renders per emotion{balanced}{covering}" if per_emotion else ""
     for loop, r in report["loops"].items():
@@ -438,8 +495,9 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                                              f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
                     "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
                     "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
-                    "settings": {"loop": loop, "setup": setup + (picked if loop == "ours" else "") if loop != "reference"
-                                 else REFERENCE_SETUP + renders, "steps": cfg["steps"]}, "metrics": metrics})
+                    "settings": {"loop": loop, "setup": (setup + (picked if loop == "ours" else "") if loop != "reference"
+                                                         else REFERENCE_SETUP + renders) + pooled,
+                                 "steps": cfg["steps"]}, "metrics": metrics})
     return out
 
 
