@@ -22,7 +22,7 @@ demo: $(STAMP)
 	@echo "The studio (generate, train, edit and evaluate in a browser): $(VENV)/bin/conceptlab studio, then open http://127.0.0.1:7860"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12  # the slowest tests, to keep the suite under 10 minutes
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
