@@ -282,7 +282,8 @@ def main() -> None:
     a.class_dir = a.class_dir or a.out / "class-images"
     if a.pool:
         try:
-            return pool(a.out, [json.loads((d / "dreambooth-proof.json").read_text()) for d in a.pool])
+            reports = [json.loads((d / "dreambooth-proof.json").read_text()) for d in a.pool]
+            return pool(a.out, reports, {k: ap.get_default(k) for k in vars(a)})
         except (InputError, FileNotFoundError) as e:
             ap.error(str(e))
     if len(a.seed) == 1:
@@ -291,9 +292,9 @@ def main() -> None:
     pool(a.out, [run(argparse.Namespace(**{**vars(a), "seed": s, "out": a.out / f"seed-{s}"})) for s in a.seed])
 
 
-def pool(out: Path, reports: list[dict]) -> dict:
+def pool(out: Path, reports: list[dict], defaults: dict | None = None) -> dict:
     """Runs that differ only in their training seed, as one report (R.pool_proof_reports)."""
-    report = R.pool_proof_reports(reports)
+    report = R.pool_proof_reports(reports, defaults)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))
     for run_ in report["runs"]:

@@ -254,10 +254,13 @@ def test_runs_pooled_over_training_seeds_average_their_shares_and_sum_their_coun
     assert reference_record["settings"]["setup"].endswith("; training seeds 0, 1 pooled")
     newer = run(3, 0.5, 0.5, {"red": 1})  # a run made after the proof gained a setting, left at its default
     newer["config"].update(lr_schedule="constant", warmup_steps=0, cover_scenes=False)
-    assert R.pool_proof_reports([a, newer])["config"]["seed"] == [0, 3]
+    defaults = {"lr_schedule": "constant", "warmup_steps": 0, "cover_scenes": False}  # as the proof's parser has
+    assert R.pool_proof_reports([a, newer], defaults)["config"]["seed"] == [0, 3]
+    with pytest.raises(InputError, match="lr_schedule"):  # without the defaults, a missing setting differs
+        R.pool_proof_reports([a, newer])
     newer["config"]["lr_schedule"] = "cosine"
     with pytest.raises(InputError, match="lr_schedule"):
-        R.pool_proof_reports([a, newer])
+        R.pool_proof_reports([a, newer], defaults)
     other = run(2, 0.5, 0.5, {"red": 1})
     other["config"]["steps"] = 900
     with pytest.raises(InputError, match="steps.*differ in more than their training seed"):

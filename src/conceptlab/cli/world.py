@@ -48,33 +48,17 @@ def run_offworld(args) -> int:
 def run_export(args) -> int:
     from conceptlab.validation import output_dir
     from conceptlab.world.attributes import parse_filters
-    from conceptlab.world.export import cover_cells, export_cells, export_images
+    from conceptlab.world.export import cover_cells, cover_values, export_cells, export_images
 
     only, exclude = parse_filters(args.only, "--only"), parse_filters(args.exclude, "--exclude")
     output_dir("--out", args.out)
     options = dict(size=args.size, exclude=exclude, individual_rate=args.individual_rate, fmt=args.format,
                    masks=args.masks)
     if args.cover:
-        cells = cover_cells(covered_values(args.cover, only, exclude), args.n)
+        cells = cover_cells(cover_values(args.cover, only, exclude), args.n)
         path = export_cells(args.out, cells, seed=args.seed, only=only, **options)
     else:
         path = export_images(args.out, args.n, seed=args.seed, only=only, **options)
     print(f"wrote {args.n} stickers and {path}")
     return 0
 
-
-def covered_values(names: list[str], only: dict, exclude: dict) -> dict[str, list[str]]:
-    """--cover's attributes with the values --only and --exclude leave, in the world's order."""
-    from conceptlab.errors import InputError
-    from conceptlab.world.attributes import ATTRIBUTES
-
-    values = {}
-    for name in names:
-        if name not in ATTRIBUTES or name in values:
-            raise InputError("--cover", name, "is not an attribute" if name not in ATTRIBUTES else "is named twice",
-                             f"Name each of {list(ATTRIBUTES)} at most once")
-        values[name] = [v for v in ATTRIBUTES[name] if v in only.get(name, ATTRIBUTES[name])
-                        and v not in exclude.get(name, ())]
-        if not values[name]:
-            raise InputError("--cover", name, "has no value left after --only/--exclude", "Loosen the filters")
-    return values

@@ -113,10 +113,10 @@ def sample_spec(
     rng = random.Random(seed)
     for _ in range(1000):
         values = {}
-        for name, choices in ATTRIBUTES.items():
+        for name in ATTRIBUTES:
             if name == "individual":
                 continue
-            allowed = [v for v in choices if v in only.get(name, choices) and v not in exclude.get(name, ())]
+            allowed = allowed_values(name, only, exclude)
             if not allowed:
                 raise ValueError(f"no value of {name!r} is left after --only/--exclude")
             values[name] = _weighted_choice(rng, name, allowed)
@@ -134,6 +134,12 @@ def sample_spec(
         if _passes(spec_values, only, exclude):
             return StickerSpec(**spec_values)
     raise ValueError(f"could not draw a sticker matching only={only} exclude={exclude}: they contradict")
+
+
+def allowed_values(name: str, only: dict | None = None, exclude: dict | None = None) -> list[str]:
+    """The values of attribute `name` that `only` and `exclude` leave, in the world's order."""
+    choices = ATTRIBUTES[name]
+    return [v for v in choices if v in (only or {}).get(name, choices) and v not in (exclude or {}).get(name, ())]
 
 
 def _passes(values: dict, only: dict, exclude: dict) -> bool:

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from conceptlab.errors import InputError
 from conceptlab.io import atomic_write_text
-from conceptlab.world.attributes import sample_spec
+from conceptlab.world.attributes import ATTRIBUTES, allowed_values, sample_spec
 from conceptlab.world.render import Rendered, face_box, render
 
 MASK_BODY_GREY = 64  # the body's level in a face mask: 1/4 of the face's extra loss weight
@@ -102,6 +102,19 @@ def cover_cells(values: dict[str, list[str]], n: int) -> list[dict]:
         for a in names:
             shown[a][cell[a]] += 1
     return cells
+
+
+def cover_values(names: list[str], only=None, exclude=None) -> dict[str, list[str]]:
+    """--cover's attributes with the values --only and --exclude leave (for `cover_cells`)."""
+    values = {}
+    for name in names:
+        if name not in ATTRIBUTES or name in values:
+            raise InputError("--cover", name, "is not an attribute" if name not in ATTRIBUTES else "is named twice",
+                             f"Name each of {list(ATTRIBUTES)} at most once")
+        values[name] = allowed_values(name, only, exclude)
+        if not values[name]:
+            raise InputError("--cover", name, "has no value left after --only/--exclude", "Loosen the filters")
+    return values
 
 
 def export_cells(out: str | Path, cells: list[dict], seed: int = 0, only=None, **kwargs) -> Path:

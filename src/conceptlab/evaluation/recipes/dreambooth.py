@@ -344,16 +344,15 @@ def proof_floors(report: dict) -> list[dict]:
 
 
 POOL_FREE = ("seed", "out", "class_dir")  # what runs pooled into one report may differ in
-# the proof's settings added after runs were made, with the value those runs had
-PROOF_ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "cover_scenes": False}
 
 
-def pool_proof_reports(reports: list[dict]) -> dict:
+def pool_proof_reports(reports: list[dict], defaults: dict | None = None) -> dict:
     """One proof report from runs of one command that differ only in their training seed: every share the mean
     of the runs' (each judged the same prompts and seeds), counts and images summed, the floors computed again;
-    config.seed lists the seeds and `runs` keeps each run's identity per subject."""
-    first = reports[0]
-    setting = lambda r, k: r["config"].get(k, PROOF_ADDED.get(k))  # noqa: E731
+    config.seed lists the seeds and `runs` keeps each run's identity per subject. `defaults` (the proof's own
+    argument defaults) stand in for settings a run made before they existed does not record."""
+    first, defaults = reports[0], defaults or {}
+    setting = lambda r, k: r["config"].get(k, defaults.get(k))  # noqa: E731
     for r in reports[1:]:
         differ = sorted(k for k in {*first["config"], *r["config"]} - set(POOL_FREE) if setting(first, k) != setting(r, k))
         if differ or r["seeds"] != first["seeds"] or set(r["loops"]) != set(first["loops"]):
