@@ -34,8 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ holds the reference loop
 
 from benchmarks.bench_dreambooth import ReferenceDreamBooth  # noqa: E402
+from conceptlab.concepts.soup import soup_runs  # noqa: E402
 from conceptlab.errors import InputError  # noqa: E402
-from conceptlab.evaluation.judge import load_judge  # noqa: E402
+from conceptlab.evaluation.judge import load_features_judge, load_judge  # noqa: E402
 from conceptlab.evaluation.recipes import dreambooth as R  # noqa: E402
 from conceptlab.imaging import make_grid  # noqa: E402
 from conceptlab.models.loading import load_pipeline  # noqa: E402
@@ -68,12 +69,14 @@ def parse_prior(text: str) -> tuple[str, float, str | None]:
 
 
 def scores(pipe, judge, out: Path, name: str, a) -> dict:
-    """The library's subject and class scores on this run's seeds, with their grids."""
+    """The library's subject and class scores on this run's seeds (with which of each subject's marks they keep),
+    with their grids."""
     subjects, images = R.subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(R.SCENES),
-                                        a.seeds, first_seed=a.first_seed, progress=False)
+                                        a.seeds, first_seed=a.first_seed, progress=False,
+                                        features=load_features_judge())
     make_grid(images[::a.seeds], cols=len(R.SCENES), scale=2).save(out / f"{name}-subjects.png")
     cls, images = R.class_scores(pipe, judge, "monster", SUBJECTS, a.class_prompt_images,
-                                 first_seed=a.first_seed + CLASS_OFFSET, progress=False)
+                                 first_seed=a.first_seed + CLASS_OFFSET, progress=False, features=load_features_judge())
     make_grid(images[:24], cols=8, scale=2).save(out / f"{name}-class.png")
     return {"subjects": subjects, "class": cls}
 
@@ -145,7 +148,8 @@ def run(a) -> dict:
             R.sticker_captions(data / ident)
     save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
     base = load_pipeline(a.model)
-    report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES))
+    report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES),
+                                           features=load_features_judge())
     print("ceiling", json.dumps(report["ceiling"]), flush=True)
     if a.baseline:
         cls, images = R.class_scores(base, judge, "monster", SUBJECTS, a.class_prompt_images,
@@ -197,6 +201,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, nargs="+", default=[0],
                     help="the training seed, the same for every loop; several train one run each (into OUT/seed-N) "
                          "and pool their scores, since runs vary with it")
+    ap.add_argument("--soup", action="store_true",
+                    help="with several --seed (or --pool RUN...): judge the weight soup of the runs' own pipelines "
+                         "(conceptlab concepts soup) on --first-seed instead of pooling their judgments")
     ap.add_argument("--pool", type=Path, nargs="+", default=None, metavar="RUN",
                     help="pool the finished runs (their OUT folders) of one command that differ only in --seed into "
                          "OUT/dreambooth-proof.json, e.g. runs trained side by side; no training")
@@ -280,16 +287,50 @@ def main() -> None:
     if a.caption_dropout and a.captions == "none":
         ap.error("--caption-dropout swaps captions for the bare prompt; use --captions varying or full")
     a.class_dir = a.class_dir or a.out / "class-images"
+    defaults = {k: ap.get_default(k) for k in vars(a)}
     if a.pool:
         try:
             reports = [json.loads((d / "dreambooth-proof.json").read_text()) for d in a.pool]
-            return pool(a.out, reports, {k: ap.get_default(k) for k in vars(a)})
+            return soup(a, a.pool, reports, defaults) if a.soup else pool(a.out, reports, defaults)
         except (InputError, FileNotFoundError) as e:
             ap.error(str(e))
     if len(a.seed) == 1:
+        if a.soup:
+            ap.error("--soup averages several runs' weights; give several --seed, or --pool RUN...")
         a.seed = a.seed[0]
         return run(a)
-    pool(a.out, [run(argparse.Namespace(**{**vars(a), "seed": s, "out": a.out / f"seed-{s}"})) for s in a.seed])
+    runs = [a.out / f"seed-{s}" for s in a.seed]
+    reports = [run(argparse.Namespace(**{**vars(a), "seed": s, "out": d, "soup": False})) for s, d in zip(a.seed, runs)]
+    soup(a, runs, reports, defaults) if a.soup else pool(a.out, reports, defaults)
+
+
+def soup(a, runs: list[Path], reports: list[dict], defaults: dict) -> dict:
+    """The weight soup (conceptlab.concepts.soup) of proof runs that differ only in their training seed, as one run
+    judged on a's seeds (the runs' own judgments are kept under `runs`); ours only."""
+    R.check_seed_runs(reports, defaults, "--soup", judged=False)
+    if any("ours" not in r["loops"] for r in reports):
+        raise InputError("--soup", [str(d) for d in runs], "holds a run without conceptlab's loop",
+                         "Soup runs made with --loops ours")
+    soup_runs([d / "ours" for d in runs], a.out / "ours")
+    pipe = load_pipeline(str(a.out / "ours" / "pipeline"))
+    pipe.set_progress_bar_config(disable=True)
+    cfg = {**reports[0]["config"], "seed": [r["config"]["seed"] for r in reports], "soup": True, "out": str(a.out),
+           "loops": ["ours"], "first_seed": a.first_seed, "seeds": a.seeds, "class_prompt_images": a.class_prompt_images}
+    report = {"config": cfg, "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
+              "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
+              "ceiling": reports[0]["ceiling"],
+              "runs": [{"seed": r["config"]["seed"], "judged_seeds": r["seeds"],
+                        "identity": {"ours": {i: m["identity"] for i, m in
+                                              r["loops"]["ours"]["subjects"]["per_subject"].items()}}} for r in reports]}
+    secs = sum(r["loops"]["ours"]["train_seconds"] for r in reports)
+    report["loops"] = {"ours": {"train_seconds": round(secs, 1), **scores(pipe, load_judge(), a.out, "ours", a)}}
+    report["floors"] = R.proof_floors(report)
+    (a.out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))
+    print("soup of seeds", cfg["seed"], json.dumps({i: {k: v for k, v in m.items() if k in ("identity", "emotion", "scene")}
+                                                   for i, m in report["loops"]["ours"]["subjects"]["per_subject"].items()}))
+    for bar in report["floors"]:
+        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
+    return report
 
 
 def pool(out: Path, reports: list[dict], defaults: dict | None = None) -> dict:

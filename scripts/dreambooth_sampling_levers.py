@@ -14,7 +14,8 @@ seeds per subject); each variant samples them with DDIM (30 steps, or its steps=
     eps = u + w (c - u) + we (c - cn)      # emotion guidance: the emotion word's own direction, from late*steps on
     c -> cn before pre*steps or from post*steps on (prompt switching); no-emotion: cn at every step
 
-and the sticker-world judge reads identity, emotion and scene per subject. Choose on --first-seed 1000, report on
+and the sticker-world judge reads identity, emotion and scene per subject, and the features judge which of the
+subject's marks (colour, shape, eyes, top, pattern) its generations keep. Choose on --first-seed 1000, report on
 2000. Writes OUT/levers.json (appending variants) and a grid per variant.
 """
 
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from conceptlab.evaluation.judge import load_judge  # noqa: E402
+from conceptlab.evaluation.judge import load_features_judge, load_judge  # noqa: E402
 from conceptlab.evaluation.recipes import dreambooth as R  # noqa: E402
 from conceptlab.generation.generate import seeded_generators  # noqa: E402
 from conceptlab.imaging import make_grid  # noqa: E402
@@ -98,7 +99,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, v
 
 
-def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict):
+def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict, features=None):
     cases = [(i, em, sc, s) for i in subjects for em in R.EMOTIONS for sc in R.SCENES
              for s in range(first_seed, first_seed + seeds)]
     images = [im for k in range(0, len(cases), 16) for im in sample(pipe, cases[k:k + 16], v, int(v["steps"]))]
@@ -109,6 +110,9 @@ def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict):
         res[ident] = {m: sum(pred[head][k] == cases[k][j] for k in mine) / len(mine)
                       for m, head, j in (("identity", "individual", 0), ("emotion", "emotion", 1),
                                          ("scene", "background", 2))} | {"images": len(mine)}
+        if features is not None:  # which of the subject's marks its generations keep (R.subject_marks)
+            res[ident]["marks"] = R.subject_marks(features, judge, [images[k] for k in mine], ident,
+                                                  [pred["individual"][k] == ident for k in mine])
     return res, images
 
 
@@ -121,19 +125,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--variants", nargs="+", default=["base", "sag:wid=5:late=0.5"])
     a = ap.parse_args()
-    pipe, judge = load_pipeline(str(a.pipeline)), load_judge()
+    pipe, judge, features = load_pipeline(str(a.pipeline)), load_judge(), load_features_judge()
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "levers.json"
     report = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     for text in a.variants:
         name, v = parse_variant(text)
-        res, images = score(pipe, judge, a.subjects, a.first_seed, a.seeds, v)
+        res, images = score(pipe, judge, a.subjects, a.first_seed, a.seeds, v, features)
         make_grid(images[::a.seeds], cols=len(R.SCENES), scale=2).save(a.out / f"{name}-{a.first_seed}.png")
         report["runs"].append({"variant": text, "settings": v, "pipeline": str(a.pipeline), "first_seed": a.first_seed,
                                "seeds": a.seeds, "scores": res})
         path.write_text(json.dumps(report, indent=1))
-        print(text, a.first_seed, json.dumps({i: {m: round(x, 3) for m, x in s.items()} for i, s in res.items()}),
-              flush=True)
+        print(text, a.first_seed, json.dumps({i: {m: round(x, 3) if isinstance(x, float) else x for m, x in s.items()}
+                                              for i, s in res.items()}), flush=True)
 
 
 if __name__ == "__main__":

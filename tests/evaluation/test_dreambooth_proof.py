@@ -267,3 +267,58 @@ def test_runs_pooled_over_training_seeds_average_their_shares_and_sum_their_coun
         R.pool_proof_reports([a, other])
     with pytest.raises(InputError, match="training seed twice"):
         R.pool_proof_reports([a, run(0, 0.1, 0.1, {"red": 1})])
+
+
+def test_pooled_marks_sum_their_counts_and_average_their_shares():
+    """Which marks the generations keep pools as counts where it is counts (missed images), a label one run never
+    read (eyes '3') counting 0 there."""
+    def run(seed, eyes_kept, missed, eyes_read):
+        report = _report(0.5, 0.9, 0.5, 0.0)
+        report["config"]["seed"] = seed
+        for loop in report["loops"].values():
+            loop["class"].update(distribution={"colour": {"red": 1}}, entropy_bits={"colour": 0.0})
+        report["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["marks"] = {
+            "all": {"eyes": eyes_kept, "colour": 1.0}, "eyes_read": eyes_read, "missed_images": missed,
+            "missed_kept": {"eyes": 1, "colour": missed}}
+        return report
+
+    a, b = run(0, 0.5, 30, {"2": 0.5, "3": 0.5}), run(1, 0.25, 10, {"2": 1.0})
+    marks = R.pool_proof_reports([a, b])["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["marks"]
+    assert marks["all"] == {"eyes": pytest.approx(0.375), "colour": 1.0}
+    assert marks["eyes_read"] == {"2": pytest.approx(0.75), "3": pytest.approx(0.25)}
+    assert marks["missed_images"] == 40 and marks["missed_kept"] == {"eyes": 2, "colour": 40}
+
+
+def test_a_soup_of_seed_runs_may_be_judged_on_other_seeds_but_not_made_of_other_settings():
+    a, b = _report(0.5, 0.9, 0.5, 0.0), _report(0.6, 0.9, 0.5, 0.0)
+    a["config"]["seed"], b["config"]["seed"] = 1, 2
+    b["seeds"], b["config"]["first_seed"] = [1000, 1001], 1000  # judged on the choosing seeds, a on the report's
+    assert R.check_seed_runs([a, b], argument="--soup", judged=False) == [1, 2]
+    with pytest.raises(InputError, match="--pool.*first_seed"):
+        R.check_seed_runs([a, b])
+    b["config"]["steps"] = 900
+    with pytest.raises(InputError, match="--soup.*steps"):
+        R.check_seed_runs([a, b], argument="--soup", judged=False)
+
+
+def test_records_of_a_soup_say_so_and_reproduce_the_command():
+    report = _report(0.8, 0.9, 0.5, 0.0)
+    report["config"].update(seed=[1, 2, 3], soup=True, loops=["ours"])
+    report["loops"].pop("reference")
+    (record,) = R.proof_records(report, date="d", commit="c", model="v9")
+    assert " --seed 1 2 3 --soup " in record["command"]
+    assert record["settings"]["setup"].endswith("; weight soup of training seeds 1, 2, 3")
+
+
+def test_records_carry_the_second_reading_of_identity_when_measured():
+    report = _report(0.5, 0.9, 0.5, 0.0)
+    report["loops"].pop("reference")
+    report["config"]["loops"] = ["ours"]
+    assert "tuki_marks" not in R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]
+    for ident, every in (("tuki", 0.85), ("bnh", 1.0)):
+        report["loops"]["ours"]["subjects"]["per_subject"][ident]["marks"] = {"all": {"every": every}}
+        report["ceiling"][ident]["marks_round_trip"] = 1.0
+    report["loops"]["ours"]["class"]["marked_as_subject"] = 1 / 48
+    metrics = R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]
+    assert (metrics["tuki_marks"], metrics["bnh_marks"], metrics["tuki_marks_ceiling"]) == (85.0, 100.0, 100.0)
+    assert metrics["class_marked_subject"] == 2.1

@@ -1,4 +1,4 @@
-"""`conceptlab concepts inspect|convert|mix`: learned-embedding files in every format."""
+"""`conceptlab concepts inspect|convert|mix|soup`: learned-embedding files in every format, and weight soups of runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ FORMAT_CHOICES = ("diffusers", "a1111-pt", "a1111-safetensors", "kohya", "numpy"
 
 
 def add_parser(sub):
-    csub = add_group(sub, "concepts", help="inspect, convert and mix learned embeddings", dest="concepts_command")
+    csub = add_group(sub, "concepts", help="inspect, convert and mix learned embeddings; soup fine-tuned runs",
+                     dest="concepts_command")
     i = add_command(csub, "inspect", help="format, token, shape and metadata of embedding files", run=run_inspect)
     flag(i, "files", nargs="+", help="embedding files in any supported format (read by content, not by suffix)")
     c = add_command(csub, "convert", help="write an embedding in another format", run=run_convert)
@@ -29,7 +30,22 @@ def add_parser(sub):
     flag(m, "--seed", type=SEED.arg, default=0, help="seed of the strip's first row")
     flag(m, "--steps", type=SAMPLING_STEPS.arg, default=30, help="denoising steps of the strip")
     add_model_flags(m)
+    s = add_command(csub, "soup", help="the weighted mean of full fine-tune runs of one base model (a model soup)",
+                    run=run_soup)
+    flag(s, "runs", nargs="+", help="two or more finished `train dreambooth` --out folders (e.g. one per --seed)")
+    flag(s, "--out", required=True, help="new run folder for the soup (pipeline/ and training.json)")
+    flag(s, "--weights", default=None, help="one weight per run, e.g. 2,1,1 (scaled to sum 1; default: equal)")
     return csub
+
+
+def run_soup(args) -> int:
+    from conceptlab.concepts.soup import soup_runs
+    from conceptlab.validation import NONNEG, parse_numbers
+
+    weights = parse_numbers("--weights", args.weights, NONNEG) if args.weights else None
+    out = soup_runs(args.runs, args.out, weights)
+    print(f"soup of {len(args.runs)} runs: {out} (generate with --model {out / 'pipeline'})")
+    return 0
 
 
 def run_inspect(args) -> int:

@@ -128,14 +128,18 @@ def run_ti(args) -> int:
 
 
 def run_dreambooth(args) -> int:
+    from conceptlab.evaluation.judge import load_features_judge
     from conceptlab.evaluation.recipes import evaluate_dreambooth_run
 
     result = evaluate_dreambooth_run(args.run_dir, args.out, model=args.model, judge_path=args.judge, device=args.device,
                                      seeds=args.seeds, class_images=args.class_images, baseline=args.baseline,
-                                     steps=args.steps)
+                                     steps=args.steps, features=load_features_judge())
     s = result["subjects"]
     print(f"identity {s['identity']:.1%}, emotion {s['emotion']:.1%}, scene {s['scene']:.1%} of {s['images']} "
           f"generations; per subject: " + ", ".join(f"{k} {v:.0%}" for k, v in s["identity_per_subject"].items()))
+    for ident, m in s["per_subject"].items():  # which of a named subject's marks its generations keep
+        if "marks" in m:
+            print(f"{ident}'s marks kept: " + ", ".join(f"{k} {v:.0%}" for k, v in m["marks"]["all"].items()))
     _print(result)
     return 0
 

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from conceptlab.world.attributes import ATTRIBUTES
+from conceptlab.world.attributes import ATTRIBUTES, MONSTER_PATTERNS, MONSTER_SHAPES, MONSTER_TOPS
+
+# The features judge's heads: the marks that make a monster look like itself (world.attributes.Monster), so that a
+# subject missed by the `individual` head can be told apart by which mark was lost. "none" eyes: a faceless monster.
+FEATURE_HEADS: dict[str, tuple[str, ...]] = {"shape": MONSTER_SHAPES, "eyes": ("none", "1", "2", "3"),
+                                             "top": MONSTER_TOPS, "pattern": MONSTER_PATTERNS}
 
 JUDGE_SIZE = 64
 JUDGE_CHECKPOINT_EVERY = 250  # training steps between checkpoints (a run is 1,500)
@@ -25,6 +30,22 @@ JUDGE_CHECKPOINT_EVERY = 250  # training steps between checkpoints (a run is 1,5
 
 def shipped_judge() -> Path:
     return Path(__file__).resolve().parent / "judge_weights"
+
+
+def shipped_features_judge() -> Path:
+    return Path(__file__).resolve().parent / "features_judge_weights"
+
+
+def monster_features(spec) -> dict[str, str]:
+    """The FEATURE_HEADS labels of a monster's StickerSpec (its eyes are "none" when it is drawn without a face)."""
+    m = spec.monster
+    return {"shape": m.shape, "eyes": "none" if spec.emotion == "none" else str(m.eyes), "top": m.top,
+            "pattern": m.pattern}
+
+
+def features_config(**kw) -> JudgeConfig:
+    """The features judge's config: FEATURE_HEADS, trained on monsters only."""
+    return JudgeConfig(heads={k: list(v) for k, v in FEATURE_HEADS.items()}, objects=("monster",), **kw)
 
 
 @dataclass
@@ -40,6 +61,7 @@ class JudgeConfig:
     lr: float = 2e-3
     seed: int = 1
     individual_rate: float = 0.35  # monsters drawn as named individuals, so that head sees them often
+    objects: tuple[str, ...] = ()  # render only these objects (the features judge: monsters); () every object
 
 
 def _block(cin: int, cout: int, convs: int) -> nn.Sequential:
@@ -108,6 +130,11 @@ class Judge:
         return folder / "judge.safetensors"
 
 
+def load_features_judge(path: str | Path | None = None) -> Judge:
+    """The shipped features judge (FEATURE_HEADS: which of a monster's marks an image shows), or one at `path`."""
+    return load_judge(path or shipped_features_judge())
+
+
 def load_judge(path: str | Path | None = None) -> Judge:
     """The shipped judge, or one saved at `path` (a folder or a .safetensors file)."""
     from safetensors import safe_open
@@ -155,15 +182,19 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def render_dataset(cfg: JudgeConfig, offset: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Renders cfg.images stickers (all attributes, held-out ones included) and their label indices."""
+    """Renders cfg.images stickers (all attributes, held-out ones included; only cfg.objects if set) and their label
+    indices: the world's labels, and for monsters monster_features."""
     from conceptlab.world import render, sample_spec
 
+    only = {"object": set(cfg.objects)} if cfg.objects else None
     images, labels = [], {k: [] for k in cfg.heads}
     for i in tqdm(range(cfg.images), desc="judge data"):
-        r = render(sample_spec(cfg.seed * 1_000_003 + offset + i, individual_rate=cfg.individual_rate), JUDGE_SIZE)
+        r = render(sample_spec(cfg.seed * 1_000_003 + offset + i, only, individual_rate=cfg.individual_rate),
+                   JUDGE_SIZE)
         images.append(np.asarray(r.image))
+        known = {**r.labels, **(monster_features(r.spec) if r.spec.object == "monster" else {})}
         for k in cfg.heads:
-            labels[k].append(cfg.heads[k].index(r.labels[k]))
+            labels[k].append(cfg.heads[k].index(known[k]))
     return np.stack(images), {k: np.array(v) for k, v in labels.items()}
 
 

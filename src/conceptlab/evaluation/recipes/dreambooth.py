@@ -25,6 +25,7 @@ from conceptlab.evaluation.recipes.common import (
     result_header,
     write_result,
 )
+from conceptlab.world.attributes import INDIVIDUALS
 
 SCENES = {"plain": " on a white background", "beach": " at the beach", "snowy mountain": " on a snowy mountain",
           "jungle": " in the jungle", "desert": " in the desert"}  # judge background label -> prompt words
@@ -87,9 +88,10 @@ def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str
 
 
 def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIONS, scenes=tuple(SCENES),
-                   seeds: int = 3, steps: int = 30, progress: bool = True, first_seed: int = 0):
+                   seeds: int = 3, steps: int = 30, progress: bool = True, first_seed: int = 0, features=None):
     """(scores, images): identity, emotion, scene and all three right, over subjects x emotions x scenes x seeds
-    (seeds first_seed..first_seed+seeds-1, 16 images per pipeline call); images in that order."""
+    (seeds first_seed..first_seed+seeds-1, 16 images per pipeline call); images in that order. With a features
+    judge (load_features_judge), each named subject also gets `marks`: which of its marks its generations keep."""
     from conceptlab.generation.generate import generate_batch
 
     cases = [(i, c, e, sc, s) for i, c in subjects for e in emotions for sc in scenes
@@ -111,8 +113,33 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
         by_scene = {sc: [k for k in mine if cases[k][3] == sc] for sc in scenes}  # where the identity is lost
         per_subject[ident]["identity_by_scene"] = {sc: sum(ok["identity"][k] for k in ks) / len(ks)
                                                    for sc, ks in by_scene.items()}
+        if features is not None and ident in INDIVIDUALS:
+            per_subject[ident]["marks"] = subject_marks(features, judge, [images[k] for k in mine], ident,
+                                                        [ok["identity"][k] for k in mine])
     return {**{k: sum(v) / len(v) for k, v in ok.items()}, "per_subject": per_subject,
             "identity_per_subject": {i: s["identity"] for i, s in per_subject.items()}, "images": len(cases)}, images
+
+
+def subject_marks(features, judge, images, ident: str, identified: list[bool]) -> dict:
+    """Which of named subject `ident`'s marks (its colour and world.attributes.Monster's shape, eyes, top, pattern)
+    its `images` show, read by the features judge and the judge's colour head: {"all": {mark: share, "every": the
+    share showing every mark, a second reading of identity}, "eyes_read":
+    {count: share}, "missed_images": how many were not judged `ident`, "missed_kept": {mark: how many of those still
+    show it}} (counts, so that runs pool: which mark is lost when identity is)."""
+    from conceptlab.evaluation.judge import monster_features
+    from conceptlab.world.attributes import StickerSpec
+
+    monster, colour = INDIVIDUALS[ident]
+    want = {**monster_features(StickerSpec(object="monster", emotion="happy", colour=colour, individual=ident,
+                                           monster=monster)), "colour": colour}
+    pred = {**features.predict(images), "colour": judge.predict(images)["colour"]}
+    hit = {m: [p == want[m] for p in pred[m]] for m in want}
+    hit["every"] = [all(marks) for marks in zip(*hit.values())]  # a second reading of identity: no mark lost
+    missed = [k for k, good in enumerate(identified) if not good]
+    eyes = Counter(pred["eyes"])
+    return {"all": {m: sum(h) / len(images) for m, h in hit.items()},
+            "eyes_read": {e: eyes[e] / len(images) for e in sorted(eyes)},
+            "missed_images": len(missed), "missed_kept": {m: sum(hit[m][k] for k in missed) for m in hit}}
 
 
 def entropy(counts: Counter) -> float:
@@ -122,16 +149,21 @@ def entropy(counts: Counter) -> float:
 
 
 def class_scores(pipe, judge, class_word: str, identifiers, n: int = 48, steps: int = 30, progress: bool = True,
-                 first_seed: int = CLASS_SEED):
+                 first_seed: int = CLASS_SEED, features=None):
     """(scores, images) of `n` generations of 'a CLASS' (seeds first_seed..): judged as a subject (any, and
-    each), judged the class, and each attribute's distribution and entropy."""
+    each), judged the class, and each attribute's distribution and entropy; with a features judge also the share
+    showing every mark of a named subject ("marked_as_subject")."""
     from conceptlab.generation.generate import generate_batch
 
     images = generate_batch(pipe, [f"a {class_word}"] * n, list(range(first_seed, first_seed + n)), steps=steps,
                             batch_size=16, progress=progress)
     pred = judge.predict(images)
     dist = {h: Counter(pred[h]) for h in ("object", "colour", "emotion", "background", "individual")}
+    named = [i for i in sorted(identifiers) if i in INDIVIDUALS]
+    marked = [subject_marks(features, judge, images, i, [False] * n)["missed_kept"]["every"] for i in named] \
+        if features is not None and named and n else None
     return {"judged_as_subject": sum(p in identifiers for p in pred["individual"]) / n,
+            **({"marked_as_subject": sum(marked) / n} if marked is not None else {}),
             "judged_as_each": {i: dist["individual"][i] / n for i in sorted(identifiers)},
             "judged_class": dist["object"][class_word] / n,
             "entropy_bits": {h: round(entropy(c), 3) for h, c in dist.items()},
@@ -154,11 +186,12 @@ def class_drift(before: dict, after: dict) -> dict:
 
 
 def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SCENES), seeds: int = 10,
-                     size: int = 64) -> dict[str, dict[str, float]]:
+                     size: int = 64, features=None) -> dict[str, dict[str, float]]:
     """{subject: {"render": identity on its renders, "round_trip": after the autoencoder, "images": n,
     "emotion_round_trip": the asked emotion after it, "emotion_by_emotion": that per emotion}} over emotions x scenes
     x `seeds` renders: what a perfect fine-tune of the UNet could reach through this VAE (conceptlab.evaluation.
-    roundtrip, the held-out proof's ceiling, one per subject)."""
+    roundtrip, the held-out proof's ceiling, one per subject). With a features judge each subject also gets
+    "marks_round_trip": the share of the round trips that show every one of its marks (subject_marks' "every")."""
     from conceptlab.evaluation.roundtrip import RoundTripGroup, subject_group, vae_ceiling
 
     groups = [subject_group(ident, seeds, emotions, scenes) for ident in identifiers]
@@ -169,6 +202,13 @@ def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SC
         by = {e: res[f"{g.name}/{e}"]["round_trip"] for e in emotions}
         out[g.name] = {**res[g.name], "images": len(g.specs), "emotion_round_trip": sum(by.values()) / len(by),
                        "emotion_by_emotion": by}
+        if features is not None and g.name in INDIVIDUALS:
+            from conceptlab.evaluation.roundtrip import round_trip
+            from conceptlab.world import render
+
+            images = round_trip(vae, [render(spec, size).image.convert("RGB") for spec in g.specs])
+            marks = subject_marks(features, judge, images, g.name, [True] * len(images))
+            out[g.name]["marks_round_trip"] = marks["all"]["every"]
     return out
 
 
@@ -225,8 +265,9 @@ def trained_pipeline(run: Path, config: dict, model_name: str, device: str | Non
 def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, model: str | None = None, judge=None,
                             judge_path: str | None = None, pipe=None, device: str | None = None, seeds: int = 3,
                             emotions=EMOTIONS, scenes=tuple(SCENES), class_images: int = 48, baseline: str = "all",
-                            steps: int = 30, progress: bool = True) -> dict:
-    """Judges a `conceptlab train dreambooth` run: its subjects' identity, emotion and scene, and its class
+                            steps: int = 30, progress: bool = True, features=None) -> dict:
+    """Judges a `conceptlab train dreambooth` run: its subjects' identity, emotion and scene (with a features judge,
+    load_features_judge(), also which of a named subject's marks its generations keep), and its class
     prompt before and after training; writes OUT/scores.json, OUT/grid.png, OUT/class.png (the class prompt
     before and after), OUT/index.html (OUT defaults to RUN-eval) and returns the scores.
 
@@ -262,7 +303,8 @@ def evaluate_dreambooth_run(run: str | Path, out: str | Path | None = None, *, m
                                                                            class_images, **kw)
             if baseline == "all":
                 result["base"]["subjects"] = subject_scores(base_pipe, judge, subjects, emotions, scenes, seeds, **kw)[0]
-    result["subjects"], subject_images = subject_scores(pipe, judge, subjects, emotions, scenes, seeds, **kw)
+    result["subjects"], subject_images = subject_scores(pipe, judge, subjects, emotions, scenes, seeds, **kw,
+                                                        features=features)
     class_images_after, class_rows = [], []
     for c in classes:
         result["class"][c], images = class_scores(pipe, judge, c, identifiers, class_images, **kw)
@@ -346,21 +388,32 @@ def proof_floors(report: dict) -> list[dict]:
 POOL_FREE = ("seed", "out", "class_dir")  # what runs pooled into one report may differ in
 
 
+def check_seed_runs(reports: list[dict], defaults: dict | None = None, argument: str = "--pool",
+                    judged: bool = True) -> list:
+    """The training seeds of proof runs of one command that differ only in --seed (and, unless `judged` is False,
+    judged the same seeds and loops); InputError naming the settings that differ, or a repeated seed. `defaults`
+    (the proof's own argument defaults) stand in for settings a run made before they existed does not record."""
+    first, defaults = reports[0], defaults or {}
+    free = set(POOL_FREE) | (set() if judged else {"first_seed", "seeds", "class_prompt_images"})
+    setting = lambda r, k: r["config"].get(k, defaults.get(k))  # noqa: E731
+    for r in reports[1:]:
+        differ = sorted(k for k in {*first["config"], *r["config"]} - free if setting(first, k) != setting(r, k))
+        if differ or judged and (r["seeds"] != first["seeds"] or set(r["loops"]) != set(first["loops"])):
+            raise InputError(argument, differ or "their judged seeds or loops", "runs differ in more than their "
+                             "training seed", "Give runs of one command that differ only in --seed")
+    seeds = [r["config"]["seed"] for r in reports]
+    if len(set(seeds)) < len(seeds):
+        raise InputError(argument, seeds, "holds a training seed twice", "Give runs with different --seed")
+    return seeds
+
+
 def pool_proof_reports(reports: list[dict], defaults: dict | None = None) -> dict:
     """One proof report from runs of one command that differ only in their training seed: every share the mean
     of the runs' (each judged the same prompts and seeds), counts and images summed, the floors computed again;
     config.seed lists the seeds and `runs` keeps each run's identity per subject. `defaults` (the proof's own
     argument defaults) stand in for settings a run made before they existed does not record."""
-    first, defaults = reports[0], defaults or {}
-    setting = lambda r, k: r["config"].get(k, defaults.get(k))  # noqa: E731
-    for r in reports[1:]:
-        differ = sorted(k for k in {*first["config"], *r["config"]} - set(POOL_FREE) if setting(first, k) != setting(r, k))
-        if differ or r["seeds"] != first["seeds"] or set(r["loops"]) != set(first["loops"]):
-            raise InputError("--pool", differ or "their judged seeds or loops", "runs differ in more than their "
-                             "training seed", "Pool runs of one command that differ only in --seed")
-    seeds = [r["config"]["seed"] for r in reports]
-    if len(set(seeds)) < len(seeds):
-        raise InputError("--pool", seeds, "holds a training seed twice", "Pool runs with different --seed")
+    first = reports[0]
+    seeds = check_seed_runs(reports, defaults)
     pooled = {**first, "config": {**first["config"], "seed": seeds, "out": None}}
     pooled.pop("selection", None)
     pooled["loops"] = {loop: {"train_seconds": round(sum(r["loops"][loop]["train_seconds"] for r in reports), 1),
@@ -374,12 +427,17 @@ def pool_proof_reports(reports: list[dict], defaults: dict | None = None) -> dic
     return pooled
 
 
-def _pool(parts: list):
-    """The mean of matching numbers (shares) over runs of equal sample size, nested dicts alike; 'images' summed."""
+_SUMMED = ("images", "missed_images", "missed_kept")  # counts, not shares: pooled runs add them
+
+
+def _pool(parts: list, summed: bool = False):
+    """The mean of matching numbers (shares) over runs of equal sample size, nested dicts alike; counts (_SUMMED)
+    summed. A key one run lacks counts 0 there (a label it never read)."""
     if isinstance(parts[0], dict):
-        return {k: (sum(p[k] for p in parts) if k == "images" else _pool([p[k] for p in parts])) for k in parts[0]}
+        keys = dict.fromkeys(k for p in parts for k in p)
+        return {k: _pool([p.get(k, 0) for p in parts], summed or k in _SUMMED) for k in keys}
     if isinstance(parts[0], (int, float)) and not isinstance(parts[0], bool):
-        return sum(parts) / len(parts)
+        return sum(parts) if summed else sum(parts) / len(parts)
     return parts[0]
 
 
@@ -395,6 +453,15 @@ def _proof_bar(what: str, value: float, limit: float, rule: str) -> dict:
     holds = {">=": value >= limit, ">": value > limit, "<": value < limit}[rule]
     return {"what": what, "value": round(value, 4), "rule": f"{rule} {limit:.3f}", "holds": holds}
 
+
+# The second reading of identity (from 2026-12-01): every one of the subject's marks, read by the features judge.
+MARKS_COLUMNS = [
+    {"header": "tuki, every mark", "value": "metrics.tuki_marks", "format": "pct",
+     "also": {"label": "ceiling ", "value": "metrics.tuki_marks_ceiling"}},
+    {"header": "bnh, every mark", "value": "metrics.bnh_marks", "format": "pct",
+     "also": {"label": "ceiling ", "value": "metrics.bnh_marks_ceiling"}},
+    {"header": "\"a monster\" with every mark of a subject", "value": "metrics.class_marked_subject", "format": "pct"},
+]
 
 PROOF_TABLE = {
     "title": "Two subjects in one run, against the reference loop",
@@ -415,6 +482,7 @@ PROOF_TABLE = {
         {"header": "emotion ceiling tuki / bnh", "value": "metrics.emotion_ceilings", "format": "pct"},
         {"header": "scene tuki / bnh", "value": "metrics.scene_per_subject", "format": "pct"},
         {"header": "\"a monster\" judged a subject", "value": "metrics.class_judged_subject", "format": "pct"},
+        *MARKS_COLUMNS,
     ],
     "rows": [],
     "notes": "Ours: conceptlab's DreamBooth (cached latents, captions naming the emotion and scene, each subject's own "
@@ -423,7 +491,9 @@ PROOF_TABLE = {
              "step, the fixed prompt \"a tuki monster\", class images of \"a monster\" at prior weight 1.0, torch's "
              "AdamW), at the same learning rate. Ceiling: the judge's identity on the subject's renders in the same "
              "emotions and scenes after the autoencoder's round trip (200 renders each); emotion ceiling: the asked "
-             "emotion read on the same round-tripped renders (recorded from 2026-12-01 on).",
+             "emotion read on the same round-tripped renders (recorded from 2026-12-01 on). Every mark: the share of "
+             "generations showing all of the subject's marks (colour, shape, eyes, top, pattern) by the features judge, "
+             "a second reading of identity, with its ceiling on the same round trips (recorded from 2026-12-01 on).",
 }
 
 
@@ -450,7 +520,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
                + (f" --lr-schedule {cfg['lr_schedule']}" if cfg.get("lr_schedule", "constant") != "constant" else "")
                + (f" --warmup-steps {cfg['warmup_steps']}" if cfg.get("warmup_steps") else "")
-               + _seed_flag(cfg.get("seed"))  # the training seed(s); runs vary with it
+               + _seed_flag(cfg.get("seed")) + (" --soup" if cfg.get("soup") else "")  # runs vary with the seed
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
                + f" --class-images {cfg['class_images']}"
                + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
@@ -472,7 +542,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     per_emotion = cfg.get("per_emotion")  # the renders both loops trained on, when balanced over the emotions
     balanced = " of " + " and ".join(cfg["balanced"]) if cfg.get("balanced") else ""
     seeds = cfg.get("seed")
-    pooled = f"; training seeds {', '.join(map(str, seeds))} pooled" if isinstance(seeds, list) else ""
+    pooled = (f"; weight soup of training seeds {', '.join(map(str, seeds))}" if cfg.get("soup") else
+              f"; training seeds {', '.join(map(str, seeds))} pooled") if isinstance(seeds, list) else ""
     covering = " in every scene" if cfg.get("cover_scenes") else ""
     renders = f"; {per_emotion} renders per emotion{balanced}{covering}" if per_emotion else ""
     for loop, r in report["loops"].items():
@@ -483,11 +554,17 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                    "emotion_per_subject": [pct(per[i]["emotion"]) for i in subjects],
                    "scene_per_subject": [pct(per[i]["scene"]) for i in subjects],
                    "class_judged_subject": pct(r["class"]["judged_as_subject"]), "train_seconds": r["train_seconds"]}
+        if "marked_as_subject" in r["class"]:
+            metrics["class_marked_subject"] = pct(r["class"]["marked_as_subject"])
         if all("emotion_round_trip" in report["ceiling"][i] for i in subjects):
             metrics["emotion_ceilings"] = [pct(report["ceiling"][i]["emotion_round_trip"]) for i in subjects]
         for i, c in zip(subjects, ceilings):
             metrics[i] = pct(per[i]["identity"])
             metrics[f"{i}_of_ceiling"] = pct(per[i]["identity"] / max(c, 1e-9))
+            if "marks" in per[i]:  # the second reading: every one of the subject's marks, by the features judge
+                metrics[f"{i}_marks"] = pct(per[i]["marks"]["all"]["every"])
+                if "marks_round_trip" in report["ceiling"][i]:
+                    metrics[f"{i}_marks_ceiling"] = pct(report["ceiling"][i]["marks_round_trip"])
         rid = f"db-proof-{model}-{loop}-{first}-{cfg['steps']}" + (f"-{name}" if name else "")
         out.append({"id": rid, "date": date, "commit": commit,
                     "model": model, "seeds": f"{first}-{report['seeds'][1]} per prompt, class prompt "
