@@ -318,7 +318,8 @@ def soup(a, runs: list[Path], reports: list[dict], defaults: dict) -> dict:
            "loops": ["ours"], "first_seed": a.first_seed, "seeds": a.seeds, "class_prompt_images": a.class_prompt_images}
     report = {"config": cfg, "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
               "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
-              "ceiling": reports[0]["ceiling"],
+              "ceiling": R.subject_ceilings(pipe.vae, load_judge(), SUBJECTS, EMOTIONS, tuple(R.SCENES),
+                                            features=load_features_judge()),  # the VAE is the base model's
               "runs": [{"seed": r["config"]["seed"], "judged_seeds": r["seeds"],
                         "identity": {"ours": {i: m["identity"] for i, m in
                                               r["loops"]["ours"]["subjects"]["per_subject"].items()}}} for r in reports]}
