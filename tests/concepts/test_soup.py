@@ -90,7 +90,8 @@ def test_equal_weights_by_default_and_a_tensor_mean_in_float32():
     ("subjects", "subjects"),
     ("unfinished", "not a finished full fine-tune"),
     ("weights", "--weights"),
-    ("out exists", "not empty"),
+    ("out exists", "not an empty folder"),
+    ("out is a file", "not an empty folder"),
 ])
 def test_bad_runs_are_refused_with_the_argument_named(tmp_path, case, match):
     pipe = build_pipeline("tiny", seed=0)
@@ -103,9 +104,12 @@ def test_bad_runs_are_refused_with_the_argument_named(tmp_path, case, match):
     if case == "out exists":
         out.mkdir()
         (out / "x").write_text("keep me")
+    if case == "out is a file":
+        out.write_text("keep me")
     with pytest.raises(InputError, match=match):
         soup_runs(runs, out, weights=[1, 2, 3] if case == "weights" else None)
-    assert case == "out exists" or not out.exists()
+    assert case.startswith("out") or not out.exists()
+    assert not case.startswith("out") or "keep me" in ((out / "x") if out.is_dir() else out).read_text()
 
 
 def test_the_cli_writes_a_soup_and_names_a_bad_weight(tmp_path, capsys):

@@ -122,8 +122,8 @@ def soup_runs(runs: list[str | Path], out: str | Path, weights: list[float] | No
     if len(runs) < 2:
         raise InputError("runs", [str(r) for r in runs], "a soup needs at least two runs", RUN_FIX)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise InputError("--out", str(out), "exists and is not empty", "Pass a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("--out", str(out), "exists and is not an empty folder", "Pass a new folder")
     configs = [_run_config(r) for r in runs]
     _check_same(runs, configs)
     w = normalized_weights(weights, len(runs))
