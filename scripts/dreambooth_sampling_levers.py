@@ -111,8 +111,8 @@ def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict, features=
                       for m, head, j in (("identity", "individual", 0), ("emotion", "emotion", 1),
                                          ("scene", "background", 2))} | {"images": len(mine)}
         if features is not None:  # which of the subject's marks its generations keep (R.subject_marks)
-            res[ident]["marks"] = R.subject_marks(features, judge, [images[k] for k in mine], ident,
-                                                  [pred["individual"][k] == ident for k in mine])
+            labels = R.mark_labels(features, [images[k] for k in mine], [pred["colour"][k] for k in mine])
+            res[ident]["marks"] = R.subject_marks(labels, ident, [pred["individual"][k] == ident for k in mine])
     return res, images
 
 

@@ -13,7 +13,7 @@ from conceptlab.evaluation.judge import (
     render_dataset,
     shipped_features_judge,
 )
-from conceptlab.evaluation.recipes.dreambooth import subject_marks
+from conceptlab.evaluation.recipes.dreambooth import mark_labels, subject_marks
 from conceptlab.world import render, sample_spec
 from conceptlab.world.attributes import INDIVIDUALS, Monster, StickerSpec
 
@@ -65,9 +65,10 @@ def test_subject_marks_tell_a_subjects_renders_from_another_subjects():
                                                   "emotion": {"happy", "sad", "angry", "in love"}})).image
                    for k in range(24)] for i in ("tuki", "bnh")}
     assert all(a != b for a, b in zip(vars(INDIVIDUALS["tuki"][0]).values(), vars(INDIVIDUALS["bnh"][0]).values()))
-    own = subject_marks(features, judge, renders["tuki"], "tuki", [True] * 24)
+    read = {i: mark_labels(features, ims, judge.predict(ims)["colour"]) for i, ims in renders.items()}
+    own = subject_marks(read["tuki"], "tuki", [True] * 24)
     assert min(own["all"].values()) >= 0.9 and own["missed_images"] == 0 and set(own["missed_kept"].values()) == {0}
-    other = subject_marks(features, judge, renders["bnh"], "tuki", [False] * 24)
+    other = subject_marks(read["bnh"], "tuki", [False] * 24)
     assert max(other["all"].values()) <= 0.1 and other["missed_images"] == 24
     assert other["missed_kept"] == {m: round(v * 24) for m, v in other["all"].items()}
     assert other["eyes_read"].get("1", 0) >= 0.9  # bnh has one eye
@@ -91,5 +92,6 @@ def test_the_marks_ceiling_and_the_class_prompts_marks_are_read_on_their_own_ima
                                                         seeds=1)["tuki"]
     scores, images = R.class_scores(tiny_pipe, judge, "monster", {"tuki", "bnh"}, n=4, steps=2, progress=False,
                                     features=features)
-    every = sum(subject_marks(features, judge, images, i, [False] * 4)["missed_kept"]["every"] for i in ("tuki", "bnh"))
+    labels = mark_labels(features, images, judge.predict(images)["colour"])
+    every = sum(subject_marks(labels, i, [False] * 4)["missed_kept"]["every"] for i in ("tuki", "bnh"))
     assert scores["marked_as_subject"] == every / 4

@@ -103,6 +103,7 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
           "emotion": [p == c[2] for p, c in zip(pred["emotion"], cases)],
           "scene": [p == c[3] for p, c in zip(pred["background"], cases)]}
     ok["all"] = [a and b and c for a, b, c in zip(ok["identity"], ok["emotion"], ok["scene"])]
+    marks = mark_labels(features, images, pred["colour"]) if features is not None else None
     per_subject = {}  # every metric per subject, so that a weak subject is not hidden by a strong one
     for ident, _ in subjects:
         mine = [k for k, c in enumerate(cases) if c[0] == ident]
@@ -113,16 +114,21 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
         by_scene = {sc: [k for k in mine if cases[k][3] == sc] for sc in scenes}  # where the identity is lost
         per_subject[ident]["identity_by_scene"] = {sc: sum(ok["identity"][k] for k in ks) / len(ks)
                                                    for sc, ks in by_scene.items()}
-        if features is not None and ident in INDIVIDUALS:
-            per_subject[ident]["marks"] = subject_marks(features, judge, [images[k] for k in mine], ident,
+        if marks is not None and ident in INDIVIDUALS:
+            per_subject[ident]["marks"] = subject_marks({h: [v[k] for k in mine] for h, v in marks.items()}, ident,
                                                         [ok["identity"][k] for k in mine])
     return {**{k: sum(v) / len(v) for k, v in ok.items()}, "per_subject": per_subject,
             "identity_per_subject": {i: s["identity"] for i, s in per_subject.items()}, "images": len(cases)}, images
 
 
-def subject_marks(features, judge, images, ident: str, identified: list[bool]) -> dict:
+def mark_labels(features, images, colours: list[str]) -> dict[str, list[str]]:
+    """The marks read on `images`: the features judge's heads, and `colours` (the judge's colour head on them)."""
+    return {**features.predict(images), "colour": list(colours)}
+
+
+def subject_marks(labels: dict[str, list[str]], ident: str, identified: list[bool]) -> dict:
     """Which of named subject `ident`'s marks (its colour and world.attributes.Monster's shape, eyes, top, pattern)
-    its `images` show, read by the features judge and the judge's colour head: {"all": {mark: share, "every": the
+    images show, from their mark_labels: {"all": {mark: share, "every": the
     share showing every mark, a second reading of identity with errors of its own}, "eyes_read":
     {count: share}, "missed_images": how many were not judged `ident`, "missed_kept": {mark: how many of those still
     show it}} (counts, so that runs pool: which mark is lost when identity is)."""
@@ -132,13 +138,12 @@ def subject_marks(features, judge, images, ident: str, identified: list[bool]) -
     monster, colour = INDIVIDUALS[ident]
     want = {**monster_features(StickerSpec(object="monster", emotion="happy", colour=colour, individual=ident,
                                            monster=monster)), "colour": colour}
-    pred = {**features.predict(images), "colour": judge.predict(images)["colour"]}
-    hit = {m: [p == want[m] for p in pred[m]] for m in want}
+    n = len(identified)
+    hit = {m: [p == want[m] for p in labels[m]] for m in want}
     hit["every"] = [all(marks) for marks in zip(*hit.values())]  # no mark lost: a second reader, not a verdict
     missed = [k for k, good in enumerate(identified) if not good]
-    eyes = Counter(pred["eyes"])
-    return {"all": {m: sum(h) / len(images) for m, h in hit.items()},
-            "eyes_read": {e: eyes[e] / len(images) for e in sorted(eyes)},
+    eyes = Counter(labels["eyes"])
+    return {"all": {m: sum(h) / n for m, h in hit.items()}, "eyes_read": {e: eyes[e] / n for e in sorted(eyes)},
             "missed_images": len(missed), "missed_kept": {m: sum(hit[m][k] for k in missed) for m in hit}}
 
 
@@ -160,8 +165,8 @@ def class_scores(pipe, judge, class_word: str, identifiers, n: int = 48, steps: 
     pred = judge.predict(images)
     dist = {h: Counter(pred[h]) for h in ("object", "colour", "emotion", "background", "individual")}
     named = [i for i in sorted(identifiers) if i in INDIVIDUALS]
-    marked = [subject_marks(features, judge, images, i, [False] * n)["missed_kept"]["every"] for i in named] \
-        if features is not None and named and n else None
+    labels = mark_labels(features, images, pred["colour"]) if features is not None and named and n else None
+    marked = [subject_marks(labels, i, [False] * n)["missed_kept"]["every"] for i in named] if labels else None
     return {"judged_as_subject": sum(p in identifiers for p in pred["individual"]) / n,
             **({"marked_as_subject": sum(marked) / n} if marked is not None else {}),
             "judged_as_each": {i: dist["individual"][i] / n for i in sorted(identifiers)},
@@ -207,7 +212,8 @@ def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SC
             from conceptlab.world import render
 
             images = round_trip(vae, [render(spec, size).image.convert("RGB") for spec in g.specs])
-            marks = subject_marks(features, judge, images, g.name, [True] * len(images))
+            labels = mark_labels(features, images, judge.predict(images)["colour"])
+            marks = subject_marks(labels, g.name, [True] * len(images))
             out[g.name]["marks_round_trip"] = marks["all"]["every"]
     return out
 
