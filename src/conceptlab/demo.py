@@ -324,7 +324,7 @@ def dreambooth_section(report: Report, out: Path, pipe, label: str, judge, db_st
     for k, ident in enumerate(subjects):
         export_images(data / ident, 10, seed=5000 + 100 * k, only={**only, "individual": {ident}}, individual_rate=1.0)
     cfg = DreamBoothConfig(model=label, subjects=[SubjectConfig(i, str(data / i), "monster") for i in subjects],
-                           lora=True, rank=16, prior_preservation=True, class_images=24,
+                           lora=True, rank=16, prior_preservation=True, class_images=24, class_steps=steps,
                            train=TrainConfig(steps=db_steps, batch_size=4, lr=1e-3))
     pipe, result = train_dreambooth(cfg, out / "dreambooth", pipe=pipe)
     scores = evaluate_dreambooth_run(out / "dreambooth", out / "dreambooth-eval", pipe=pipe, judge=judge, seeds=1,

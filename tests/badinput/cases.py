@@ -72,6 +72,7 @@ CASES = [
     (f"{DB} --lora --rank 0", "--rank"),
     (f"{DB} --class-images -1", "--class-images"),
     (f"{DB} --prior-preservation --class-images 0", "--class-images"),
+    (f"{DB} --prior-preservation --class-steps 0", "--class-steps"),
     (f"{DB} --prior-weight nan", "--prior-weight"),
     (f"{DB} --min-snr-gamma -1", "--min-snr-gamma"),
     (f"{DB} --offset-noise 2", "--offset-noise"),

@@ -11,9 +11,10 @@ def test_train_dreambooth_lora_then_convert_and_merge(tiny_dir, concept_dirs, tm
     out = tmp_path / "db"
     assert main(["train", "dreambooth", "--model", str(tiny_dir), "--subject", f"tuki={concept_dirs / 'broccoli'},class=monster",
                  "--subject", f"bnh={concept_dirs / 'emoji'},class=monster", "--lora", "--rank", "2",
-                 "--prior-preservation", "--class-images", "2", "--steps", "2", "--batch-size", "1", "--out", str(out)]) == 0
+                 "--prior-preservation", "--class-images", "2", "--class-steps", "3", "--steps", "2", "--batch-size", "1",
+                 "--out", str(out)]) == 0
     manifest = json.loads((out / "class-images" / "monster" / "manifest.json").read_text())
-    assert manifest["prompt"] == "a monster" and manifest["count"] == 2
+    assert manifest["prompt"] == "a monster" and manifest["count"] == 2 and manifest["steps"] == 3
     lora = out / "lora" / "pytorch_lora_weights.safetensors"
     assert main(["lora", "convert", str(lora), "--to", "kohya", "--model", str(tiny_dir), "--out",
                  str(tmp_path / "k.safetensors")]) == 0

@@ -293,3 +293,18 @@ def test_resume_accepts_the_config_a_run_was_started_with_and_names_a_changed_ke
         check_work_folder(_cfg(), straight, resume=False)
     with pytest.raises(InputError, match=r"other settings \(unet_lr: 0.0004 -> 0.001\)"):
         check_work_folder(_cfg(unet_lr=1e-3), straight, resume=True)
+
+
+@pytest.mark.slow
+def test_rendering_in_worker_processes_gives_the_images_rendered_here(tmp_path, monkeypatch):
+    """Small sets render in this process, large ones in two spawned workers: the same images either way."""
+    import numpy as np
+
+    import conceptlab.training.base_model as B
+
+    for name in ("here", "pooled"):
+        (tmp_path / name).mkdir()
+    here = B.stage_render(_cfg(images=8), tmp_path / "here")
+    monkeypatch.setattr(B, "POOL_FROM", 0)
+    pooled = B.stage_render(_cfg(images=8), tmp_path / "pooled")
+    assert here.shape[0] == 8 and np.array_equal(here, pooled)

@@ -192,14 +192,14 @@ def test_captioned_class_prompts_draw_class_images_per_caption_and_train_each_wi
 
     tuki = SubjectConfig("tuki", str(concept_dirs / "broccoli"), "monster", captions="broccoli")
     cfg = DreamBoothConfig(subjects=[tuki], prior_preservation=True, class_prompts="captions", class_images=6,
-                           train=TrainConfig(steps=1, batch_size=2, checkpoint_every=0, preview_every=0))
+                           class_steps=2, train=TrainConfig(steps=1, batch_size=2, checkpoint_every=0, preview_every=0))
     rows = [json.loads(x) for x in (concept_dirs / "broccoli" / "metadata.jsonl").read_text().splitlines()]
     expected = list(dict.fromkeys(["a monster"] + [r["text"].replace("broccoli", "monster") for r in rows]))
     assert class_prompts(cfg) == {"monster": expected} and len(expected) > 2
     train_dreambooth(cfg, tmp_path, pipe=build_pipeline("tiny"))
     manifests = [json.loads(m.read_text()) for m in (tmp_path / "class-images" / "monster").rglob("manifest.json")]
     assert sorted(m["prompt"] for m in manifests) == sorted(expected)
-    assert all(m["count"] == -(-6 // len(expected)) for m in manifests)
+    assert all(m["count"] == -(-6 // len(expected)) and m["steps"] == 2 for m in manifests)  # --class-steps reached them
     # pairing: class latent k (constant k) must come with prompt k, through the mirrored half too
     n = 3
     mean = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 4, 4, 4).repeat(2, 1, 1, 1)
@@ -403,7 +403,7 @@ def test_bad_caption_dropout_is_refused(concept_dirs):
 
 
 def test_a_run_checkpointed_before_newer_settings_existed_still_resumes(concept_dirs, tmp_path):
-    """A checkpoint whose fingerprint predates ema_decay, text_encoder_lr and caption_dropout (an older version
+    """A checkpoint whose fingerprint predates ema_decay, text_encoder_lr, caption_dropout and class_steps (an older version
     wrote none of them) resumes when this run leaves them at their defaults, and ends where a straight run does;
     asking for one of them is still refused as a different run."""
     import json
@@ -422,8 +422,8 @@ def test_a_run_checkpointed_before_newer_settings_existed_still_resumes(concept_
     assert files
     for f in files:
         loop = json.loads(f.read_text())
-        assert {"ema_decay", "text_encoder_lr", "caption_dropout"} <= set(loop["fingerprint"])
-        for key in ("ema_decay", "text_encoder_lr", "caption_dropout"):
+        assert {"ema_decay", "text_encoder_lr", "caption_dropout", "class_steps"} <= set(loop["fingerprint"])
+        for key in ("ema_decay", "text_encoder_lr", "caption_dropout", "class_steps"):
             del loop["fingerprint"][key]
         f.write_text(json.dumps(loop))
         (f.parent / "manifest.json").unlink()

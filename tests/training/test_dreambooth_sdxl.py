@@ -19,7 +19,7 @@ def trained(concept_dirs, tmp_path_factory):
     out = tmp_path_factory.mktemp("sdxl-db")
     cfg = DreamBoothConfig(subjects=[SubjectConfig("tuki", str(concept_dirs / "emoji"), "emoji")], lora=True, rank=2,
                            train_text_encoder=True, prior_preservation=True, class_images=2,
-                           train=TrainConfig(steps=2, batch_size=1, lr=1e-2))
+                           class_steps=2, train=TrainConfig(steps=2, batch_size=1, lr=1e-2))
     pipe, result = train_dreambooth(cfg, out, pipe=build_sdxl_pipeline())
     return pipe, out, result
 

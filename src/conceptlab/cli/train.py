@@ -14,6 +14,7 @@ from conceptlab.validation import (
     LR,
     NONNEG,
     RANK,
+    SAMPLING_STEPS,
     SEED,
     SHARE,
     SIZE,
@@ -160,6 +161,7 @@ def add_subject_flags(d, example: str = "tuki") -> None:
     flag(d, "--prior-preservation", action="store_const", const=True,
          help="also train on class images the base model draws, so the class keeps its meaning")
     flag(d, "--class-images", type=COUNT0.arg, help="class images to generate per class (default: 50)")
+    flag(d, "--class-steps", type=SAMPLING_STEPS.arg, help="sampling steps per class image (default: 30)")
     flag(d, "--prior-weight", type=NONNEG.arg, help="weight of the class images' loss (default: 1.0)")
     flag(d, "--class-dir", help="folder of class images (default: OUT/class-images/<class word>)")
     flag(d, "--class-prompts", choices=("class", "captions"),
@@ -311,8 +313,8 @@ def dreambooth_config(args):
 
     from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
 
-    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay",
+    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps", "prior_weight",
+             "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay",
              "text_encoder_lr", "caption_dropout")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
@@ -341,9 +343,9 @@ def pivotal_config(args):
     from conceptlab.training.dreambooth import parse_subject
     from conceptlab.training.pivotal import PivotalConfig
 
-    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "prior_weight", "class_dir",
-             "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors", "token_lr",
-             "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr", "caption_dropout")
+    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps", "prior_weight",
+             "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors",
+             "token_lr", "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr", "caption_dropout")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
     return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
                                                 "buckets": bucket_overrides(args),

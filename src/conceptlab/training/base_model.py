@@ -118,6 +118,11 @@ def _render_one(spec: StickerSpec, size: int = 64) -> np.ndarray:
     return np.asarray(render(spec, size).image, dtype=np.uint8)
 
 
+# renders per set from which two worker processes pay off: each spends ~12 s importing torch and diffusers, and a
+# 64 px render takes ~0.05 s
+POOL_FROM = 1000
+
+
 def stage_render(cfg: BaseModelConfig, work: Path) -> np.ndarray:
     path = work / "images.npy"
     if path.exists():
@@ -127,8 +132,11 @@ def stage_render(cfg: BaseModelConfig, work: Path) -> np.ndarray:
 
     specs = training_specs(cfg)
     one = functools.partial(_render_one, size=SHAPES[cfg.shape].image_size)
-    with mp.get_context("spawn").Pool(2) as pool:
-        arrays = list(tqdm(pool.imap(one, specs, chunksize=64), total=len(specs), desc="render"))
+    if len(specs) < POOL_FROM:  # a spawned worker's imports cost more than rendering a small set here
+        arrays = [one(s) for s in tqdm(specs, desc="render")]
+    else:
+        with mp.get_context("spawn").Pool(2) as pool:
+            arrays = list(tqdm(pool.imap(one, specs, chunksize=64), total=len(specs), desc="render"))
     images = np.stack(arrays)  # (N, 64, 64, 3) uint8
     np.save(work / "images.tmp.npy", images)
     (work / "images.tmp.npy").rename(path)

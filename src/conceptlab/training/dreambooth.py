@@ -86,6 +86,7 @@ class DreamBoothConfig:
     # the subject while the captions keep the emotion and scene words working
     caption_dropout: float = 0.0
     class_images: int = 50
+    class_steps: int = 30  # sampling steps per class image (diffusers' script samples them at its pipeline's default)
     prior_weight: float = 1.0
     class_dir: str | None = None  # default: OUT/class-images/<class word>
     # "class": every class image from "a CLASS". "captions": also from each captioned subject's captions with
@@ -143,7 +144,7 @@ def check_text_encoder_lr(cfg: DreamBoothConfig) -> None:
 
 def check_subjects(cfg: DreamBoothConfig) -> None:
     """Raises InputError for any bad setting or subject, before a model is loaded or a file written."""
-    from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, SHARE, Bound
+    from conceptlab.validation import COUNT0, EMA_DECAY, NONNEG, RANK, SAMPLING_STEPS, SHARE, Bound
 
     if not cfg.subjects:
         raise InputError("--subject", None, "no subject given", "Add --subject 'ID=DIR,class=WORD'")
@@ -151,6 +152,7 @@ def check_subjects(cfg: DreamBoothConfig) -> None:
     check_bucket_config(cfg.buckets, cfg.resolution)
     RANK.check("--rank", cfg.rank)
     COUNT0.check("--class-images", cfg.class_images)
+    SAMPLING_STEPS.check("--class-steps", cfg.class_steps)
     if cfg.prior_preservation and cfg.class_images < 1:
         raise InputError("--class-images", cfg.class_images, "must be >= 1 with --prior-preservation",
                          "Use e.g. --class-images 50, or drop --prior-preservation")
@@ -657,8 +659,8 @@ def prepare_priors(cfg: DreamBoothConfig, pipe, out) -> tuple[dict[str, CachedLa
         for prompt in prompts:  # one folder (and manifest) per prompt beyond the plain class prompt
             sub = folder if len(prompts) == 1 else folder / prompt_folder(prompt)
             made = prepare_class_images(pipe, prompt, math.ceil(cfg.class_images / len(prompts)), sub,
-                                        cfg.model or "sticker_base", replace_stale=not cfg.class_dir,
-                                        fingerprint=fingerprint)
+                                        cfg.model or "sticker_base", steps=cfg.class_steps,
+                                        replace_stale=not cfg.class_dir, fingerprint=fingerprint)
             images += made
             texts[key] += [prompt] * len(made)
         classes[key] = CachedLatents.encode(pipe.vae, [prepare_image(im, res) for im in images], cfg.flip)

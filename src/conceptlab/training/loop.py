@@ -48,7 +48,8 @@ RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_checkpoints", 
 ADDED = {"train.min_lr_ratio": 0.0, "train.fused_adamw": True, "train.optimizer": "adamw"}
 # method-config keys added since, with the value every run made before them had; filled into an older
 # fingerprint only where this run's has the key (a textual-inversion run has no text_encoder_lr)
-METHOD_ADDED = {"ema_decay": 0.0, "text_encoder_lr": None, "caption_dropout": 0.0, "token_init": "class"}
+METHOD_ADDED = {"ema_decay": 0.0, "text_encoder_lr": None, "caption_dropout": 0.0, "token_init": "class",
+                "class_steps": 30}
 STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 # --mixed-precision -> the autocast dtype (None: no autocast)
 AUTOCAST = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
