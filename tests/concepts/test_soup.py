@@ -1,4 +1,5 @@
-"""Weight soups of fine-tuned runs: the mean is exact, the soup is a run like any other, bad runs are refused."""
+"""Weight soups of fine-tuned runs (full and LoRA): the mean is exact, the soup is a run like any other, bad runs are
+refused."""
 
 from __future__ import annotations
 
@@ -26,6 +27,85 @@ def _run(folder, seed: int, subjects=("tuki", "bnh"), lora: bool = False, pipe=N
               "train": {"seed": seed, "lr": 1e-4}}
     (folder / "training.json").write_text(json.dumps({"config": config, "steps": 10}))
     return folder
+
+
+def _lora_run(folder, seed: int, rank: int = 2, text_encoder: bool = True, pipe=None):
+    """A finished DreamBooth-LoRA run folder: LoRA adapters with random (non-zero) factors on the tiny pipeline, written
+    by conceptlab's own save_lora (diffusers and kohya files), and training.json."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from conceptlab.concepts.lora import save_lora
+    from conceptlab.models.families import family_of
+
+    pipe = pipe or build_pipeline("tiny", seed=0)
+    fam = family_of(pipe)
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                     target_modules=list(fam.lora_unet_targets)))
+    if text_encoder:
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                           target_modules=list(fam.lora_text_targets)), pipe.text_encoder)
+    save_lora(pipe, folder / "lora", {"rank": rank, "lora": True, "subjects": ["tuki", "bnh"]})
+    config = {"model": "tiny", "lora": True, "rank": rank, "subjects": [{"identifier": s, "class_word": "monster"}
+                                                                          for s in ("tuki", "bnh")],
+              "train": {"seed": seed, "lr": 1e-3}}
+    (folder / "training.json").write_text(json.dumps({"config": config, "steps": 10}))
+    return folder
+
+
+def _fused(lora_file) -> dict[str, torch.Tensor]:
+    """The tiny pipeline's UNet and text-encoder weights with `lora_file` fused in by diffusers itself."""
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.load_lora_weights(str(lora_file))
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return {f"{part}.{k}": v.detach().clone() for part in ("unet", "text_encoder")
+            for k, v in getattr(pipe, part).state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["pytorch_lora_weights.safetensors", "lora.kohya.safetensors"])
+def test_a_lora_soup_fuses_to_the_weighted_mean_of_the_runs_fused_weights(tmp_path, name):
+    """Souped by products: fusing the soup's LoRA gives sum_i w_i W_i, where W_i is run i's LoRA fused by diffusers;
+    runs of other ranks, and a kohya file whose alpha is not its rank, are weighed by their own scale."""
+    from safetensors.torch import load_file, save_file
+
+    runs = [_lora_run(tmp_path / f"run{s}", s, rank=r) for s, r in ((1, 2), (2, 2), (3, 4))]
+    if name.startswith("lora.kohya"):  # run 3 at alpha 2 for rank 4: its change is half its factors' product
+        path = runs[2] / "lora" / name
+        state = load_file(str(path))
+        save_file({k: torch.tensor(2.0) if k.endswith(".alpha") else v for k, v in state.items()}, str(path))
+    out = soup_runs(runs, tmp_path / "soup", weights=[2, 1, 1])
+    parts = [_fused(r / "lora" / name) for r in runs]
+    soup = _fused(out / "lora" / name)
+    moved = [k for k in soup if not torch.equal(parts[0][k], parts[1][k])]
+    assert len(moved) > 10  # the LoRAs changed these layers, differently per run
+    for key in soup:
+        torch.testing.assert_close(soup[key], 0.5 * parts[0][key] + 0.25 * parts[1][key] + 0.25 * parts[2][key],
+                                   rtol=0, atol=2e-6)
+    factors = load_file(str(out / "lora" / name))
+    assert max(v.shape[0] for k, v in factors.items() if k.endswith(("lora_down.weight", "down.weight"))) == 8
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["lora"] and record["soup"]["seeds"] == [1, 2, 3] and record["soup"]["differ"] == ["rank"]
+
+
+def test_a_lora_soup_loads_where_a_run_does_and_refuses_mixed_runs(tmp_path):
+    from conceptlab.concepts.lora import DIFFUSERS_NAME, load_lora
+
+    a, b = _lora_run(tmp_path / "a", 1), _lora_run(tmp_path / "b", 2)
+    out = soup_runs([a, b], tmp_path / "soup")
+    pipe = build_pipeline("tiny", seed=0)
+    load_lora(pipe, out / "lora" / DIFFUSERS_NAME)  # conceptlab's checks and loader, as generate --lora uses
+    image = pipe("a tuki monster", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                 output_type="np").images
+    assert image.shape[0] == 1 and float(abs(image).sum()) > 0
+    with pytest.raises(InputError, match="mixes LoRA runs and full fine-tunes"):
+        soup_runs([a, _run(tmp_path / "full", 3)], tmp_path / "s2")
+    with pytest.raises(InputError, match="LoRA layers run 1 has not"):
+        soup_runs([a, _lora_run(tmp_path / "unet-only", 4, text_encoder=False)], tmp_path / "s3")
+    (b / "bundle.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="pivotal"):
+        soup_runs([a, b], tmp_path / "s4")
+    assert not any((tmp_path / f"s{k}").exists() for k in (2, 3, 4)) and not list(tmp_path.glob(".s*.tmp"))
 
 
 def _weights(folder, component):
@@ -86,9 +166,9 @@ def test_equal_weights_by_default_and_a_tensor_mean_in_float32():
 
 @pytest.mark.parametrize("case, match", [
     ("one run", "at least two runs"),
-    ("lora", "LoRA run"),
+    ("lora", "not a finished run"),
     ("subjects", "subjects"),
-    ("unfinished", "not a finished full fine-tune"),
+    ("unfinished", "not a finished run"),
     ("weights", "--weights"),
     ("out exists", "not an empty folder"),
     ("out is a file", "not an empty folder"),

@@ -30,21 +30,25 @@ def add_parser(sub):
     flag(m, "--seed", type=SEED.arg, default=0, help="seed of the strip's first row")
     flag(m, "--steps", type=SAMPLING_STEPS.arg, default=30, help="denoising steps of the strip")
     add_model_flags(m)
-    s = add_command(csub, "soup", help="the weighted mean of full fine-tune runs of one base model (a model soup)",
+    s = add_command(csub, "soup", help="the weighted mean of fine-tuned runs of one base model (a model soup; LoRA runs "
+                    "by their products)",
                     run=run_soup)
-    flag(s, "runs", nargs="+", help="two or more finished `train dreambooth` --out folders (e.g. one per --seed)")
-    flag(s, "--out", required=True, help="new run folder for the soup (pipeline/ and training.json)")
+    flag(s, "runs", nargs="+", help="two or more finished `train dreambooth` --out folders (e.g. one per --seed), all full "
+         "fine-tunes or all --lora")
+    flag(s, "--out", required=True, help="new run folder for the soup (pipeline/ or lora/, and training.json)")
     flag(s, "--weights", default=None, help="one weight per run, e.g. 2,1,1 (scaled to sum 1; default: equal)")
     return csub
 
 
 def run_soup(args) -> int:
+    from conceptlab.concepts.lora import DIFFUSERS_NAME
     from conceptlab.concepts.soup import soup_runs
     from conceptlab.validation import NONNEG, parse_numbers
 
     weights = parse_numbers("--weights", args.weights, NONNEG) if args.weights else None
     out = soup_runs(args.runs, args.out, weights)
-    print(f"soup of {len(args.runs)} runs: {out} (generate with --model {out / 'pipeline'})")
+    use = f"--lora {out / 'lora' / DIFFUSERS_NAME}" if (out / "lora").is_dir() else f"--model {out / 'pipeline'}"
+    print(f"soup of {len(args.runs)} runs: {out} (generate with {use})")
     return 0
 
 
