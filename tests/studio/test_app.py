@@ -322,6 +322,35 @@ def test_dreambooth_lora_job_to_completion_then_its_lora_in_the_library(served, 
     assert len(gallery) == 1 and settings["prompt"] == "a sticker of a tuki broccoli"
 
 
+def test_soup_of_two_lora_runs_lands_in_the_library_and_bad_picks_are_the_cli_messages(served, tiny_dir):
+    """The Train tab's soup: runs under runs/ listed, souped into runs/NAME (the library's LoRA, by products, as
+    `concepts soup` writes it), usable in Generate; one run, or a taken name, refused with the library's message."""
+    from safetensors.torch import load_file
+
+    from tests.concepts.test_soup import _lora_run
+
+    studio, client, _ = served
+    for seed in (1, 2):
+        _lora_run(studio.ws.root / "runs" / f"lora-s{seed}", seed)
+    choices = client.predict(api_name="/soup_choices")["choices"]
+    assert {"lora-s1", "lora-s2"} <= {c[0] if isinstance(c, (list, tuple)) else c for c in choices}
+    note = client.predict(["lora-s1", "lora-s2"], "3,1", "lora-soup", api_name="/soup")
+    assert "runs/lora-soup/lora" in note and "Concepts tab" in note
+    soup = load_file(str(studio.ws.root / "runs" / "lora-soup" / "lora" / "pytorch_lora_weights.safetensors"))
+    one = load_file(str(studio.ws.root / "runs" / "lora-s1" / "lora" / "pytorch_lora_weights.safetensors"))
+    down = next(k for k in one if k.endswith("down.weight"))
+    assert soup[down].shape[0] == 2 * one[down].shape[0]  # the two runs' factors, stacked
+    client.predict(api_name="/concepts")
+    gallery, _ = generate(client, "a sticker of a tuki monster", tiny_dir, n=1, loras=["runs/lora-soup/lora"])
+    assert len(gallery) == 1
+    with pytest.raises(AppError, match="at least two"):
+        client.predict(["lora-s1"], "", "soup-2", api_name="/soup")
+    with pytest.raises(AppError, match="not an empty folder"):
+        client.predict(["lora-s1", "lora-s2"], "", "lora-soup", api_name="/soup")
+    with pytest.raises(AppError, match="weights"):
+        client.predict(["lora-s1", "lora-s2"], "1,x", "soup-3", api_name="/soup")
+
+
 def test_bad_dreambooth_settings_are_the_cli_messages(served, tiny_dir):
     _, client, _ = served
     with pytest.raises(AppError, match=r"identifier='\.\./x': is not one new word"):

@@ -305,6 +305,30 @@ def mix(ws: Workspace, cache: PipelineCache, first: str, second: str, weight: fl
     return library.find(ws, ws.relative(folder), "embedding")
 
 
+def soup_choices(ws: Workspace) -> list[str]:
+    """Run folders under runs/ that a soup can take: finished full fine-tunes (pipeline/) and DreamBooth LoRAs."""
+    from conceptlab.concepts.lora import DIFFUSERS_NAME
+
+    runs = ws.root / "runs"
+    done = [d for d in sorted(runs.iterdir()) if (d / "training.json").is_file() and not (d / "bundle.safetensors").exists()
+            and ((d / "pipeline" / "model_index.json").is_file() or (d / "lora" / DIFFUSERS_NAME).is_file())] \
+        if runs.is_dir() else []
+    return [d.name for d in done]
+
+
+def soup(ws: Workspace, runs: list[str], weights: str, name: str) -> Path:
+    """`conceptlab concepts soup`: the weighted mean of finished runs/RUN folders, written to runs/NAME."""
+    from conceptlab.concepts.soup import soup_runs
+    from conceptlab.validation import NONNEG, parse_numbers
+
+    if not runs or len(runs) < 2:
+        raise InputError("runs", runs or [], "a soup needs at least two finished runs", "Pick two or more runs")
+    folders = [ws.folder("runs", r, "runs") for r in runs]
+    out = ws.folder("runs", name, "soup name")
+    values = parse_numbers("weights", weights, NONNEG) if (weights or "").strip() else None
+    return soup_runs(folders, out, values)
+
+
 # --------------------------------------------------------------------------------------------- evaluate
 
 

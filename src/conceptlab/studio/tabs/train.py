@@ -61,6 +61,16 @@ def layout(gr, model: str) -> dict:
         w["preview"] = gr.Image(label="Latest preview", type="filepath", height=240, elem_id="train-preview")
     w["log"] = gr.Textbox(label="Log", lines=8, max_lines=12, autoscroll=True)
     w["jobs"] = gr.Dataframe(label="Jobs", interactive=False)
+    with gr.Accordion("Soup of finished runs", open=False) as w["soup_box"]:
+        gr.Markdown("The weighted mean of runs trained alike with different seeds (a model soup): each run's own "
+                    "errors partly cancel. All full fine-tunes, or all DreamBooth LoRAs (souped by their products).")
+        with gr.Row():
+            w["soup_runs"] = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Runs",
+                                         elem_id="soup-runs")
+            w["soup_weights"] = gr.Textbox(label="Weights", placeholder="equal; e.g. 2,1,1")
+            w["soup_name"] = gr.Textbox(label="Soup name", value="soup")
+        w["soup"] = gr.Button("Make the soup", elem_id="soup-make")
+        w["soup_note"] = gr.Markdown(elem_id="soup-note")
     # ticks only while a job is queued or running (keep_ticking): an idle page, and a page while it loads, do
     # no refresh work (a ticking timer slowed the first load; see benchmarks/bench_studio.py)
     w["timer"] = gr.Timer(REFRESH_SECONDS, active=False)
@@ -260,6 +270,7 @@ def _world_objects() -> list[str]:
 
 def wire(gr, studio: Studio, w: dict) -> None:
     ws, runner = studio.ws, studio.runner
+    _wire_soup(gr, studio, w)
     ticking = {"fn": lambda status: keep_ticking(gr, studio, status), "inputs": [w["status"]], "outputs": [w["timer"]],
                "api_name": False, "queue": False, "show_progress": "hidden"}
 
@@ -351,6 +362,23 @@ def wire(gr, studio: Studio, w: dict) -> None:
     w["job"].change(refresh, [w["job"]], outputs, api_name=False, concurrency_limit=None,
                     show_progress="hidden").then(**ticking)
     w["ticking"] = ticking  # the page's load event starts the timer when a job already runs
+
+
+def _wire_soup(gr, studio: Studio, w: dict) -> None:
+    def choices():
+        return gr.Dropdown(choices=actions.soup_choices(studio.ws))
+
+    @shown
+    def make(runs, weights, name):
+        out = actions.soup(studio.ws, list(runs or []), weights or "", (name or "").strip())
+        where = studio.ws.relative(out)
+        if (out / "lora").is_dir():
+            return (f"Souped {len(runs)} runs into {where}/lora: it is in the Concepts tab; pick it under LoRAs in "
+                    "Generate.")
+        return f"Souped {len(runs)} runs into {where}/pipeline: type that path as the Model in Generate."
+
+    w["soup_box"].expand(choices, None, [w["soup_runs"]], api_name="soup_choices")
+    w["soup"].click(make, [w["soup_runs"], w["soup_weights"], w["soup_name"]], [w["soup_note"]], api_name="soup")
 
 
 def keep_ticking(gr, studio: Studio, status: str | None):
