@@ -177,8 +177,7 @@ def run(a) -> dict:
         save()
     report["floors"] = R.proof_floors(report)
     save()
-    for bar in report["floors"]:
-        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
+    print_floors(report)
     return report
 
 
@@ -314,23 +313,23 @@ def soup(a, runs: list[Path], reports: list[dict], defaults: dict) -> dict:
     soup_runs([d / "ours" for d in runs], a.out / "ours")
     pipe = load_pipeline(str(a.out / "ours" / "pipeline"))
     pipe.set_progress_bar_config(disable=True)
+    judge = load_judge()
     cfg = {**reports[0]["config"], "seed": [r["config"]["seed"] for r in reports], "soup": True, "out": str(a.out),
            "loops": ["ours"], "first_seed": a.first_seed, "seeds": a.seeds, "class_prompt_images": a.class_prompt_images}
     report = {"config": cfg, "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
               "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
-              "ceiling": R.subject_ceilings(pipe.vae, load_judge(), SUBJECTS, EMOTIONS, tuple(R.SCENES),
+              "ceiling": R.subject_ceilings(pipe.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES),
                                             features=load_features_judge()),  # the VAE is the base model's
               "runs": [{"seed": r["config"]["seed"], "judged_seeds": r["seeds"],
                         "identity": {"ours": {i: m["identity"] for i, m in
                                               r["loops"]["ours"]["subjects"]["per_subject"].items()}}} for r in reports]}
     secs = sum(r["loops"]["ours"]["train_seconds"] for r in reports)
-    report["loops"] = {"ours": {"train_seconds": round(secs, 1), **scores(pipe, load_judge(), a.out, "ours", a)}}
+    report["loops"] = {"ours": {"train_seconds": round(secs, 1), **scores(pipe, judge, a.out, "ours", a)}}
     report["floors"] = R.proof_floors(report)
     (a.out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))
     print("soup of seeds", cfg["seed"], json.dumps({i: {k: v for k, v in m.items() if k in ("identity", "emotion", "scene")}
                                                    for i, m in report["loops"]["ours"]["subjects"]["per_subject"].items()}))
-    for bar in report["floors"]:
-        print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
+    print_floors(report)
     return report
 
 
@@ -341,9 +340,13 @@ def pool(out: Path, reports: list[dict], defaults: dict | None = None) -> dict:
     (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))
     for run_ in report["runs"]:
         print("seed", run_["seed"], json.dumps(run_["identity"]))
+    print_floors(report)
+    return report
+
+
+def print_floors(report: dict) -> None:
     for bar in report["floors"]:
         print(f"{'ok ' if bar['holds'] else 'NO '} {bar['what']}: {bar['value']:.3f} ({bar['rule']})")
-    return report
 
 
 if __name__ == "__main__":
