@@ -48,7 +48,7 @@ def test_the_sticker_tokenizer_gives_the_same_ids_in_every_process():
     import json
     import sys
 
-    code = ("import json; from conceptlab.models.tiny import sticker_tokenizer; "
+    code = ("import json; from conceptlab.models.tokenizer import sticker_tokenizer; "
             "print(json.dumps(sticker_tokenizer().get_vocab(), sort_keys=True))")
     seed = "1" if sys.flags.hash_randomization else "2"  # differs from this process's either way
     assert json.loads(_vocab_in_subprocess(seed, code)) == sticker_tokenizer().get_vocab()

@@ -8,15 +8,14 @@ back with `from_pretrained` like any hub model.
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from conceptlab.errors import InputError
+from conceptlab.models.tokenizer import STICKER_TOKENIZER, sticker_tokenizer  # noqa: F401 - their old home
 
 
 @dataclass(frozen=True)
@@ -59,17 +58,6 @@ SHAPES: dict[str, PipelineShape] = {
 }
 
 
-# The shipped base model's tokenizer is the sticker world's: one file, so every process (training, export,
-# inference, tests) agrees on the ids. It was made once with `train_clip_tokenizer` on sticker-world captions.
-STICKER_TOKENIZER = Path(__file__).parent / "sticker_base" / "tokenizer"
-
-
-@functools.lru_cache(maxsize=1)
-def sticker_tokenizer():
-    """The CLIP-format tokenizer of the sticker world (the shipped base model's)."""
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(STICKER_TOKENIZER)
 
 
 def sd_scheduler_config(prediction_type: str = "epsilon", beta_end: float = 0.012) -> dict:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
@@ -54,3 +56,15 @@ def _merges_of(tok: Tokenizer) -> list[tuple[str, str]]:
 
     model = json.loads(tok.to_str())["model"]
     return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+
+
+# The shipped base model's tokenizer is the sticker world's: one file, so every process (training, export,
+# inference, tests) agrees on the ids. It was made once with `train_clip_tokenizer` on sticker-world captions.
+# Here, not in models.tiny, so that reading it does not import diffusers.
+STICKER_TOKENIZER = Path(__file__).parent / "sticker_base" / "tokenizer"
+
+
+@functools.lru_cache(maxsize=1)
+def sticker_tokenizer() -> CLIPTokenizer:
+    """The CLIP-format tokenizer of the sticker world (the shipped base model's)."""
+    return CLIPTokenizer.from_pretrained(STICKER_TOKENIZER)
