@@ -43,16 +43,21 @@ class SoupConfig:
     differ: list[str] = field(default_factory=list)  # settings the runs' configs disagree on, besides the seed
 
 
+def _check_same_keys(states: list[dict], what: str, why: str, fix: str) -> None:
+    """InputError naming up to three keys in which a run's state differs from run 1's."""
+    for k, state in enumerate(states[1:], 1):
+        if state.keys() != states[0].keys():
+            raise InputError(what, sorted(state.keys() ^ states[0].keys())[:3], f"run {k + 1} {why}", fix)
+
+
 def soup_state_dicts(states: list[dict[str, torch.Tensor]], weights: list[float],
                      what: str = "runs") -> dict[str, torch.Tensor]:
     """sum_i w_i * state_i, accumulated in float32 and cast back to each tensor's dtype; integer tensors (buffers such
     as position ids) must agree. InputError naming the first key or shape that differs."""
     first = states[0]
+    _check_same_keys(states, what, "holds other weights than run 1 (another model family?)",
+                     "Soup fine-tunes of one base model")
     for k, state in enumerate(states[1:], 1):
-        if state.keys() != first.keys():
-            diff = sorted(state.keys() ^ first.keys())
-            raise InputError(what, diff[:3], f"run {k + 1} holds other weights than run 1 (another model family?)",
-                             "Soup fine-tunes of one base model")
         bad = next((n for n in first if state[n].shape != first[n].shape), None)
         if bad:
             raise InputError(what, bad, f"has shape {tuple(state[bad].shape)} in run {k + 1}, "
@@ -94,17 +99,23 @@ def _run_config(run: Path) -> dict:
     return config
 
 
+def soupable(run: Path) -> bool:
+    """Whether `run` is a finished run folder a soup takes (what soup_runs checks first)."""
+    try:
+        _run_config(Path(run))
+    except InputError:
+        return False
+    return True
+
+
 def soup_lora_states(states: list[dict[str, torch.Tensor]], weights: list[float],
                      what: str = "runs") -> dict[str, torch.Tensor]:
     """The LoRA whose weight change is sum_i w_i * (run i's): each layer's down factors stacked along the rank, its
     up factors side by side, each scaled by w_i and by its run's alpha / rank (kohya files); alpha becomes the
     summed rank, so that scale is 1. Keys that are not a LoRA factor must agree."""
     first = states[0]
-    for k, state in enumerate(states[1:], 1):
-        if state.keys() != first.keys():
-            diff = sorted(state.keys() ^ first.keys())
-            raise InputError(what, diff[:3], f"run {k + 1} has LoRA layers run 1 has not (or the reverse)",
-                             "Soup LoRA runs that adapt the same layers (the same --train-text-encoder, one family)")
+    _check_same_keys(states, what, "has LoRA layers run 1 has not (or the reverse)",
+                     "Soup LoRA runs that adapt the same layers (the same --train-text-encoder, one family)")
     out, done = {}, set()
     for key in first:
         suffix = next((x for x in DOWN_SUFFIXES if key.endswith(x)), None)

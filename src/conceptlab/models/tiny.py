@@ -58,8 +58,6 @@ SHAPES: dict[str, PipelineShape] = {
 }
 
 
-
-
 def sd_scheduler_config(prediction_type: str = "epsilon", beta_end: float = 0.012) -> dict:
     """The noise schedule of Stable Diffusion 1.x/2.x (`beta_end` raised: less signal left at t=T)."""
     return dict(

@@ -307,13 +307,10 @@ def mix(ws: Workspace, cache: PipelineCache, first: str, second: str, weight: fl
 
 def soup_choices(ws: Workspace) -> list[str]:
     """Run folders under runs/ that a soup can take: finished full fine-tunes (pipeline/) and DreamBooth LoRAs."""
-    from conceptlab.concepts.lora import DIFFUSERS_NAME
+    from conceptlab.concepts.soup import soupable
 
     runs = ws.root / "runs"
-    done = [d for d in sorted(runs.iterdir()) if (d / "training.json").is_file() and not (d / "bundle.safetensors").exists()
-            and ((d / "pipeline" / "model_index.json").is_file() or (d / "lora" / DIFFUSERS_NAME).is_file())] \
-        if runs.is_dir() else []
-    return [d.name for d in done]
+    return [d.name for d in sorted(runs.iterdir()) if d.is_dir() and soupable(d)] if runs.is_dir() else []
 
 
 def soup(ws: Workspace, runs: list[str], weights: str, name: str) -> Path:
@@ -321,8 +318,6 @@ def soup(ws: Workspace, runs: list[str], weights: str, name: str) -> Path:
     from conceptlab.concepts.soup import soup_runs
     from conceptlab.validation import NONNEG, parse_numbers
 
-    if not runs or len(runs) < 2:
-        raise InputError("runs", runs or [], "a soup needs at least two finished runs", "Pick two or more runs")
     folders = [ws.folder("runs", r, "runs") for r in runs]
     out = ws.folder("runs", name, "soup name")
     values = parse_numbers("weights", weights, NONNEG) if (weights or "").strip() else None
