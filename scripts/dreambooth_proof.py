@@ -54,9 +54,28 @@ CLASS_OFFSET = 500  # bare class prompts use seeds first_seed + 500..
 def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     """--images renders of `ident` in varied emotions (drawn at random), or with --per-emotion N renders of each of
     the proof's emotions (only the subjects --balanced names, when it is given)."""
-    balanced = a.per_emotion if ident in (a.balanced or SUBJECTS) else 0
+    count = a.per_emotion.get(ident, 0) if isinstance(a.per_emotion, dict) else a.per_emotion
+    balanced = count if ident in (a.balanced or SUBJECTS) else 0
     R.export_subject_renders(folder, ident, seed, images=a.images, per_emotion=balanced, masks=masks or False,
                              cover_scenes=a.cover_scenes)
+
+
+def parse_per_emotion(items: list[str]) -> int | dict[str, int]:
+    """['10', 'bnh=3'] -> {'tuki': 10, 'bnh': 3}: a bare N is every subject's count, ID=N one subject's; a
+    single bare N stays an int (the records made before per-subject counts)."""
+    counts, default = {}, 0
+    for item in items:
+        ident, eq, n = item.rpartition("=")
+        if (eq and ident not in SUBJECTS) or not n.isdigit():
+            raise SystemExit(f"--per-emotion {item!r}: expected N or ID=N with ID one of {SUBJECTS} and N a whole "
+                             "number, e.g. --per-emotion 10 bnh=3")
+        if eq:
+            counts[ident] = int(n)
+        else:
+            default = int(n)
+    if not counts:
+        return default
+    return {i: counts.get(i, default) for i in SUBJECTS if counts.get(i, default)}
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:
@@ -229,8 +248,9 @@ def main() -> None:
     ap.add_argument("--class-dir", type=Path, default=None,
                     help="default OUT/class-images; another run's folder reuses its images (the same base model)")
     ap.add_argument("--images", type=int, default=10, help="renders per subject (the issue: 8-12)")
-    ap.add_argument("--per-emotion", type=int, default=0,
-                    help="instead of --images drawn at random: this many renders of each subject in each emotion")
+    ap.add_argument("--per-emotion", nargs="+", default=0, metavar="N|ID=N",
+                    help="instead of --images drawn at random: this many renders of each subject in each emotion; "
+                         "ID=N sets one subject's count (--per-emotion 10 bnh=3: tuki 10, bnh 3)")
     ap.add_argument("--cover-scenes", action="store_true",
                     help="with --per-emotion: the renders' scenes cycle through every scene (emotion k mod 4 with "
                          "scene k mod 5), instead of scenes drawn at random")
@@ -273,6 +293,7 @@ def main() -> None:
     ap.add_argument("--setup", default=None, help="with --record: the settings' words in the table")
     ap.add_argument("--name", default=None, help="with --record: a word in the records' ids, telling runs apart")
     a = ap.parse_args()
+    a.per_emotion = parse_per_emotion(a.per_emotion) if a.per_emotion else 0
     if a.record:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
     if a.select_by and a.lora:  # the chosen step is read back as OUT/ours/selected/pipeline, a full fine-tune's

@@ -213,9 +213,7 @@ def test_a_masked_run_records_its_mask_flags_so_the_command_reproduces_it():
 
 
 def test_masked_weights_only_the_named_subjects_masks(tmp_path):
-    spec = importlib.util.spec_from_file_location("db_proof", REPO / "scripts" / "dreambooth_proof.py")
-    proof = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(proof)
+    proof = _proof_script()
     from argparse import Namespace
 
     a = Namespace(captions="varying", mask_weight=5.0, masked=["bnh"])
@@ -308,6 +306,38 @@ def test_records_of_a_soup_say_so_and_reproduce_the_command():
     (record,) = R.proof_records(report, date="d", commit="c", model="v9")
     assert " --seed 1 2 3 --soup " in record["command"]
     assert record["settings"]["setup"].endswith("; weight soup of training seeds 1, 2, 3")
+    (worded,) = R.proof_records(report, date="d", commit="c", model="v9", setup="tuki alone; weight soup of training "
+                                                                                 "seeds 1, 2, 3")
+    assert worded["settings"]["setup"] == "tuki alone; weight soup of training seeds 1, 2, 3"  # said once
+
+
+def _proof_script():
+    spec = importlib.util.spec_from_file_location("db_proof", REPO / "scripts" / "dreambooth_proof.py")
+    proof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proof)
+    return proof
+
+
+def test_per_emotion_counts_can_differ_per_subject_and_the_record_reproduces_them(tmp_path):
+    from argparse import Namespace
+
+    proof = _proof_script()
+    assert proof.parse_per_emotion(["3"]) == 3  # one count: the records made before stay as they were
+    counts = proof.parse_per_emotion(["10", "bnh=3"])
+    assert counts == {"tuki": 10, "bnh": 3}
+    assert proof.parse_per_emotion(["tuki=10"]) == {"tuki": 10}  # bnh keeps --images drawn at random
+    for bad in ("ghost=3", "bnh=many", "-2"):
+        with pytest.raises(SystemExit, match="--per-emotion"):
+            proof.parse_per_emotion([bad])
+    a = Namespace(per_emotion=counts, balanced=None, images=5, cover_scenes=False)
+    for ident, n in (("tuki", 10), ("bnh", 3)):
+        proof.export_subject(tmp_path / ident, ident, proof.R.SUBJECT_RENDER_SEEDS[ident], a, None)
+        assert len(list((tmp_path / ident).glob("*.png"))) == 4 * n
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(per_emotion=counts)
+    ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
+    assert " --per-emotion tuki=10 bnh=3" in ours["command"]
+    assert reference["settings"]["setup"].endswith("; renders per emotion: tuki 10, bnh 3")
 
 
 def test_records_carry_the_second_reading_of_identity_when_measured():

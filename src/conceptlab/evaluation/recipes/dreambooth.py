@@ -532,7 +532,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + _seed_flag(cfg.get("seed")) + (" --soup" if cfg.get("soup") else "")  # runs vary with the seed
                + f" --seeds {cfg['seeds']} --class-prompt-images {cfg['class_prompt_images']}"
                + f" --class-images {cfg['class_images']}"
-               + (f" --per-emotion {cfg['per_emotion']}" if cfg.get("per_emotion") else "")
+               + (f" --per-emotion {_per_emotion_flag(cfg['per_emotion'])}" if cfg.get("per_emotion") else "")
                + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
                + (" --cover-scenes" if cfg.get("per_emotion") and cfg.get("cover_scenes") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
@@ -554,7 +554,9 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     pooled = (f"; weight soup of training seeds {', '.join(map(str, seeds))}" if cfg.get("soup") else
               f"; training seeds {', '.join(map(str, seeds))} pooled") if isinstance(seeds, list) else ""
     covering = " in every scene" if cfg.get("cover_scenes") else ""
-    renders = f"; {per_emotion} renders per emotion{balanced}{covering}" if per_emotion else ""
+    renders = (f"; {per_emotion} renders per emotion{balanced}{covering}" if isinstance(per_emotion, int) else
+               "; renders per emotion: " + ", ".join(f"{i} {n}" for i, n in per_emotion.items()) + covering
+               if per_emotion else "")
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
@@ -580,10 +582,24 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                                              f"{report['class_seeds'][0]}-{report['class_seeds'][1]}",
                     "samples": f"{r['subjects']['images']} judged generations, {r['class']['images']} class prompts",
                     "command": command, "source": "the proof's dreambooth-proof.json, added with --record",
-                    "settings": {"loop": loop, "setup": (setup + (picked if loop == "ours" else "") if loop != "reference"
-                                                         else REFERENCE_SETUP + renders) + pooled,
+                    "settings": {"loop": loop, "setup": _with_pooled(setup + (picked if loop == "ours" else "")
+                                                                     if loop != "reference" else REFERENCE_SETUP + renders,
+                                                                     pooled),
                                  "steps": cfg["steps"]}, "metrics": metrics})
     return out
+
+
+def _with_pooled(setup: str, pooled: str) -> str:
+    """The setup's words and how the seeds were pooled ('; weight soup of training seeds 1, 2, 3'), said once even
+    when --setup already says it."""
+    return setup if pooled and pooled.removeprefix("; ") in setup else setup + pooled
+
+
+def _per_emotion_flag(per_emotion: int | dict[str, int]) -> str:
+    """The proof's --per-emotion value: one count for every subject, or {'tuki': 10, 'bnh': 3} as 'tuki=10 bnh=3'."""
+    if isinstance(per_emotion, dict):
+        return " ".join(f"{i}={n}" for i, n in per_emotion.items())
+    return str(per_emotion)
 
 
 def merge_proof_records(data: dict, records: list[dict]) -> dict:
