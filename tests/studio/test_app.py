@@ -370,7 +370,7 @@ def test_advanced_settings_reach_the_job_checks(served, tiny_dir, concept_dirs):
     files = [handle_file(str(p)) for p in sorted((concept_dirs / "broccoli").glob("*.png"))]
     client.predict(files, "adv-set", api_name="/upload_images")
     adv = {"adv_select": "identity", "adv_bias": "earlier"}
-    defaults = dict(zip(ADVANCED, ("no", False, 1, "constant", 0, "none", False, "", "none", 2.0, "", 100, "adamw")))
+    defaults = dict(zip(ADVANCED, ("no", False, 1, "constant", 0, "none", False, "", "none", 2.0, "", 100, "adamw", 30)))
     args = [adv.get(k, defaults[k]) for k in ADVANCED]
     with pytest.raises(AppError, match=r"EMA decay=0.99: and checkpoint selection"):
         client.predict("adv-set", "tuki", "broccoli", True, 4, False, False, 50, 1.0, 3, 1e-4, 1, 2, 0, str(tiny_dir),

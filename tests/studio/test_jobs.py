@@ -282,7 +282,8 @@ def _advanced(**kw):
     return Advanced(**{"mixed_precision": "bf16", "gradient_checkpointing": True, "gradient_accumulation": 2,
                        "lr_schedule": "cosine", "warmup_steps": 5, "buckets": True, "captions": "broccoli",
                        "timestep_bias": "earlier", "timestep_bias_multiplier": 3.0, "select_by": "identity",
-                       "validate_every": 2, "report_to": "tensorboard", "optimizer": "adafactor", **kw})
+                       "validate_every": 2, "report_to": "tensorboard", "optimizer": "adafactor", "class_steps": 12,
+                       **kw})
 
 
 def _train_flags(cfg):
@@ -303,7 +304,7 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
                             "images": captioned, "train_text_encoder": True, "advanced": _advanced(select_by=""),
                             "ema_decay": 0.95})
     ti = TrainSettings(**{**vars(TrainSettings.defaults()), "token": "<broc>", "images": captioned,
-                          "advanced": _advanced(timestep_bias="none")})
+                          "advanced": _advanced(timestep_bias="none", class_steps=30)})
     run = ws.root / "runs" / "r"
     db_cfg, pv_cfg = _cli_config(dreambooth_command(ws, db, run, "py")), _cli_config(pivotal_command(ws, pv, run, "py"))
     ti_cmd = ti_command(ws, ti, run, "py")
@@ -315,6 +316,11 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     assert (db_cfg.timestep_bias.strategy, db_cfg.timestep_bias.multiplier) == ("earlier", 3.0)
     assert pv_cfg.timestep_bias.strategy == "earlier" and ti_cfg.train.lr_schedule == "cosine"
     assert db_cfg.ema_decay == 0.99 and pv_cfg.train_text_encoder is True and pv_cfg.ema_decay == 0.95
+    assert db_cfg.class_steps == pv_cfg.class_steps == 12 and "--class-steps" not in ti_cmd
+    from conceptlab.studio.jobs import Advanced
+    from conceptlab.training.dreambooth import DreamBoothConfig
+
+    assert Advanced().class_steps == DreamBoothConfig().class_steps  # the form starts at the library's default
     args = build_parser().parse_args(ti_cmd[3:])
     assert (args.select_by, args.validate_every) == ("identity", 2)
 
@@ -323,6 +329,8 @@ def test_advanced_settings_parse_to_the_same_config_for_every_kind(ws, captioned
     ("ti", {"mixed_precision": "fp8"}, r"mixed precision='fp8'"),
     ("ti", {"optimizer": "lion"}, r"optimizer='lion'"),
     ("ti", {"timestep_bias": "earlier"}, r"timestep bias='earlier': textual inversion does not take one"),
+    ("ti", {"class_steps": 12}, r"class steps=12: textual inversion draws no class images"),
+    ("pivotal", {"class_steps": 0}, r"class steps=0"),
     ("dreambooth", {"captions": "cat"}, r"does not contain 'cat'"),
     ("dreambooth", {"captions": "two words"}, r"captions word='two words': is not one word"),
     ("dreambooth", {"select_by": "likeness"}, r"likeness"),

@@ -64,6 +64,7 @@ class Advanced:
     validate_every: int = 100
     report_to: str = "none"  # "none" or "tensorboard"
     optimizer: str = "adamw"  # "adafactor" (a fraction of AdamW's memory) or "adamw8bit" (a quarter) (--optimizer)
+    class_steps: int = 30  # DreamBooth, pivotal: sampling steps per class image (--class-steps; DreamBoothConfig's)
 
     def flags(self, kind: str) -> list[str]:
         """The CLI flags that differ from the defaults (captions go into --concept/--subject instead)."""
@@ -76,6 +77,8 @@ class Advanced:
         if kind != "ti" and self.timestep_bias != "none":
             out += ["--timestep-bias", self.timestep_bias, "--timestep-bias-multiplier",
                     repr(float(self.timestep_bias_multiplier))]
+        if kind != "ti" and self.class_steps != d.class_steps:
+            out += ["--class-steps", str(self.class_steps)]
         if self.select_by.strip():
             out += ["--select-by", self.select_by.strip(), "--validate-every", str(self.validate_every)]
         return out
@@ -86,7 +89,7 @@ def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts
     configs) let checkpoint selection check its metrics as `--select-by` does."""
     from conceptlab.training.diffusion import TimestepBias, check_timestep_bias
     from conceptlab.training.loop import AUTOCAST, LR_SCHEDULES, OPTIMIZERS, TrainConfig
-    from conceptlab.validation import BATCH, COUNT0, TRAIN_STEPS, choice
+    from conceptlab.validation import BATCH, COUNT0, SAMPLING_STEPS, TRAIN_STEPS, choice
 
     choice("mixed precision", a.mixed_precision, AUTOCAST)
     choice("learning-rate schedule", a.lr_schedule, LR_SCHEDULES)
@@ -105,6 +108,11 @@ def check_advanced(a: Advanced, kind: str, folder: Path, subjects=None, concepts
     if kind == "ti" and a.timestep_bias != "none":
         raise InputError("timestep bias", a.timestep_bias, "textual inversion does not take one",
                          "Set it to none, or train DreamBooth or pivotal tuning")
+    if kind == "ti" and a.class_steps != Advanced.class_steps:
+        raise InputError("class steps", a.class_steps, "textual inversion draws no class images",
+                         f"Leave it at {Advanced.class_steps}, or train DreamBooth or pivotal tuning with prior "
+                         "preservation")
+    SAMPLING_STEPS.check("class steps", a.class_steps)
     if a.timestep_bias != "none":
         from conceptlab.validation import TIMESTEP_MULTIPLIER
 

@@ -212,6 +212,8 @@ def _advanced_layout(gr, w: dict) -> None:
                                         info="DreamBooth, pivotal: earlier favours fine detail, later the layout")
             w["adv_bias_x"] = gr.Number(label="Bias multiplier", value=a.timestep_bias_multiplier,
                                         info="how much more often those steps are drawn")
+            w["adv_class_steps"] = gr.Number(label="Class-image steps", value=a.class_steps, precision=0,
+                                             info="DreamBooth, pivotal: sampling steps per prior class image")
         with gr.Row():
             w["adv_select"] = gr.Textbox(label="Keep the best checkpoint by", value=a.select_by, elem_id="adv-select",
                                          placeholder="e.g. identity, or identity=1,emotion=0.5",
@@ -220,11 +222,12 @@ def _advanced_layout(gr, w: dict) -> None:
 
 
 ADVANCED = ("adv_precision", "adv_checkpointing", "adv_accumulation", "adv_schedule", "adv_warmup", "adv_report",
-            "adv_buckets", "adv_captions", "adv_bias", "adv_bias_x", "adv_select", "adv_every", "adv_optimizer")
+            "adv_buckets", "adv_captions", "adv_bias", "adv_bias_x", "adv_select", "adv_every", "adv_optimizer",
+            "adv_class_steps")
 
 
 def advanced(precision, checkpointing, accumulation, schedule, warmup, report, buckets, captions, bias, bias_x,
-             select, every, optimizer="adamw") -> Advanced:
+             select, every, optimizer="adamw", class_steps=None) -> Advanced:
     """The Advanced accordion's widgets (in ADVANCED's order) as the jobs' shared settings."""
     return Advanced(mixed_precision=precision or "no", gradient_checkpointing=bool(checkpointing),
                     gradient_accumulation=whole("gradient accumulation", accumulation), lr_schedule=schedule or "constant",
@@ -232,7 +235,8 @@ def advanced(precision, checkpointing, accumulation, schedule, warmup, report, b
                     captions=(captions or "").strip(), timestep_bias=bias or "none",
                     timestep_bias_multiplier=float(bias_x if bias_x is not None else 2), select_by=(select or "").strip(),
                     validate_every=whole("validate every", every), report_to=report or "none",
-                    optimizer=optimizer or "adamw")
+                    optimizer=optimizer or "adamw",
+                    class_steps=Advanced.class_steps if class_steps is None else whole("class steps", class_steps))
 
 
 def _more(values) -> str:
