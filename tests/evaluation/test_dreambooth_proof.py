@@ -254,6 +254,13 @@ def test_runs_pooled_over_training_seeds_average_their_shares_and_sum_their_coun
     newer["config"].update(lr_schedule="constant", warmup_steps=0, cover_scenes=False)
     defaults = {"lr_schedule": "constant", "warmup_steps": 0, "cover_scenes": False}  # as the proof's parser has
     assert R.pool_proof_reports([a, newer], defaults)["config"]["seed"] == [0, 3]
+    marked = copy.deepcopy(newer)  # a run judged after the features judge existed: its marks beside a run's without
+    marked["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["marks"] = {"all": {"every": 0.7}, "eyes_read": {"3": 0.7}}
+    for runs in ([a, marked], [marked, a]):
+        tuki = R.pool_proof_reports(runs, defaults)["loops"]["ours"]["subjects"]["per_subject"]["tuki"]
+        assert "marks" not in tuki and tuki["identity"] == pytest.approx(0.65)  # not read on both: left out
+    both = R.pool_proof_reports([marked, {**copy.deepcopy(marked), "config": {**marked["config"], "seed": 4}}], defaults)
+    assert both["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["marks"]["all"]["every"] == pytest.approx(0.7)
     with pytest.raises(InputError, match="lr_schedule"):  # without the defaults, a missing setting differs
         R.pool_proof_reports([a, newer])
     newer["config"]["lr_schedule"] = "cosine"

@@ -438,10 +438,12 @@ _SUMMED = ("images", "missed_images", "missed_kept")  # counts, not shares: pool
 
 def _pool(parts: list, summed: bool = False):
     """The mean of matching numbers (shares) over runs of equal sample size, nested dicts alike; counts (_SUMMED)
-    summed. A key one run lacks counts 0 there (a label it never read)."""
+    summed. A number one run lacks counts 0 there (a label it never read); a whole reading one run lacks (a
+    dict, e.g. the features judge's marks before it existed) is left out, as not taken on every run."""
     if isinstance(parts[0], dict):
         keys = dict.fromkeys(k for p in parts for k in p)
-        return {k: _pool([p.get(k, 0) for p in parts], summed or k in _SUMMED) for k in keys}
+        partial = {k for k in keys if any(k not in p for p in parts) and any(isinstance(p.get(k), dict) for p in parts)}
+        return {k: _pool([p.get(k, 0) for p in parts], summed or k in _SUMMED) for k in keys if k not in partial}
     if isinstance(parts[0], (int, float)) and not isinstance(parts[0], bool):
         return sum(parts) if summed else sum(parts) / len(parts)
     return parts[0]
