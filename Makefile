@@ -21,8 +21,11 @@ demo: $(STAMP)
 	@echo "Results: demo-output/index.html"
 	@echo "The studio (generate, train, edit and evaluate in a browser): $(VENV)/bin/conceptlab studio, then open http://127.0.0.1:7860"
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), one module per worker at a time so that a module's fixtures
+# (a launched studio, a trained run) are built once; --durations names the slowest, to keep the suite under 10 minutes.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=12  # the slowest tests, to keep the suite under 10 minutes
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=12
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -83,15 +83,15 @@ def test_demo_writes_a_report_whose_images_exist(tiny_dir, tmp_path):
     assert "DreamBooth" in page and (tmp_path / "dreambooth" / "lora").is_dir()
 
 
-def test_accelerate_two_processes_write_the_same_files(tiny_dir, tmp_path):
+def test_accelerate_two_processes_write_the_same_files(tiny_dir, tmp_path, free_port):
     """`accelerate launch --num_processes 2` splits the images but writes what one process writes."""
     args = ["generate", "--model", str(tiny_dir), "--prompt", "a happy star", "-n", "5", "--seed", "1",
             "--steps", "2", "--grid"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main([*args, "--out", str(single)]) == 0
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "conceptlab.cli.main", *args, "--out", str(multi)]
+           "--num_machines", "1", "--main_process_port", str(free_port), "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "conceptlab.cli.main", *args, "--out", str(multi)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "splitting 5 images across 2 processes" in done.stdout

@@ -50,9 +50,10 @@ def test_train_ti_config_file_and_flag_override(tiny_dir, concept_dirs, tmp_path
     assert main(["train", "ti", "--model", str(tiny_dir), "--config", str(path), "--out", str(tmp_path / "p")]) == 2
 
 
-def test_train_ti_under_accelerate_with_two_processes(tiny_dir, concept_dirs, tmp_path):
+def test_train_ti_under_accelerate_with_two_processes(tiny_dir, concept_dirs, tmp_path, free_port):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "conceptlab.cli.main", "train", "ti",
+           "--main_process_port", str(free_port), "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "conceptlab.cli.main", "train", "ti",
            "--model", str(tiny_dir), "--concept", f"<broc>={concept_dirs / 'broccoli'}", "--steps", "2",
            "--batch-size", "1", "--checkpoint-every", "1", "--out", str(tmp_path / "o")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -193,20 +193,24 @@ def class_drift(before: dict, after: dict) -> dict:
 def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SCENES), seeds: int = 10,
                      size: int = 64, features=None) -> dict[str, dict[str, float]]:
     """{subject: {"render": identity on its renders, "round_trip": after the autoencoder, "images": n,
-    "emotion_round_trip": the asked emotion after it, "emotion_by_emotion": that per emotion}} over emotions x scenes
-    x `seeds` renders: what a perfect fine-tune of the UNet could reach through this VAE (conceptlab.evaluation.
-    roundtrip, the held-out proof's ceiling, one per subject). With a features judge each subject also gets
-    "marks_round_trip": the share of the round trips that show every one of its marks (subject_marks' "every")."""
+    "emotion_round_trip": the asked emotion after it, "emotion_by_emotion": that per emotion, "identity_by_scene":
+    the round trip's identity per scene}} over emotions x scenes x `seeds` renders: what a perfect fine-tune of the
+    UNet could reach through this VAE (conceptlab.evaluation.roundtrip, the held-out proof's ceiling, one per
+    subject). With a features judge each subject also gets "marks_round_trip": the share of the round trips that show
+    every one of its marks (subject_marks' "every")."""
     from conceptlab.evaluation.roundtrip import RoundTripGroup, subject_group, vae_ceiling
 
     groups = [subject_group(ident, seeds, emotions, scenes) for ident in identifiers]
     felt = [RoundTripGroup(f"{g.name}/{e}", [s for s in g.specs if s.emotion == e], "emotion")
             for g in groups for e in emotions]  # the same renders, judged for the asked emotion
-    res, out = vae_ceiling(vae, judge, groups + felt, size), {}
+    where = [RoundTripGroup(f"{g.name}@{sc}", [s for s in g.specs if s.background == sc], "individual")
+             for g in groups for sc in scenes]  # and for the subject, scene by scene
+    res, out = vae_ceiling(vae, judge, groups + felt + where, size), {}
     for g in groups:
         by = {e: res[f"{g.name}/{e}"]["round_trip"] for e in emotions}
         out[g.name] = {**res[g.name], "images": len(g.specs), "emotion_round_trip": sum(by.values()) / len(by),
-                       "emotion_by_emotion": by}
+                       "emotion_by_emotion": by,
+                       "identity_by_scene": {sc: res[f"{g.name}@{sc}"]["round_trip"] for sc in scenes}}
         if features is not None and g.name in INDIVIDUALS:
             from conceptlab.evaluation.roundtrip import round_trip
             from conceptlab.world import render
