@@ -129,6 +129,13 @@ def test_records_go_into_the_results_page_and_render():
     assert ours["tuki"] == 72.0 and ours["tuki_of_ceiling"] == 90.0 and ours["bnh_of_ceiling"] == 95.0
     assert ours["ceilings"] == [80.0, 100.0] and ours["emotion_per_subject"] == [90.0, 80.0]
     assert "--prior tuki=0.3,class" in records[0]["command"] and "--first-seed 2000" in records[0]["command"]
+    assert "tuki_by_scene" not in ours  # a report without per-scene readings records none
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["identity_by_scene"] = {"plain": 0.875, "jungle": 0.5}
+    report["ceiling"]["tuki"]["identity_by_scene"] = {"plain": 0.95, "jungle": 0.9}
+    ours = R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]
+    assert ours["tuki_by_scene"] == {"plain": 87.5, "jungle": 50.0} and "bnh_by_scene" not in ours
+    assert ours["tuki_by_scene_ceiling"] == {"plain": 95.0, "jungle": 90.0}
     page = {"title": "DreamBooth", "tables": [{"title": "older", "columns": [], "rows": []}], "records": []}
     merged = R.merge_proof_records(copy.deepcopy(page), records)
     assert R.merge_proof_records(copy.deepcopy(merged), records) == merged  # recording twice changes nothing

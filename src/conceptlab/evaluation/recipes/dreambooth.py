@@ -578,6 +578,11 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
         for i, c in zip(subjects, ceilings):
             metrics[i] = pct(per[i]["identity"])
             metrics[f"{i}_of_ceiling"] = pct(per[i]["identity"] / max(c, 1e-9))
+            if "identity_by_scene" in per[i]:  # where the identity is lost, beside what the round trip keeps there
+                metrics[f"{i}_by_scene"] = {sc: pct(x) for sc, x in per[i]["identity_by_scene"].items()}
+                if "identity_by_scene" in report["ceiling"][i]:
+                    metrics[f"{i}_by_scene_ceiling"] = {sc: pct(x) for sc, x in
+                                                        report["ceiling"][i]["identity_by_scene"].items()}
             if "marks" in per[i]:  # the second reading: every one of the subject's marks, by the features judge
                 metrics[f"{i}_marks"] = pct(per[i]["marks"]["all"]["every"])
                 if "marks_round_trip" in report["ceiling"][i]:
