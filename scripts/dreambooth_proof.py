@@ -56,8 +56,33 @@ def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
     the proof's emotions (only the subjects --balanced names, when it is given)."""
     count = a.per_emotion.get(ident, 0) if isinstance(a.per_emotion, dict) else a.per_emotion
     balanced = count if ident in (a.balanced or SUBJECTS) else 0
-    R.export_subject_renders(folder, ident, seed, images=a.images, per_emotion=balanced, masks=masks or False,
-                             cover_scenes=a.cover_scenes)
+    R.export_subject_renders(folder, ident, a.render_seed.get(ident, seed), images=a.images, per_emotion=balanced,
+                             masks=masks or False, cover_scenes=a.cover_scenes, scenes=a.render_scenes.get(ident))
+
+
+def parse_render_scenes(items: list[str]) -> dict[str, list[str]]:
+    """['tuki=plain,beach'] -> {'tuki': ['plain', 'beach']}: the scenes a subject's training renders are drawn from."""
+    out = {}
+    for item in items:
+        ident, _, names = item.partition("=")
+        scenes = [n.strip() for n in names.split(",")]
+        if ident not in SUBJECTS or not all(n in R.SCENES for n in scenes):
+            raise SystemExit(f"--render-scenes {item!r}: expected ID=SCENE[,SCENE...] with ID one of {SUBJECTS} and "
+                             f"scenes from {list(R.SCENES)}, e.g. --render-scenes tuki=plain")
+        out[ident] = scenes
+    return out
+
+
+def parse_render_seed(items: list[str]) -> dict[str, int]:
+    """['tuki=6000'] -> {'tuki': 6000}: another draw of a subject's training renders than R.SUBJECT_RENDER_SEEDS."""
+    out = {}
+    for item in items:
+        ident, _, n = item.partition("=")
+        if ident not in SUBJECTS or not n.isdigit():
+            raise SystemExit(f"--render-seed {item!r}: expected ID=N with ID one of {SUBJECTS} and N a whole number, "
+                             "e.g. --render-seed tuki=6000")
+        out[ident] = int(n)
+    return out
 
 
 def parse_per_emotion(items: list[str]) -> int | dict[str, int]:
@@ -254,6 +279,11 @@ def main() -> None:
     ap.add_argument("--cover-scenes", action="store_true",
                     help="with --per-emotion: the renders' scenes cycle through every scene (emotion k mod 4 with "
                          "scene k mod 5), instead of scenes drawn at random")
+    ap.add_argument("--render-scenes", action="append", default=[], metavar="ID=SCENE[,SCENE]",
+                    help="draw a subject's training renders only in these scenes, e.g. --render-scenes tuki=plain "
+                         "(the judged prompts still ask for every scene)")
+    ap.add_argument("--render-seed", action="append", default=[], metavar="ID=N",
+                    help=f"another draw of a subject's training renders (defaults: {R.SUBJECT_RENDER_SEEDS})")
     ap.add_argument("--balanced", nargs="+", choices=SUBJECTS, default=None,
                     help="with --per-emotion: only these subjects' renders are balanced (default: all)")
     ap.add_argument("--timestep-bias", choices=("none", "earlier", "later"), default="none",
@@ -294,12 +324,15 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="with --record: a word in the records' ids, telling runs apart")
     a = ap.parse_args()
     a.per_emotion = parse_per_emotion(a.per_emotion) if a.per_emotion else 0
+    a.render_scenes, a.render_seed = parse_render_scenes(a.render_scenes), parse_render_seed(a.render_seed)
     if a.record:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
     if a.select_by and a.lora:  # the chosen step is read back as OUT/ours/selected/pipeline, a full fine-tune's
         ap.error("--select-by judges a full fine-tune's chosen checkpoint; drop --lora or --select-by")
     if a.cover_scenes and not a.per_emotion:
         ap.error("--cover-scenes arranges the --per-emotion renders over the scenes; give --per-emotion too")
+    if a.cover_scenes and a.render_scenes:
+        ap.error("--cover-scenes spreads the renders over every scene; --render-scenes limits them: give one")
     if a.masked and not a.mask_weight:
         ap.error("--masked names the subjects whose masks weight the loss; give --mask-weight too")
     if a.text_encoder_lr and not a.train_text_encoder:

@@ -348,7 +348,7 @@ def test_per_emotion_counts_can_differ_per_subject_and_the_record_reproduces_the
     for bad in ("ghost=3", "bnh=many", "-2"):
         with pytest.raises(SystemExit, match="--per-emotion"):
             proof.parse_per_emotion([bad])
-    a = Namespace(per_emotion=counts, balanced=None, images=5, cover_scenes=False)
+    a = Namespace(per_emotion=counts, balanced=None, images=5, cover_scenes=False, render_scenes={}, render_seed={})
     for ident, n in (("tuki", 10), ("bnh", 3)):
         proof.export_subject(tmp_path / ident, ident, proof.R.SUBJECT_RENDER_SEEDS[ident], a, None)
         assert len(list((tmp_path / ident).glob("*.png"))) == 4 * n
@@ -357,6 +357,35 @@ def test_per_emotion_counts_can_differ_per_subject_and_the_record_reproduces_the
     ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
     assert " --per-emotion tuki=10 bnh=3" in ours["command"]
     assert reference["settings"]["setup"].endswith("; renders per emotion: tuki 10, bnh 3")
+
+
+def test_render_scenes_and_seed_choose_a_subjects_renders_and_the_record_reproduces_them(tmp_path):
+    from argparse import Namespace
+
+    from conceptlab.world.export import read_metadata
+
+    proof = _proof_script()
+    scenes, seeds = proof.parse_render_scenes(["tuki=plain,snowy mountain"]), proof.parse_render_seed(["bnh=6100"])
+    assert scenes == {"tuki": ["plain", "snowy mountain"]} and seeds == {"bnh": 6100}
+    for flag, parse, bad in (("--render-scenes", proof.parse_render_scenes, "tuki=moon"),
+                             ("--render-scenes", proof.parse_render_scenes, "ghost=plain"),
+                             ("--render-seed", proof.parse_render_seed, "bnh=x")):
+        with pytest.raises(SystemExit, match=flag):
+            parse([bad])
+    a = Namespace(per_emotion=3, balanced=None, images=5, cover_scenes=False, render_scenes=scenes, render_seed=seeds)
+    for ident in ("tuki", "bnh"):
+        proof.export_subject(tmp_path / ident, ident, proof.R.SUBJECT_RENDER_SEEDS[ident], a, None)
+    assert {r["background"] for r in read_metadata(tmp_path / "tuki")} <= {"plain", "snowy mountain"}
+    assert len(list((tmp_path / "tuki").glob("*.png"))) == 12
+    assert min(r["seed"] for r in read_metadata(tmp_path / "bnh")) == 6100  # bnh from its own draw
+    with pytest.raises(InputError, match="cover_scenes"):
+        R.export_subject_renders(tmp_path / "x", "tuki", 0, per_emotion=1, cover_scenes=True, scenes=["plain"])
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"].update(render_scenes=scenes, render_seed=seeds)
+    ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
+    assert " --render-scenes 'tuki=plain,snowy mountain' --render-seed bnh=6100" in ours["command"]
+    assert reference["settings"]["setup"].endswith("; tuki's renders only in plain and snowy mountain; bnh's renders "
+                                                   "from render seed 6100")
 
 
 def test_records_carry_the_second_reading_of_identity_when_measured():

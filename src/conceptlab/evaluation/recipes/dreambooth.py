@@ -50,14 +50,19 @@ def scene_cover(per_emotion: int) -> list[dict]:
 
 
 def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int = 10, per_emotion: int = 0,
-                           masks: str | bool = False, cover_scenes: bool = False) -> None:
-    """The proof's training renders of `ident` in the proof's scenes: `images` drawn at random over the emotions
-    (and neutral), or `per_emotion` renders of each emotion (in scenes drawn at random, or with `cover_scenes` in
-    every scene: `scene_cover`); `masks` ('silhouette', 'face') adds a mask per render."""
+                           masks: str | bool = False, cover_scenes: bool = False, scenes=None) -> None:
+    """The proof's training renders of `ident` in the proof's scenes (or only in `scenes`): `images` drawn at random
+    over the emotions (and neutral), or `per_emotion` renders of each emotion (in scenes drawn at random, or with
+    `cover_scenes` in every scene: `scene_cover`); `masks` ('silhouette', 'face') adds a mask per render."""
     from conceptlab.world.export import export_balanced, export_cells, export_images
 
+    if scenes is not None and (not scenes or set(scenes) - set(SCENES)):
+        raise InputError("scenes", scenes, "is not a set of the proof's scenes", f"name some of {list(SCENES)}")
+    if scenes is not None and cover_scenes:
+        raise InputError("cover_scenes", cover_scenes, "spreads the renders over every scene, and `scenes` limits them",
+                         "give one of the two")
     fixed = {"object": {"monster"}, "style": {"sticker"}, "accessory": {"none"}, "held_item": {"none"},
-             "flowers": {"none"}, "background": set(SCENES), "individual": {ident}}
+             "flowers": {"none"}, "background": set(scenes or SCENES), "individual": {ident}}
     if per_emotion and cover_scenes:
         export_cells(folder, scene_cover(per_emotion), seed=seed, only=fixed, individual_rate=1.0, masks=masks)
     elif per_emotion:
@@ -541,6 +546,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --per-emotion {_per_emotion_flag(cfg['per_emotion'])}" if cfg.get("per_emotion") else "")
                + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
                + (" --cover-scenes" if cfg.get("per_emotion") and cfg.get("cover_scenes") else "")
+               + "".join(f" --render-scenes '{i}={','.join(sc)}'" for i, sc in cfg.get("render_scenes", {}).items())
+               + "".join(f" --render-seed {i}={n}" for i, n in cfg.get("render_seed", {}).items())
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else "")
@@ -563,6 +570,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     renders = (f"; {per_emotion} renders per emotion{balanced}{covering}" if isinstance(per_emotion, int) else
                "; renders per emotion: " + ", ".join(f"{i} {n}" for i, n in per_emotion.items()) + covering
                if per_emotion else "")
+    renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in cfg.get("render_scenes", {}).items())
+    renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in cfg.get("render_seed", {}).items())
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
