@@ -140,6 +140,11 @@ def test_records_go_into_the_results_page_and_render():
     merged = R.merge_proof_records(copy.deepcopy(page), records)
     assert R.merge_proof_records(copy.deepcopy(merged), records) == merged  # recording twice changes nothing
     assert merged["tables"][0]["rows"] == [r["id"] for r in records] and len(merged["records"]) == 2
+    moved = copy.deepcopy(merged)  # a record moved to a table of its own stays there when it is made again
+    moved["tables"].append({"title": "choosing runs", "columns": [], "rows": [records[0]["id"]]})
+    moved["tables"][0]["rows"].remove(records[0]["id"])
+    again = R.merge_proof_records(copy.deepcopy(moved), records)
+    assert again["tables"] == moved["tables"] and len(again["records"]) == 2
     text = docs.render_results_page("dreambooth", merged)
     assert "| ours | --prior tuki=0.3,class | 600 | 2000-2002 per prompt" in text
     assert "72% (of ceiling 90%)" in text

@@ -623,13 +623,14 @@ def _per_emotion_flag(per_emotion: int | dict[str, int]) -> str:
 
 
 def merge_proof_records(data: dict, records: list[dict]) -> dict:
-    """`data` (docs/results/data/dreambooth.json) with `records` added or replaced by id and listed first in the
-    proof's table (made if missing)."""
+    """`data` (docs/results/data/dreambooth.json) with `records` added or replaced by id and listed in the proof's
+    table (made if missing), unless another table already lists them (a record made again stays where it was)."""
     ids = {r["id"] for r in records}
     data["records"] = [r for r in data["records"] if r["id"] not in ids] + records
     table = next((t for t in data["tables"] if t["title"] == PROOF_TABLE["title"]), None)
     if table is None:
         table = {**PROOF_TABLE, "rows": []}
         data["tables"].insert(0, table)
-    table["rows"] = list(dict.fromkeys([*table["rows"], *(r["id"] for r in records)]))
+    elsewhere = {i for t in data["tables"] if t is not table for i in t.get("rows", [])}
+    table["rows"] = list(dict.fromkeys([*table["rows"], *(r["id"] for r in records if r["id"] not in elsewhere)]))
     return data
