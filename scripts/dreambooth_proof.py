@@ -186,12 +186,14 @@ def run(a) -> dict:
               "loops": {}}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
+    base = load_pipeline(a.model)
     for ident in SUBJECTS:
         export_subject(data / ident, ident, R.SUBJECT_RENDER_SEEDS[ident], a, masks)
         if a.captions == "varying":
             R.sticker_captions(data / ident)
+        if a.drop_lost_renders:
+            report.setdefault("dropped_renders", {})[ident] = R.drop_lost_renders(data / ident, ident, base.vae, judge)
     save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
-    base = load_pipeline(a.model)
     report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES),
                                            features=load_features_judge())
     print("ceiling", json.dumps(report["ceiling"]), flush=True)
@@ -284,6 +286,9 @@ def main() -> None:
                          "(the judged prompts still ask for every scene)")
     ap.add_argument("--render-seed", action="append", default=[], metavar="ID=N",
                     help=f"another draw of a subject's training renders (defaults: {R.SUBJECT_RENDER_SEEDS})")
+    ap.add_argument("--drop-lost-renders", action="store_true",
+                    help="train on the renders whose autoencoder round trip the judge still reads as their subject "
+                         "only (the rest would teach latents of another look)")
     ap.add_argument("--balanced", nargs="+", choices=SUBJECTS, default=None,
                     help="with --per-emotion: only these subjects' renders are balanced (default: all)")
     ap.add_argument("--timestep-bias", choices=("none", "earlier", "later"), default="none",
@@ -333,6 +338,8 @@ def main() -> None:
         ap.error("--cover-scenes arranges the --per-emotion renders over the scenes; give --per-emotion too")
     if a.cover_scenes and a.render_scenes:
         ap.error("--cover-scenes spreads the renders over every scene; --render-scenes limits them: give one")
+    if a.drop_lost_renders and a.mask_weight:
+        ap.error("--drop-lost-renders removes renders but not their masks; drop --mask-weight or it")
     if a.masked and not a.mask_weight:
         ap.error("--masked names the subjects whose masks weight the loss; give --mask-weight too")
     if a.text_encoder_lr and not a.train_text_encoder:

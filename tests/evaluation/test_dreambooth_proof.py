@@ -393,6 +393,30 @@ def test_render_scenes_and_seed_choose_a_subjects_renders_and_the_record_reprodu
                                                    "from render seed 6100")
 
 
+def test_renders_whose_round_trip_loses_the_subject_are_dropped_with_their_rows(tiny_pipe, tmp_path):
+    from PIL import Image
+
+    from conceptlab.evaluation.roundtrip import round_trip
+    from conceptlab.world.export import read_metadata
+
+    R.export_subject_renders(tmp_path, "tuki", 5000, per_emotion=2)
+    rows = read_metadata(tmp_path)
+    judge = StubJudge()  # reads labels from grey levels: some round trips come out 'tuki', some not
+    read = judge.predict(round_trip(tiny_pipe.vae, [Image.open(tmp_path / r["file_name"]).convert("RGB")
+                                                    for r in rows]))["individual"]
+    lost = R.drop_lost_renders(tmp_path, "tuki", tiny_pipe.vae, judge)
+    assert 0 < len(lost) < len(rows), read  # the stub keeps some renders and drops others
+    assert lost == [r["file_name"] for r, who in zip(rows, read) if who != "tuki"]
+    kept = [r["file_name"] for r in read_metadata(tmp_path)]
+    assert kept == [r["file_name"] for r, who in zip(rows, read) if who == "tuki"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(kept)
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    report["config"]["drop_lost_renders"] = True
+    ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
+    assert " --drop-lost-renders" in ours["command"]
+    assert reference["settings"]["setup"].endswith("; renders whose round trip loses the subject dropped")
+
+
 def test_records_carry_the_second_reading_of_identity_when_measured():
     report = _report(0.5, 0.9, 0.5, 0.0)
     report["loops"].pop("reference")

@@ -73,6 +73,28 @@ def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int =
                       individual_rate=1.0, masks=masks)
 
 
+def drop_lost_renders(folder: Path, ident: str, vae, judge) -> list[str]:
+    """Removes from a rendered folder the renders whose autoencoder round trip the judge does not read as `ident`
+    (their latents, which a fine-tune trains on, show another look); returns the removed files' names."""
+    import json
+
+    from PIL import Image
+
+    from conceptlab.evaluation.roundtrip import round_trip
+    from conceptlab.io import atomic_write_text
+    from conceptlab.world.export import read_metadata
+
+    rows = read_metadata(folder)
+    images = [Image.open(Path(folder) / r["file_name"]).convert("RGB") for r in rows]
+    read = judge.predict(round_trip(vae, images))["individual"]
+    kept = [r for r, who in zip(rows, read) if who == ident]
+    atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), Path(folder) / "metadata.jsonl")
+    lost = [r["file_name"] for r, who in zip(rows, read) if who != ident]
+    for name in lost:
+        (Path(folder) / name).unlink()
+    return lost
+
+
 def sticker_captions(folder: Path) -> None:
     """Rewrites a rendered folder's captions to name only what varies between its images, in the proof's prompt
     form ('a sticker of a sad monster at the beach')."""
@@ -548,6 +570,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (" --cover-scenes" if cfg.get("per_emotion") and cfg.get("cover_scenes") else "")
                + "".join(f" --render-scenes '{i}={','.join(sc)}'" for i, sc in cfg.get("render_scenes", {}).items())
                + "".join(f" --render-seed {i}={n}" for i, n in cfg.get("render_seed", {}).items())
+               + (" --drop-lost-renders" if cfg.get("drop_lost_renders") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
                   if cfg.get("timestep_bias", "none") != "none" else "")
@@ -572,6 +595,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                if per_emotion else "")
     renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in cfg.get("render_scenes", {}).items())
     renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in cfg.get("render_seed", {}).items())
+    renders += ("; renders whose round trip loses the subject dropped" if cfg.get("drop_lost_renders") else "")
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
