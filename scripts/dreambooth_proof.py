@@ -60,29 +60,43 @@ def export_subject(folder: Path, ident: str, seed: int, a, masks) -> None:
                              masks=masks or False, cover_scenes=a.cover_scenes, scenes=a.render_scenes.get(ident))
 
 
-def parse_render_scenes(items: list[str]) -> dict[str, list[str]]:
-    """['tuki=plain,beach'] -> {'tuki': ['plain', 'beach']}: the scenes a subject's training renders are drawn from."""
+def _by_subject(flag: str, items: list[str], convert, form: str, example: str) -> dict:
+    """['tuki=V', ...] -> {'tuki': convert('V')}; an unknown subject or a value convert refuses (ValueError) names
+    the flag."""
     out = {}
     for item in items:
-        ident, _, names = item.partition("=")
-        scenes = [n.strip() for n in names.split(",")]
-        if ident not in SUBJECTS or not all(n in R.SCENES for n in scenes):
-            raise SystemExit(f"--render-scenes {item!r}: expected ID=SCENE[,SCENE...] with ID one of {SUBJECTS} and "
-                             f"scenes from {list(R.SCENES)}, e.g. --render-scenes tuki=plain")
-        out[ident] = scenes
+        ident, _, value = item.partition("=")
+        try:
+            if ident not in SUBJECTS:
+                raise ValueError(ident)
+            out[ident] = convert(value)
+        except ValueError:
+            raise SystemExit(f"{flag} {item!r}: expected ID={form} with ID one of {SUBJECTS}, e.g. {flag} {example}") from None
     return out
+
+
+def _scenes(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(n in R.SCENES for n in names):
+        raise ValueError(text)
+    return names
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_render_scenes(items: list[str]) -> dict[str, list[str]]:
+    """['tuki=plain,beach'] -> {'tuki': ['plain', 'beach']}: the scenes a subject's training renders are drawn from."""
+    return _by_subject("--render-scenes", items, _scenes, f"SCENE[,SCENE...] (scenes from {list(R.SCENES)})",
+                       "tuki=plain")
 
 
 def parse_render_seed(items: list[str]) -> dict[str, int]:
     """['tuki=6000'] -> {'tuki': 6000}: another draw of a subject's training renders than R.SUBJECT_RENDER_SEEDS."""
-    out = {}
-    for item in items:
-        ident, _, n = item.partition("=")
-        if ident not in SUBJECTS or not n.isdigit():
-            raise SystemExit(f"--render-seed {item!r}: expected ID=N with ID one of {SUBJECTS} and N a whole number, "
-                             "e.g. --render-seed tuki=6000")
-        out[ident] = int(n)
-    return out
+    return _by_subject("--render-seed", items, _whole, "N (a whole number)", "tuki=6000")
 
 
 def parse_per_emotion(items: list[str]) -> int | dict[str, int]:

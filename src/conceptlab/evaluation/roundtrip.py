@@ -58,14 +58,17 @@ def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Im
 
 
 def vae_ceiling(vae, judge, groups: list[RoundTripGroup] | None = None, size: int = 64) -> dict[str, dict[str, float]]:
-    """{group: {"render": accuracy on the renders, "round_trip": accuracy after the VAE}} for each group."""
+    """{group: {"render": accuracy on the renders, "round_trip": accuracy after the VAE}} for each group. Groups may
+    share renders (a subject's, sliced by emotion or scene): each distinct spec is rendered, round-tripped and judged
+    once."""
+    groups = groups or standard_groups()
+    specs = list(dict.fromkeys(s for g in groups for s in g.specs))  # distinct, in order
+    renders = [render(s, size).image.convert("RGB") for s in specs]
+    preds = {"render": judge.predict(renders), "round_trip": judge.predict(round_trip(vae, renders))}
+    at = {s: k for k, s in enumerate(specs)}
     out = {}
-    for g in groups or standard_groups():
-        renders = [render(s, size).image.convert("RGB") for s in g.specs]
+    for g in groups:
         truth = [str(getattr(s, g.attribute)) for s in g.specs]
-        row = {}
-        for name, images in (("render", renders), ("round_trip", round_trip(vae, renders))):
-            pred = judge.predict(images)[g.attribute]
-            row[name] = float(np.mean([p == t for p, t in zip(pred, truth)]))
-        out[g.name] = row
+        out[g.name] = {name: float(np.mean([pred[g.attribute][at[s]] == t for s, t in zip(g.specs, truth)]))
+                       for name, pred in preds.items()}
     return out
