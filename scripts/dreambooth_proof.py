@@ -46,7 +46,7 @@ from conceptlab.training.diffusion import TimestepBias  # noqa: E402
 from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
 from conceptlab.training.loop import TrainConfig  # noqa: E402
 
-SUBJECTS = ("tuki", "bnh")
+SUBJECTS = R.PROOF_SUBJECTS
 EMOTIONS = ("happy", "sad", "angry", "in love")
 CLASS_OFFSET = 500  # bare class prompts use seeds first_seed + 500..
 
@@ -129,11 +129,11 @@ def parse_prior(text: str) -> tuple[str, float, str | None]:
 def scores(pipe, judge, out: Path, name: str, a) -> dict:
     """The library's subject and class scores on this run's seeds (with which of each subject's marks they keep),
     with their grids."""
-    subjects, images = R.subject_scores(pipe, judge, [(i, "monster") for i in SUBJECTS], EMOTIONS, tuple(R.SCENES),
+    subjects, images = R.subject_scores(pipe, judge, [(i, "monster") for i in a.subjects], EMOTIONS, tuple(R.SCENES),
                                         a.seeds, first_seed=a.first_seed, progress=False,
                                         features=load_features_judge())
     make_grid(images[::a.seeds], cols=len(R.SCENES), scale=2).save(out / f"{name}-subjects.png")
-    cls, images = R.class_scores(pipe, judge, "monster", SUBJECTS, a.class_prompt_images,
+    cls, images = R.class_scores(pipe, judge, "monster", a.subjects, a.class_prompt_images,
                                  first_seed=a.first_seed + CLASS_OFFSET, progress=False, features=load_features_judge())
     make_grid(images[:24], cols=8, scale=2).save(out / f"{name}-class.png")
     return {"subjects": subjects, "class": cls}
@@ -142,9 +142,9 @@ def scores(pipe, judge, out: Path, name: str, a) -> dict:
 def subject_configs(data: Path, a, priors: dict) -> list[SubjectConfig]:
     """Each subject with its captions, masks and own prior (weight, class prompts) from --prior."""
     return [SubjectConfig(i, str(data / i), "monster", captions="monster" if a.captions != "none" else None,
-                          masks=str(data / i / "masks") if a.mask_weight and i in (a.masked or SUBJECTS) else None,
+                          masks=str(data / i / "masks") if a.mask_weight and i in (a.masked or a.subjects) else None,
                           prior_weight=priors.get(i, (None, None))[0], class_prompts=priors.get(i, (None, None))[1])
-            for i in SUBJECTS]
+            for i in a.subjects]
 
 
 def config(data: Path, a, priors: dict, prior: bool) -> DreamBoothConfig:
@@ -165,7 +165,7 @@ def selection(a) -> list:
     """--select-by: the checkpoint-selection hook on the subjects in every emotion (2 scenes, seeds 0..)."""
     from conceptlab.training.selection import make_selection
 
-    subjects = [SubjectConfig(i, "", "monster") for i in SUBJECTS]
+    subjects = [SubjectConfig(i, "", "monster") for i in a.subjects]
     return [make_selection(a.select_by, a.validate_every, subjects=subjects, seeds=a.validation_seeds,
                            emotions=EMOTIONS)]
 
@@ -174,16 +174,17 @@ def train_reference(data: Path, a) -> tuple[object, float]:
     """diffusers' loop on the same renders, steps, batch, learning rate and seed: fixed prompts 'a tuki monster',
     class images of 'a monster' (the same folder ours draws its plain class prompt from) at --reference-prior-weight."""
     pipe = load_pipeline(a.model)
-    cfg = DreamBoothConfig(model=a.model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in SUBJECTS],
+    cfg = DreamBoothConfig(model=a.model, subjects=[SubjectConfig(i, str(data / i), "monster") for i in a.subjects],
                            lora=a.lora, rank=a.rank, train_text_encoder=a.train_text_encoder,
                            train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr or (1e-3 if a.lora else 1e-4)))
     method = DreamBooth(pipe, cfg)
     size = method.res
-    pixels = [to_pixels([prepare_image(im, size) for im in load_concept_images(data / i, "--subject")]) for i in SUBJECTS]
+    pixels = [to_pixels([prepare_image(im, size) for im in load_concept_images(data / i, "--subject")])
+              for i in a.subjects]
     made = prepare_class_images(pipe, "a monster", a.class_images, a.class_dir, a.model or "sticker_base")
     class_pixels = to_pixels([prepare_image(im, size) for im in made])
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.train.lr, weight_decay=1e-2)  # the script's defaults
-    ref = ReferenceDreamBooth(method, pixels, opt, [class_pixels] * len(SUBJECTS), a.reference_prior_weight)
+    ref = ReferenceDreamBooth(method, pixels, opt, [class_pixels] * len(a.subjects), a.reference_prior_weight)
     gen, t0 = torch.Generator().manual_seed(a.seed), time.perf_counter()
     for _ in range(a.steps):
         ref.step(a.batch_size, gen)
@@ -195,24 +196,24 @@ def run(a) -> dict:
     masks = a.masks if a.mask_weight else None
     priors = {i: (w, p) for i, w, p in map(parse_prior, a.prior)}
     report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "record"},
-              "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
+              "subjects": list(a.subjects), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
               "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
               "loops": {}}
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     base = load_pipeline(a.model)
-    for ident in SUBJECTS:
+    for ident in a.subjects:
         export_subject(data / ident, ident, R.SUBJECT_RENDER_SEEDS[ident], a, masks)
         if a.captions == "varying":
             R.sticker_captions(data / ident)
         if a.drop_lost_renders:
             report.setdefault("dropped_renders", {})[ident] = R.drop_lost_renders(data / ident, ident, base.vae, judge)
     save = lambda: (out / "dreambooth-proof.json").write_text(json.dumps(report, indent=1))  # noqa: E731
-    report["ceiling"] = R.subject_ceilings(base.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES),
+    report["ceiling"] = R.subject_ceilings(base.vae, judge, a.subjects, EMOTIONS, tuple(R.SCENES),
                                            features=load_features_judge())
     print("ceiling", json.dumps(report["ceiling"]), flush=True)
     if a.baseline:
-        cls, images = R.class_scores(base, judge, "monster", SUBJECTS, a.class_prompt_images,
+        cls, images = R.class_scores(base, judge, "monster", a.subjects, a.class_prompt_images,
                                      first_seed=a.first_seed + CLASS_OFFSET, progress=False)
         report["base"] = {"class": cls}
     del base
@@ -272,6 +273,9 @@ def main() -> None:
                     help="seeds per subject x emotion x scene: 3 gives 2 x 4 x 5 x 3 = 120 judged generations per loop")
     ap.add_argument("--class-prompt-images", type=int, default=48, help="judged generations of the bare class prompt")
     ap.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "no-prior"])
+    ap.add_argument("--subjects", nargs="+", choices=SUBJECTS, default=list(SUBJECTS),
+                    help="the subjects trained together in one run (default: both); one alone shows what training "
+                         "them together costs it")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     ap.add_argument("--train-text-encoder", action="store_true")
@@ -343,6 +347,7 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="with --record: a word in the records' ids, telling runs apart")
     a = ap.parse_args()
     a.per_emotion = parse_per_emotion(a.per_emotion) if a.per_emotion else 0
+    a.subjects = list(dict.fromkeys(a.subjects))
     a.render_scenes, a.render_seed = parse_render_scenes(a.render_scenes), parse_render_seed(a.render_seed)
     if a.record:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
@@ -386,14 +391,15 @@ def soup(a, runs: list[Path], reports: list[dict], defaults: dict) -> dict:
         raise InputError("--soup", [str(d) for d in runs], "holds a run without conceptlab's loop",
                          "Soup runs made with --loops ours")
     soup_runs([d / "ours" for d in runs], a.out / "ours")
+    a = argparse.Namespace(**{**vars(a), "subjects": reports[0].get("subjects", list(SUBJECTS))})
     pipe = load_pipeline(str(a.out / "ours" / "pipeline"))
     pipe.set_progress_bar_config(disable=True)
     judge = load_judge()
     cfg = {**reports[0]["config"], "seed": [r["config"]["seed"] for r in reports], "soup": True, "out": str(a.out),
            "loops": ["ours"], "first_seed": a.first_seed, "seeds": a.seeds, "class_prompt_images": a.class_prompt_images}
-    report = {"config": cfg, "subjects": list(SUBJECTS), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
+    report = {"config": cfg, "subjects": list(a.subjects), "seeds": [a.first_seed, a.first_seed + a.seeds - 1],
               "class_seeds": [a.first_seed + CLASS_OFFSET, a.first_seed + CLASS_OFFSET + a.class_prompt_images - 1],
-              "ceiling": R.subject_ceilings(pipe.vae, judge, SUBJECTS, EMOTIONS, tuple(R.SCENES),
+              "ceiling": R.subject_ceilings(pipe.vae, judge, a.subjects, EMOTIONS, tuple(R.SCENES),
                                             features=load_features_judge()),  # the VAE is the base model's
               "runs": [{"seed": r["config"]["seed"], "judged_seeds": r["seeds"],
                         "identity": {"ours": {i: m["identity"] for i, m in

@@ -393,6 +393,29 @@ def test_render_scenes_and_seed_choose_a_subjects_renders_and_the_record_reprodu
                                                    "from render seed 6100")
 
 
+def test_one_subject_alone_trains_and_records_only_that_subject(tmp_path):
+    """--subjects tuki: the run's subject configs, report and record hold tuki alone, and the record's command
+    reproduces the flag; the proof's two subjects together add no flag."""
+    from argparse import Namespace
+
+    proof = _proof_script()
+    a = Namespace(subjects=["tuki"], captions="varying", mask_weight=None, masked=None)
+    configs = proof.subject_configs(tmp_path, a, {"bnh": (0.3, "captions"), "tuki": (0.0, None)})
+    assert [(c.identifier, c.prior_weight) for c in configs] == [("tuki", 0.0)]
+    report = _report(0.72, 0.95, 0.3, 0.05)
+    plain = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
+    assert "--subjects" not in plain
+    report["subjects"] = ["tuki"]
+    for loop in report["loops"].values():
+        del loop["subjects"]["per_subject"]["bnh"]
+    ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
+    assert " --loops ours reference --subjects tuki --train-text-encoder" in ours["command"]
+    assert reference["settings"]["setup"].endswith("; tuki alone")
+    assert ours["metrics"]["ceilings"] == [80.0] and "bnh" not in ours["metrics"] and ours["metrics"]["tuki"] == 72.0
+    floors = [b["what"] for b in R.proof_floors(report)]
+    assert not any(w.startswith("bnh") for w in floors) and floors[0].startswith("tuki: identity")
+
+
 def test_renders_whose_round_trip_loses_the_subject_are_dropped_with_their_rows(tiny_pipe, tmp_path):
     from PIL import Image
 

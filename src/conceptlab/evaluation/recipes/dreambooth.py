@@ -539,6 +539,7 @@ PROOF_TABLE = {
 }
 
 
+PROOF_SUBJECTS = ("tuki", "bnh")  # scripts/dreambooth_proof.py's subjects, trained together unless --subjects
 REFERENCE_SETUP = "fixed prompts \"a tuki monster\", prior 1.0 on \"a monster\""
 
 
@@ -555,8 +556,10 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     pct = lambda x: round(100 * x, 1)  # noqa: E731
     first = report["seeds"][0]
     setup = setup or ", ".join(f"--prior {p}" for p in cfg["prior"]) or f"prior weight {cfg['prior_weight']}"
+    alone = list(subjects) != list(PROOF_SUBJECTS)  # a run of fewer subjects than the proof's two
     command = (f"python scripts/dreambooth_proof.py OUT --steps {cfg['steps']} --first-seed {first} --loops "
-               f"{' '.join(cfg['loops'])}" + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
+               f"{' '.join(cfg['loops'])}" + (f" --subjects {' '.join(subjects)}" if alone else "")
+               + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
                + (" --lora" if cfg["lora"] else "") + f" --captions {cfg['captions']} --class-prompts {cfg['class_prompts']}"
                + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
@@ -596,6 +599,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in cfg.get("render_scenes", {}).items())
     renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in cfg.get("render_seed", {}).items())
     renders += ("; renders whose round trip loses the subject dropped" if cfg.get("drop_lost_renders") else "")
+    renders += f"; {' and '.join(subjects)} alone" if alone else ""
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
