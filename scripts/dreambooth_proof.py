@@ -46,7 +46,7 @@ from conceptlab.training.diffusion import TimestepBias  # noqa: E402
 from conceptlab.training.dreambooth import DreamBooth, DreamBoothConfig, SubjectConfig, train_dreambooth  # noqa: E402
 from conceptlab.training.loop import TrainConfig  # noqa: E402
 
-SUBJECTS = R.PROOF_SUBJECTS
+SUBJECTS = tuple(R.SUBJECT_RENDER_SEEDS)  # the named monsters a run may train; R.PROOF_SUBJECTS by default
 EMOTIONS = ("happy", "sad", "angry", "in love")
 CLASS_OFFSET = 500  # bare class prompts use seeds first_seed + 500..
 
@@ -114,7 +114,8 @@ def parse_per_emotion(items: list[str]) -> int | dict[str, int]:
             default = int(n)
     if not counts:
         return default
-    return {i: counts.get(i, default) for i in SUBJECTS if counts.get(i, default)}
+    return {i: counts.get(i, default) for i in SUBJECTS
+            if (i in counts or i in R.PROOF_SUBJECTS) and counts.get(i, default)}
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:
@@ -273,9 +274,9 @@ def main() -> None:
                     help="seeds per subject x emotion x scene: 3 gives 2 x 4 x 5 x 3 = 120 judged generations per loop")
     ap.add_argument("--class-prompt-images", type=int, default=48, help="judged generations of the bare class prompt")
     ap.add_argument("--loops", nargs="+", default=["ours", "reference"], choices=["ours", "reference", "no-prior"])
-    ap.add_argument("--subjects", nargs="+", choices=SUBJECTS, default=list(SUBJECTS),
-                    help="the subjects trained together in one run (default: both); one alone shows what training "
-                         "them together costs it")
+    ap.add_argument("--subjects", nargs="+", choices=SUBJECTS, default=list(R.PROOF_SUBJECTS),
+                    help="the subjects trained together in one run (default: tuki bnh); one alone, or a third beside "
+                         "them, shows what the others do to it")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--model", default=None, help="default: the shipped base model")
     ap.add_argument("--train-text-encoder", action="store_true")

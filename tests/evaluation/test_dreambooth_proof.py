@@ -393,9 +393,9 @@ def test_render_scenes_and_seed_choose_a_subjects_renders_and_the_record_reprodu
                                                    "from render seed 6100")
 
 
-def test_one_subject_alone_trains_and_records_only_that_subject(tmp_path):
+def test_one_subject_alone_or_a_third_beside_is_trained_and_recorded_as_run(tmp_path):
     """--subjects tuki: the run's subject configs, report and record hold tuki alone, and the record's command
-    reproduces the flag; the proof's two subjects together add no flag."""
+    reproduces the flag; the proof's two subjects together add no flag, a third beside them does."""
     from argparse import Namespace
 
     proof = _proof_script()
@@ -414,6 +414,13 @@ def test_one_subject_alone_trains_and_records_only_that_subject(tmp_path):
     assert ours["metrics"]["ceilings"] == [80.0] and "bnh" not in ours["metrics"] and ours["metrics"]["tuki"] == 72.0
     floors = [b["what"] for b in R.proof_floors(report)]
     assert not any(w.startswith("bnh") for w in floors) and floors[0].startswith("tuki: identity")
+    three = _report(0.72, 0.95, 0.3, 0.05)  # a third subject beside the two
+    three["subjects"], three["ceiling"]["moxo"] = ["tuki", "bnh", "moxo"], {"round_trip": 0.9}
+    for loop in three["loops"].values():
+        loop["subjects"]["per_subject"]["moxo"] = {**loop["subjects"]["per_subject"]["bnh"], "identity": 0.45}
+    ours, reference = R.proof_records(three, date="d", commit="c", model="v9")
+    assert " --subjects tuki bnh moxo " in ours["command"] and ours["metrics"]["moxo_of_ceiling"] == 50.0
+    assert reference["settings"]["setup"].endswith("; tuki, bnh and moxo together")
 
 
 def test_renders_whose_round_trip_loses_the_subject_are_dropped_with_their_rows(tiny_pipe, tmp_path):

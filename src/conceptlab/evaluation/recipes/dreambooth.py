@@ -556,7 +556,7 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     pct = lambda x: round(100 * x, 1)  # noqa: E731
     first = report["seeds"][0]
     setup = setup or ", ".join(f"--prior {p}" for p in cfg["prior"]) or f"prior weight {cfg['prior_weight']}"
-    alone = list(subjects) != list(PROOF_SUBJECTS)  # a run of fewer subjects than the proof's two
+    alone = list(subjects) != list(PROOF_SUBJECTS)  # one subject alone, or another beside the proof's two
     command = (f"python scripts/dreambooth_proof.py OUT --steps {cfg['steps']} --first-seed {first} --loops "
                f"{' '.join(cfg['loops'])}" + (f" --subjects {' '.join(subjects)}" if alone else "")
                + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
@@ -599,7 +599,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in cfg.get("render_scenes", {}).items())
     renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in cfg.get("render_seed", {}).items())
     renders += ("; renders whose round trip loses the subject dropped" if cfg.get("drop_lost_renders") else "")
-    renders += f"; {' and '.join(subjects)} alone" if alone else ""
+    if alone:
+        renders += f"; {subjects[0]} alone" if len(subjects) == 1 else f"; {', '.join(subjects[:-1])} and {subjects[-1]} together"
     for loop, r in report["loops"].items():
         per = r["subjects"]["per_subject"]
         ceilings = [report["ceiling"][i]["round_trip"] for i in subjects]
