@@ -323,6 +323,17 @@ def test_a_soup_of_seed_runs_may_be_judged_on_other_seeds_but_not_made_of_other_
         R.check_seed_runs([a, b], argument="--soup", judged=False)
 
 
+def test_runs_pooled_may_give_their_priors_in_any_order_but_not_other_priors():
+    a, b = _report(0.5, 0.9, 0.5, 0.0), _report(0.6, 0.9, 0.5, 0.0)
+    a["config"]["seed"], b["config"]["seed"] = 1, 2
+    a["config"]["prior"], b["config"]["prior"] = ["tuki=0.3,captions", "bnh=0.3,captions"], ["bnh=0.3,captions",
+                                                                                              "tuki=0.3,captions"]
+    assert R.check_seed_runs([a, b]) == [1, 2]
+    b["config"]["prior"] = ["bnh=0.3,captions", "tuki=0"]
+    with pytest.raises(InputError, match="--pool.*prior"):
+        R.check_seed_runs([a, b])
+
+
 def test_records_of_a_soup_say_so_and_reproduce_the_command():
     report = _report(0.8, 0.9, 0.5, 0.0)
     report["config"].update(seed=[1, 2, 3], soup=True, loops=["ours"])

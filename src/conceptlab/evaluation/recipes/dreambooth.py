@@ -423,6 +423,7 @@ def proof_floors(report: dict) -> list[dict]:
 
 
 POOL_FREE = ("seed", "out", "class_dir")  # what runs pooled into one report may differ in
+UNORDERED = ("prior",)  # settings given as repeated flags, in any order: --prior tuki=0 --prior bnh=0.3
 
 
 def check_seed_runs(reports: list[dict], defaults: dict | None = None, argument: str = "--pool",
@@ -432,7 +433,10 @@ def check_seed_runs(reports: list[dict], defaults: dict | None = None, argument:
     (the proof's own argument defaults) stand in for settings a run made before they existed does not record."""
     first, defaults = reports[0], defaults or {}
     free = set(POOL_FREE) | (set() if judged else {"first_seed", "seeds", "class_prompt_images"})
-    setting = lambda r, k: r["config"].get(k, defaults.get(k))  # noqa: E731
+    def setting(r: dict, k: str):
+        value = r["config"].get(k, defaults.get(k))
+        return sorted(value) if k in UNORDERED else value
+
     for r in reports[1:]:
         differ = sorted(k for k in {*first["config"], *r["config"]} - free if setting(first, k) != setting(r, k))
         if differ or judged and (r["seeds"] != first["seeds"] or set(r["loops"]) != set(first["loops"])):
