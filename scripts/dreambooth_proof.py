@@ -392,7 +392,7 @@ def soup(a, runs: list[Path], reports: list[dict], defaults: dict) -> dict:
         raise InputError("--soup", [str(d) for d in runs], "holds a run without conceptlab's loop",
                          "Soup runs made with --loops ours")
     soup_runs([d / "ours" for d in runs], a.out / "ours")
-    a = argparse.Namespace(**{**vars(a), "subjects": reports[0].get("subjects", list(SUBJECTS))})
+    a = argparse.Namespace(**{**vars(a), "subjects": reports[0].get("subjects", list(R.PROOF_SUBJECTS))})
     pipe = load_pipeline(str(a.out / "ours" / "pipeline"))
     pipe.set_progress_bar_config(disable=True)
     judge = load_judge()
