@@ -233,7 +233,7 @@ def test_masked_weights_only_the_named_subjects_masks(tmp_path):
     proof = _proof_script()
     from argparse import Namespace
 
-    a = Namespace(captions="varying", mask_weight=5.0, masked=["bnh"])
+    a = Namespace(captions="varying", mask_weight=5.0, masked=["bnh"], subjects=["tuki", "bnh"])
     masks = {s.identifier: s.masks for s in proof.subject_configs(tmp_path, a, {})}
     assert masks == {"tuki": None, "bnh": str(tmp_path / "bnh" / "masks")}
     a.masked = None  # every subject's, as before --masked
