@@ -64,9 +64,7 @@ def export_images(out: str | Path, n: int, seed: int = 0, size: int = 64, only=N
         if masks:
             (face_mask(r) if masks == "face" else r.mask).save(out / "masks" / f"{i:06d}.png")
         rows.append({"file_name": name, "text": r.caption, **r.labels, "bbox": list(r.bbox), "seed": i})
-    path = out / "metadata.jsonl"
-    atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)
-    return path
+    return write_metadata(out, rows)
 
 
 def export_balanced(out: str | Path, per_value: int, attribute: str, values, seed: int = 0, only=None,
@@ -80,9 +78,7 @@ def export_balanced(out: str | Path, per_value: int, attribute: str, values, see
     for k, value in enumerate(values):
         export_images(out, per_value, seed=seed + 25 * k, only={**(only or {}), attribute: {value}}, **kwargs)
         rows += read_metadata(out)
-    path = Path(out) / "metadata.jsonl"
-    atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)
-    return path
+    return write_metadata(out, rows)
 
 
 def cover_cells(values: dict[str, list[str]], n: int) -> list[dict]:
@@ -128,7 +124,12 @@ def export_cells(out: str | Path, cells: list[dict], seed: int = 0, only=None, *
         export_images(out, 1, seed=seed + k, only={**(only or {}), **{a: {v} for a, v in cell.items()}},
                       progress=False, **kwargs)
         rows += read_metadata(out)
-    path = Path(out) / "metadata.jsonl"
+    return write_metadata(out, rows)
+
+
+def write_metadata(folder: str | Path, rows: list[dict]) -> Path:
+    """Writes `rows` as the folder's metadata.jsonl (atomically, one JSON object per line); returns its path."""
+    path = Path(folder) / "metadata.jsonl"
     atomic_write_text("".join(json.dumps(row) + "\n" for row in rows), path)
     return path
 

@@ -76,19 +76,16 @@ def export_subject_renders(folder: Path, ident: str, seed: int, *, images: int =
 def drop_lost_renders(folder: Path, ident: str, vae, judge) -> list[str]:
     """Removes from a rendered folder the renders whose autoencoder round trip the judge does not read as `ident`
     (their latents, which a fine-tune trains on, show another look); returns the removed files' names."""
-    import json
-
     from PIL import Image
 
     from conceptlab.evaluation.roundtrip import round_trip
-    from conceptlab.io import atomic_write_text
-    from conceptlab.world.export import read_metadata
+    from conceptlab.world.export import read_metadata, write_metadata
 
     rows = read_metadata(folder)
     images = [Image.open(Path(folder) / r["file_name"]).convert("RGB") for r in rows]
     read = judge.predict(round_trip(vae, images))["individual"]
     kept = [r for r, who in zip(rows, read) if who == ident]
-    atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), Path(folder) / "metadata.jsonl")
+    write_metadata(folder, kept)
     lost = [r["file_name"] for r, who in zip(rows, read) if who != ident]
     for name in lost:
         (Path(folder) / name).unlink()
@@ -98,13 +95,10 @@ def drop_lost_renders(folder: Path, ident: str, vae, judge) -> list[str]:
 def sticker_captions(folder: Path) -> None:
     """Rewrites a rendered folder's captions to name only what varies between its images, in the proof's prompt
     form ('a sticker of a sad monster at the beach')."""
-    import json
-
-    from conceptlab.io import atomic_write_text
-    from conceptlab.world.export import read_metadata
+    from conceptlab.world.export import read_metadata, write_metadata
 
     rows = [{**r, "text": subject_prompt("", "monster", r["emotion"], r["background"])} for r in read_metadata(folder)]
-    atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), Path(folder) / "metadata.jsonl")
+    write_metadata(folder, rows)
 
 
 def subject_prompt(ident: str, class_word: str, emotion: str, scene: str) -> str:
