@@ -1,7 +1,6 @@
 """Shared fixtures: tiny pipelines built in code (no downloads), saved once per session."""
 
 import os
-import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -16,12 +15,12 @@ torch.set_num_threads(1)
 from conceptlab.world.export import export_images  # noqa: E402
 
 
-@pytest.fixture
-def free_port() -> int:
-    """A localhost port nothing listens on now: tests run side by side (pytest -n) must not share one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> int:
+    """A localhost port nothing listens on now (tests.ports.free_port) for one test."""
+    from tests.ports import free_port
+
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 prompt, edits (a re-weight slider, the blend mask, attention maps), judging a folder, refused input."""
 
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,12 +16,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from conceptlab.imaging import read_settings  # noqa: E402
 from conceptlab.studio.app import Studio, check_host, launch  # noqa: E402
 from conceptlab.studio.tabs.edit import MAX_WORDS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

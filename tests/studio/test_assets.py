@@ -73,7 +73,7 @@ def test_the_launched_studio_serves_gradios_own_files(tmp_path):
     import urllib.request
 
     from conceptlab.studio.app import Studio, launch
-    from tests.studio.test_app import free_port
+    from tests.ports import free_port
 
     name = next(p.name for p in sorted(gradio_assets().glob("*.js")) if p.stat().st_size > 10_000)
     studio, port = Studio(tmp_path / "ws"), free_port()

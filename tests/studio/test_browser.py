@@ -59,7 +59,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, tmp_path_factory, tiny_dir):
     from conceptlab.studio.app import Studio, launch
-    from tests.studio.test_app import free_port
+    from tests.ports import free_port
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     model = "" if os.environ.get("CONCEPTLAB_SCREENSHOTS") else str(tiny_dir)

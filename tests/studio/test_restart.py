@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tests.studio.test_app import free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 
 def _serve(workspace, port, model):
