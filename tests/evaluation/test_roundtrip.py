@@ -48,3 +48,25 @@ def test_a_coarse_autoencoder_loses_the_marks_that_tell_the_subjects_apart():
     groups = standard_groups(seeds=1)[:2]
     scores = vae_ceiling(_FakeVAE(factor=16), load_judge(), groups)  # a 4x4 image left
     assert all(row["round_trip"] < row["render"] - 0.5 for row in scores.values()), scores
+
+
+def test_groups_sharing_renders_round_trip_each_spec_once_and_keep_the_images():
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, judge_round_trips
+
+    tuki = standard_groups(seeds=1)[0]
+    happy = RoundTripGroup("tuki/happy", [s for s in tuki.specs if s.emotion == "happy"], "emotion")
+    calls = []
+
+    class _Counting(_FakeVAE):
+        def encode(self, x):
+            calls.append(x.shape[0])
+            return super().encode(x)
+
+    judge = load_judge()
+    judged = judge_round_trips(_Counting(), judge, [tuki, happy])
+    assert sum(calls) == len(tuki.specs) == len(judged.specs)  # the happy slice is not rendered again
+    kept = judged.of(happy.specs)
+    alone = round_trip(_FakeVAE(), [render(s).image.convert("RGB") for s in happy.specs])
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(kept, alone))
+    assert judged.of(happy.specs, "emotion") == list(judge.predict(alone)["emotion"])
+    assert judged.accuracy(happy) == vae_ceiling(_FakeVAE(), judge, [happy])["tuki/happy"]

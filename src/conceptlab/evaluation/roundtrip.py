@@ -57,18 +57,39 @@ def round_trip(vae, images: list[Image.Image], batch: int = 32) -> list[Image.Im
     return out
 
 
-def vae_ceiling(vae, judge, groups: list[RoundTripGroup] | None = None, size: int = 64) -> dict[str, dict[str, float]]:
-    """{group: {"render": accuracy on the renders, "round_trip": accuracy after the VAE}} for each group. Groups may
-    share renders (a subject's, sliced by emotion or scene): each distinct spec is rendered, round-tripped and judged
-    once."""
-    groups = groups or standard_groups()
+@dataclass
+class JudgedRoundTrips:
+    """Distinct renders, their autoencoder round trips, and the judge's readings of both."""
+
+    specs: list[StickerSpec]
+    round_trips: list[Image.Image]
+    preds: dict[str, dict[str, list[str]]]  # "render" / "round_trip" -> the judge's predictions, head by head
+
+    def accuracy(self, group: RoundTripGroup) -> dict[str, float]:
+        """{"render": accuracy on the group's renders, "round_trip": after the VAE}, for the group's attribute."""
+        at = {s: k for k, s in enumerate(self.specs)}
+        truth = [str(getattr(s, group.attribute)) for s in group.specs]
+        return {name: float(np.mean([pred[group.attribute][at[s]] == t for s, t in zip(group.specs, truth)]))
+                for name, pred in self.preds.items()}
+
+    def of(self, specs: list[StickerSpec], head: str | None = None) -> list:
+        """The round trips of `specs` (or, with `head`, the judge's reading of them on that head), in order."""
+        at = {s: k for k, s in enumerate(self.specs)}
+        return [self.round_trips[at[s]] if head is None else self.preds["round_trip"][head][at[s]] for s in specs]
+
+
+def judge_round_trips(vae, judge, groups: list[RoundTripGroup], size: int = 64) -> JudgedRoundTrips:
+    """Each distinct spec of `groups` rendered, round-tripped and judged once (groups may share renders: a
+    subject's, sliced by emotion or scene)."""
     specs = list(dict.fromkeys(s for g in groups for s in g.specs))  # distinct, in order
     renders = [render(s, size).image.convert("RGB") for s in specs]
-    preds = {"render": judge.predict(renders), "round_trip": judge.predict(round_trip(vae, renders))}
-    at = {s: k for k, s in enumerate(specs)}
-    out = {}
-    for g in groups:
-        truth = [str(getattr(s, g.attribute)) for s in g.specs]
-        out[g.name] = {name: float(np.mean([pred[g.attribute][at[s]] == t for s, t in zip(g.specs, truth)]))
-                       for name, pred in preds.items()}
-    return out
+    trips = round_trip(vae, renders)
+    return JudgedRoundTrips(specs, trips, {"render": judge.predict(renders), "round_trip": judge.predict(trips)})
+
+
+def vae_ceiling(vae, judge, groups: list[RoundTripGroup] | None = None, size: int = 64) -> dict[str, dict[str, float]]:
+    """{group: {"render": accuracy on the renders, "round_trip": accuracy after the VAE}} for each group, each
+    distinct spec rendered, round-tripped and judged once."""
+    groups = groups or standard_groups()
+    judged = judge_round_trips(vae, judge, groups, size)
+    return {g.name: judged.accuracy(g) for g in groups}

@@ -219,26 +219,23 @@ def subject_ceilings(vae, judge, identifiers, emotions=EMOTIONS, scenes=tuple(SC
     UNet could reach through this VAE (conceptlab.evaluation.roundtrip, the held-out proof's ceiling, one per
     subject). With a features judge each subject also gets "marks_round_trip": the share of the round trips that show
     every one of its marks (subject_marks' "every")."""
-    from conceptlab.evaluation.roundtrip import RoundTripGroup, subject_group, vae_ceiling
+    from conceptlab.evaluation.roundtrip import RoundTripGroup, judge_round_trips, subject_group
 
     groups = [subject_group(ident, seeds, emotions, scenes) for ident in identifiers]
     felt = [RoundTripGroup(f"{g.name}/{e}", [s for s in g.specs if s.emotion == e], "emotion")
             for g in groups for e in emotions]  # the same renders, judged for the asked emotion
     where = [RoundTripGroup(f"{g.name}@{sc}", [s for s in g.specs if s.background == sc], "individual")
              for g in groups for sc in scenes]  # and for the subject, scene by scene
-    res, out = vae_ceiling(vae, judge, groups + felt + where, size), {}
+    judged, out = judge_round_trips(vae, judge, groups, size), {}
+    res = {g.name: judged.accuracy(g) for g in groups + felt + where}
     for g in groups:
         by = {e: res[f"{g.name}/{e}"]["round_trip"] for e in emotions}
         out[g.name] = {**res[g.name], "images": len(g.specs), "emotion_round_trip": sum(by.values()) / len(by),
                        "emotion_by_emotion": by,
                        "identity_by_scene": {sc: res[f"{g.name}@{sc}"]["round_trip"] for sc in scenes}}
-        if features is not None and g.name in INDIVIDUALS:
-            from conceptlab.evaluation.roundtrip import round_trip
-            from conceptlab.world import render
-
-            images = round_trip(vae, [render(spec, size).image.convert("RGB") for spec in g.specs])
-            labels = mark_labels(features, images, judge.predict(images)["colour"])
-            marks = subject_marks(labels, g.name, [True] * len(images))
+        if features is not None and g.name in INDIVIDUALS:  # the same round trips, read by the features judge
+            labels = mark_labels(features, judged.of(g.specs), judged.of(g.specs, "colour"))
+            marks = subject_marks(labels, g.name, [True] * len(g.specs))
             out[g.name]["marks_round_trip"] = marks["all"]["every"]
     return out
 
