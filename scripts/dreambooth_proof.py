@@ -99,9 +99,9 @@ def parse_render_seed(items: list[str]) -> dict[str, int]:
     return _by_subject("--render-seed", items, _whole, "N (a whole number)", "tuki=6000")
 
 
-def parse_per_emotion(items: list[str]) -> int | dict[str, int]:
-    """['10', 'bnh=3'] -> {'tuki': 10, 'bnh': 3}: a bare N is every subject's count, ID=N one subject's; a
-    single bare N stays an int (the records made before per-subject counts)."""
+def parse_per_emotion(items: list[str], subjects=R.PROOF_SUBJECTS) -> int | dict[str, int]:
+    """['10', 'bnh=3'] -> {'tuki': 10, 'bnh': 3}: a bare N is every trained subject's count, ID=N one subject's;
+    a single bare N stays an int (the records made before per-subject counts)."""
     counts, default = {}, 0
     for item in items:
         ident, eq, n = item.rpartition("=")
@@ -114,8 +114,7 @@ def parse_per_emotion(items: list[str]) -> int | dict[str, int]:
             default = int(n)
     if not counts:
         return default
-    return {i: counts.get(i, default) for i in SUBJECTS
-            if (i in counts or i in R.PROOF_SUBJECTS) and counts.get(i, default)}
+    return {i: counts.get(i, default) for i in SUBJECTS if (i in counts or i in subjects) and counts.get(i, default)}
 
 
 def parse_prior(text: str) -> tuple[str, float, str | None]:
@@ -125,6 +124,19 @@ def parse_prior(text: str) -> tuple[str, float, str | None]:
     if ident not in SUBJECTS or not weight:
         raise SystemExit(f"--prior {text!r}: expected ID=WEIGHT[,class|captions] with ID one of {SUBJECTS}")
     return ident, float(weight), prompts or None
+
+
+def untrained_subjects(a) -> str | None:
+    """Why the per-subject options name a subject that --subjects does not train (they would do nothing), or None."""
+    named = {"--prior": [p.partition("=")[0] for p in a.prior], "--render-seed": list(a.render_seed),
+             "--render-scenes": list(a.render_scenes), "--balanced": a.balanced or [], "--masked": a.masked or [],
+             "--per-emotion": list(a.per_emotion) if isinstance(a.per_emotion, dict) else []}
+    for flag, idents in named.items():
+        stray = [i for i in idents if i not in a.subjects]
+        if stray:
+            return (f"{flag} names {', '.join(stray)}, which this run does not train (--subjects "
+                    f"{' '.join(a.subjects)}): add {' '.join(stray)} to --subjects or drop it from {flag}")
+    return None
 
 
 def scores(pipe, judge, out: Path, name: str, a) -> dict:
@@ -347,8 +359,8 @@ def main() -> None:
     ap.add_argument("--setup", default=None, help="with --record: the settings' words in the table")
     ap.add_argument("--name", default=None, help="with --record: a word in the records' ids, telling runs apart")
     a = ap.parse_args()
-    a.per_emotion = parse_per_emotion(a.per_emotion) if a.per_emotion else 0
     a.subjects = list(dict.fromkeys(a.subjects))
+    a.per_emotion = parse_per_emotion(a.per_emotion, a.subjects) if a.per_emotion else 0
     a.render_scenes, a.render_seed = parse_render_scenes(a.render_scenes), parse_render_seed(a.render_seed)
     if a.record:
         return record(a.out, Path(a.record), a.model_name, a.setup, a.name)
@@ -374,6 +386,8 @@ def main() -> None:
             return soup(a, a.pool, reports, defaults) if a.soup else pool(a.out, reports, defaults)
         except (InputError, FileNotFoundError) as e:
             ap.error(str(e))
+    if why := untrained_subjects(a):
+        ap.error(why)
     if len(a.seed) == 1:
         if a.soup:
             ap.error("--soup averages several runs' weights; give several --seed, or --pool RUN...")

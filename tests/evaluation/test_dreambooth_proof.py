@@ -470,3 +470,22 @@ def test_records_carry_the_second_reading_of_identity_when_measured():
     metrics = R.proof_records(report, date="d", commit="c", model="v9")[0]["metrics"]
     assert (metrics["tuki_marks"], metrics["bnh_marks"], metrics["tuki_marks_ceiling"]) == (85.0, 100.0, 100.0)
     assert metrics["class_marked_subject"] == 2.1
+
+
+@pytest.mark.parametrize("extra", [["--prior", "moxo=0.3"], ["--render-seed", "bnh=6000"], ["--per-emotion", "10", "bnh=3"],
+                                   ["--balanced", "bnh"], ["--render-scenes", "bnh=plain"]])
+def test_options_for_a_subject_the_run_does_not_train_are_refused_before_training(tmp_path, extra, monkeypatch,
+                                                                                 capsys):
+    proof = _proof_script()
+    monkeypatch.setattr(sys, "argv", ["dreambooth_proof.py", str(tmp_path / "out"), "--subjects", "tuki", *extra])
+    with pytest.raises(SystemExit) as stop:
+        proof.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"{extra[0]} names" in err and "--subjects tuki" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_per_emotion_gives_a_third_trained_subject_the_bare_count():
+    proof = _proof_script()
+    assert proof.parse_per_emotion(["10", "bnh=3"], ["tuki", "bnh", "moxo"]) == {"tuki": 10, "bnh": 3, "moxo": 10}
+    assert proof.parse_per_emotion(["10", "bnh=3"]) == {"tuki": 10, "bnh": 3}
