@@ -308,19 +308,29 @@ def run_ti(args) -> int:
     return 0
 
 
-def dreambooth_config(args):
+SUBJECT_FIELDS = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps",
+                  "prior_weight", "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma",
+                  "mask_weight", "flip", "ema_decay", "text_encoder_lr", "caption_dropout")  # DreamBooth's and pivotal's
+TOKEN_FIELDS = ("vectors", "token_lr", "token_init", "token_steps", "token_frac")  # pivotal's own
+
+
+def _subjects_config(cls, args, names: tuple[str, ...]):
+    """A config of the methods that train --subject folders (DreamBooth, pivotal tuning) from the flags `names`."""
     from dataclasses import asdict
 
-    from conceptlab.training.dreambooth import DreamBoothConfig, parse_subject
+    from conceptlab.training.dreambooth import parse_subject
 
-    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps", "prior_weight",
-             "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "ema_decay",
-             "text_encoder_lr", "caption_dropout")
     subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
-    return _method_config(DreamBoothConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
-                                                   "buckets": bucket_overrides(args),
-                                                   "timestep_bias": timestep_bias_overrides(args)},
+    return _method_config(cls, args, {"model": args.model, **{n: getattr(args, n) for n in names},
+                                      "buckets": bucket_overrides(args),
+                                      "timestep_bias": timestep_bias_overrides(args)},
                           {"subjects": subjects})
+
+
+def dreambooth_config(args):
+    from conceptlab.training.dreambooth import DreamBoothConfig
+
+    return _subjects_config(DreamBoothConfig, args, SUBJECT_FIELDS)
 
 
 def run_dreambooth(args) -> int:
@@ -338,19 +348,9 @@ def run_dreambooth(args) -> int:
 
 
 def pivotal_config(args):
-    from dataclasses import asdict
-
-    from conceptlab.training.dreambooth import parse_subject
     from conceptlab.training.pivotal import PivotalConfig
 
-    names = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps", "prior_weight",
-             "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma", "mask_weight", "flip", "vectors",
-             "token_lr", "token_init", "token_steps", "token_frac", "ema_decay", "text_encoder_lr", "caption_dropout")
-    subjects = [asdict(parse_subject(s)) for s in args.subject] if args.subject else None
-    return _method_config(PivotalConfig, args, {"model": args.model, **{n: getattr(args, n) for n in names},
-                                                "buckets": bucket_overrides(args),
-                                                "timestep_bias": timestep_bias_overrides(args)},
-                          {"subjects": subjects})
+    return _subjects_config(PivotalConfig, args, SUBJECT_FIELDS + TOKEN_FIELDS)
 
 
 def run_pivotal(args) -> int:
