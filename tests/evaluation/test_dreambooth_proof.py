@@ -417,10 +417,13 @@ def test_one_subject_alone_or_a_third_beside_is_trained_and_recorded_as_run(tmp_
     plain = R.proof_records(report, date="d", commit="c", model="v9")[0]["command"]
     assert "--subjects" not in plain
     report["subjects"] = ["tuki"]
+    report["config"].update(prior=["tuki=0.3,captions", "bnh=0.3,captions"], render_seed={"tuki": 6000, "bnh": 6100})
     for loop in report["loops"].values():
         del loop["subjects"]["per_subject"]["bnh"]
     ours, reference = R.proof_records(report, date="d", commit="c", model="v9")
     assert " --loops ours reference --subjects tuki --train-text-encoder" in ours["command"]
+    assert " --prior tuki=0.3,captions" in ours["command"] and " --render-seed tuki=6000" in ours["command"]
+    assert "bnh" not in ours["command"]  # an untrained subject's options did nothing, and the proof now refuses them
     assert reference["settings"]["setup"].endswith("; tuki alone")
     assert ours["metrics"]["ceilings"] == [80.0] and "bnh" not in ours["metrics"] and ours["metrics"]["tuki"] == 72.0
     floors = [b["what"] for b in R.proof_floors(report)]

@@ -550,13 +550,15 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     cfg, subjects, out = report["config"], report["subjects"], []
     pct = lambda x: round(100 * x, 1)  # noqa: E731
     first = report["seeds"][0]
-    setup = setup or ", ".join(f"--prior {p}" for p in cfg["prior"]) or f"prior weight {cfg['prior_weight']}"
+    trained = lambda flags: {i: v for i, v in flags.items() if i in subjects}  # noqa: E731
+    priors = [p for p in cfg["prior"] if p.partition("=")[0] in subjects]  # another subject's did nothing
+    setup = setup or ", ".join(f"--prior {p}" for p in priors) or f"prior weight {cfg['prior_weight']}"
     alone = list(subjects) != list(PROOF_SUBJECTS)  # one subject alone, or another beside the proof's two
     command = (f"python scripts/dreambooth_proof.py OUT --steps {cfg['steps']} --first-seed {first} --loops "
                f"{' '.join(cfg['loops'])}" + (f" --subjects {' '.join(subjects)}" if alone else "")
                + (" --train-text-encoder" if cfg["train_text_encoder"] else "")
                + (" --lora" if cfg["lora"] else "") + f" --captions {cfg['captions']} --class-prompts {cfg['class_prompts']}"
-               + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in cfg["prior"])
+               + f" --prior-weight {cfg['prior_weight']}" + "".join(f" --prior {p}" for p in priors)
                + (f" --lr {cfg['lr']}" if cfg["lr"] else "")
                + (f" --lr-schedule {cfg['lr_schedule']}" if cfg.get("lr_schedule", "constant") != "constant" else "")
                + (f" --warmup-steps {cfg['warmup_steps']}" if cfg.get("warmup_steps") else "")
@@ -566,8 +568,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
                + (f" --per-emotion {_per_emotion_flag(cfg['per_emotion'])}" if cfg.get("per_emotion") else "")
                + (f" --balanced {' '.join(cfg['balanced'])}" if cfg.get("per_emotion") and cfg.get("balanced") else "")
                + (" --cover-scenes" if cfg.get("per_emotion") and cfg.get("cover_scenes") else "")
-               + "".join(f" --render-scenes '{i}={','.join(sc)}'" for i, sc in cfg.get("render_scenes", {}).items())
-               + "".join(f" --render-seed {i}={n}" for i, n in cfg.get("render_seed", {}).items())
+               + "".join(f" --render-scenes '{i}={','.join(sc)}'" for i, sc in trained(cfg.get("render_scenes", {})).items())
+               + "".join(f" --render-seed {i}={n}" for i, n in trained(cfg.get("render_seed", {})).items())
                + (" --drop-lost-renders" if cfg.get("drop_lost_renders") else "")
                + (f" --timestep-bias {cfg['timestep_bias']} --timestep-bias-multiplier {cfg['timestep_bias_multiplier']:g}"
                   f" --timestep-bias-portion {cfg['timestep_bias_portion']:g}"
@@ -591,8 +593,8 @@ def proof_records(report: dict, *, date: str, commit: str, model: str, setup: st
     renders = (f"; {per_emotion} renders per emotion{balanced}{covering}" if isinstance(per_emotion, int) else
                "; renders per emotion: " + ", ".join(f"{i} {n}" for i, n in per_emotion.items()) + covering
                if per_emotion else "")
-    renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in cfg.get("render_scenes", {}).items())
-    renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in cfg.get("render_seed", {}).items())
+    renders += "".join(f"; {i}'s renders only in {' and '.join(sc)}" for i, sc in trained(cfg.get("render_scenes", {})).items())
+    renders += "".join(f"; {i}'s renders from render seed {n}" for i, n in trained(cfg.get("render_seed", {})).items())
     renders += ("; renders whose round trip loses the subject dropped" if cfg.get("drop_lost_renders") else "")
     if alone:
         renders += f"; {subjects[0]} alone" if len(subjects) == 1 else f"; {', '.join(subjects[:-1])} and {subjects[-1]} together"
