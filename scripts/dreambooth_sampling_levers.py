@@ -110,6 +110,9 @@ def score(pipe, judge, subjects, first_seed: int, seeds: int, v: dict, features=
         res[ident] = {m: sum(pred[head][k] == cases[k][j] for k in mine) / len(mine)
                       for m, head, j in (("identity", "individual", 0), ("emotion", "emotion", 1),
                                          ("scene", "background", 2))} | {"images": len(mine)}
+        res[ident]["missed_as"] = R.missed_as([pred["individual"][k] for k in mine], ident)
+        res[ident]["emotion_missed_as"] = {em: R.missed_as([pred["emotion"][k] for k in mine if cases[k][1] == em], em)
+                                           for em in R.EMOTIONS}
         if features is not None:  # which of the subject's marks its generations keep (R.subject_marks)
             labels = R.mark_labels(features, [images[k] for k in mine], [pred["colour"][k] for k in mine])
             res[ident]["marks"] = R.subject_marks(labels, ident, [pred["individual"][k] == ident for k in mine])

@@ -26,6 +26,12 @@ def test_subject_and_class_scores_start_at_the_first_seed(tiny_pipe):
     prompt = "a sticker of a sad tuki monster at the beach"
     assert same_pixels(images, old_script_images(tiny_pipe, [prompt] * 2, [2000, 2001]))
     assert scores["images"] == 2
+    seen = judge.predict(images)["individual"]
+    missed = [p for p in seen if p != "tuki"]
+    assert scores["per_subject"]["tuki"]["missed_as"] == {p: missed.count(p) for p in set(missed)}
+    assert sum(scores["per_subject"]["tuki"]["missed_as"].values()) == round(2 * (1 - scores["identity"]))
+    read = [p for p in judge.predict(images)["emotion"] if p != "sad"]
+    assert scores["per_subject"]["tuki"]["emotion_missed_as"] == {"sad": {p: read.count(p) for p in set(read)}}
     cls, images = R.class_scores(tiny_pipe, judge, "monster", {"tuki", "bnh"}, n=2, steps=STEPS, progress=False,
                                  first_seed=2500)
     assert same_pixels(images, old_script_images(tiny_pipe, ["a monster"] * 2, [2500, 2501]))
@@ -302,6 +308,8 @@ def test_pooled_marks_sum_their_counts_and_average_their_shares():
         report["loops"]["ours"]["subjects"]["per_subject"]["tuki"]["marks"] = {
             "all": {"eyes": eyes_kept, "colour": 1.0}, "eyes_read": eyes_read, "missed_images": missed,
             "missed_kept": {"eyes": 1, "colour": missed}}
+        tuki = report["loops"]["ours"]["subjects"]["per_subject"]["tuki"]
+        tuki.update(missed_as={"none": missed - 1, "bnh": 1}, emotion_missed_as={"happy": {"sad": seed + 1}})
         return report
 
     a, b = run(0, 0.5, 30, {"2": 0.5, "3": 0.5}), run(1, 0.25, 10, {"2": 1.0})
@@ -309,6 +317,8 @@ def test_pooled_marks_sum_their_counts_and_average_their_shares():
     assert marks["all"] == {"eyes": pytest.approx(0.375), "colour": 1.0}
     assert marks["eyes_read"] == {"2": pytest.approx(0.75), "3": pytest.approx(0.25)}
     assert marks["missed_images"] == 40 and marks["missed_kept"] == {"eyes": 2, "colour": 40}
+    tuki = R.pool_proof_reports([a, b])["loops"]["ours"]["subjects"]["per_subject"]["tuki"]
+    assert tuki["missed_as"] == {"none": 38, "bnh": 2} and tuki["emotion_missed_as"] == {"happy": {"sad": 3}}
 
 
 def test_a_soup_of_seed_runs_may_be_judged_on_other_seeds_but_not_made_of_other_settings():

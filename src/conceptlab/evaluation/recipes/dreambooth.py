@@ -135,11 +135,20 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
         by_scene = {sc: [k for k in mine if cases[k][3] == sc] for sc in scenes}  # where the identity is lost
         per_subject[ident]["identity_by_scene"] = {sc: sum(ok["identity"][k] for k in ks) / len(ks)
                                                    for sc, ks in by_scene.items()}
+        per_subject[ident]["missed_as"] = missed_as([pred["individual"][k] for k in mine], ident)
+        per_subject[ident]["emotion_missed_as"] = {e: missed_as([pred["emotion"][k] for k in ks], e)
+                                                   for e, ks in by_emotion.items()}
         if marks is not None and ident in INDIVIDUALS:
             per_subject[ident]["marks"] = subject_marks({h: [v[k] for k in mine] for h, v in marks.items()}, ident,
                                                         [ok["identity"][k] for k in mine])
     return {**{k: sum(v) / len(v) for k, v in ok.items()}, "per_subject": per_subject,
             "identity_per_subject": {i: s["identity"] for i, s in per_subject.items()}, "images": len(cases)}, images
+
+
+def missed_as(seen: list[str], asked: str) -> dict[str, int]:
+    """What a judge's head read instead of the `asked` label, as counts, most often first: for identity a
+    neighbour it takes the subject for, or no named individual at all ("none"); for emotion the one drawn."""
+    return dict(Counter(p for p in seen if p != asked).most_common())
 
 
 def mark_labels(features, images, colours: list[str]) -> dict[str, list[str]]:
@@ -459,7 +468,7 @@ def pool_proof_reports(reports: list[dict], defaults: dict | None = None) -> dic
     return pooled
 
 
-_SUMMED = ("images", "missed_images", "missed_kept")  # counts, not shares: pooled runs add them
+_SUMMED = ("images", "missed_images", "missed_kept", "missed_as", "emotion_missed_as")  # counts, not shares: pooled runs add them
 
 
 def _pool(parts: list, summed: bool = False):
