@@ -46,6 +46,16 @@ def test_masks_and_mask_weight_reach_the_config(tmp_path):
     assert cfg.subjects[0].masks == "d/tuki/masks" and cfg.mask_weight == 3.0
 
 
+def test_random_crop_reaches_every_subject_method_and_the_default_is_the_centre(tmp_path):
+    from conceptlab.cli.main import build_parser
+    from conceptlab.cli.train import dreambooth_config, pivotal_config
+
+    for command, config, ident in (("dreambooth", dreambooth_config, "tuki"), ("pivotal", pivotal_config, "<tuki>")):
+        argv = ["train", command, "--subject", f"{ident}=d/tuki,class=monster", "--out", str(tmp_path)]
+        assert config(build_parser().parse_args(argv)).center_crop is True
+        assert config(build_parser().parse_args([*argv, "--random-crop"])).center_crop is False
+
+
 def test_timestep_bias_flags_reach_the_config_and_a_lone_setting_is_refused(tiny_dir, tmp_path, capsys):
     from conceptlab.cli.main import build_parser
     from conceptlab.cli.train import dreambooth_config, pivotal_config

@@ -32,6 +32,7 @@ def test_edit_reweight_strip_attention_and_invert(tiny_dir, tmp_path, capsys):
                  "negative-prompt", "--steps", "2", "--refine-steps", "3", "--out", str(tmp_path / "i")]) == 0
     report = json.loads((tmp_path / "i" / "inversion.json").read_text())
     assert "psnr_db" in report and report["refine_steps"] == 3
+    assert (report["prompt"], report["guidance"], report["image"]) == ("a happy star", 7.5, str(src))
     assert main(["edit", "--model", str(tiny_dir), "--prompt", "a happy star", "--to", "a sad star", "--from-image",
                  str(src), "--inversion", "negative-prompt", "--steps", "2", "--blend-mask", "difference",
                  "--out", str(tmp_path / "r")]) == 0

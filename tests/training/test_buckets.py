@@ -274,6 +274,39 @@ def test_resume_with_buckets_and_seeded_random_crops_is_bit_identical(mixed_dir,
     assert [p.sizes for p in first.buckets[0].values()] == [p.sizes for p in second.buckets[0].values()]
 
 
+def _cut(im, size, place):
+    """`im` resized so its short side is `size` (bicubic, as prepare_image) and cut at (left, top): written out."""
+    scale = size / min(im.size)
+    big = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.Resampling.BICUBIC)
+    return np.asarray(big.crop((place[0], place[1], place[0] + size, place[1] + size)))
+
+
+def test_square_random_crops_are_drawn_per_picture_from_the_seed_and_masks_crop_alike(mixed_dir):
+    """Without buckets, --random-crop cuts each picture's square at a place drawn from the seed: the pixels are
+    PIL's crop of the resized picture there, another seed moves it, and a subject's masks are cut alike."""
+    from conceptlab.training.data import load_concept_folder, prepare_images, read_masks
+    from conceptlab.training.dreambooth import prepared_masks
+
+    images, names = load_concept_folder(mixed_dir, "x")
+    crops = prepare_images(images, 16, center_crop=False, seed=7, name="of tuki")
+    rng = random.Random("crop:7:of tuki")  # the draw, made again: left then top, picture by picture
+    places = []
+    for im in images:
+        scale = 16 / min(im.size)
+        places.append((rng.randint(0, max(16, round(im.width * scale)) - 16),
+                       rng.randint(0, max(16, round(im.height * scale)) - 16)))
+    assert all(np.array_equal(np.asarray(c), _cut(im, 16, p)) for c, im, p in zip(crops, images, places))
+    centre = [_cut(im, 16, ((max(16, round(im.width * 16 / min(im.size))) - 16) // 2,
+                            (max(16, round(im.height * 16 / min(im.size))) - 16) // 2)) for im in images]
+    assert sum(not np.array_equal(np.asarray(c), m) for c, m in zip(crops, centre)) >= 3
+    other = prepare_images(images, 16, center_crop=False, seed=8, name="of tuki")
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(crops, other))
+    subject = SubjectConfig("tuki", str(mixed_dir), "monster", masks=str(mixed_dir / "masks"))
+    masks = prepared_masks(subject, names, [im.size for im in images], 16, False, 7)
+    full = read_masks(mixed_dir / "masks", names, "x")
+    assert all(np.array_equal(np.asarray(m), _cut(f, 16, p)) for m, f, p in zip(masks, full, places))
+
+
 def test_buckets_off_keep_the_square_path_and_the_run_record():
     cfg = TextualInversionConfig(concepts=[ConceptConfig("<t>", "x")])
     record = run_record(asdict(cfg))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_model_flags, flag, load_model
+from conceptlab.cli.common import add_command, add_model_flags, flag, load_model, model_label
 from conceptlab.validation import FEATHER, FRACTION, GUIDANCE, IMAGES, REFINE_STEPS, SAMPLING_STEPS, SEED
 
 
@@ -235,8 +235,8 @@ def run_invert(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     make_grid([inv.image, rec], cols=2, scale=4).save(out / "reconstruction.png")
-    atomic_write_json({"method": args.method, "psnr_db": value, "seconds": inv.seconds, "steps": args.steps,
-                       "refine_steps": args.refine_steps},
-                      out / "inversion.json")
+    atomic_write_json({"method": args.method, "psnr_db": value, "seconds": inv.seconds, "image": str(args.image),
+                       "model": model_label(args.model), "prompt": args.prompt, "steps": args.steps, "guidance": args.guidance,
+                       "refine_steps": args.refine_steps}, out / "inversion.json")
     print(f"{args.method} inversion: reconstruction PSNR {value:.2f} dB in {inv.seconds:.1f} s ({out})")
     return 0

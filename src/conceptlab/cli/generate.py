@@ -19,7 +19,8 @@ def add_parser(sub):
     flag(p, "--width", type=SIZE.arg, default=None, help="pixels (default: the model's native size)")
     flag(p, "--height", type=SIZE.arg, default=None, help="pixels (default: the model's native size)")
     flag(p, "--format", default="png", choices=("png", "jpg"), help="image file format")
-    flag(p, "--batch-size", type=BATCH.arg, default=4, help="images per pipeline call (does not change the pixels)")
+    flag(p, "--batch-size", type=BATCH.arg, default=4,
+         help="images per pipeline call (moves a pixel by at most one level of 255: float rounding)")
     flag(p, "--concepts", nargs="*", action="extend", default=[], metavar="PATH",
          help="embedding files, `train ti` output folders, or `train pivotal` bundles (a bundle.safetensors or its "
               "run folder: tokens and LoRA) whose tokens the prompt may use")

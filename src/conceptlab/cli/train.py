@@ -33,7 +33,8 @@ def add_train_flags(p) -> None:
     flag(p, "--config", default=None, metavar="FILE",
          help="JSON/TOML file of this method's config (its dataclass fields; flags override it)")
     flag(p, "--out", required=True, help="run folder: checkpoints, previews, loss curve and the learned files")
-    flag(p, "--steps", type=TRAIN_STEPS.arg, help="optimizer steps (default: the method's, see --help of the guide)")
+    flag(p, "--steps", type=TRAIN_STEPS.arg,
+         help="optimizer steps (default: 500 textual inversion, 400 DreamBooth and pivotal tuning)")
     flag(p, "--lr", type=LR.arg, help="learning rate (default: 5e-3 textual inversion, 1e-4 DreamBooth)")
     flag(p, "--scale-lr", action="store_const", const=True, help="lr *= batch size * accumulation * processes")
     flag(p, "--lr-schedule", choices=("constant", "constant_with_warmup", "linear", "cosine"),
@@ -61,6 +62,12 @@ def add_train_flags(p) -> None:
     flag(p, "--preview-every", type=COUNT0.arg, help="steps between preview grids; 0 = none (default: 0)")
     flag(p, "--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
     flag(p, "--overwrite", action="store_true", help="discard another run's checkpoints found in --out")
+
+
+def add_crop_flag(p) -> None:
+    flag(p, "--random-crop", dest="center_crop", action="store_const", const=False,
+         help="crop each picture that is not square at a place drawn once per picture from --seed, instead of at "
+              "the centre (with --buckets: within its bucket)")
 
 
 def add_bucket_flags(p) -> None:
@@ -108,8 +115,7 @@ def add_parser(sub):
               "several concepts. captions=WORD trains on each image's own caption (metadata.jsonl or NAME.txt) with WORD "
               "replaced by the token")
     flag(t, "--resolution", type=SIZE.arg, help="training size in pixels (default: the model's native size)")
-    flag(t, "--random-crop", dest="center_crop", action="store_const", const=False,
-         help="crop at the top left instead of the centre (with --buckets: at a place drawn once per image from --seed)")
+    add_crop_flag(t)
     flag(t, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
     add_bucket_flags(t)
     add_train_flags(t)
@@ -189,6 +195,7 @@ def add_subject_flags(d, example: str = "tuki") -> None:
     flag(d, "--ema-decay", type=EMA_DECAY.arg,
          help="save an exponential moving average of the weights (diffusers' EMAModel warm-up), e.g. 0.99; smooths "
               "a full fine-tune's step-to-step wandering (default 0: off; not with --select-by)")
+    add_crop_flag(d)
     flag(d, "--no-flip", dest="flip", action="store_const", const=False, help="do not add mirrored images")
 
 
@@ -308,9 +315,10 @@ def run_ti(args) -> int:
     return 0
 
 
+# DreamBooth's and pivotal's
 SUBJECT_FIELDS = ("lora", "rank", "train_text_encoder", "prior_preservation", "class_images", "class_steps",
                   "prior_weight", "class_dir", "class_prompts", "resolution", "offset_noise", "min_snr_gamma",
-                  "mask_weight", "flip", "ema_decay", "text_encoder_lr", "caption_dropout")  # DreamBooth's and pivotal's
+                  "mask_weight", "center_crop", "flip", "ema_decay", "text_encoder_lr", "caption_dropout")
 TOKEN_FIELDS = ("vectors", "token_lr", "token_init", "token_steps", "token_frac")  # pivotal's own
 
 

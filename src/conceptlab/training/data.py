@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,19 @@ def read_captions(folder: str | Path, names: list[str], argument: str) -> list[s
     return out
 
 
-def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True, name: str = "") -> Image.Image:
-    """Resized so the short side is `resolution` (upscaled with a warning if smaller), then cropped square."""
+def prepare_images(images: list[Image.Image], resolution: int, center_crop: bool = True, seed: int = 0,
+                   name: str = "") -> list[Image.Image]:
+    """One concept's images (`name`, e.g. "of <tuki>") resized and cropped square (prepare_image): at the centre,
+    or with center_crop False at a place drawn once per image from `seed` and `name`, so that a second call with
+    the same arguments (the subject's masks, a resumed run) crops alike."""
+    rng = None if center_crop else random.Random(f"crop:{seed}:{name}")
+    return [prepare_image(im, resolution, name=name, rng=rng) for im in images]
+
+
+def prepare_image(image: Image.Image, resolution: int, name: str = "",
+                  rng: random.Random | None = None) -> Image.Image:
+    """Resized so the short side is `resolution` (upscaled with a warning if smaller), then cropped square: at
+    the centre, or at a place drawn from `rng` (random crops, as diffusers' DreamBooth script's)."""
     w, h = image.size
     if min(w, h) < resolution:
         what = f"image {name}" if name else "an image"
@@ -92,8 +104,8 @@ def prepare_image(image: Image.Image, resolution: int, center_crop: bool = True,
     image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
                          Image.Resampling.BICUBIC)
     w, h = image.size
-    left = (w - resolution) // 2 if center_crop else 0
-    top = (h - resolution) // 2 if center_crop else 0
+    left = (w - resolution) // 2 if rng is None else rng.randint(0, w - resolution)
+    top = (h - resolution) // 2 if rng is None else rng.randint(0, h - resolution)
     return image.crop((left, top, left + resolution, top + resolution))
 
 

@@ -32,6 +32,7 @@ from conceptlab.training.data import (
     load_concept_folder,
     mask_weights,
     prepare_image,
+    prepare_images,
     read_masks,
     substituted_captions,
 )
@@ -242,14 +243,13 @@ def checked_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int
     return masks
 
 
-def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool):
+def prepared_masks(s: SubjectConfig, names: list[str], sizes: list[tuple[int, int]], res: int, center_crop: bool,
+                   seed: int):
     """The subject's masks, resized and cropped exactly as its images (`names`, of `sizes`) were."""
-    out = []
-    for mask in checked_masks(s, names, sizes):
-        with warnings.catch_warnings():  # an upscaled image has already said so
-            warnings.simplefilter("ignore")
-            out.append(prepare_image(mask, res, center_crop))
-    return out
+    masks = checked_masks(s, names, sizes)
+    with warnings.catch_warnings():  # an upscaled image has already said so
+        warnings.simplefilter("ignore")
+        return prepare_images(masks, res, center_crop, seed, f"of {s.identifier}")
 
 
 def instance_prompt(s: SubjectConfig) -> str:
@@ -311,7 +311,7 @@ class DreamBooth:
             loaded, names = load_concept_folder(s.folder, f"--subject {s.identifier}")
             files.append((names, [im.size for im in loaded]))
             if self.bucketing is None:
-                images.append([prepare_image(im, res, cfg.center_crop, f"of {s.identifier}") for im in loaded])
+                images.append(prepare_images(loaded, res, cfg.center_crop, cfg.train.seed, f"of {s.identifier}"))
             loaded_all.append(loaded)
             self.captions.append(None if not s.captions else substituted_captions(
                 s.folder, names, s.captions, f"{s.identifier} {s.class_word}",
@@ -321,7 +321,7 @@ class DreamBooth:
         self.instance = [CachedLatents.encode(pipe.vae, ims, cfg.flip) for ims in images]
         for s, latents, (names, sizes) in zip(cfg.subjects, self.instance, files):
             if s.masks:
-                masks = prepared_masks(s, names, sizes, res, cfg.center_crop)
+                masks = prepared_masks(s, names, sizes, res, cfg.center_crop, cfg.train.seed)
                 latents.weight = mask_weights(masks, tuple(latents.mean.shape[2:]), cfg.mask_weight, cfg.flip)
         # with buckets: per subject, {bucket (w, h): its images' latents and masks}; None keeps the square path
         self.buckets = None if self.bucketing is None else [

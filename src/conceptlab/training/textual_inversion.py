@@ -28,7 +28,7 @@ from conceptlab.training.data import (
     check_image_folder,
     check_resolution,
     load_concept_folder,
-    prepare_image,
+    prepare_images,
     substituted_captions,
 )
 from conceptlab.training.diffusion import denoising_loss, training_scheduler
@@ -171,7 +171,7 @@ class TextualInversion:
         for c in cfg.concepts:  # load and check every folder before touching the model
             loaded, names = load_concept_folder(c.folder, f"--concept {c.token}")
             if self.bucketing is None:
-                self.latents.append([prepare_image(im, self.res, cfg.center_crop, f"of {c.token}") for im in loaded])
+                self.latents.append(prepare_images(loaded, self.res, cfg.center_crop, cfg.train.seed, f"of {c.token}"))
             loaded_all.append(loaded)
             self.captions.append(caption_with_token(c, names))
         for module in (pipe.unet, pipe.vae, *(slot.parts(pipe)[1] for slot in self.family.slots)):
