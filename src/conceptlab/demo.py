@@ -16,7 +16,7 @@ from conceptlab.evaluation.recipes.common import Bar, verdict
 from conceptlab.evaluation.report import Report
 from conceptlab.generation.generate import GenerationConfig, generate_batch, run_generation
 from conceptlab.imaging import make_grid
-from conceptlab.models.loading import default_model, load_pipeline, shipped_base_model
+from conceptlab.models.loading import default_model, load_pipeline, model_label, shipped_base_model
 from conceptlab.world import render, sample_spec
 
 DEMO_PROMPTS = {  # prompt -> what the judge should read in its images
@@ -358,7 +358,7 @@ def _model_for_demo(model: str | None):
         from conceptlab.models.tiny import build_pipeline
 
         return build_pipeline("tiny"), "tiny random pipeline (the base model is not shipped in this checkout)"
-    return load_pipeline(model), model or default_model()
+    return load_pipeline(model), model_label(model)
 
 
 def run_demo(out: str | Path = "demo-output", model: str | None = None, n: int = 8, steps: int = 30,

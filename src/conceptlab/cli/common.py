@@ -72,12 +72,6 @@ def load_model(args):
     return load_pipeline(args.model, device=args.device, dtype=args.dtype, config=args.model_config)
 
 
-def model_label(model: str | None) -> str:
-    from conceptlab.models.loading import default_model
-
-    return model or default_model()
-
-
 # ------------------------------------------------------------------------------------- generic --config
 
 

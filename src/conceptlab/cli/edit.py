@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_model_flags, flag, load_model, model_label
+from conceptlab.cli.common import add_command, add_model_flags, flag, load_model
 from conceptlab.validation import FEATHER, FRACTION, GUIDANCE, IMAGES, REFINE_STEPS, SAMPLING_STEPS, SEED
 
 
@@ -222,6 +222,7 @@ def run_invert(args) -> int:
     from conceptlab.evaluation.metrics import psnr
     from conceptlab.imaging import make_grid
     from conceptlab.io import atomic_write_json
+    from conceptlab.models.loading import model_label
     from conceptlab.validation import open_image, output_dir
 
     check_inversion(args.prompt, args.steps, args.guidance, args.refine_steps)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conceptlab.cli.common import add_command, add_model_flags, flag, load_model, model_label
+from conceptlab.cli.common import add_command, add_model_flags, flag, load_model
 from conceptlab.validation import BATCH, GUIDANCE, IMAGES, SAMPLING_STEPS, SEED, SIZE
 
 
@@ -52,6 +52,8 @@ def run(args) -> int:
         from conceptlab.concepts.bundle import add_learned
 
         print("\n".join(add_learned(pipe, args.concepts, loras)))
+    from conceptlab.models.loading import model_label
+
     rows = run_generation(pipe, cfg, args.out, model=model_label(args.model))
     if rows:
         print(f"wrote {len(rows)} images to {args.out} (seeds {rows[0]['seed']}..{rows[-1]['seed']}); "

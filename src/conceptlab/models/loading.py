@@ -32,6 +32,11 @@ def default_model() -> str:
     return str(shipped_base_model())
 
 
+def model_label(model: str | Path | None) -> str:
+    """How records name a --model: as given, or the shipped base model's folder when none was."""
+    return str(model) if model else default_model()
+
+
 def resolve_dtype(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype

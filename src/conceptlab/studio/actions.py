@@ -67,12 +67,6 @@ class PipelineCache:
             self._key, self._pipe = None, None
 
 
-def model_label(model: str | None) -> str:
-    from conceptlab.models.loading import default_model
-
-    return model or default_model()
-
-
 def _concept_files(ws: Workspace, names) -> tuple[Path, ...]:
     return tuple(library.find(ws, n, "embedding").file for n in (names or []))
 
@@ -92,6 +86,7 @@ def generate(ws: Workspace, cache: PipelineCache, cfg, model: str | None = None,
     """`conceptlab generate` into generations/TIME-PROMPT/: returns the rows of generations.jsonl, each with
     'path' added (the image file, its settings embedded)."""
     from conceptlab.generation.generate import check_config, run_generation
+    from conceptlab.models.loading import model_label
     from conceptlab.validation import check_seed_range
 
     check_config(cfg)

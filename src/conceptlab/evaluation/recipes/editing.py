@@ -170,13 +170,13 @@ def evaluate_edits(run: str | Path, out: str | Path | None = None, *, model: str
 
     from conceptlab.evaluation.metrics import psnr
     from conceptlab.imaging import make_grid
-    from conceptlab.models.loading import default_model, load_pipeline
+    from conceptlab.models.loading import load_pipeline, model_label
 
     run = Path(run)
     rows = read_edit_run(run)
     out = output_folder(run, out)
     judge = judge or load_judge_checked(judge_path)
-    model_name = str(model or default_model())
+    model_name = model_label(model)
     pipe = pipe if pipe is not None else load_pipeline(model_name, device=device)
     todo, skipped = [], []
     for r in rows:
