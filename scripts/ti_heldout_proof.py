@@ -175,6 +175,9 @@ def main() -> None:
                    help="monster: this many renders in each emotion instead of --images drawn at random")
     p.add_argument("--per-prompt", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the training seed (with --renders heldout also the renders' draw; the DreamBooth proof's "
+                        "renders keep their own seed)")
     p.add_argument("--concepts", nargs="+", default=["style", "monster"], choices=["style", "monster"])
     p.add_argument("--record", metavar="PAGE_JSON", default=None,
                    help="add OUT/heldout.json's numbers to a docs/results/data page (docs/results/data/heldout-concepts.json; "
@@ -198,7 +201,7 @@ def main() -> None:
                           companion="+".join(dict.fromkeys(a.companion)) if a.companion else None,
                           companion_prior=a.companion_prior,
                           per_emotion=a.per_emotion,
-                          per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance,
+                          per_prompt=a.per_prompt, first_seed=a.first_seed, guidance=a.guidance, seed=a.seed,
                           concepts=tuple(a.concepts), loops=tuple(a.loops), plain_word=not a.no_plain_word)
     if a.text_encoder_lr and not a.text_encoder_lora:
         raise SystemExit("--text-encoder-lr is the text encoder's own rate in pivotal tuning: give --text-encoder-lora")
@@ -270,7 +273,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
                f"{' '.join(cfg.get('loops') or next(iter(result['concepts'].values()))['loops'])}")
     default = H.HeldOutConfig()
     for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion", "vectors",
-                "token_steps", "prior_weight", "class_images"):  # the settings this run changed
+                "token_steps", "prior_weight", "class_images", "seed"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
             command += f" --{key.replace('_', '-')} {cfg[key]:g}"
     if cfg.get("text_encoder_lora"):

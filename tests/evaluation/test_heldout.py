@@ -37,6 +37,8 @@ def test_training_data_shows_only_the_concept(tmp_path):
         SCENES[r["background"]]) and r["emotion"] in r["text"] for r in rows), [r["text"] for r in rows]
     assert H.pivotal_name({"lora_lr": 1e-3, "per_emotion": 3}) == "pivotal-lora-lr0.001-per-emotion3"
     assert H.pivotal_name({"lora_lr": 1e-3, "captions": "sticker"}) == "pivotal-lora-lr0.001-sticker-captions"
+    assert H.pivotal_name({"lora_lr": 1e-3, "seed": 1}) == "pivotal-lora-lr0.001-seed1"  # another training seed
+    assert H.pivotal_name({"lora_lr": 1e-3, "seed": 0}) == "pivotal-lora-lr0.001"  # the default, as records had it
 
 
 def test_dreambooth_renders_and_the_companion_are_the_dreambooth_proofs_own(tmp_path):

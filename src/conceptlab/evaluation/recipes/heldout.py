@@ -339,7 +339,7 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
                 metrics["scene"] = round(100 * s["scene"], 1)
             if "ceiling" in r:
                 metrics["ceiling"] = round(100 * r["ceiling"], 1)
-            name = pivotal_name(cfg) if loop == "pivotal" else loop
+            name = pivotal_name(cfg) if loop == "pivotal" else loop + (f"-seed{cfg['seed']}" if cfg.get("seed") else "")
             out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
                         "command": command, "source": "the proof's heldout.json, added with --record",
@@ -350,11 +350,12 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
 
 def pivotal_name(cfg: dict) -> str:
     """'pivotal-lora-lr0.001' ('pivotal-full-lr0.0001' for a full fine-tune), plus each setting that differs from
-    HeldOutConfig's defaults ('-rank16-steps800'), and '-te' with the text encoder trained."""
+    HeldOutConfig's defaults ('-rank16-steps800', '-seed1' for another training seed), and '-te' with the text
+    encoder trained."""
     default, name = HeldOutConfig(), f"pivotal-{'full' if cfg.get('full') else 'lora'}-lr{cfg['lora_lr']:g}"
     for key, label in (("lora_rank", "rank"), ("steps", "steps"), ("images", "images"), ("lr", "token-lr"),
                        ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
-                       ("token_steps", "token-steps"), ("prior_weight", "prior")):
+                       ("token_steps", "token-steps"), ("prior_weight", "prior"), ("seed", "seed")):
         if key in cfg and cfg[key] != getattr(default, key):
             name += f"-{label}{cfg[key]:g}"
     if cfg.get("prior_weight") or cfg.get("companion"):  # the prior's other settings, where not the defaults
