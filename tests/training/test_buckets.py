@@ -305,6 +305,13 @@ def test_square_random_crops_are_drawn_per_picture_from_the_seed_and_masks_crop_
     masks = prepared_masks(subject, names, [im.size for im in images], 16, False, 7)
     full = read_masks(mixed_dir / "masks", names, "x")
     assert all(np.array_equal(np.asarray(m), _cut(f, 16, p)) for m, f, p in zip(masks, full, places))
+    pipe = build_pipeline("tiny")  # the method itself cuts its pictures and their masks at those places
+    cfg = DreamBoothConfig(subjects=[subject], lora=True, rank=2, resolution=16, center_crop=False,
+                           train=TrainConfig(steps=1, seed=7))
+    method = DreamBooth(pipe, cfg)
+    assert torch.equal(method.instance[0].mean, CachedLatents.encode(pipe.vae, crops, cfg.flip).mean)
+    want = mask_weights(masks, tuple(method.instance[0].mean.shape[2:]), cfg.mask_weight, cfg.flip)
+    assert torch.equal(method.instance[0].weight, want)
 
 
 def test_buckets_off_keep_the_square_path_and_the_run_record():

@@ -237,7 +237,8 @@ def run_invert(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     make_grid([inv.image, rec], cols=2, scale=4).save(out / "reconstruction.png")
     atomic_write_json({"method": args.method, "psnr_db": value, "seconds": inv.seconds, "image": str(args.image),
-                       "model": model_label(args.model), "prompt": args.prompt, "steps": args.steps, "guidance": args.guidance,
+                       "model": model_label(args.model), "model_config": args.model_config, "dtype": args.dtype,
+                       "prompt": args.prompt, "steps": args.steps, "guidance": args.guidance,
                        "refine_steps": args.refine_steps}, out / "inversion.json")
     print(f"{args.method} inversion: reconstruction PSNR {value:.2f} dB in {inv.seconds:.1f} s ({out})")
     return 0

@@ -54,7 +54,7 @@ def add_train_flags(p) -> None:
          help="also log step, loss, lr and validation scores through accelerate's tracker, into OUT/logs "
               "(tensorboard: pip install tensorboard; default: none, OUT/metrics.jsonl only)")
     flag(p, "--gradient-checkpointing", action="store_const", const=True, help="trade compute for memory")
-    flag(p, "--seed", type=SEED.arg, help="seed of batches, noise and timesteps (default: 0)")
+    flag(p, "--seed", type=SEED.arg, help="seed of batches, noise, timesteps and --random-crop's places (default: 0)")
     flag(p, "--checkpoint-every", type=COUNT0.arg, help="steps between checkpoints; 0 = only at the end and on "
                                                         "Ctrl-C (default: 0)")
     flag(p, "--validation-prompt", dest="preview_prompts", action="append",

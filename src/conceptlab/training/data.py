@@ -92,7 +92,7 @@ def prepare_images(images: list[Image.Image], resolution: int, center_crop: bool
     return [prepare_image(im, resolution, name=name, rng=rng) for im in images]
 
 
-def prepare_image(image: Image.Image, resolution: int, name: str = "",
+def prepare_image(image: Image.Image, resolution: int, *, name: str = "",
                   rng: random.Random | None = None) -> Image.Image:
     """Resized so the short side is `resolution` (upscaled with a warning if smaller), then cropped square: at
     the centre, or at a place drawn from `rng` (random crops, as diffusers' DreamBooth script's)."""

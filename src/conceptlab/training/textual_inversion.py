@@ -67,7 +67,7 @@ class TextualInversionConfig:
     model: str | None = None
     concepts: list[ConceptConfig] = field(default_factory=list)
     resolution: int | None = None  # None: the model's native size
-    center_crop: bool = True  # with buckets off; with them on, False crops at a place drawn from the seed
+    center_crop: bool = True  # False: each picture cut at a place drawn once from the seed (within its bucket)
     flip: bool = True
     buckets: BucketConfig = field(default_factory=BucketConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, batch_size=4, lr=5e-3))

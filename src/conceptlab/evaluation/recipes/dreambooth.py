@@ -146,7 +146,7 @@ def subject_scores(pipe, judge, subjects: list[tuple[str, str]], emotions=EMOTIO
 
 
 def missed_as(seen: list[str], asked: str) -> dict[str, int]:
-    """What a judge's head read instead of the `asked` label, as counts, most often first: for identity a
+    """What a judge's head read instead of the `asked` label, as counts (most often first, until runs pool): for identity a
     neighbour it takes the subject for, or no named individual at all ("none"); for emotion the one drawn."""
     return dict(Counter(p for p in seen if p != asked).most_common())
 

@@ -339,7 +339,8 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
                 metrics["scene"] = round(100 * s["scene"], 1)
             if "ceiling" in r:
                 metrics["ceiling"] = round(100 * r["ceiling"], 1)
-            name = pivotal_name(cfg) if loop == "pivotal" else loop + (f"-seed{cfg['seed']}" if cfg.get("seed") else "")
+            trained_seed = f"-seed{cfg['seed']}" if cfg.get("seed") and loop != "plain" else ""  # the plain word trains nothing
+            name = pivotal_name(cfg) if loop == "pivotal" else loop + trained_seed
             out.append({"id": f"ti-heldout-{concept}-{name}-{cfg['first_seed']}", "date": date, "commit": commit,
                         "model": model, "seeds": seeds, "samples": f"{s['images']} judged images",
                         "command": command, "source": "the proof's heldout.json, added with --record",
@@ -357,7 +358,7 @@ def pivotal_name(cfg: dict) -> str:
                        ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
                        ("token_steps", "token-steps"), ("prior_weight", "prior"), ("seed", "seed")):
         if key in cfg and cfg[key] != getattr(default, key):
-            name += f"-{label}{cfg[key]:g}"
+            name += f"-{label}{cfg[key]}" if isinstance(cfg[key], int) else f"-{label}{cfg[key]:g}"
     if cfg.get("prior_weight") or cfg.get("companion"):  # the prior's other settings, where not the defaults
         for key, label in (("class_prompts", "class-prompts-"), ("class_images", "class-images")):
             if key in cfg and cfg[key] != getattr(default, key):
