@@ -275,7 +275,7 @@ def record(out: Path, page: Path, model_name: str) -> None:
     for key in ("steps", "lr", "lora_lr", "lora_rank", "images", "guidance", "per_emotion", "vectors",
                 "token_steps", "prior_weight", "class_images", "seed"):  # the settings this run changed
         if key in cfg and cfg[key] != getattr(default, key):
-            command += f" --{key.replace('_', '-')} {cfg[key] if isinstance(cfg[key], int) else format(cfg[key], 'g')}"
+            command += f" --{key.replace('_', '-')} {H.setting_text(cfg[key])}"
     if cfg.get("text_encoder_lora"):
         command += " --text-encoder-lora"
         command += f" --text-encoder-lr {cfg['text_encoder_lr']:g}" if cfg.get("text_encoder_lr") else ""

@@ -349,6 +349,11 @@ def records_from(result: dict, *, date: str, commit: str, model: str, command: s
     return out
 
 
+def setting_text(value) -> str:
+    """A setting as record ids and commands write it: integers whole (a seed of 1000000, not 1e+06), others by :g."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def pivotal_name(cfg: dict) -> str:
     """'pivotal-lora-lr0.001' ('pivotal-full-lr0.0001' for a full fine-tune), plus each setting that differs from
     HeldOutConfig's defaults ('-rank16-steps800', '-seed1' for another training seed), and '-te' with the text
@@ -358,7 +363,7 @@ def pivotal_name(cfg: dict) -> str:
                        ("guidance", "guidance"), ("per_emotion", "per-emotion"), ("vectors", "vectors"),
                        ("token_steps", "token-steps"), ("prior_weight", "prior"), ("seed", "seed")):
         if key in cfg and cfg[key] != getattr(default, key):
-            name += f"-{label}{cfg[key]}" if isinstance(cfg[key], int) else f"-{label}{cfg[key]:g}"
+            name += f"-{label}{setting_text(cfg[key])}"
     if cfg.get("prior_weight") or cfg.get("companion"):  # the prior's other settings, where not the defaults
         for key, label in (("class_prompts", "class-prompts-"), ("class_images", "class-images")):
             if key in cfg and cfg[key] != getattr(default, key):
